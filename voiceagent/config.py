@@ -1,0 +1,199 @@
+"""Settings from the environment, read and validated once at start-up.
+
+Every problem is reported with the variable's name and what is wrong; nothing deeper in the code
+reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from voiceagent.realtime.events import SessionConfig
+
+DEFAULT_INSTRUCTIONS = (
+    "You are a friendly, concise phone assistant. Speak naturally, keep answers short, "
+    "and let the caller interrupt you."
+)
+VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+VAD_MODES = ("server_vad", "semantic_vad")
+
+
+class ConfigError(ValueError):
+    """A setting is missing or invalid. The message names the variable."""
+
+
+@dataclass(frozen=True)
+class ModelTarget:
+    """Where the Realtime model lives and how to authenticate. ``api_key`` is a secret: never log it."""
+
+    provider: str  # "azure" | "openai"
+    endpoint: str  # scheme://host[:port], no trailing slash
+    deployment: str  # Azure deployment or OpenAI model name
+    api_key: str | None = field(default=None, repr=False)
+    api_version: str | None = None  # None → GA protocol; a preview version → preview protocol
+
+    @property
+    def dialect(self) -> str:
+        return "preview" if self.api_version else "ga"
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: ModelTarget
+    session: SessionConfig
+    greeting: str = ""
+    host: str = "0.0.0.0"
+    port: int = 8080
+    public_base_url: str | None = None
+    twilio_auth_token: str | None = field(default=None, repr=False)
+    insecure_skip_validation: bool = False
+    log_full_numbers: bool = False
+    prewarm_seconds: float = 10.0
+    max_calls: int = 50
+    max_call_seconds: float = 3600.0
+    caller_silence_seconds: float = 120.0
+    session_recycle_seconds: float = 25 * 60.0
+    drain_seconds: float = 30.0
+    connect_timeout_seconds: float = 10.0
+    connect_attempts: int = 3
+
+
+def _text(env: Mapping[str, str], name: str) -> str | None:
+    value = env.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _number(env: Mapping[str, str], name: str, kind: type, default, *, low=None, high=None):
+    raw = _text(env, name)
+    if raw is None:
+        return default
+    try:
+        value = kind(raw)
+    except ValueError:
+        raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if (low is not None and value < low) or (high is not None and value > high):
+        bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
+        raise ConfigError(f"{name}={raw!r} must be {bounds}")
+    return value
+
+
+def _flag(env: Mapping[str, str], name: str) -> bool:
+    raw = (_text(env, name) or "").lower()
+    if raw in ("", "0", "false", "no", "off"):
+        return False
+    if raw in ("1", "true", "yes", "on"):
+        return True
+    raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _base_url(env: Mapping[str, str], name: str) -> str | None:
+    raw = _text(env, name)
+    if raw is None:
+        return None
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.netloc or parts.query or parts.fragment:
+        raise ConfigError(f"{name}={raw!r} must look like https://host[:port][/path], no query string")
+    return raw.rstrip("/")
+
+
+def _model_target(env: Mapping[str, str]) -> ModelTarget:
+    endpoint = _base_url(env, "AZURE_OPENAI_ENDPOINT")
+    if endpoint:
+        deployment = _text(env, "AZURE_OPENAI_DEPLOYMENT")
+        if not deployment:
+            raise ConfigError("AZURE_OPENAI_DEPLOYMENT is not set: name the Realtime deployment (e.g. gpt-realtime)")
+        return ModelTarget(
+            provider="azure",
+            endpoint=endpoint,
+            deployment=deployment,
+            api_key=_text(env, "AZURE_OPENAI_API_KEY"),
+            api_version=_text(env, "AZURE_OPENAI_API_VERSION"),
+        )
+    api_key = _text(env, "OPENAI_API_KEY")
+    if api_key:
+        return ModelTarget(
+            provider="openai",
+            endpoint=_base_url(env, "OPENAI_BASE_URL") or "https://api.openai.com",
+            deployment=_text(env, "OPENAI_REALTIME_MODEL") or "gpt-realtime",
+            api_key=api_key,
+        )
+    raise ConfigError(
+        "No model configured: set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_DEPLOYMENT "
+        "(plus AZURE_OPENAI_API_KEY, or sign in for Entra ID), or set OPENAI_API_KEY"
+    )
+
+
+def _instructions(env: Mapping[str, str]) -> str:
+    inline = _text(env, "VOICEAGENT_INSTRUCTIONS")
+    path = _text(env, "VOICEAGENT_INSTRUCTIONS_FILE")
+    if inline and path:
+        raise ConfigError("Set VOICEAGENT_INSTRUCTIONS or VOICEAGENT_INSTRUCTIONS_FILE, not both")
+    if path:
+        try:
+            text = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"VOICEAGENT_INSTRUCTIONS_FILE={path!r} cannot be read: {exc.strerror}") from None
+        if not text:
+            raise ConfigError(f"VOICEAGENT_INSTRUCTIONS_FILE={path!r} is empty")
+        return text
+    return inline or DEFAULT_INSTRUCTIONS
+
+
+def _session(env: Mapping[str, str]) -> SessionConfig:
+    voice = _text(env, "VOICEAGENT_VOICE") or "alloy"
+    if voice not in VOICES:
+        raise ConfigError(f"VOICEAGENT_VOICE={voice!r} is not a Realtime voice; choose one of {', '.join(VOICES)}")
+    vad = _text(env, "VOICEAGENT_VAD") or "server_vad"
+    if vad not in VAD_MODES:
+        raise ConfigError(f"VOICEAGENT_VAD={vad!r} must be server_vad or semantic_vad")
+    return SessionConfig(
+        instructions=_instructions(env),
+        voice=voice,
+        vad=vad,
+        vad_threshold=_number(env, "VOICEAGENT_VAD_THRESHOLD", float, None, low=0.0, high=1.0),
+        vad_prefix_padding_ms=_number(env, "VOICEAGENT_VAD_PREFIX_PADDING_MS", int, None, low=0, high=10_000),
+        vad_silence_ms=_number(env, "VOICEAGENT_VAD_SILENCE_MS", int, None, low=0, high=10_000),
+        transcription_model=_text(env, "VOICEAGENT_TRANSCRIPTION_MODEL") or "whisper-1",
+    )
+
+
+def load_settings(env: Mapping[str, str] | None = None) -> Settings:
+    """Build the settings from ``env`` (default: the process environment) or raise ConfigError."""
+    env = os.environ if env is None else env
+    model = _model_target(env)
+    session = _session(env)
+    if session.vad == "semantic_vad" and model.dialect == "preview":
+        raise ConfigError("VOICEAGENT_VAD=semantic_vad needs the GA protocol: unset AZURE_OPENAI_API_VERSION")
+    insecure = _flag(env, "VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION")
+    auth_token = _text(env, "TWILIO_AUTH_TOKEN")
+    if not auth_token and not insecure:
+        raise ConfigError(
+            "TWILIO_AUTH_TOKEN is not set: it is needed to check that requests come from Twilio "
+            "(for local experiments only, VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION=true turns the check off)"
+        )
+    return Settings(
+        model=model,
+        session=session,
+        greeting=(env.get("VOICEAGENT_GREETING") or "").strip(),
+        host=_text(env, "HOST") or "0.0.0.0",
+        port=_number(env, "PORT", int, 8080, low=0, high=65535),
+        public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
+        twilio_auth_token=auth_token,
+        insecure_skip_validation=insecure,
+        log_full_numbers=_flag(env, "VOICEAGENT_LOG_FULL_NUMBERS"),
+        prewarm_seconds=_number(env, "VOICEAGENT_PREWARM_SECONDS", float, 10.0, low=0.0, high=120.0),
+        max_calls=_number(env, "VOICEAGENT_MAX_CALLS", int, 50, low=1),
+        max_call_seconds=_number(env, "VOICEAGENT_MAX_CALL_SECONDS", float, 3600.0, low=1.0),
+        caller_silence_seconds=_number(env, "VOICEAGENT_CALLER_SILENCE_SECONDS", float, 120.0, low=1.0),
+        session_recycle_seconds=_number(env, "VOICEAGENT_SESSION_RECYCLE_SECONDS", float, 25 * 60.0, low=1.0),
+        drain_seconds=_number(env, "VOICEAGENT_DRAIN_SECONDS", float, 30.0, low=0.0),
+        connect_timeout_seconds=_number(env, "VOICEAGENT_CONNECT_TIMEOUT_SECONDS", float, 10.0, low=0.1),
+        connect_attempts=_number(env, "VOICEAGENT_CONNECT_ATTEMPTS", int, 3, low=1, high=10),
+    )

@@ -1,0 +1,182 @@
+"""The one internal vocabulary for the Realtime API.
+
+The dialect modules (``ga.py``, ``preview.py``) turn wire events into these objects and these
+commands into wire events. Nothing outside ``voiceagent.realtime`` knows which dialect is in use.
+
+Audio travels as the base64 text it arrived in: passthrough means no decode on the hot path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+# ---------------------------------------------------------------- events the model sends us
+
+
+@dataclass(frozen=True, slots=True)
+class SessionCreated:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class SessionUpdated:
+    """The effective configuration. Formats are normalised: ``"pcmu"`` for μ-law, otherwise the
+    dialect's own name (e.g. ``"audio/pcm"``, ``"pcm16"``) or ``None`` when the server did not say."""
+
+    input_format: str | None
+    output_format: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStarted:
+    item_id: str
+    audio_start_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class SpeechStopped:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseCreated:
+    response_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseDone:
+    response_id: str
+    status: str  # completed | cancelled | incomplete | failed | in_progress
+    usage: dict[str, Any] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDelta:
+    response_id: str
+    item_id: str
+    audio: str  # base64 μ-law, untouched
+
+
+@dataclass(frozen=True, slots=True)
+class AudioDone:
+    response_id: str
+    item_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTranscriptDelta:
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class AgentTranscriptDone:
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class CallerTranscript:
+    item_id: str
+    transcript: str
+
+
+@dataclass(frozen=True, slots=True)
+class ItemAdded:
+    item_id: str
+    role: str | None  # user | assistant | system | None (function calls etc.)
+    previous_item_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemTruncated:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class ModelError:
+    code: str | None
+    message: str
+    client_event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """A well-formed event the call core has no use for (rate limits, content parts, ...)."""
+
+    type: str
+
+
+ModelEvent = (
+    SessionCreated
+    | SessionUpdated
+    | SpeechStarted
+    | SpeechStopped
+    | ResponseCreated
+    | ResponseDone
+    | AudioDelta
+    | AudioDone
+    | AgentTranscriptDelta
+    | AgentTranscriptDone
+    | CallerTranscript
+    | ItemAdded
+    | ItemTruncated
+    | ModelError
+    | Ignored
+)
+
+# ---------------------------------------------------------------- commands we send the model
+
+
+@dataclass(frozen=True, slots=True)
+class SessionConfig:
+    """What we ask of a session; the dialect renders it to its own ``session.update``."""
+
+    instructions: str
+    voice: str
+    vad: str = "server_vad"  # server_vad | semantic_vad
+    vad_threshold: float | None = None
+    vad_prefix_padding_ms: int | None = None
+    vad_silence_ms: int | None = None
+    transcription_model: str = "whisper-1"
+
+
+@dataclass(frozen=True, slots=True)
+class UpdateSession:
+    config: SessionConfig
+
+
+@dataclass(frozen=True, slots=True)
+class AppendAudio:
+    audio: str  # base64 μ-law, untouched
+
+
+@dataclass(frozen=True, slots=True)
+class Truncate:
+    item_id: str
+    audio_end_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelResponse:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class CreateResponse:
+    instructions: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CreateTextItem:
+    """Replays one utterance of the conversation (after a reconnect)."""
+
+    role: str  # user | assistant
+    text: str
+
+
+ModelCommand = UpdateSession | AppendAudio | Truncate | CancelResponse | CreateResponse | CreateTextItem
+
