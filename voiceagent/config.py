@@ -60,6 +60,8 @@ class Settings:
     drain_seconds: float = 30.0
     connect_timeout_seconds: float = 10.0
     connect_attempts: int = 3
+    busy_message: str = "Sorry, all our lines are busy right now. Please call again later."
+    unavailable_message: str = "Sorry, our assistant is not available right now. Please call again later."
 
 
 def _text(env: Mapping[str, str], name: str) -> str | None:
@@ -196,4 +198,6 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         drain_seconds=_number(env, "VOICEAGENT_DRAIN_SECONDS", float, 30.0, low=0.0),
         connect_timeout_seconds=_number(env, "VOICEAGENT_CONNECT_TIMEOUT_SECONDS", float, 10.0, low=0.1),
         connect_attempts=_number(env, "VOICEAGENT_CONNECT_ATTEMPTS", int, 3, low=1, high=10),
+        busy_message=_text(env, "VOICEAGENT_BUSY_MESSAGE") or Settings.busy_message,
+        unavailable_message=_text(env, "VOICEAGENT_UNAVAILABLE_MESSAGE") or Settings.unavailable_message,
     )

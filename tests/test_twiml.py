@@ -1,0 +1,49 @@
+"""The TwiML documents: well-formed, Twilio's rules (wss, no query string), and the examples in
+``twiml/`` kept identical to what the builders produce."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from voiceagent.config import Settings
+from voiceagent.twilio import twiml
+
+EXAMPLES = Path(__file__).resolve().parent.parent / "twiml"
+BASE = "https://voice.example.com"
+
+
+def examples() -> dict[str, str]:
+    return {
+        "connect.xml": twiml.connect(BASE, {"token": "1767225600.EXAMPLE-TOKEN", "from": "+15551234567", "to": "+15557654321"}),
+        "busy.xml": twiml.say_and_hang_up(Settings.busy_message),
+        "unavailable.xml": twiml.say_and_hang_up(Settings.unavailable_message),
+        "hangup.xml": twiml.say_and_hang_up(""),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(examples()))
+def test_examples_in_the_repo_match_the_builders(name):
+    assert (EXAMPLES / name).read_text(encoding="utf-8").strip() == examples()[name].strip()
+
+
+def test_connect_streams_to_wss_without_a_query_string():
+    root = ET.fromstring(twiml.connect(BASE + "/", {"token": "t", "from": "+1"}))
+    connect = root.find("Connect")
+    stream = connect.find("Stream")
+    assert stream.get("url") == "wss://voice.example.com/twilio/media"
+    assert "?" not in stream.get("url")
+    assert connect.get("action") == "https://voice.example.com/twilio/stream-ended"
+    assert {p.get("name"): p.get("value") for p in stream.findall("Parameter")} == {"token": "t", "from": "+1"}
+
+
+def test_local_http_base_maps_to_ws_and_keeps_the_port_and_path():
+    assert twiml.stream_url("http://127.0.0.1:8080") == "ws://127.0.0.1:8080/twilio/media"
+    assert twiml.stream_url("https://example.com/agent/") == "wss://example.com/agent/twilio/media"
+
+
+def test_say_and_hang_up_escapes_text():
+    root = ET.fromstring(twiml.say_and_hang_up("Fish & chips <today>"))
+    assert root.find("Say").text == "Fish & chips <today>" and root.find("Hangup") is not None

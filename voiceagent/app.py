@@ -1,0 +1,192 @@
+"""The starlette app: routes only. Decisions live in ``service``, ``bridge`` and ``call``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, PlainTextResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from voiceagent.config import Settings
+from voiceagent.logs import CallLog, mask_number
+from voiceagent.service import Service
+from voiceagent.transcripts import TranscriptSink
+from voiceagent.twilio import messages as tw
+from voiceagent.twilio import twiml
+from voiceagent.twilio.security import TOKEN_PARAMETER
+
+CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+START_TIMEOUT_SECONDS = 10.0
+MAX_MESSAGES_BEFORE_START = 20
+
+
+def _xml(document: str) -> Response:
+    return Response(document, media_type="text/xml")
+
+
+def _public_base(settings: Settings, scheme: str, host: str | None) -> str:
+    """Where Twilio reaches us: PUBLIC_BASE_URL, else what the request says (fine for direct setups)."""
+    if settings.public_base_url:
+        return settings.public_base_url
+    return f"{scheme}://{host or 'localhost'}"
+
+
+def _request_base(request: Request) -> str:
+    scheme = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
+    return _public_base(request.app.state.service.settings, scheme, request.headers.get("host"))
+
+
+async def _signed_form(request: Request, log: CallLog) -> dict[str, str] | None:
+    """The webhook's form fields if the request is signed by Twilio, else None (logged)."""
+    service: Service = request.app.state.service
+    form = await request.form()
+    params = {key: str(value) for key, value in form.multi_items()}
+    url = _request_base(request) + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    if not service.signatures.valid(url, params, request.headers.get("x-twilio-signature")):
+        log.warning("webhook_rejected", path=request.url.path, reason="bad or missing X-Twilio-Signature")
+        return None
+    return params
+
+
+async def voice(request: Request) -> Response:
+    """Twilio's incoming-call webhook: answer with TwiML that connects the call to our media stream."""
+    service: Service = request.app.state.service
+    params = await _signed_form(request, CallLog())
+    if params is None:
+        return PlainTextResponse("Forbidden", status_code=403)
+    call_sid = params.get("CallSid", "")
+    if not CALL_SID.match(call_sid):
+        CallLog().warning("webhook_rejected", reason="missing or malformed CallSid")
+        return PlainTextResponse("Bad Request", status_code=400)
+    log = CallLog(call_sid)
+    full = service.settings.log_full_numbers
+    if service.busy:
+        log.warning("call_refused", reason="draining" if service.draining else "at capacity", calls=len(service.calls))
+        return _xml(twiml.say_and_hang_up(service.settings.busy_message))
+    log.info("call_incoming", caller=mask_number(params.get("From"), full=full), to=mask_number(params.get("To"), full=full))
+    stream_params = {
+        TOKEN_PARAMETER: service.tokens.issue(call_sid, service.now()),
+        "from": params.get("From", ""),
+        "to": params.get("To", ""),
+    }
+    service.prewarm(call_sid)
+    return _xml(twiml.connect(_request_base(request), stream_params))
+
+
+async def stream_ended(request: Request) -> Response:
+    """``<Connect action>``: Twilio asks what to do once the stream is over."""
+    service: Service = request.app.state.service
+    params = await _signed_form(request, CallLog())
+    if params is None:
+        return PlainTextResponse("Forbidden", status_code=403)
+    reason = service.end_reason(params.get("CallSid", ""))
+    if reason is not None and reason.model_unreachable:
+        return _xml(twiml.say_and_hang_up(service.settings.unavailable_message))
+    return _xml(twiml.say_and_hang_up(""))
+
+
+async def _wait_for_start(websocket: WebSocket, log: CallLog) -> tw.Start | None:
+    for _ in range(MAX_MESSAGES_BEFORE_START):
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            return None
+        try:
+            event = tw.parse(message.get("text") if message.get("text") is not None else message.get("bytes"))
+        except tw.BadMessage as exc:
+            log.warning("twilio_bad_message", reason=str(exc))
+            continue
+        if isinstance(event, tw.Start):
+            return event
+        if not isinstance(event, tw.Connected):
+            log.warning("twilio_before_start", message=type(event).__name__)
+    return None
+
+
+async def media(websocket: WebSocket) -> None:
+    """The Twilio Media Stream. Every check passes before any model connection is opened."""
+    service: Service = websocket.app.state.service
+    log = CallLog()
+    scheme = "https" if websocket.url.scheme == "wss" else "http"
+    scheme = websocket.headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
+    expected_url = twiml.stream_url(_public_base(service.settings, scheme, websocket.headers.get("host")))
+    if not service.signatures.valid(expected_url, {}, websocket.headers.get("x-twilio-signature")):
+        log.warning("stream_rejected", reason="bad or missing X-Twilio-Signature on the upgrade")
+        await websocket.close(code=1008)
+        return
+    await websocket.accept()
+    try:
+        start = await asyncio.wait_for(_wait_for_start(websocket, log), START_TIMEOUT_SECONDS)
+    except TimeoutError:
+        start = None
+    if start is None:
+        log.warning("stream_rejected", reason="no valid start message")
+        await _close(websocket, 1008)
+        return
+    log = CallLog(start.call_sid)
+    problem = service.tokens.check(start.parameters.get(TOKEN_PARAMETER), start.call_sid, service.now())
+    if problem is None and service.calls.get(start.call_sid) is not None and service.calls[start.call_sid].attached:
+        problem = "a stream is already attached to this call"
+    if problem is not None:
+        log.warning("stream_rejected", reason=problem)
+        await _close(websocket, 1008)
+        return
+    session = service.claim(start.call_sid)
+    await session.run_stream(websocket, start)
+
+
+async def _close(websocket: WebSocket, code: int) -> None:
+    with contextlib.suppress(Exception):
+        await websocket.close(code=code)
+
+
+async def healthz(request: Request) -> Response:
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    service: Service = request.app.state.service
+    if service.draining:
+        return JSONResponse({"status": "draining", "calls": len(service.calls)}, status_code=503)
+    return JSONResponse({"status": "ready", "calls": len(service.calls)})
+
+
+def create_app(settings: Settings, *, credential: Any = None, sink: TranscriptSink | None = None) -> Starlette:
+    """Build the ASGI app. ``credential``: an ``azure.identity.aio`` credential for Entra ID (made here
+    when Azure is configured without an API key); ``sink``: where transcripts go (default: the log)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        owned = None
+        if credential is None and settings.model.provider == "azure" and not settings.model.api_key:
+            from azure.identity.aio import DefaultAzureCredential
+
+            owned = app.state.service.credential = DefaultAzureCredential()
+        try:
+            yield
+        finally:
+            await app.state.service.close()
+            if owned is not None:
+                await owned.close()
+
+    app = Starlette(
+        routes=[
+            Route("/twilio/voice", voice, methods=["POST"]),
+            Route(twiml.STREAM_ENDED_PATH, stream_ended, methods=["POST"]),
+            WebSocketRoute(twiml.MEDIA_PATH, media),
+            Route("/healthz", healthz),
+            Route("/readyz", readyz),
+        ],
+        lifespan=lifespan,
+    )
+    service_kwargs: dict[str, Any] = {"settings": settings, "credential": credential}
+    if sink is not None:
+        service_kwargs["sink"] = sink
+    app.state.service = Service(**service_kwargs)
+    return app

@@ -1,0 +1,44 @@
+"""The TwiML documents voiceagent serves, built with the twilio SDK's builders.
+
+``twiml/*.xml`` at the top of the repository shows each document as an operator will see it; a test
+keeps those examples identical to what these builders produce.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit, urlunsplit
+
+from twilio.twiml.voice_response import Connect, VoiceResponse
+
+MEDIA_PATH = "/twilio/media"
+STREAM_ENDED_PATH = "/twilio/stream-ended"
+
+
+def stream_url(public_base: str) -> str:
+    """``https://host/base`` → ``wss://host/base/twilio/media`` (``http`` → ``ws`` for local tests).
+
+    Twilio refuses a stream URL with a query string (error 31920): data goes in ``<Parameter>``s."""
+    parts = urlsplit(public_base)
+    scheme = {"https": "wss", "http": "ws"}[parts.scheme]
+    return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + MEDIA_PATH, "", ""))
+
+
+def connect(public_base: str, parameters: dict[str, str]) -> str:
+    """Connect the call to our media stream; when the stream ends, Twilio asks ``/twilio/stream-ended``
+    what to do next (hang up, or apologise first if the model could not be reached)."""
+    response = VoiceResponse()
+    bridge = Connect(action=public_base.rstrip("/") + STREAM_ENDED_PATH, method="POST")
+    stream = bridge.stream(url=stream_url(public_base))
+    for name, value in parameters.items():
+        stream.parameter(name=name, value=value)
+    response.append(bridge)
+    return str(response)
+
+
+def say_and_hang_up(message: str, voice: str | None = None) -> str:
+    """Say ``message`` (if any) and end the call: lines busy, apologies, goodbyes."""
+    response = VoiceResponse()
+    if message:
+        response.say(message, voice=voice) if voice else response.say(message)
+    response.hangup()
+    return str(response)
