@@ -17,12 +17,14 @@ void: their echoes are expected and change nothing.
 from __future__ import annotations
 
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from itertools import count
-from typing import Any
 
+from voiceagent.actions import Action, EndCall, Log, ToModel, ToTwilio, Transcript
 from voiceagent.realtime import events as ev
 from voiceagent.twilio import messages as tw
+
+__all__ = ["Action", "CallCore", "CallOptions", "EndCall", "Log", "ToModel", "ToTwilio", "Transcript"]
 
 BYTES_PER_MS = 8  # μ-law, 8 kHz, mono
 
@@ -36,43 +38,6 @@ BENIGN_ERROR_CODES = frozenset(
     }
 )
 SESSION_GONE_CODES = frozenset({"session_expired", "session_closed", "session_not_found"})
-
-
-# ---------------------------------------------------------------- actions the driver carries out
-
-
-@dataclass(frozen=True, slots=True)
-class ToTwilio:
-    message: tw.TwilioCommand
-
-
-@dataclass(frozen=True, slots=True)
-class ToModel:
-    command: ev.ModelCommand
-
-
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    role: str  # "caller" | "agent"
-    text: str
-    interrupted: bool = False
-    heard_ms: int | None = None  # agent lines: how much of the audio the caller heard
-    item_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Log:
-    level: str  # "info" | "warning" | "error"
-    event: str
-    fields: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True, slots=True)
-class EndCall:
-    reason: str
-
-
-Action = ToTwilio | ToModel | Transcript | Log | EndCall
 
 
 # ---------------------------------------------------------------- per-item and per-mark state
@@ -91,6 +56,7 @@ class AgentItem:
     text_done: bool = False
     truncated: bool = False
     logged: bool = False
+    generation: int = 0  # which model session produced it (a reconnect starts a new one)
 
     @property
     def unplayed(self) -> int:
@@ -105,6 +71,9 @@ class AgentItem:
 class CallOptions:
     greeting: str = ""  # what the agent says first; empty: wait for the caller
     server_interrupts: bool = True  # turn detection cancels the live response itself on speech
+    max_call_seconds: float | None = None  # then the agent says goodbye and the call ends
+    caller_silence_seconds: float | None = None  # no caller speech for this long: goodbye, end
+    goodbye_grace_seconds: float = 20.0  # a goodbye that has not finished by then is cut short
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +100,16 @@ class CallCore:
         self._unsent: list[tuple[str, str]] = []  # (item_id, payload) held until the stream starts
         self._mark_numbers = count(1)
         self._response_items: dict[str, list[str]] = {}
-        self.stats = {"bytes_in": 0, "bytes_out": 0, "barge_ins": 0, "truncations": 0}
+        self.stats = {"bytes_in": 0, "bytes_out": 0, "barge_ins": 0, "truncations": 0, "model_sessions": 1}
+        self.generation = 0
+        self.caller_speaking = False
+        self.started_at: float | None = None  # clock of the first tick
+        self.last_activity: float | None = None
+        self.now: float | None = None
+        self.winding_down: str | None = None  # why the call is ending, once the goodbye is under way
+        self._goodbye_asked = False
+        self._goodbye_started = False  # the model began the goodbye response
+        self._goodbye_deadline: float | None = None
 
     # ------------------------------------------------------------ Twilio side
 
@@ -176,7 +154,8 @@ class CallCore:
         item_id, offset = entry
         item = self.items[item_id]
         item.acked = max(item.acked, offset)
-        return self._maybe_finish(item)
+        self.last_activity = self.now
+        return self._maybe_finish(item) + self._maybe_hang_up()
 
     # ------------------------------------------------------------ model side
 
@@ -201,10 +180,12 @@ class CallCore:
         if self.options.greeting and not self.greeted:
             self.greeted = True
             actions.append(ToModel(ev.CreateResponse(greeting_instructions(self.options.greeting))))
-        return actions
+        return actions + self._maybe_say_goodbye()
 
     def _speech_started(self, event: ev.SpeechStarted) -> list[Action]:
         """Barge-in: stop the agent at once and tell the model exactly how much was heard."""
+        self.caller_speaking = True
+        self.last_activity = self.now
         speaking = [item for item in self.items.values() if not item.truncated and item.unplayed > 0]
         actions: list[Action] = []
         if speaking:
@@ -220,9 +201,18 @@ class CallCore:
             actions.append(ToModel(ev.CancelResponse()))
         return actions
 
+    def _speech_stopped(self, event: ev.SpeechStopped) -> list[Action]:
+        self.caller_speaking = False
+        self.last_activity = self.now
+        return []
+
     def _truncate(self, item: AgentItem) -> list[Action]:
         item.truncated = True
         heard_ms = item.heard_ms
+        if item.generation != self.generation:
+            # the item lives in a model session that is gone: nothing to truncate there
+            return [Log("info", "barge_in", {"item_id": item.item_id, "heard_ms": heard_ms, "previous_session": True}),
+                    *self._log_agent(item)]
         self.stats["truncations"] += 1
         return [
             ToModel(ev.Truncate(item.item_id, heard_ms)),
@@ -268,6 +258,7 @@ class CallCore:
 
     def _response_created(self, event: ev.ResponseCreated) -> list[Action]:
         self.response_live = True
+        self._goodbye_started = self._goodbye_asked
         return []
 
     def _response_done(self, event: ev.ResponseDone) -> list[Action]:
@@ -277,7 +268,7 @@ class CallCore:
             item = self.items[item_id]
             item.audio_done = item.text_done = True
             actions += self._maybe_finish(item)
-        return actions
+        return actions + self._maybe_say_goodbye() + self._maybe_hang_up()
 
     def _caller_transcript(self, event: ev.CallerTranscript) -> list[Action]:
         text = event.transcript.strip()
@@ -298,7 +289,7 @@ class CallCore:
     def _item(self, item_id: str, response_id: str | None = None) -> AgentItem:
         item = self.items.get(item_id)
         if item is None:
-            item = self.items[item_id] = AgentItem(item_id)
+            item = self.items[item_id] = AgentItem(item_id, generation=self.generation)
         if response_id is not None and item_id not in self._response_items.setdefault(response_id, []):
             self._response_items[response_id].append(item_id)
         return item
@@ -323,6 +314,77 @@ class CallCore:
         return [Transcript("agent", text, interrupted=interrupted,
                            heard_ms=item.heard_ms if interrupted else None, item_id=item.item_id)]
 
+    # ------------------------------------------------------------ time, goodbyes, model sessions
+
+    @property
+    def agent_speaking(self) -> bool:
+        return bool(self._marks) or bool(self._unsent)
+
+    @property
+    def quiet(self) -> bool:
+        """Nobody is talking and nothing is being generated: a safe moment to swap model sessions."""
+        return not (self.response_live or self.caller_speaking or self.agent_speaking)
+
+    def tick(self, now: float) -> list[Action]:
+        """The driver's clock (seconds, monotonic). Enforces the call length and caller-silence limits."""
+        self.now = now
+        if self.started_at is None:
+            self.started_at = self.last_activity = now
+        if self.winding_down:
+            if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
+                return [EndCall(self.winding_down)]
+            return []
+        limit = self.options.max_call_seconds
+        if limit is not None and now - self.started_at >= limit:
+            return self.wind_down("the call reached its maximum length")
+        silence = self.options.caller_silence_seconds
+        if (
+            silence is not None
+            and self.last_activity is not None
+            and not self.caller_speaking
+            and not self.agent_speaking
+            and not self.response_live
+            and now - self.last_activity >= silence
+        ):
+            return self.wind_down("the caller was silent")
+        return []
+
+    def wind_down(self, reason: str) -> list[Action]:
+        """End the call politely: the agent says goodbye, then the call ends (or at the grace deadline)."""
+        if self.winding_down:
+            return []
+        self.winding_down = reason
+        if self.now is not None:
+            self._goodbye_deadline = self.now + self.options.goodbye_grace_seconds
+        if not self.session_ready:
+            return [EndCall(reason)]
+        return [Log("info", "winding_down", {"reason": reason}), *self._maybe_say_goodbye()]
+
+    def _maybe_say_goodbye(self) -> list[Action]:
+        if not self.winding_down or self._goodbye_asked or self.response_live:
+            return []
+        self._goodbye_asked = True
+        return [ToModel(ev.CreateResponse(goodbye_instructions(self.winding_down)))]
+
+    def _maybe_hang_up(self) -> list[Action]:
+        if self._goodbye_started and not self.response_live and not self.agent_speaking:
+            return [EndCall(self.winding_down or "goodbye said")]
+        return []
+
+    def model_reconnected(self) -> list[Action]:
+        """A new model session replaces the old one: configure it and replay the conversation so far.
+
+        Audio of the old session still playing to the caller stays, but can no longer be truncated."""
+        self.generation += 1
+        self.stats["model_sessions"] += 1
+        self.response_live = False
+        self.caller_speaking = False
+        self.session_ready = False
+        if self.winding_down:
+            self._goodbye_asked = self._goodbye_started = False  # ask the new session for the goodbye
+        roles = {"caller": "user", "agent": "assistant"}
+        return [ToModel(ev.CreateTextItem(roles[u.role], u.text)) for u in self.history]
+
     def finish(self) -> list[Action]:
         """The call is over: log every agent line not logged yet (cut off if it was still playing)."""
         actions: list[Action] = []
@@ -335,9 +397,17 @@ def greeting_instructions(greeting: str) -> str:
     return f"Greet the caller by saying exactly this, and nothing else: {greeting}"
 
 
+def goodbye_instructions(reason: str) -> str:
+    return (
+        "The call is ending now "
+        f"({reason}). Say a short, friendly goodbye in one sentence and do not ask any question."
+    )
+
+
 _HANDLERS = {
     ev.SessionUpdated: CallCore._session_updated,
     ev.SpeechStarted: CallCore._speech_started,
+    ev.SpeechStopped: CallCore._speech_stopped,
     ev.AudioDelta: CallCore._audio_delta,
     ev.AudioDone: CallCore._audio_done,
     ev.AgentTranscriptDelta: CallCore._transcript_delta,

@@ -1,0 +1,508 @@
+"""The GA and preview dialects: what we send validates against the ``openai`` types, and what the
+server sends (built to validate too) decodes to our vocabulary; malformed input never raises."""
+
+from __future__ import annotations
+
+import json
+import typing
+from typing import Any
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from voiceagent.config import VOICES, ModelTarget
+from voiceagent.realtime.dialect import MALFORMED, Dialect, dialect_for
+from voiceagent.realtime.events import (
+    AgentTranscriptDelta,
+    AgentTranscriptDone,
+    AppendAudio,
+    AudioDelta,
+    AudioDone,
+    CallerTranscript,
+    CancelResponse,
+    CreateResponse,
+    CreateTextItem,
+    Ignored,
+    ItemAdded,
+    ItemTruncated,
+    ModelCommand,
+    ModelError,
+    ModelEvent,
+    ResponseCreated,
+    ResponseDone,
+    SessionConfig,
+    SessionCreated,
+    SessionUpdated,
+    SpeechStarted,
+    SpeechStopped,
+    Truncate,
+    UpdateSession,
+)
+from voiceagent.realtime.ga import GADialect
+from voiceagent.realtime.preview import PreviewDialect
+from voiceagent.testing.validation import validate_client_event, validate_server_event
+
+DIALECTS = ("ga", "preview")
+AUDIO = "//79/fz7+vn4" * 20  # base64 μ-law
+
+
+def make(name: str) -> Dialect:
+    version = "2024-10-01-preview" if name == "preview" else None
+    return dialect_for(ModelTarget(provider="azure", endpoint="https://res.openai.azure.com", deployment="d", api_version=version))
+
+
+def config(**overrides: Any) -> SessionConfig:
+    return SessionConfig(**{"instructions": "Be brief.", "voice": "alloy", **overrides})
+
+
+SERVER_VAD_CONFIGS = [
+    config(),
+    config(vad_threshold=0.7),
+    config(vad_prefix_padding_ms=200),
+    config(vad_silence_ms=800),
+    config(vad_threshold=0.0, vad_prefix_padding_ms=0, vad_silence_ms=0),
+    config(vad_threshold=1.0, vad_prefix_padding_ms=10_000, vad_silence_ms=10_000, transcription_model="gpt-4o-transcribe"),
+]
+COMMANDS: list[ModelCommand] = [
+    *(UpdateSession(c) for c in SERVER_VAD_CONFIGS),
+    AppendAudio(AUDIO),
+    Truncate(item_id="item_abc", audio_end_ms=0),
+    Truncate(item_id="item_abc", audio_end_ms=3700),
+    CancelResponse(),
+    CreateResponse(),
+    CreateResponse(instructions="Greet the caller."),
+    CreateTextItem(role="user", text="I'd like a table for two."),
+    CreateTextItem(role="assistant", text="For what time?"),
+    CreateTextItem(role="system", text="The caller is in a hurry."),
+]
+
+
+# ---------------------------------------------------------------- encode
+
+
+def test_dialect_for_follows_the_target() -> None:
+    assert isinstance(make("ga"), GADialect) and make("ga").name == "ga"
+    assert isinstance(make("preview"), PreviewDialect) and make("preview").name == "preview"
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: type(c).__name__)
+def test_every_command_validates(name: str, command: ModelCommand) -> None:
+    event = make(name).encode(command)
+    assert validate_client_event(name, event) == []
+    assert json.loads(json.dumps(event)) == event
+
+
+def test_semantic_vad_validates_in_ga() -> None:
+    event = make("ga").encode(UpdateSession(config(vad="semantic_vad", vad_threshold=0.9)))
+    assert event["session"]["audio"]["input"]["turn_detection"] == {"type": "semantic_vad"}
+    assert validate_client_event("ga", event) == []
+
+
+def test_semantic_vad_is_refused_in_preview() -> None:
+    with pytest.raises(ValueError, match="semantic_vad"):
+        make("preview").encode(UpdateSession(config(vad="semantic_vad")))
+
+
+def test_ga_session_update_shape() -> None:
+    event = make("ga").encode(UpdateSession(config(voice="marin", vad_silence_ms=700)))
+    assert event == {
+        "type": "session.update",
+        "event_id": event["event_id"],
+        "session": {
+            "type": "realtime",
+            "instructions": "Be brief.",
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {
+                    "format": {"type": "audio/pcmu"},
+                    "transcription": {"model": "whisper-1"},
+                    "turn_detection": {"type": "server_vad", "silence_duration_ms": 700},
+                },
+                "output": {"format": {"type": "audio/pcmu"}, "voice": "marin"},
+            },
+        },
+    }
+
+
+def test_preview_session_update_shape() -> None:
+    event = make("preview").encode(UpdateSession(config(vad_threshold=0.6, vad_prefix_padding_ms=250)))
+    assert event == {
+        "type": "session.update",
+        "event_id": event["event_id"],
+        "session": {
+            "instructions": "Be brief.",
+            "voice": "alloy",
+            "modalities": ["text", "audio"],
+            "input_audio_format": "g711_ulaw",
+            "output_audio_format": "g711_ulaw",
+            "input_audio_transcription": {"model": "whisper-1"},
+            "turn_detection": {"type": "server_vad", "threshold": 0.6, "prefix_padding_ms": 250},
+        },
+    }
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_unconfigured_vad_keeps_server_defaults(name: str) -> None:
+    event = make(name).encode(UpdateSession(config()))
+    session = event["session"]
+    detection = session["audio"]["input"]["turn_detection"] if name == "ga" else session["turn_detection"]
+    assert detection == {"type": "server_vad"}
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_plain_commands(name: str) -> None:
+    dialect = make(name)
+    append = dialect.encode(AppendAudio(AUDIO))
+    assert append["type"] == "input_audio_buffer.append" and append["audio"] is AUDIO  # untouched
+    truncate = dialect.encode(Truncate(item_id="item_1", audio_end_ms=1234))
+    assert {k: v for k, v in truncate.items() if k != "event_id"} == {
+        "type": "conversation.item.truncate",
+        "item_id": "item_1",
+        "content_index": 0,
+        "audio_end_ms": 1234,
+    }
+    assert set(dialect.encode(CancelResponse())) == {"type", "event_id"}
+    assert set(dialect.encode(CreateResponse())) == {"type", "event_id"}
+    assert dialect.encode(CreateResponse("Say goodbye."))["response"] == {"instructions": "Say goodbye."}
+
+
+@pytest.mark.parametrize(("name", "assistant_type"), [("ga", "output_text"), ("preview", "text")])
+def test_text_items(name: str, assistant_type: str) -> None:
+    dialect = make(name)
+    user = dialect.encode(CreateTextItem("user", "hello"))["item"]
+    assistant = dialect.encode(CreateTextItem("assistant", "hi there"))["item"]
+    assert user == {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
+    assert assistant["content"] == [{"type": assistant_type, "text": "hi there"}]
+    with pytest.raises(ValueError):
+        dialect.encode(CreateTextItem("tool", "x"))
+
+
+def test_the_validator_tells_the_dialects_apart() -> None:
+    """A control: the content types really differ, so the validation above means something."""
+    ga_item = make("ga").encode(CreateTextItem("assistant", "hi"))
+    preview_item = make("preview").encode(CreateTextItem("assistant", "hi"))
+    assert validate_client_event("preview", ga_item) != []
+    assert validate_client_event("ga", preview_item) != []
+    assert validate_client_event("preview", make("ga").encode(UpdateSession(config()))) != []
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_event_ids_are_unique_per_connection(name: str) -> None:
+    dialect = make(name)
+    ids = [dialect.encode(command)["event_id"] for command in COMMANDS * 3]
+    assert all(isinstance(i, str) and i for i in ids)
+    assert len(set(ids)) == len(ids)
+
+
+def test_not_a_command_is_a_type_error() -> None:
+    with pytest.raises(TypeError):
+        make("ga").encode("session.update")  # type: ignore[arg-type]
+
+
+session_configs = st.builds(
+    SessionConfig,
+    instructions=st.text(max_size=300),
+    voice=st.sampled_from(VOICES),
+    vad=st.sampled_from(["server_vad", "semantic_vad"]),
+    vad_threshold=st.none() | st.floats(min_value=0.0, max_value=1.0),
+    vad_prefix_padding_ms=st.none() | st.integers(min_value=0, max_value=10_000),
+    vad_silence_ms=st.none() | st.integers(min_value=0, max_value=10_000),
+    transcription_model=st.sampled_from(["whisper-1", "gpt-4o-transcribe", "gpt-4o-mini-transcribe"]),
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(session_configs)
+def test_any_valid_session_config_encodes_validly(session: SessionConfig) -> None:
+    assert validate_client_event("ga", make("ga").encode(UpdateSession(session))) == []
+    if session.vad == "server_vad":
+        assert validate_client_event("preview", make("preview").encode(UpdateSession(session))) == []
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    st.sampled_from(DIALECTS),
+    st.text(min_size=1, max_size=40),
+    st.integers(min_value=0, max_value=3_600_000),
+    st.sampled_from(["user", "assistant"]),
+    st.text(max_size=200),
+)
+def test_any_truncate_and_text_item_validate(name: str, item_id: str, end_ms: int, role: str, content: str) -> None:
+    dialect = make(name)
+    assert validate_client_event(name, dialect.encode(Truncate(item_id, end_ms))) == []
+    assert validate_client_event(name, dialect.encode(CreateTextItem(role, content))) == []
+
+
+# ---------------------------------------------------------------- decode
+
+GA_SESSION = {
+    "type": "realtime",
+    "model": "gpt-realtime",
+    "instructions": "Be brief.",
+    "output_modalities": ["audio"],
+    "audio": {
+        "input": {"format": {"type": "audio/pcmu"}, "turn_detection": {"type": "server_vad"}},
+        "output": {"format": {"type": "audio/pcmu"}, "voice": "alloy"},
+    },
+}
+PREVIEW_SESSION = {
+    "id": "sess_1",
+    "model": "gpt-4o-realtime-preview",
+    "modalities": ["text", "audio"],
+    "voice": "alloy",
+    "input_audio_format": "g711_ulaw",
+    "output_audio_format": "g711_ulaw",
+}
+USAGE = {"total_tokens": 30, "input_tokens": 10, "output_tokens": 20, "input_token_details": {"audio_tokens": 8}}
+TRANSCRIPTION_USAGE = {"type": "tokens", "input_tokens": 5, "output_tokens": 3, "total_tokens": 8}
+
+
+def _names(name: str) -> dict[str, str]:
+    if name == "ga":
+        return {
+            "audio": "response.output_audio",
+            "transcript": "response.output_audio_transcript",
+            "item": "conversation.item.added",
+        }
+    return {"audio": "response.audio", "transcript": "response.audio_transcript", "item": "conversation.item.created"}
+
+
+def server_cases(name: str) -> list[tuple[dict[str, Any], Any]]:
+    """(wire event, expected decoding) pairs, each wire event valid for ``name``."""
+    n = _names(name)
+    session = GA_SESSION if name == "ga" else PREVIEW_SESSION
+    ids = {"event_id": "event_1", "response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0}
+    return [
+        ({"type": "session.created", "event_id": "event_1", "session": session}, SessionCreated()),
+        ({"type": "session.updated", "event_id": "event_2", "session": session}, SessionUpdated("pcmu", "pcmu")),
+        (
+            {"type": "input_audio_buffer.speech_started", "event_id": "e", "item_id": "item_u", "audio_start_ms": 1200},
+            SpeechStarted(item_id="item_u", audio_start_ms=1200),
+        ),
+        (
+            {"type": "input_audio_buffer.speech_stopped", "event_id": "e", "item_id": "item_u", "audio_end_ms": 2400},
+            SpeechStopped(item_id="item_u", audio_end_ms=2400),
+        ),
+        (
+            {"type": "response.created", "event_id": "e", "response": {"id": "resp_1", "object": "realtime.response", "status": "in_progress", "output": []}},
+            ResponseCreated("resp_1"),
+        ),
+        (
+            {"type": "response.done", "event_id": "e", "response": {"id": "resp_1", "object": "realtime.response", "status": "cancelled", "output": [], "usage": USAGE}},
+            ResponseDone("resp_1", "cancelled", USAGE),
+        ),
+        (
+            {"type": "response.done", "event_id": "e", "response": {"id": "resp_2", "status": "completed"}},
+            ResponseDone("resp_2", "completed", None),
+        ),
+        ({"type": f"{n['audio']}.delta", "delta": AUDIO, **ids}, AudioDelta("resp_1", "item_1", AUDIO)),
+        ({"type": f"{n['audio']}.done", **ids}, AudioDone("resp_1", "item_1")),
+        ({"type": f"{n['transcript']}.delta", "delta": "Hel", **ids}, AgentTranscriptDelta("item_1", "Hel")),
+        ({"type": f"{n['transcript']}.done", "transcript": "Hello!", **ids}, AgentTranscriptDone("item_1", "Hello!")),
+        (
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "event_id": "e",
+                "item_id": "item_u",
+                "content_index": 0,
+                "transcript": "A table for two.",
+                "usage": TRANSCRIPTION_USAGE,
+            },
+            CallerTranscript("item_u", "A table for two."),
+        ),
+        (
+            {"type": n["item"], "event_id": "e", "previous_item_id": "item_u", "item": {"id": "item_1", "type": "message", "role": "assistant", "content": []}},
+            ItemAdded("item_1", "assistant", "item_u"),
+        ),
+        (
+            {"type": n["item"], "event_id": "e", "item": {"id": "item_f", "type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"}},
+            ItemAdded("item_f", None, None),
+        ),
+        (
+            {"type": "conversation.item.truncated", "event_id": "e", "item_id": "item_1", "content_index": 0, "audio_end_ms": 1500},
+            ItemTruncated("item_1", 1500),
+        ),
+        (
+            {
+                "type": "error",
+                "event_id": "e",
+                "error": {"type": "invalid_request_error", "code": "response_cancel_not_active", "message": "No active response", "param": None, "event_id": "evt_7"},
+            },
+            ModelError("response_cancel_not_active", "No active response", "evt_7"),
+        ),
+        (
+            {"type": "error", "event_id": "e", "error": {"type": "server_error", "message": "boom"}},
+            ModelError(None, "boom", None),
+        ),
+        (
+            {"type": "rate_limits.updated", "event_id": "e", "rate_limits": [{"name": "tokens", "limit": 10, "remaining": 5, "reset_seconds": 1.0}]},
+            Ignored("rate_limits.updated"),
+        ),
+        ({"type": "input_audio_buffer.committed", "event_id": "e", "item_id": "item_u", "previous_item_id": None}, Ignored("input_audio_buffer.committed")),
+    ]
+
+
+def _all_cases() -> list[tuple[str, dict[str, Any], Any]]:
+    return [(name, wire, expected) for name in DIALECTS for wire, expected in server_cases(name)]
+
+
+@pytest.mark.parametrize(("name", "wire", "expected"), _all_cases(), ids=lambda v: v["type"] if isinstance(v, dict) else None)
+def test_server_events_decode(name: str, wire: dict[str, Any], expected: Any) -> None:
+    assert validate_server_event(name, wire) == []  # the fake is faithful
+    assert make(name).decode(wire) == expected
+
+
+def test_ga_conversation_item_done_is_ignored() -> None:
+    wire = {"type": "conversation.item.done", "event_id": "e", "item": {"id": "item_1", "type": "message", "role": "assistant", "content": []}}
+    assert validate_server_event("ga", wire) == []
+    assert make("ga").decode(wire) == Ignored("conversation.item.done")
+
+
+def test_ga_reports_each_item_once() -> None:
+    dialect = make("ga")
+    item = {"id": "item_1", "type": "message", "role": "user", "content": []}
+    added = {"type": "conversation.item.added", "event_id": "e1", "item": item}
+    created = {"type": "conversation.item.created", "event_id": "e2", "item": item}
+    assert validate_server_event("ga", created) == []
+    assert dialect.decode(created) == ItemAdded("item_1", "user", None)
+    assert dialect.decode(added) == Ignored("conversation.item.added")
+    assert make("ga").decode(added) == ItemAdded("item_1", "user", None)  # a new connection starts afresh
+
+
+@pytest.mark.parametrize(
+    ("name", "other_names"),
+    [("ga", ["response.audio.delta", "response.audio_transcript.delta"]), ("preview", ["response.output_audio.delta", "conversation.item.added"])],
+)
+def test_the_other_dialects_names_are_ignored(name: str, other_names: list[str]) -> None:
+    for kind in other_names:
+        wire = {"type": kind, "event_id": "e", "response_id": "r", "item_id": "i", "delta": AUDIO, "item": {"id": "i"}}
+        assert make(name).decode(wire) == Ignored(kind)
+
+
+# ---------------------------------------------------------------- format normalisation
+
+
+@pytest.mark.parametrize(
+    ("input_format", "output_format", "expected"),
+    [
+        ({"type": "audio/pcmu"}, {"type": "audio/pcmu"}, SessionUpdated("pcmu", "pcmu")),
+        ({"type": "audio/pcm", "rate": 24000}, {"type": "audio/pcmu"}, SessionUpdated("audio/pcm", "pcmu")),
+        ({"type": "audio/pcmu"}, {"type": "audio/pcma"}, SessionUpdated("pcmu", "audio/pcma")),
+        ({}, None, SessionUpdated(None, None)),
+    ],
+)
+def test_ga_formats(input_format: Any, output_format: Any, expected: SessionUpdated) -> None:
+    audio: dict[str, Any] = {"input": {"format": input_format}}
+    if output_format is not None:
+        audio["output"] = {"format": output_format}
+    wire = {"type": "session.updated", "event_id": "e", "session": {"type": "realtime", "audio": audio}}
+    assert validate_server_event("ga", wire) == []
+    assert make("ga").decode(wire) == expected
+
+
+def test_ga_session_without_audio_has_no_formats() -> None:
+    wire = {"type": "session.updated", "event_id": "e", "session": {"type": "realtime"}}
+    assert validate_server_event("ga", wire) == []
+    assert make("ga").decode(wire) == SessionUpdated(None, None)
+
+
+@pytest.mark.parametrize(
+    ("session", "expected"),
+    [
+        ({"input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}, SessionUpdated("pcmu", "pcmu")),
+        ({"input_audio_format": "g711_ulaw", "output_audio_format": "pcm16"}, SessionUpdated("pcmu", "pcm16")),
+        ({"input_audio_format": "g711_alaw"}, SessionUpdated("g711_alaw", None)),
+        ({}, SessionUpdated(None, None)),
+    ],
+)
+def test_preview_formats(session: dict[str, Any], expected: SessionUpdated) -> None:
+    wire = {"type": "session.updated", "event_id": "e", "session": session}
+    assert validate_server_event("preview", wire) == []
+    assert make("preview").decode(wire) == expected
+
+
+# ---------------------------------------------------------------- malformed events never raise
+
+MALFORMED_EVENTS = [
+    None,
+    [],
+    "response.done",
+    42,
+    {},
+    {"type": None},
+    {"type": 7},
+    {"type": "error"},
+    {"type": "error", "error": "boom"},
+    {"type": "error", "error": {"code": "x"}},
+    {"type": "response.done"},
+    {"type": "response.done", "response": {"status": "completed"}},
+    {"type": "response.done", "response": {"id": "r"}},
+    {"type": "response.created", "response": None},
+    {"type": "input_audio_buffer.speech_started", "item_id": "i"},
+    {"type": "input_audio_buffer.speech_started", "item_id": "i", "audio_start_ms": "12"},
+    {"type": "input_audio_buffer.speech_started", "item_id": "i", "audio_start_ms": True},
+    {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": 1},
+    {"type": "conversation.item.truncated", "item_id": "i"},
+    {"type": "conversation.item.input_audio_transcription.completed", "item_id": "i"},
+    {"type": "session.updated"},
+    {"type": "session.updated", "session": "pcmu"},
+]
+
+
+def _dialect_specific_malformed(name: str) -> list[dict[str, Any]]:
+    n = _names(name)
+    return [
+        {"type": f"{n['audio']}.delta", "response_id": "r", "item_id": "i"},
+        {"type": f"{n['audio']}.delta", "response_id": "r", "item_id": "i", "delta": None},
+        {"type": f"{n['audio']}.delta", "delta": AUDIO},
+        {"type": f"{n['audio']}.done", "item_id": "i"},
+        {"type": f"{n['transcript']}.delta", "item_id": "i"},
+        {"type": f"{n['transcript']}.done", "item_id": "i", "transcript": ["x"]},
+        {"type": n["item"]},
+        {"type": n["item"], "item": {"role": "user"}},
+    ]
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_malformed_events_become_malformed_errors(name: str) -> None:
+    dialect = make(name)
+    for wire in [*MALFORMED_EVENTS, *_dialect_specific_malformed(name)]:
+        decoded = dialect.decode(wire)
+        assert isinstance(decoded, ModelError), wire
+        assert decoded.code == MALFORMED and decoded.client_event_id is None
+        assert decoded.message
+
+
+def test_a_malformed_message_names_the_event_and_field() -> None:
+    decoded = make("ga").decode({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i"})
+    assert decoded == ModelError(MALFORMED, "response.output_audio.delta: delta missing or not a string")
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=10),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(max_size=10), children, max_size=4),
+    max_leaves=20,
+)
+KNOWN_TYPES = sorted({wire["type"] for name in DIALECTS for wire, _ in server_cases(name)})
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.sampled_from(DIALECTS),
+    st.sampled_from(KNOWN_TYPES) | st.text(max_size=20),
+    st.dictionaries(
+        st.sampled_from(["item_id", "response_id", "delta", "audio_start_ms", "audio_end_ms", "response", "item", "error", "session", "transcript"]),
+        json_values,
+    ),
+)
+def test_decode_never_raises(name: str, kind: str, fields: dict[str, Any]) -> None:
+    assert isinstance(make(name).decode({**fields, "type": kind}), typing.get_args(ModelEvent))
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.sampled_from(DIALECTS), json_values)
+def test_decode_of_any_json_never_raises(name: str, value: Any) -> None:
+    make(name).decode(value)
+

@@ -1,0 +1,91 @@
+"""The GA Realtime protocol (``/openai/v1/realtime`` on Azure, ``/v1/realtime`` on OpenAI).
+
+What differs from the preview protocol: the nested ``session.audio`` block with ``session.type``,
+format objects (``{"type": "audio/pcmu"}``), ``output_modalities``, semantic VAD, the
+``response.output_audio*`` event names, ``conversation.item.added`` for new items and ``output_text``
+as the content type of assistant text.
+"""
+
+from __future__ import annotations
+
+from types import MappingProxyType
+from typing import Any
+
+from voiceagent.realtime.dialect import (
+    COMMON_DECODERS,
+    BaseDialect,
+    audio_delta,
+    audio_done,
+    child,
+    item_added,
+    server_vad,
+    session_updated,
+    transcript_delta,
+    transcript_done,
+)
+from voiceagent.realtime.events import Ignored, ModelEvent, SessionConfig
+
+PCMU_FORMAT = "audio/pcmu"
+
+
+def _session_updated(event: dict[str, Any]) -> ModelEvent:
+    audio = child(event, "session").get("audio")
+    audio = audio if isinstance(audio, dict) else {}
+    return session_updated(_format_of(audio.get("input")), _format_of(audio.get("output")))
+
+
+def _format_of(direction: Any) -> Any:
+    return direction.get("format") if isinstance(direction, dict) else None
+
+
+def _turn_detection(config: SessionConfig) -> dict[str, Any]:
+    if config.vad == "semantic_vad":
+        return {"type": "semantic_vad"}
+    if config.vad == "server_vad":
+        return server_vad(config)
+    raise ValueError(f"unknown turn detection {config.vad!r}")
+
+
+class GADialect(BaseDialect):
+    """The GA dialect."""
+
+    name = "ga"
+    content_types = MappingProxyType({"user": "input_text", "system": "input_text", "assistant": "output_text"})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._items_seen: set[str] = set()
+        self.decoders = {
+            **COMMON_DECODERS,
+            "session.updated": _session_updated,
+            "response.output_audio.delta": audio_delta,
+            "response.output_audio.done": audio_done,
+            "response.output_audio_transcript.delta": transcript_delta,
+            "response.output_audio_transcript.done": transcript_done,
+            "conversation.item.added": self._item_added,
+            "conversation.item.created": self._item_added,
+        }
+
+    def _item_added(self, event: dict[str, Any]) -> ModelEvent:
+        """GA announces items with ``conversation.item.added``, but its types still list the preview's
+        ``conversation.item.created``: either may come, perhaps both. The first one for an id wins."""
+        added = item_added(event)
+        if added.item_id in self._items_seen:
+            return Ignored(event["type"])
+        self._items_seen.add(added.item_id)
+        return added
+
+    def session_update(self, config: SessionConfig) -> dict[str, Any]:
+        return {
+            "type": "realtime",
+            "instructions": config.instructions,
+            "output_modalities": ["audio"],
+            "audio": {
+                "input": {
+                    "format": {"type": PCMU_FORMAT},
+                    "transcription": {"model": config.transcription_model},
+                    "turn_detection": _turn_detection(config),
+                },
+                "output": {"format": {"type": PCMU_FORMAT}, "voice": config.voice},
+            },
+        }
