@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -58,6 +59,9 @@ class CallSession:
         options: CallOptions | None = None,
         connect_attempts: int = 3,
         retry_delay: float = 0.5,
+        recycle_seconds: float | None = None,
+        tick_seconds: float = 0.5,
+        clock: Callable[[], float] = time.monotonic,
         on_end: Callable[[CallSession], None] | None = None,
     ) -> None:
         self.call_sid = call_sid
@@ -71,6 +75,10 @@ class CallSession:
         self._attempts = connect_attempts
         self._retry_delay = retry_delay
         self._on_end = on_end
+        self._recycle_seconds = recycle_seconds
+        self._tick_seconds = tick_seconds
+        self._clock = clock
+        self._model_since = clock()
         self._model: ModelConnection | None = None
         self._twilio: TwilioSocket | None = None
         self._twilio_lock = asyncio.Lock()
@@ -90,15 +98,28 @@ class CallSession:
 
     async def _run_model(self) -> None:
         model = await self._open_model()
-        if model is None:
-            return
-        async for event in model:
-            await self._apply(self.core.model_event(event))
-            if self.end_reason:
-                return
-        await self.end(EndReason(f"model connection closed ({model.close_code} {model.close_reason or ''})".strip()))
+        if model is not None:
+            await self._read_model(model)
 
-    async def _open_model(self) -> ModelConnection | None:
+    async def _read_model(self, model: ModelConnection) -> None:
+        """Read the model until the call ends. A dropped session (or one closed at its cap) is replaced
+        by a new one that gets the configuration and the conversation so far."""
+        while True:
+            async for event in model:
+                await self._apply(self.core.model_event(event))
+                if self.end_reason:
+                    return
+            if self.end_reason or model is not self._model:
+                return  # the call is over, or this session was recycled and another reader took over
+            self.log.warning("model_connection_lost", code=model.close_code, reason=model.close_reason or "")
+            replacement = await self._open_model(replay=True)
+            if replacement is None:
+                return
+            model = replacement
+
+    async def _open_model(self, *, replay: bool = False) -> ModelConnection | None:
+        """Connect with retries and back-off; configure the session (and replay the conversation)."""
+        self._model = None
         delay = self._retry_delay
         for attempt in range(1, self._attempts + 1):
             try:
@@ -114,11 +135,63 @@ class CallSession:
             if self.end_reason:  # the call ended while we were connecting
                 await model.close()
                 return None
+            await self._configure(model, replay=replay)
             self._model = model
-            self.log.info("model_connected", attempt=attempt, dialect=model.dialect.name)
-            await model.send(ev.UpdateSession(self._session))
+            self.log.info("model_connected", attempt=attempt, dialect=model.dialect.name, reconnect=replay)
             return model
         return None
+
+    async def _configure(self, model: ModelConnection, *, replay: bool) -> None:
+        await model.send(ev.UpdateSession(self._session))
+        if replay:
+            for action in self.core.model_reconnected():
+                if isinstance(action, ToModel):
+                    await model.send(action.command)
+        self._model_since = self._clock()
+
+    async def _recycle(self) -> None:
+        """Swap in a fresh model session at a quiet moment, before the server's session cap."""
+        old = self._model
+        try:
+            new = await self._connect()
+        except ModelConnectError as exc:
+            self.log.warning("model_recycle_failed", error=str(exc))
+            self._model_since = self._clock()  # try again after another interval
+            return
+        if self.end_reason or old is not self._model:
+            await new.close()
+            return
+        await self._configure(new, replay=True)
+        self._model = new
+        self.log.info("model_session_recycled", sessions=self.core.stats["model_sessions"])
+        self._spawn(self._read_model(new), "model")
+        if old is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(old.close(), timeout=1.0)
+
+    # ------------------------------------------------------------ the clock
+
+    async def _run_clock(self) -> None:
+        while not self.end_reason:
+            now = self._clock()
+            await self._apply(self.core.tick(now))
+            if self._recycle_due(now):
+                await self._recycle()
+            await asyncio.sleep(self._tick_seconds)
+
+    def _recycle_due(self, now: float) -> bool:
+        return (
+            self._recycle_seconds is not None
+            and self._model is not None
+            and self.core.session_ready
+            and not self.core.winding_down
+            and self.core.quiet
+            and now - self._model_since >= self._recycle_seconds
+        )
+
+    async def wind_down(self, reason: str) -> None:
+        """Say goodbye and end the call (draining, limits)."""
+        await self._apply(self.core.wind_down(reason))
 
     # ------------------------------------------------------------ Twilio side
 
@@ -128,8 +201,10 @@ class CallSession:
         self.log.info("stream_started", stream_sid=start.stream_sid)
         await self._apply(self.core.twilio_event(start))
         reader = self._spawn(self._read_twilio(websocket), "twilio")
+        clock = self._spawn(self._run_clock(), "clock")
         await self.ended.wait()
         reader.cancel()
+        clock.cancel()
 
     async def _read_twilio(self, websocket: TwilioSocket) -> None:
         while not self.end_reason:

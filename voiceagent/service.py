@@ -57,8 +57,13 @@ class Service:
             connect=connect,
             session=settings.session,
             sink=self.sink,
-            options=CallOptions(greeting=settings.greeting),
+            options=CallOptions(
+                greeting=settings.greeting,
+                max_call_seconds=settings.max_call_seconds,
+                caller_silence_seconds=settings.caller_silence_seconds,
+            ),
             connect_attempts=settings.connect_attempts,
+            recycle_seconds=settings.session_recycle_seconds,
             on_end=self._forget,
         )
         self.calls[call_sid] = session
@@ -104,6 +109,25 @@ class Service:
 
     def end_reason(self, call_sid: str) -> EndReason | None:
         return self.ended.pop(call_sid, None)
+
+    async def drain(self, poll_seconds: float = 0.2) -> None:
+        """SIGTERM: refuse new calls, let calls in progress go on for ``drain_seconds``, then have the
+        agent say goodbye; return when the last call has ended."""
+        self.draining = True
+        log = CallLog()
+        log.info("draining", calls=len(self.calls), drain_seconds=self.settings.drain_seconds)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.drain_seconds
+        while self.calls and loop.time() < deadline:
+            await asyncio.sleep(poll_seconds)
+        for session in list(self.calls.values()):
+            if session.attached:
+                await session.wind_down("the service is shutting down")
+            else:
+                await session.end(EndReason("the service is shutting down"))
+        while self.calls:
+            await asyncio.sleep(poll_seconds)
+        log.info("drained")
 
     async def close(self) -> None:
         """End every call (process shutdown)."""
