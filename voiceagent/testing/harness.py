@@ -1,0 +1,82 @@
+"""Run the real voiceagent app in-process for tests: a uvicorn server on a loopback port, in the
+test's own event loop, pointed at a fake (or real) Realtime endpoint.
+
+    async with FakeRealtimeServer() as model:
+        async with serve_app(app_environment(model.endpoint)) as app:
+            caller = FakeTwilioCaller(app.base_url, auth_token=app.settings.twilio_auth_token)
+            await caller.dial()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import socket
+from collections.abc import AsyncIterator, Mapping
+from dataclasses import dataclass
+
+import uvicorn
+from starlette.applications import Starlette
+
+from voiceagent.app import create_app
+from voiceagent.config import Settings, load_settings
+from voiceagent.transcripts import FanoutSink, LogTranscriptSink, MemoryTranscriptSink
+from voiceagent.twilio.messages import MAX_MESSAGE_BYTES
+
+TEST_AUTH_TOKEN = "test-twilio-auth-token-0123456789"
+TEST_API_KEY = "test-key"
+
+
+def app_environment(model_endpoint: str, *, dialect: str = "ga", **overrides: str) -> dict[str, str]:
+    """Environment variables for an app talking to a fake Realtime server at ``model_endpoint``."""
+    env = {
+        "AZURE_OPENAI_ENDPOINT": model_endpoint,
+        "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+        "AZURE_OPENAI_API_KEY": TEST_API_KEY,
+        "TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN,
+        "VOICEAGENT_GREETING": "Thank you for calling the Riverside Bistro. How can I help you today?",
+    }
+    if dialect == "preview":
+        env["AZURE_OPENAI_API_VERSION"] = "2024-10-01-preview"
+    env.update(overrides)
+    return env
+
+
+@dataclass
+class RunningApp:
+    app: Starlette
+    settings: Settings
+    base_url: str
+    transcripts: MemoryTranscriptSink
+
+    @property
+    def service(self):
+        return self.app.state.service
+
+
+@contextlib.asynccontextmanager
+async def serve_app(env: Mapping[str, str]) -> AsyncIterator[RunningApp]:
+    """Serve the app built from ``env`` on 127.0.0.1 (PUBLIC_BASE_URL is set to that address unless
+    given); transcripts are logged and also kept in ``transcripts``."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    settings = load_settings({"PUBLIC_BASE_URL": base_url, **env})
+    memory = MemoryTranscriptSink()
+    app = create_app(settings, sink=FanoutSink(LogTranscriptSink(), memory))
+    config = uvicorn.Config(app, log_config=None, ws_max_size=MAX_MESSAGE_BYTES, lifespan="on")
+    server = uvicorn.Server(config)
+    server.install_signal_handlers = lambda: None  # older uvicorn; newer ones only capture in main thread
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        while not server.started:
+            if task.done():
+                task.result()
+            await asyncio.sleep(0.01)
+        yield RunningApp(app, settings, base_url.rstrip("/"), memory)
+    finally:
+        server.should_exit = True
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(task, timeout=15)
+        sock.close()
