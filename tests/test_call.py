@@ -209,13 +209,15 @@ def test_stop_ends_the_call():
     assert of(core.twilio_event(tw.Stop(STREAM)), EndCall) == [EndCall("caller hung up")]
 
 
-def test_model_errors_are_warnings_unless_the_session_is_gone():
+def test_model_errors_are_logged_and_never_end_the_call():
     core = started()
-    actions = core.model_event(ev.ModelError("response_cancel_not_active", "no active response"))
-    assert of(actions, EndCall) == [] and of(actions, Log)[0].level == "warning"
+    for code in ("response_cancel_not_active", "conversation_already_has_active_response", "invalid_value",
+                 "session_expired"):
+        actions = core.model_event(ev.ModelError(code, "…"))
+        assert of(actions, EndCall) == [] and of(actions, Log)[0].level == "warning"
+        assert of(actions, Log)[0].fields["code"] == code
     actions = core.model_event(ev.ModelError("server_error", "boom"))
     assert of(actions, EndCall) == [] and of(actions, Log)[0].level == "error"
-    assert of(core.model_event(ev.ModelError("session_expired", "gone")), EndCall)
 
 
 def test_unknown_mark_is_a_warning():

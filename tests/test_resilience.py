@@ -186,3 +186,25 @@ async def test_no_secret_appears_in_the_logs_of_a_full_call(caplog_json):
         assert secret not in text
     assert caller.from_number not in text  # masked by default
     assert caller.from_number[:5] + "***" + caller.from_number[-4:] in text
+
+
+async def test_the_servers_session_cap_is_survived_again_and_again():
+    """The fake closes every session after 5 s the way the real one does at 30/60 minutes
+    (an ``session_expired`` error, then close 1001); the call goes on across several sessions."""
+    async with FakeRealtimeServer(speed=8.0, session_max_seconds=5, replies=("agent_goodbye",)) as model:
+        async with serve_app(app_environment(model.endpoint)) as app:
+            caller = FakeTwilioCaller(app.base_url, auth_token=TEST_AUTH_TOKEN)
+            async with caller:
+                assert await caller.dial()
+                await caller.wait_until(lambda: len(caller.played) >= len(GREETING), timeout=WAIT)
+                await model.wait_for(lambda: len(model.sessions) >= 3, timeout=WAIT)
+                for later in model.sessions[1:3]:
+                    assert later.received[0]["type"] == "session.update"
+                    assert ("assistant", FIXTURE_TEXTS["agent_greeting"]) in replayed_texts(later)
+                heard_before = len(caller.played)
+                await caller.say("caller_goodbye")
+                await caller.wait_until(lambda: len(caller.played) > heard_before + 8000, timeout=WAIT)
+                assert caller.streaming
+                await caller.hangup()
+            assert model.violations == [] and caller.violations == []
+            assert any(line.role == "caller" for line in app.transcripts.lines)

@@ -37,7 +37,9 @@ BENIGN_ERROR_CODES = frozenset(
         "item_truncate_invalid_item_id",
     }
 )
-SESSION_GONE_CODES = frozenset({"session_expired", "session_closed", "session_not_found"})
+# The session ends (e.g. at its duration cap) with an error and then a close; the close is what the
+# driver acts on (it reconnects), so these are only warnings too.
+SESSION_ENDING_CODES = frozenset({"session_expired"})
 
 
 # ---------------------------------------------------------------- per-item and per-mark state
@@ -278,11 +280,9 @@ class CallCore:
         return [Transcript("caller", text, item_id=event.item_id)]
 
     def _error(self, event: ev.ModelError) -> list[Action]:
-        fields = {"code": event.code, "message": event.message}
-        if event.code in SESSION_GONE_CODES:
-            return [Log("error", "model_error", fields), EndCall(f"model session ended ({event.code})")]
-        level = "warning" if event.code in BENIGN_ERROR_CODES else "error"
-        return [Log(level, "model_error", fields)]
+        """Model errors are logged, never fatal: a session that is really gone closes its socket."""
+        level = "warning" if event.code in BENIGN_ERROR_CODES | SESSION_ENDING_CODES else "error"
+        return [Log(level, "model_error", {"code": event.code, "message": event.message})]
 
     # ------------------------------------------------------------ transcripts
 

@@ -1,0 +1,220 @@
+"""A faithful fake of the Azure OpenAI / OpenAI Realtime API, for end-to-end tests of voice agents.
+
+It speaks both wire dialects (GA and the legacy preview, chosen by the URL), checks every client
+event against the ``openai`` package's types, hears speech by its energy (server VAD), recognises the
+bundled caller fixtures, answers with the bundled agent fixtures in paced audio deltas, and applies
+the truncate rule exactly as the real service does::
+
+    async with FakeRealtimeServer() as fake:
+        settings = ...(AZURE_OPENAI_ENDPOINT=fake.endpoint, AZURE_OPENAI_API_KEY="test-key")
+        ... run a call ...
+        await fake.wait_for(lambda: fake.sessions and fake.sessions[0].truncations)
+        assert fake.violations == []
+
+Defaults follow the real service: a new session uses PCM 24 kHz audio both ways and ``server_vad``
+turn detection (threshold 0.5, prefix 300 ms, silence 500 ms, create and interrupt responses) until a
+``session.update`` says otherwise. The VAD ignores ``threshold`` and uses ``speech_dbfs`` instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from http import HTTPStatus
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from voiceagent.testing.audio import FIXTURE_TEXTS
+from voiceagent.testing.fake_realtime_session import FakeSession, SessionOptions
+
+__all__ = ["FakeRealtimeServer", "FakeSession", "Rejection", "Target", "check_auth", "parse_target"]
+
+MAX_MESSAGE_BYTES = 16 * 2**20  # the real service accepts events up to 15 MiB
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a handshake URL asks for."""
+
+    dialect: str  # ga | preview
+    model: str
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A refused handshake: the HTTP status and why."""
+
+    status: int
+    reason: str
+
+
+def parse_target(path: str) -> Target | Rejection:
+    """The dialect and model of a handshake path, or why the real service would refuse it."""
+    url = urlsplit(path)
+    query = {key: values[-1] for key, values in parse_qs(url.query).items()}
+    if url.path in ("/openai/v1/realtime", "/v1/realtime"):
+        if "api-version" in query and url.path.startswith("/openai/"):
+            return Rejection(401, "the GA endpoint takes no api-version")
+        if not query.get("model"):
+            return Rejection(400, "missing required query parameter: model")
+        return Target("ga", query["model"])
+    if url.path == "/openai/realtime":
+        if not query.get("api-version"):
+            return Rejection(400, "missing required query parameter: api-version")
+        if not query.get("deployment"):
+            return Rejection(400, "missing required query parameter: deployment")
+        return Target("preview", query["deployment"])
+    return Rejection(404, f"no Realtime endpoint at {url.path}")
+
+
+def check_auth(headers: Headers, api_key: str | None, bearer_tokens: frozenset[str]) -> Rejection | None:
+    """``None`` when the headers carry a valid ``api-key`` or ``Authorization: Bearer`` credential."""
+    if api_key is not None and headers.get("api-key") == api_key:
+        return None
+    scheme, _, token = (headers.get("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and token and (token == api_key or token in bearer_tokens):
+        return None
+    return Rejection(401, "invalid or missing credentials")
+
+
+class FakeRealtimeServer:
+    """A Realtime API on 127.0.0.1 (ephemeral port). See the module docstring."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str | None = "test-key",
+        bearer_tokens: Iterable[str] = (),
+        chunk_ms: int = 20,
+        speed: float = 4.0,
+        greeting: str = "agent_greeting",
+        replies: Sequence[str] = ("agent_reply_long", "agent_goodbye"),
+        speech_dbfs: float = -38.0,
+        ignore_audio_format: bool = False,
+        session_max_seconds: float | None = None,
+        refuse_next: int = 0,
+    ) -> None:
+        for name in (greeting, *replies):
+            if name not in FIXTURE_TEXTS:
+                raise ValueError(f"unknown fixture {name!r}; have {sorted(FIXTURE_TEXTS)}")
+        if chunk_ms <= 0 or speed <= 0:
+            raise ValueError("chunk_ms and speed must be positive")
+        self.api_key = api_key
+        self.bearer_tokens = frozenset(bearer_tokens)
+        self.options = SessionOptions(
+            chunk_ms=chunk_ms,
+            speed=speed,
+            greeting=greeting,
+            replies=tuple(replies),
+            speech_dbfs=speech_dbfs,
+            ignore_audio_format=ignore_audio_format,
+            session_max_seconds=session_max_seconds,
+        )
+        self.refuse_next = refuse_next
+        self.port = 0
+        self.connection_attempts = 0  # every handshake, accepted or refused
+        self.rejections: list[Rejection] = []  # refused handshakes (not violations)
+        self.sessions: list[FakeSession] = []  # accepted connections, in order
+        self._server: Server | None = None
+
+    @property
+    def endpoint(self) -> str:
+        """What ``AZURE_OPENAI_ENDPOINT`` should be set to."""
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def violations(self) -> list[str]:
+        """Every session's protocol violations, prefixed by the session's index."""
+        return [f"session {i}: {problem}" for i, session in enumerate(self.sessions) for problem in session.violations]
+
+    @property
+    def self_violations(self) -> list[str]:
+        """Events the fake itself sent that fail validation (a bug in the fake)."""
+        return [f"session {i}: {p}" for i, session in enumerate(self.sessions) for p in session.self_violations]
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._serve_session,
+            "127.0.0.1",
+            0,
+            process_request=self._process_request,
+            max_size=MAX_MESSAGE_BYTES,
+        )
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+
+    async def stop(self) -> None:
+        if self._server is None:
+            return
+        server, self._server = self._server, None
+        server.close()
+        for session in self.sessions:
+            await session.shutdown()
+        await server.wait_closed()
+
+    async def __aenter__(self) -> FakeRealtimeServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        await self.stop()
+
+    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> None:
+        """Poll ``predicate`` until it is truthy; ``TimeoutError`` naming it after ``timeout`` seconds."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while not predicate():
+            if loop.time() >= deadline:
+                name = getattr(predicate, "__qualname__", repr(predicate))
+                raise TimeoutError(f"FakeRealtimeServer.wait_for: {name} still false after {timeout} s")
+            await asyncio.sleep(0.01)
+
+    async def drop(self, session: FakeSession, *, code: int | None = None, reason: str = "") -> None:
+        """End a session: ``code=None`` aborts the TCP connection (no close frame); otherwise a close
+        frame with ``code`` and ``reason`` (e.g. 1001, "Your session hit the maximum duration of 30 minutes.")."""
+        if code is None:
+            session.abort()
+        else:
+            await session.close(code, reason)
+
+    # ------------------------------------------------------------------ handshake
+
+    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        self.connection_attempts += 1
+        rejection = self._rejection(request)
+        if rejection is None:
+            return None
+        self.rejections.append(rejection)
+        return connection.respond(HTTPStatus(rejection.status), rejection.reason + "\n")
+
+    def _rejection(self, request: Request) -> Rejection | None:
+        if self.refuse_next > 0:
+            self.refuse_next -= 1
+            return Rejection(503, "service unavailable (refuse_next)")
+        target = parse_target(request.path)
+        if isinstance(target, Rejection):
+            return target
+        return check_auth(request.headers, self.api_key, self.bearer_tokens)
+
+    async def _serve_session(self, connection: ServerConnection) -> None:
+        request = connection.request
+        assert request is not None  # process_request accepted it
+        target = parse_target(request.path)
+        assert isinstance(target, Target)
+        headers = {name.lower(): value for name, value in request.headers.raw_items()}
+        session = FakeSession(
+            connection,
+            dialect=target.dialect,
+            model=target.model,
+            path=request.path,
+            headers=headers,
+            options=self.options,
+        )
+        if target.dialect == "ga" and "openai-beta" in headers:
+            session.violations.append(f"GA connection sent OpenAI-Beta: {headers['openai-beta']}")
+        self.sessions.append(session)
+        await session.run()

@@ -1,0 +1,468 @@
+"""One accepted connection to the fake Realtime server: the session state and its client events."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import secrets
+import string
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.exceptions import ConnectionClosed
+
+from voiceagent.testing.audio import BYTES_PER_MS, FIXTURE_TEXTS, load_fixture
+from voiceagent.testing.fake_realtime_audio import (
+    SpeechStarted,
+    VadEvent,
+    VoiceActivityDetector,
+    bytes_per_ms,
+    encode_output,
+    recognise,
+    words_until,
+)
+from voiceagent.testing.fake_realtime_dialect import DIALECTS, SERVER_VAD_DEFAULTS, Dialect
+from voiceagent.testing.fake_realtime_errors import describe_problem
+from voiceagent.testing.fake_realtime_response import LiveResponse, stream_response
+from voiceagent.testing.validation import validate_client_event, validate_server_event
+
+logger = logging.getLogger(__name__)
+
+MIN_COMMIT_MS = 100
+_ID_ALPHABET = string.ascii_letters + string.digits
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """How the fake behaves; set on ``FakeRealtimeServer`` and shared by its sessions."""
+
+    chunk_ms: int = 20
+    speed: float = 4.0
+    greeting: str = "agent_greeting"
+    replies: tuple[str, ...] = ("agent_reply_long", "agent_goodbye")
+    speech_dbfs: float = -38.0
+    ignore_audio_format: bool = False
+    session_max_seconds: float | None = None
+
+
+class FakeSession:
+    """The server side of one Realtime session, with everything a test may want to inspect."""
+
+    def __init__(
+        self,
+        connection: ServerConnection,
+        *,
+        dialect: str,
+        model: str,
+        path: str,
+        headers: dict[str, str],
+        options: SessionOptions,
+    ) -> None:
+        self.dialect = dialect
+        self.model = model
+        self.path = path
+        self.headers = headers  # lower-case names
+        self.options = options
+        self.spec: Dialect = DIALECTS[dialect]
+        self.received: list[Any] = []  # every client event parsed, in order
+        self.sent: list[dict[str, Any]] = []  # every server event sent, in order
+        self.violations: list[str] = []  # protocol violations by the client
+        self.self_violations: list[str] = []  # events the fake sent that fail validation (fake bugs)
+        self.audio_received = bytearray()
+        self.produced: dict[str, bytearray] = {}  # assistant item id -> audio bytes sent for it
+        self.truncations: list[tuple[str, int]] = []
+        self.errors_sent: list[dict[str, Any]] = []
+        self.conversation: list[dict[str, Any]] = []  # items, in conversation order
+        self.closed = False
+        self.effective: dict[str, Any] = self.spec.default_session(model, self.new_id("sess"))
+        if options.ignore_audio_format:
+            self.effective = self.spec.force_pcm(self.effective)
+        self._connection = connection
+        self._vad = VoiceActivityDetector(options.speech_dbfs)
+        self._buffer_start = 0  # byte offset in audio_received of the uncommitted input buffer
+        self._speech_item_id: str | None = None
+        self._live: LiveResponse | None = None
+        self._responses: dict[str, LiveResponse] = {}  # assistant audio item id -> its response
+        self._responses_started = 0
+        self._replies_used = 0
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
+            "session.update": self._on_session_update,
+            "input_audio_buffer.append": self._on_append,
+            "input_audio_buffer.commit": self._on_commit,
+            "input_audio_buffer.clear": self._on_clear,
+            "conversation.item.create": self._on_item_create,
+            "conversation.item.truncate": self._on_truncate,
+            "conversation.item.delete": self._on_item_delete,
+            "conversation.item.retrieve": self._on_item_retrieve,
+            "response.create": self._on_response_create,
+            "response.cancel": self._on_response_cancel,
+        }
+
+    # ------------------------------------------------------------------ public
+
+    @property
+    def response_live(self) -> bool:
+        return self._live is not None
+
+    def new_id(self, prefix: str) -> str:
+        return prefix + "_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(21))
+
+    async def send(self, event: dict[str, Any]) -> None:
+        """Send a server event (an ``event_id`` is added); it is validated into ``self_violations``."""
+        event = {"event_id": self.new_id("event"), **event}
+        self.self_violations.extend(validate_server_event(self.dialect, event))
+        if event.get("type") == "error":
+            self.errors_sent.append(event)
+        self.sent.append(event)
+        await self._connection.send(json.dumps(event))
+
+    def item(self, item_id: str) -> dict[str, Any] | None:
+        return next((item for item in self.conversation if item.get("id") == item_id), None)
+
+    def add_item(self, item: dict[str, Any], after: str | None = None) -> str | None:
+        """Insert ``item`` after the item ``after`` (default: at the end); returns the previous item id."""
+        index = len(self.conversation)
+        if after is not None:
+            index = next(i for i, old in enumerate(self.conversation) if old.get("id") == after) + 1
+        self.conversation.insert(index, item)
+        return self.conversation[index - 1]["id"] if index > 0 else None
+
+    def replace_item(self, item: dict[str, Any]) -> None:
+        for index, old in enumerate(self.conversation):
+            if old.get("id") == item["id"]:
+                self.conversation[index] = item
+
+    def response_finished(self, live: LiveResponse) -> None:
+        if self._live is live:
+            self._live = None
+
+    def abort(self) -> None:
+        """Drop the TCP connection without a closing handshake."""
+        self._connection.transport.abort()
+
+    async def close(self, code: int, reason: str = "") -> None:
+        await self._connection.close(code, reason)
+
+    async def run(self) -> None:
+        """Serve the connection until it closes."""
+        try:
+            await self.send({"type": "session.created", "session": self.effective})
+            if self.options.session_max_seconds is not None:
+                self._spawn(self._expire(self.options.session_max_seconds))
+            async for message in self._connection:
+                await self._on_message(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self.closed = True
+            await self.shutdown()
+
+    async def shutdown(self) -> None:
+        """Cancel this session's background tasks (response streams, the duration timer)."""
+        tasks = [task for task in self._tasks if task is not asyncio.current_task()]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    # ------------------------------------------------------------------ dispatch
+
+    async def _on_message(self, message: str | bytes) -> None:
+        if isinstance(message, bytes):
+            self.violations.append("binary frame: the Realtime API takes JSON text frames only")
+            await self._error("invalid_json", "Binary frames are not supported; send JSON text.")
+            return
+        try:
+            event = json.loads(message)
+        except ValueError as exc:
+            self.violations.append(f"invalid JSON: {exc}")
+            await self._error("invalid_json", f"Invalid JSON: {exc}")
+            return
+        self.received.append(event)
+        problems = validate_client_event(self.dialect, event)
+        if problems:
+            self.violations.extend(problems)
+            await self._error(*describe_problem(problems[0]), client_event=event)
+            return
+        kind = event["type"]
+        handler = self._handlers.get(kind)
+        if handler is None:
+            self.violations.append(f"{kind}: not supported by the fake Realtime server (WebSocket transport)")
+            await self._error("invalid_value", f"Event type '{kind}' is not supported here.", "type", event)
+            return
+        try:
+            await handler(event)
+        except ConnectionClosed:
+            raise
+        except Exception as exc:  # a bug in the fake: make it visible to the test and keep serving
+            logger.exception("fake realtime session crashed on %s", kind)
+            self.self_violations.append(f"fake crashed on {kind}: {exc!r}")
+
+    async def _error(
+        self, code: str | None, message: str, param: str | None = None, client_event: Any = None
+    ) -> None:
+        event_id = client_event.get("event_id") if isinstance(client_event, dict) else None
+        error = {"type": "invalid_request_error", "code": code, "message": message, "param": param}
+        await self.send({"type": "error", "error": {**error, "event_id": event_id}})
+
+    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    # ------------------------------------------------------------------ session
+
+    async def _on_session_update(self, event: dict[str, Any]) -> None:
+        self.effective = self.spec.merge_session(self.effective, event["session"])
+        if self.options.ignore_audio_format:
+            self.effective = self.spec.force_pcm(self.effective)
+        if self.spec.turn_detection(self.effective) is None:
+            self._vad.skip_to(len(self.audio_received))
+            self._speech_item_id = None
+        await self.send({"type": "session.updated", "session": self.effective})
+
+    async def _expire(self, seconds: float) -> None:
+        await asyncio.sleep(seconds)
+        message = f"Your session hit the maximum duration of {_duration_text(seconds)}."
+        await self._error("session_expired", message)
+        await self._connection.close(1001, message)
+
+    # ------------------------------------------------------------------ input audio
+
+    async def _on_append(self, event: dict[str, Any]) -> None:
+        try:
+            audio = base64.b64decode(event["audio"], validate=True)
+        except (binascii.Error, ValueError) as exc:
+            self.violations.append(f"input_audio_buffer.append: audio is not valid base64 ({exc})")
+            await self._error("invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio", event)
+            return
+        self.audio_received.extend(audio)
+        turn_detection = self.spec.turn_detection(self.effective)
+        if turn_detection is None:
+            self._vad.skip_to(len(self.audio_received))  # nobody listens to this audio for speech
+            return
+        vad_events = self._vad.scan(
+            self.audio_received,
+            prefix_padding_ms=turn_detection.get("prefix_padding_ms", SERVER_VAD_DEFAULTS["prefix_padding_ms"]),
+            silence_duration_ms=turn_detection.get("silence_duration_ms", SERVER_VAD_DEFAULTS["silence_duration_ms"]),
+        )
+        for vad_event in vad_events:
+            await self._on_vad(vad_event, turn_detection)
+
+    async def _on_vad(self, vad_event: VadEvent, turn_detection: dict[str, Any]) -> None:
+        if isinstance(vad_event, SpeechStarted):
+            self._speech_item_id = self.new_id("item")
+            await self.send(
+                {
+                    "type": "input_audio_buffer.speech_started",
+                    "audio_start_ms": vad_event.audio_start_ms,
+                    "item_id": self._speech_item_id,
+                }
+            )
+            if self._live is not None and turn_detection.get("interrupt_response", True) is not False:
+                await self._stop_response("turn_detected")
+            return
+        item_id = self._speech_item_id or self.new_id("item")
+        self._speech_item_id = None
+        await self.send(
+            {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": vad_event.audio_end_ms, "item_id": item_id}
+        )
+        end = min(len(self.audio_received), vad_event.audio_end_ms * BYTES_PER_MS)
+        segment = bytes(self.audio_received[self._buffer_start : end])
+        self._buffer_start = end
+        await self._commit(item_id, segment)
+        if turn_detection.get("create_response", True) is not False:
+            await self._start_response(client_event=None)
+
+    async def _on_commit(self, event: dict[str, Any]) -> None:
+        segment = bytes(self.audio_received[self._buffer_start :])
+        buffered_ms = len(segment) / BYTES_PER_MS
+        if buffered_ms < MIN_COMMIT_MS:
+            message = (
+                "Error committing input audio buffer: buffer too small. Expected at least "
+                f"{MIN_COMMIT_MS}ms of audio, but buffer only has {buffered_ms:.2f}ms of audio."
+            )
+            await self._error("input_audio_buffer_commit_empty", message, None, event)
+            return
+        item_id = self._speech_item_id or self.new_id("item")
+        self._speech_item_id = None
+        self._buffer_start = len(self.audio_received)
+        self._vad.skip_to(self._buffer_start)
+        await self._commit(item_id, segment)
+
+    async def _on_clear(self, event: dict[str, Any]) -> None:
+        self._buffer_start = len(self.audio_received)
+        self._speech_item_id = None
+        self._vad.skip_to(self._buffer_start)
+        await self.send({"type": "input_audio_buffer.cleared"})
+
+    async def _commit(self, item_id: str, segment: bytes) -> None:
+        previous = self.conversation[-1]["id"] if self.conversation else None
+        await self.send({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
+        item = self.spec.user_audio_item(item_id)
+        self.add_item(item)
+        for event in self.spec.item_added_events(item, previous) + self.spec.item_done_events(item, previous):
+            await self.send(event)
+        model = self.spec.transcription_model(self.effective)
+        if model is None:
+            return
+        transcript = recognise(segment)
+        self.replace_item(self.spec.user_audio_item(item_id, transcript))
+        await self.send(
+            {
+                "type": "conversation.item.input_audio_transcription.completed",
+                "item_id": item_id,
+                "content_index": 0,
+                "transcript": transcript,
+                "usage": _transcription_usage(model, len(segment) / BYTES_PER_MS, transcript),
+            }
+        )
+
+    # ------------------------------------------------------------------ conversation items
+
+    async def _on_item_create(self, event: dict[str, Any]) -> None:
+        item = {**event["item"], "object": "realtime.item", "status": "completed"}
+        item.setdefault("id", self.new_id("item"))
+        after = event.get("previous_item_id")
+        if self.item(item["id"]) is not None:
+            await self._error("invalid_value", f"Item with id '{item['id']}' already exists.", "item.id", event)
+            return
+        if after is not None and self.item(after) is None:
+            message = f"Previous item with id '{after}' not found."
+            await self._error("item_not_found", message, "previous_item_id", event)
+            return
+        previous = self.add_item(item, after)
+        for added in self.spec.item_added_events(item, previous) + self.spec.item_done_events(item, previous):
+            await self.send(added)
+
+    async def _on_item_delete(self, event: dict[str, Any]) -> None:
+        item_id = event["item_id"]
+        if self.item(item_id) is None:
+            await self._error("item_not_found", f"Item with item_id '{item_id}' not found.", "item_id", event)
+            return
+        self.conversation = [item for item in self.conversation if item.get("id") != item_id]
+        await self.send({"type": "conversation.item.deleted", "item_id": item_id})
+
+    async def _on_item_retrieve(self, event: dict[str, Any]) -> None:
+        item = self.item(event["item_id"])
+        if item is None:
+            message = f"Item with item_id '{event['item_id']}' not found."
+            await self._error("item_not_found", message, "item_id", event)
+            return
+        await self.send({"type": "conversation.item.retrieved", "item": item})
+
+    async def _on_truncate(self, event: dict[str, Any]) -> None:
+        item_id, audio_end_ms = event["item_id"], event["audio_end_ms"]
+        item = self.item(item_id)
+        if item is None:
+            await self._error("item_not_found", f"Item with item_id '{item_id}' not found.", "item_id", event)
+            return
+        if item_id not in self._responses or not self.produced.get(item_id):
+            message = "Only model output audio messages can be truncated"
+            await self._error("unsupported_content_type", message, None, event)
+            return
+        if event["content_index"] != 0:
+            message = f"Invalid 'content_index': item has no content part {event['content_index']}."
+            await self._error("invalid_value", message, "content_index", event)
+            return
+        produced_ms = len(self.produced[item_id]) // self._responses[item_id].bytes_per_ms
+        if audio_end_ms > produced_ms:
+            message = f"Audio content of {produced_ms}ms is already shorter than {audio_end_ms}ms"
+            await self._error("invalid_value", message, "audio_end_ms", event)
+            return
+        live = self._live if self._live is not None and self._live.item_id == item_id else None
+        if live is not None:
+            live.request_stop("client_cancelled")  # no further delta of this item
+        self.truncations.append((item_id, audio_end_ms))
+        self._cut_transcript(item, audio_end_ms)
+        truncated = {"item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}
+        await self.send({"type": "conversation.item.truncated", **truncated})
+        if live is not None and live.task is not None:
+            await live.task
+
+    def _cut_transcript(self, item: dict[str, Any], audio_end_ms: int) -> None:
+        """Keep only the words the caller heard, as the real service deletes the unheard transcript."""
+        response = self._responses[item["id"]]
+        total_ms = len(response.audio) // response.bytes_per_ms
+        response.heard = words_until(response.text, audio_end_ms / total_ms) if total_ms else ""
+        status = item.get("status", "incomplete")
+        self.replace_item(self.spec.assistant_audio_item(item["id"], status, response.heard))
+
+    # ------------------------------------------------------------------ responses
+
+    async def _on_response_create(self, event: dict[str, Any]) -> None:
+        await self._start_response(client_event=event)
+
+    async def _on_response_cancel(self, event: dict[str, Any]) -> None:
+        wanted = event.get("response_id")
+        if self._live is None or (wanted is not None and wanted != self._live.response_id):
+            message = "Cancellation failed: no active response found"
+            await self._error("response_cancel_not_active", message, None, event)
+            return
+        await self._stop_response("client_cancelled")
+
+    async def _start_response(self, client_event: dict[str, Any] | None) -> None:
+        if self._live is not None:
+            if client_event is not None:  # a VAD turn during a response just does not start another
+                message = (
+                    f"Conversation already has an active response in progress: {self._live.response_id}. "
+                    "Wait until the response is finished before creating a new one."
+                )
+                await self._error("conversation_already_has_active_response", message, None, client_event)
+            return
+        fixture = self._next_fixture()
+        audio_format = self.spec.output_format(self.effective)
+        live = LiveResponse(
+            response_id=self.new_id("resp"),
+            item_id=self.new_id("item"),
+            fixture=fixture,
+            text=FIXTURE_TEXTS[fixture],
+            audio=encode_output(load_fixture(fixture), audio_format),
+            bytes_per_ms=bytes_per_ms(audio_format),
+        )
+        self._responses_started += 1
+        self.produced[live.item_id] = bytearray()
+        self._responses[live.item_id] = live
+        self._live = live
+        live.task = self._spawn(stream_response(self, live))
+
+    async def _stop_response(self, reason: str) -> None:
+        live = self._live
+        if live is None:
+            return
+        live.request_stop(reason)
+        if live.task is not None:
+            await live.task
+
+    def _next_fixture(self) -> str:
+        has_user_item = any(item.get("role") == "user" for item in self.conversation)
+        if (self._responses_started == 0 and not has_user_item) or not self.options.replies:
+            return self.options.greeting
+        fixture = self.options.replies[self._replies_used % len(self.options.replies)]
+        self._replies_used += 1
+        return fixture
+
+
+def _transcription_usage(model: str, audio_ms: float, transcript: str) -> dict[str, Any]:
+    if model.startswith("whisper"):
+        return {"type": "duration", "seconds": round(audio_ms / 1000, 3)}
+    input_tokens, output_tokens = max(1, round(audio_ms / 100)), len(transcript.split())
+    return {
+        "type": "tokens",
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }
+
+
+def _duration_text(seconds: float) -> str:
+    if seconds >= 60 and seconds % 60 == 0:
+        minutes = int(seconds // 60)
+        return f"{minutes} minute" + ("s" if minutes != 1 else "")
+    return f"{seconds:g} seconds"
