@@ -1,0 +1,25 @@
+"""The README is the front door: it must document every variable the service reads and name the
+test command CI runs."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_every_environment_variable_is_documented():
+    source = (ROOT / "voiceagent" / "config.py").read_text(encoding="utf-8")
+    variables = set(re.findall(r'"((?:AZURE|OPENAI|TWILIO|VOICEAGENT|PUBLIC|HOST|PORT)[A-Z_]*)"', source))
+    assert len(variables) > 25
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    missing = sorted(v for v in variables if f"`{v}`" not in readme and f"`{v} " not in readme)
+    assert missing == []
+
+
+def test_ci_runs_the_test_command_the_readme_gives():
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
+    assert "pip install -e '.[dev]' && python -m pytest" in readme
+    assert "python3 -m pytest" in ci or "python -m pytest" in ci
