@@ -137,6 +137,13 @@ async def media(websocket: WebSocket) -> None:
         log.warning("stream_rejected", reason=problem)
         await _close(websocket, 1008)
         return
+    earlier = service.ended.get(start.call_sid)
+    if earlier is not None and earlier.model_unreachable:
+        # the pre-warm already found the model unreachable: end the stream so that Twilio asks
+        # /twilio/stream-ended, which apologises to the caller
+        log.warning("stream_ended_early", reason=earlier.text)
+        await _close(websocket, 1000)
+        return
     session = service.claim(start.call_sid)
     await session.run_stream(websocket, start)
 

@@ -61,10 +61,12 @@ def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO, st
     """Send the ``voiceagent`` logger (and uvicorn's) to ``stream`` (stderr) as JSON lines."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(secrets))
-    for name in (LOGGER_NAME, "uvicorn", "uvicorn.error", "uvicorn.access"):
+    levels = {LOGGER_NAME: level, "uvicorn": level, "uvicorn.error": level, "uvicorn.access": level,
+              "websockets": logging.WARNING}
+    for name, name_level in levels.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
-        logger.setLevel(level)
+        logger.setLevel(name_level)
         logger.propagate = False
     return handler
 
