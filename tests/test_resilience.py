@@ -3,7 +3,9 @@ an unreachable model, capacity limits — and no secret in any log line."""
 
 from __future__ import annotations
 
+import httpx
 import pytest
+from twilio.request_validator import RequestValidator
 
 from voiceagent.testing.audio import FIXTURE_TEXTS, load_fixture
 from voiceagent.testing.fake_realtime import FakeRealtimeServer
@@ -73,10 +75,8 @@ async def test_a_lost_model_session_is_replaced_and_the_conversation_replayed(ho
 
 
 async def test_a_call_longer_than_the_recycle_interval_carries_on_across_it():
-    env = app_environment(model_endpoint="", VOICEAGENT_SESSION_RECYCLE_SECONDS="3")
     async with FakeRealtimeServer(speed=8.0, replies=("agent_goodbye",)) as model:
-        env["AZURE_OPENAI_ENDPOINT"] = model.endpoint
-        async with serve_app(env) as app:
+        async with serve_app(app_environment(model.endpoint, VOICEAGENT_SESSION_RECYCLE_SECONDS="3")) as app:
             caller = FakeTwilioCaller(app.base_url, auth_token=TEST_AUTH_TOKEN)
             async with caller:
                 assert await caller.dial()
@@ -102,19 +102,14 @@ async def test_a_call_longer_than_the_recycle_interval_carries_on_across_it():
 
 
 async def test_an_unreachable_model_gets_the_caller_an_apology():
-    env = app_environment("", VOICEAGENT_CONNECT_ATTEMPTS="3")
     async with FakeRealtimeServer(refuse_next=10) as model:
-        env["AZURE_OPENAI_ENDPOINT"] = model.endpoint
-        async with serve_app(env) as app:
+        async with serve_app(app_environment(model.endpoint, VOICEAGENT_CONNECT_ATTEMPTS="3")) as app:
             caller = FakeTwilioCaller(app.base_url, auth_token=TEST_AUTH_TOKEN)
             async with caller:
                 assert await caller.dial()
                 await caller.wait_closed(timeout=WAIT)
             assert caller.closed_by_server and model.connection_attempts == 3
             # Twilio now asks the <Connect action> what to do: apologise and hang up
-            import httpx
-            from twilio.request_validator import RequestValidator
-
             url = app.base_url + "/twilio/stream-ended"
             params = {"CallSid": caller.call_sid, "AccountSid": caller.account_sid}
             signature = RequestValidator(TEST_AUTH_TOKEN).compute_signature(url, params)
@@ -136,33 +131,19 @@ async def test_beyond_max_calls_the_webhook_says_the_lines_are_busy():
                 await first.hangup()
 
 
-async def test_a_silent_caller_hears_goodbye_and_the_call_ends():
-    env = app_environment("", VOICEAGENT_CALLER_SILENCE_SECONDS="2")
+@pytest.mark.parametrize(
+    "limit", [{"VOICEAGENT_CALLER_SILENCE_SECONDS": "2"}, {"VOICEAGENT_MAX_CALL_SECONDS": "3"}], ids=["silence", "length"]
+)
+async def test_a_limit_ends_the_call_after_a_goodbye_heard_in_full(limit):
     async with FakeRealtimeServer(speed=8.0, replies=("agent_goodbye",)) as model:
-        env["AZURE_OPENAI_ENDPOINT"] = model.endpoint
-        async with serve_app(env) as app:
+        async with serve_app(app_environment(model.endpoint, **limit)) as app:
             caller = FakeTwilioCaller(app.base_url, auth_token=TEST_AUTH_TOKEN)
             async with caller:
                 assert await caller.dial()
                 await caller.wait_closed(timeout=WAIT)
             assert caller.closed_by_server
-            session = model.sessions[0]
-            creates = [e for e in session.received if e.get("type") == "response.create"]
+            creates = [e for e in model.sessions[0].received if e.get("type") == "response.create"]
             assert len(creates) == 2 and "goodbye" in creates[1]["response"]["instructions"]
-            goodbye = load_fixture("agent_goodbye")
-            assert bytes(caller.played).endswith(goodbye)  # heard in full before the line dropped
-
-
-async def test_the_call_length_limit_ends_the_call_with_a_goodbye():
-    env = app_environment("", VOICEAGENT_MAX_CALL_SECONDS="3")
-    async with FakeRealtimeServer(speed=8.0, replies=("agent_goodbye",)) as model:
-        env["AZURE_OPENAI_ENDPOINT"] = model.endpoint
-        async with serve_app(env) as app:
-            caller = FakeTwilioCaller(app.base_url, auth_token=TEST_AUTH_TOKEN)
-            async with caller:
-                assert await caller.dial()
-                await caller.wait_closed(timeout=WAIT)
-            assert caller.closed_by_server
             assert bytes(caller.played).endswith(load_fixture("agent_goodbye"))
 
 
