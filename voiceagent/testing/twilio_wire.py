@@ -1,0 +1,313 @@
+"""Twilio's wire, as the fake caller sees it: the messages an app may send back (parsed strictly),
+the playback buffer with its marks, queued caller audio, the webhook form and the TwiML it answers.
+
+Pure: no I/O. ``fake_twilio.FakeTwilioCaller`` drives these from the test's event loop.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import secrets
+import xml.etree.ElementTree as ElementTree
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+from voiceagent.testing.audio import FRAME_BYTES, FRAME_MS, SILENCE_BYTE
+
+TICK_SECONDS = FRAME_MS / 1000
+MAX_LAG_TICKS = 2
+API_VERSION = "2010-04-01"
+HTTP_USER_AGENT = "TwilioProxy/1.1"
+WS_USER_AGENT = "Twilio.TmeWs/1.0"
+WEBHOOK_TIMEOUT_SECONDS = 15.0  # Twilio's default voice webhook timeout
+MAX_PARAMETER_CHARS = 500
+
+# The three messages an app may send, by event: their exact top-level keys.
+OUTBOUND_SHAPES: dict[str, frozenset[str]] = {
+    "media": frozenset({"event", "streamSid", "media"}),
+    "mark": frozenset({"event", "streamSid", "mark"}),
+    "clear": frozenset({"event", "streamSid"}),
+}
+
+# Verbs Twilio runs before reaching <Connect> without needing anything from the caller.
+_PASS_THROUGH_VERBS = frozenset({"Say", "Play", "Pause", "Start", "Stop"})
+_CALL_ENDING_VERBS = frozenset({"Hangup", "Reject"})
+
+
+def new_sid(prefix: str) -> str:
+    """A Twilio-style SID: two letters and 32 lowercase hex digits."""
+    return prefix + secrets.token_hex(16)
+
+
+def next_tick_at(scheduled: float, now: float, tick: float = TICK_SECONDS) -> float:
+    """When the next tick is due: on the absolute schedule, unless that is more than
+    ``MAX_LAG_TICKS`` in the past, in which case the schedule restarts from ``now`` (no burst)."""
+    due = scheduled + tick
+    return now if now - due > MAX_LAG_TICKS * tick else due
+
+
+# ------------------------------------------------------------------------------ records
+
+
+@dataclass(frozen=True, slots=True)
+class ClearRecord:
+    """One ``clear``: when it came, how much had been played by then, how much it dropped."""
+
+    media_ms: int
+    played_bytes: int
+    dropped_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class EchoRecord:
+    """One mark echo: when it was sent and how much had been played by then."""
+
+    name: str
+    media_ms: int
+    played_bytes: int
+    cleared: bool  # echoed because of a clear rather than because its audio was played
+
+
+# ------------------------------------------------------------------------------ outbound messages
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMedia:
+    audio: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundMark:
+    name: str
+
+
+@dataclass(frozen=True, slots=True)
+class OutboundClear:
+    pass
+
+
+OutboundMessage = OutboundMedia | OutboundMark | OutboundClear
+
+
+class ProtocolViolation(ValueError):
+    """A message Twilio would reject (it logs warning 31951 and ignores it)."""
+
+
+def parse_outbound(frame: str | bytes, stream_sid: str) -> OutboundMessage:
+    """Parse one WebSocket frame from the app, or raise ``ProtocolViolation`` saying what is wrong."""
+    if not isinstance(frame, str):
+        raise ProtocolViolation(f"binary frame ({len(frame)} bytes); Twilio accepts JSON text only")
+    try:
+        message = json.loads(frame)
+    except ValueError:
+        raise ProtocolViolation(f"not JSON: {_excerpt(frame)}") from None
+    if not isinstance(message, dict):
+        raise ProtocolViolation(f"not a JSON object: {_excerpt(frame)}")
+    event = message.get("event")
+    if not isinstance(event, str) or event not in OUTBOUND_SHAPES:
+        raise ProtocolViolation(f"unknown event {event!r}: {_excerpt(frame)}")
+    _require_keys(message, OUTBOUND_SHAPES[event], event)
+    _require_string(message["streamSid"], f"{event}.streamSid")
+    if message["streamSid"] != stream_sid:
+        raise ProtocolViolation(f"{event} for streamSid {message['streamSid']!r}, not {stream_sid!r}")
+    if event == "media":
+        return OutboundMedia(_decode_payload(message["media"]))
+    if event == "mark":
+        return OutboundMark(_mark_name(message["mark"]))
+    return OutboundClear()
+
+
+def _require_keys(obj: dict[str, Any], expected: frozenset[str], where: str) -> None:
+    missing, extra = expected - obj.keys(), obj.keys() - expected
+    if missing or extra:
+        raise ProtocolViolation(f"{where}: missing {sorted(missing)}, unexpected {sorted(extra)}")
+
+
+def _require_string(value: Any, where: str) -> None:
+    if not isinstance(value, str):
+        raise ProtocolViolation(f"{where} must be a string, got {type(value).__name__}")
+
+
+def _require_object(value: Any, keys: frozenset[str], where: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ProtocolViolation(f"{where} must be an object, got {type(value).__name__}")
+    _require_keys(value, keys, where)
+    return value
+
+
+def _decode_payload(media: Any) -> bytes:
+    payload = _require_object(media, frozenset({"payload"}), "media")["payload"]
+    _require_string(payload, "media.payload")
+    try:
+        return base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolViolation(f"media.payload is not valid base64: {_excerpt(payload)}") from None
+
+
+def _mark_name(mark: Any) -> str:
+    name = _require_object(mark, frozenset({"name"}), "mark")["name"]
+    _require_string(name, "mark.name")
+    if not name:
+        raise ProtocolViolation("mark.name is empty")
+    return name
+
+
+def _excerpt(text: str, limit: int = 120) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "…")
+
+
+# ------------------------------------------------------------------------------ playback
+
+
+class Playback:
+    """Twilio's outbound buffer: audio played in order, marks sitting at their positions.
+
+    Positions are absolute byte offsets in everything ever buffered; ``consumed`` counts the bytes
+    played or dropped. A mark is due once ``consumed`` reaches its position.
+    """
+
+    def __init__(self) -> None:
+        self._buffer = bytearray()
+        self._consumed = 0
+        self._marks: deque[tuple[int, str]] = deque()
+
+    @property
+    def buffered_bytes(self) -> int:
+        return len(self._buffer)
+
+    @property
+    def pending_marks(self) -> list[str]:
+        return [name for _, name in self._marks]
+
+    def add_audio(self, audio: bytes) -> None:
+        self._buffer.extend(audio)
+
+    def add_mark(self, name: str) -> list[str]:
+        """Queue a mark; returns the marks due now (this one, when nothing is buffered)."""
+        self._marks.append((self._consumed + len(self._buffer), name))
+        return self._due()
+
+    def play(self, max_bytes: int) -> tuple[bytes, list[str]]:
+        """Play up to ``max_bytes``; returns them and the marks whose audio is now all played."""
+        chunk = bytes(self._buffer[:max_bytes])
+        del self._buffer[:max_bytes]
+        self._consumed += len(chunk)
+        return chunk, self._due()
+
+    def clear(self) -> tuple[int, list[str]]:
+        """Drop all buffered audio; returns the bytes dropped and every pending mark, in order."""
+        dropped = len(self._buffer)
+        self._buffer.clear()
+        self._consumed += dropped
+        return dropped, self._due()
+
+    def _due(self) -> list[str]:
+        due = []
+        while self._marks and self._marks[0][0] <= self._consumed:
+            due.append(self._marks.popleft()[1])
+        return due
+
+
+class InboundAudio:
+    """What the caller says: queued audio taken one frame at a time, silence when there is none."""
+
+    def __init__(self) -> None:
+        self._queue = bytearray()
+        self.queued_total = 0  # bytes ever queued
+        self.taken_total = 0  # bytes of queued audio taken so far
+
+    def enqueue(self, audio: bytes) -> int:
+        """Queue audio; returns the offset ``taken_total`` will reach once all of it is taken."""
+        self._queue.extend(audio)
+        self.queued_total += len(audio)
+        return self.queued_total
+
+    def take(self, size: int = FRAME_BYTES) -> bytes:
+        """The next ``size`` bytes: queued audio first, padded with μ-law silence."""
+        chunk = bytes(self._queue[:size])
+        del self._queue[:size]
+        self.taken_total += len(chunk)
+        return chunk + bytes([SILENCE_BYTE]) * (size - len(chunk))
+
+
+# ------------------------------------------------------------------------------ webhook and TwiML
+
+
+def webhook_params(*, account_sid: str, call_sid: str, from_number: str, to_number: str) -> dict[str, str]:
+    """The form fields Twilio posts to a voice URL when a call comes in."""
+    caller_geo = {"City": "SAN FRANCISCO", "State": "CA", "Zip": "94105", "Country": "US"}
+    called_geo = {"City": "OAKLAND", "State": "CA", "Zip": "94612", "Country": "US"}
+    params = {
+        "AccountSid": account_sid,
+        "ApiVersion": API_VERSION,
+        "CallSid": call_sid,
+        "CallStatus": "ringing",
+        "Called": to_number,
+        "Caller": from_number,
+        "Direction": "inbound",
+        "From": from_number,
+        "To": to_number,
+    }
+    for suffix, value in caller_geo.items():
+        params[f"From{suffix}"] = params[f"Caller{suffix}"] = value
+    for suffix, value in called_geo.items():
+        params[f"To{suffix}"] = params[f"Called{suffix}"] = value
+    return params
+
+
+@dataclass(frozen=True, slots=True)
+class StreamInstruction:
+    """A ``<Connect><Stream>`` found in TwiML."""
+
+    url: str
+    parameters: dict[str, str]
+    warnings: list[str] = field(default_factory=list)  # accepted, but Twilio would complain
+
+
+class TwimlRefused(ValueError):
+    """The TwiML opens no bidirectional stream (or one Twilio would fail to open)."""
+
+
+def parse_twiml(text: bytes | str) -> StreamInstruction:
+    """Run the TwiML's verbs in order up to ``<Connect><Stream>``, or raise ``TwimlRefused``."""
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as exc:
+        raise TwimlRefused(f"12100 document parse failure: {exc}") from None
+    if root.tag != "Response":
+        raise TwimlRefused(f"12100 root element is <{root.tag}>, not <Response>")
+    for verb in root:
+        if verb.tag == "Connect":
+            return _connect_stream(verb)
+        if verb.tag in _CALL_ENDING_VERBS:
+            raise TwimlRefused(f"<{verb.tag}> ends the call before any <Connect><Stream>")
+        if verb.tag not in _PASS_THROUGH_VERBS:
+            raise TwimlRefused(f"<{verb.tag}> before any <Connect><Stream> is not emulated")
+    raise TwimlRefused("no <Connect><Stream>: the call ends when the TwiML runs out")
+
+
+def _connect_stream(connect_verb: ElementTree.Element) -> StreamInstruction:
+    stream = connect_verb.find("Stream")
+    if stream is None:
+        nouns = [child.tag for child in connect_verb]
+        raise TwimlRefused(f"<Connect> holds {nouns}, not <Stream>")
+    url = stream.get("url", "")
+    parts = urlsplit(url)
+    if parts.scheme not in ("ws", "wss") or not parts.netloc:
+        raise TwimlRefused(f"31920 Stream url {url!r} is not a ws(s):// URL")
+    if parts.query:
+        raise TwimlRefused(f"31920 Stream url {url!r} has a query string; use <Parameter>")
+    warnings = []
+    if stream.get("track", "inbound_track") != "inbound_track":
+        warnings.append(f"<Connect><Stream track={stream.get('track')!r}>: only inbound_track is supported")
+    parameters: dict[str, str] = {}
+    for parameter in stream.findall("Parameter"):
+        name, value = parameter.get("name", ""), parameter.get("value", "")
+        if not name or len(name) >= MAX_PARAMETER_CHARS or len(value) >= MAX_PARAMETER_CHARS:
+            warnings.append(f"<Parameter name={_excerpt(name, 40)}>: name and value must be 1-499 chars")
+        parameters[name] = value
+    return StreamInstruction(url=url, parameters=parameters, warnings=warnings)
