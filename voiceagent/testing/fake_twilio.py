@@ -27,6 +27,7 @@ import uuid
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 from twilio.request_validator import RequestValidator
@@ -77,6 +78,13 @@ __all__ = [
 # ------------------------------------------------------------------------------ the caller
 
 
+def _rehost(url: str, base: str) -> str:
+    """``url`` with the scheme and host of ``base`` (http → ws, https → wss)."""
+    target, parts = urlsplit(base), urlsplit(url)
+    scheme = {"http": "ws", "https": "wss"}.get(target.scheme, target.scheme)
+    return urlunsplit((scheme, target.netloc, parts.path, parts.query, ""))
+
+
 class FakeTwilioCaller:
     """Twilio placing one inbound call to the app at ``base_url`` and streaming its audio.
 
@@ -95,6 +103,7 @@ class FakeTwilioCaller:
         account_sid: str | None = None,
         voice_path: str = "/twilio/voice",
         http_client: httpx.AsyncClient | None = None,
+        stream_via: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.voice_path = voice_path
@@ -105,6 +114,9 @@ class FakeTwilioCaller:
         self.stream_sid = new_sid("MZ")
         self._validator = RequestValidator(auth_token) if auth_token else None
         self._http_client = http_client
+        # like a load balancer: open the stream on this host (e.g. another process of the app) while
+        # signing the URL exactly as the TwiML wrote it
+        self._stream_via = stream_via
 
         # what dial() found
         self.webhook_form: dict[str, str] = {}
@@ -214,7 +226,7 @@ class FakeTwilioCaller:
             headers["x-twilio-signature"] = self._validator.compute_signature(url, {})
         try:
             self._ws = await connect(
-                url,
+                _rehost(url, self._stream_via) if self._stream_via else url,
                 additional_headers=headers,
                 user_agent_header=WS_USER_AGENT,
                 compression=None,
