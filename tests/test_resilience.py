@@ -163,6 +163,9 @@ async def test_no_secret_appears_in_the_logs_of_a_full_call(caplog_json):
     text = caplog_json.text()
     events = {line["event"] for line in caplog_json()}
     assert {"call_incoming", "transcript", "call_ended"} <= events  # the log is not empty
+    [ended] = [line for line in caplog_json() if line["event"] == "call_ended"]
+    assert ended["call_sid"] == caller.call_sid and ended["turns"] >= 1 and ended["total_tokens"] > 0
+    assert ended["first_audio_ms"] >= 0 and ended["bytes_in"] == len(caller.sent_audio)
     for secret in (TEST_API_KEY, TEST_AUTH_TOKEN, stream_token, stream_token.split(".")[1]):
         assert secret not in text
     assert caller.from_number not in text  # masked by default

@@ -19,6 +19,7 @@ from typing import Any, Protocol
 
 from voiceagent.call import Action, CallCore, CallOptions, EndCall, Log, ToModel, ToTwilio, Transcript
 from voiceagent.logs import CallLog
+from voiceagent.metrics import CallMetrics
 from voiceagent.realtime import events as ev
 from voiceagent.realtime.connection import ModelConnectError, ModelConnection
 from voiceagent.transcripts import TranscriptLine, TranscriptSink
@@ -84,6 +85,7 @@ class CallSession:
         self._twilio_lock = asyncio.Lock()
         self._tasks: set[asyncio.Task] = set()
         self._bad_messages = 0
+        self.metrics = CallMetrics()
 
     @property
     def attached(self) -> bool:
@@ -106,6 +108,7 @@ class CallSession:
         by a new one that gets the configuration and the conversation so far."""
         while True:
             async for event in model:
+                self.metrics.observe(event, self._clock())
                 await self._apply(self.core.model_event(event))
                 if self.end_reason:
                     return
@@ -199,6 +202,7 @@ class CallSession:
         """Attach the caller's stream (already past ``start``) and run until the call ends."""
         self._twilio = websocket
         self.log.info("stream_started", stream_sid=start.stream_sid)
+        self.metrics.stream_started(self._clock())
         await self._apply(self.core.twilio_event(start))
         reader = self._spawn(self._read_twilio(websocket), "twilio")
         clock = self._spawn(self._run_clock(), "clock")
@@ -269,7 +273,7 @@ class CallSession:
         if self._twilio is not None:
             with contextlib.suppress(Exception):
                 await self._twilio.close(code=1000)
-        self.log.info("call_ended", reason=reason.text, **self.core.stats)
+        self.log.info("call_ended", reason=reason.text, **self.core.stats, **self.metrics.summary())
         self.ended.set()
         if self._on_end:
             self._on_end(self)
