@@ -192,3 +192,41 @@ async def test_the_servers_session_cap_is_survived_again_and_again():
                 await caller.hangup()
             assert model.violations == [] and caller.violations == []
             assert any(line.role == "caller" for line in app.transcripts.lines)
+
+
+class RotatingCredential:
+    """An ``azure.identity.aio`` stand-in that hands out a new token on every request."""
+
+    def __init__(self, tokens: list[str]) -> None:
+        self.tokens = list(tokens)
+        self.scopes: list[str] = []
+
+    async def get_token(self, *scopes: str, **kwargs):
+        from azure.core.credentials import AccessToken
+
+        self.scopes.extend(scopes)
+        return AccessToken(self.tokens.pop(0), 2_000_000_000)
+
+    async def close(self) -> None:
+        pass
+
+
+async def test_entra_id_gets_a_fresh_token_for_every_connect_and_logs_none(caplog_json):
+    tokens = [f"eyJ0eXAiOiJKV1Qi.entra-token-{i}.signature{i}" for i in range(3)]
+    credential = RotatingCredential(tokens)
+    async with FakeRealtimeServer(api_key=None, bearer_tokens=tokens, speed=8.0) as model:
+        env = app_environment(model.endpoint)
+        del env["AZURE_OPENAI_API_KEY"]
+        async with serve_app(env, credential=credential) as app:
+            caller = FakeTwilioCaller(app.base_url, auth_token=TEST_AUTH_TOKEN)
+            async with caller:
+                assert await caller.dial()
+                await caller.wait_until(lambda: len(caller.played) >= len(GREETING), timeout=WAIT)
+                await model.drop(model.sessions[0])
+                await model.wait_for(lambda: len(model.sessions) == 2, timeout=WAIT)
+                await caller.hangup()
+    sent = [s.headers.get("authorization") for s in model.sessions]
+    assert sent == [f"Bearer {tokens[0]}", f"Bearer {tokens[1]}"]
+    assert set(credential.scopes) == {"https://cognitiveservices.azure.com/.default"}
+    text = caplog_json.text()
+    assert all(token not in text for token in tokens) and "entra-token" not in text

@@ -14,6 +14,7 @@ import contextlib
 import socket
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
@@ -55,16 +56,17 @@ class RunningApp:
 
 
 @contextlib.asynccontextmanager
-async def serve_app(env: Mapping[str, str]) -> AsyncIterator[RunningApp]:
+async def serve_app(env: Mapping[str, str], *, credential: Any = None) -> AsyncIterator[RunningApp]:
     """Serve the app built from ``env`` on 127.0.0.1 (PUBLIC_BASE_URL is set to that address unless
-    given); transcripts are logged and also kept in ``transcripts``."""
+    given); transcripts are logged and also kept in ``transcripts``. ``credential``: an
+    ``azure.identity.aio``-style credential for Entra ID (when ``env`` has no API key)."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = load_settings({"PUBLIC_BASE_URL": base_url, **env})
     memory = MemoryTranscriptSink()
-    app = create_app(settings, sink=FanoutSink(LogTranscriptSink(), memory))
+    app = create_app(settings, credential=credential, sink=FanoutSink(LogTranscriptSink(), memory))
     config = uvicorn.Config(app, log_config=None, ws_max_size=MAX_MESSAGE_BYTES, lifespan="on")
     server = uvicorn.Server(config)
     server.install_signal_handlers = lambda: None  # older uvicorn; newer ones only capture in main thread
