@@ -136,6 +136,3 @@ class Service:
 
     def now(self) -> float:
         return time.time()
-
-    def log(self, call_sid: str | None = None) -> CallLog:
-        return CallLog(call_sid)
