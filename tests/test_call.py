@@ -12,8 +12,8 @@ from voiceagent.call import (
     ToModel,
     ToTwilio,
     Transcript,
-    greeting_instructions,
 )
+from voiceagent.prompts import greeting_instructions
 from voiceagent.realtime import events as ev
 from voiceagent.twilio import messages as tw
 

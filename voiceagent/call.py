@@ -21,26 +21,14 @@ from dataclasses import dataclass
 from itertools import count
 
 from voiceagent.actions import Action, EndCall, Log, ToModel, ToTwilio, Transcript
+from voiceagent.prompts import goodbye_instructions, greeting_instructions
 from voiceagent.realtime import events as ev
+from voiceagent.realtime.errors import WARNING_ERROR_CODES
 from voiceagent.twilio import messages as tw
 
 __all__ = ["Action", "CallCore", "CallOptions", "EndCall", "Log", "ToModel", "ToTwilio", "Transcript"]
 
 BYTES_PER_MS = 8  # μ-law, 8 kHz, mono
-
-# Model errors that are expected in a live call and never end it (PROTOCOLS.md §2).
-BENIGN_ERROR_CODES = frozenset(
-    {
-        "response_cancel_not_active",
-        "conversation_already_has_active_response",
-        "invalid_value",  # e.g. a truncate past the produced audio
-        "item_truncate_invalid_item_id",
-    }
-)
-# The session ends (e.g. at its duration cap) with an error and then a close; the close is what the
-# driver acts on (it reconnects), so these are only warnings too.
-SESSION_ENDING_CODES = frozenset({"session_expired"})
-
 
 # ---------------------------------------------------------------- per-item and per-mark state
 
@@ -281,7 +269,7 @@ class CallCore:
 
     def _error(self, event: ev.ModelError) -> list[Action]:
         """Model errors are logged, never fatal: a session that is really gone closes its socket."""
-        level = "warning" if event.code in BENIGN_ERROR_CODES | SESSION_ENDING_CODES else "error"
+        level = "warning" if event.code in WARNING_ERROR_CODES else "error"
         return [Log(level, "model_error", {"code": event.code, "message": event.message})]
 
     # ------------------------------------------------------------ transcripts
@@ -391,17 +379,6 @@ class CallCore:
         for item in self.items.values():
             actions += self._log_agent(item)
         return actions
-
-
-def greeting_instructions(greeting: str) -> str:
-    return f"Greet the caller by saying exactly this, and nothing else: {greeting}"
-
-
-def goodbye_instructions(reason: str) -> str:
-    return (
-        "The call is ending now "
-        f"({reason}). Say a short, friendly goodbye in one sentence and do not ask any question."
-    )
 
 
 _HANDLERS = {

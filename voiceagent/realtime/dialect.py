@@ -17,6 +17,7 @@ unless it decides otherwise, so one odd event never ends a call.
 from __future__ import annotations
 
 import itertools
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
@@ -204,7 +205,7 @@ def session_updated(input_format: Any, output_format: Any) -> SessionUpdated:
 # ---------------------------------------------------------------- the shared machinery
 
 
-class BaseDialect:
+class BaseDialect(ABC):
     """Numbering of client events, the decode table and the commands both dialects spell alike.
 
     Subclasses set ``name``, ``decoders`` and ``content_types`` (message role → content type of a
@@ -255,9 +256,9 @@ class BaseDialect:
                 return {"type": "session.update", "session": self.session_update(config)}
         raise TypeError(f"not a Realtime command: {command!r}")
 
+    @abstractmethod
     def session_update(self, config: SessionConfig) -> dict[str, Any]:
         """The ``session`` object of ``session.update``: the dialects differ most here."""
-        raise NotImplementedError
 
     def text_item(self, role: str, content: str) -> dict[str, Any]:
         """A message item holding one text part, for ``conversation.item.create``."""
