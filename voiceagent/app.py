@@ -98,7 +98,7 @@ async def _wait_for_start(websocket: WebSocket, log: CallLog) -> tw.Start | None
         if message["type"] == "websocket.disconnect":
             return None
         try:
-            event = tw.parse(message.get("text") if message.get("text") is not None else message.get("bytes"))
+            event = tw.parse_received(message)
         except tw.BadMessage as exc:
             log.warning("twilio_bad_message", reason=str(exc))
             continue

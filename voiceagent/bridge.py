@@ -217,7 +217,7 @@ class CallSession:
                 await self.end(EndReason("caller hung up (stream closed)"))
                 return
             try:
-                event = tw.parse(message.get("text") if message.get("text") is not None else message.get("bytes"))
+                event = tw.parse_received(message)
             except tw.BadMessage as exc:
                 await self._bad_message(str(exc))
                 continue

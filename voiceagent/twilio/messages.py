@@ -117,6 +117,12 @@ def parse(frame: str | bytes) -> TwilioEvent:
     raise BadMessage(f"unknown event {str(event)[:40]!r}")
 
 
+def parse_received(message: dict[str, Any]) -> TwilioEvent:
+    """Parse an ASGI ``websocket.receive`` message (text or binary frame), or raise BadMessage."""
+    text = message.get("text")
+    return parse(text if text is not None else message.get("bytes") or b"")
+
+
 # ---------------------------------------------------------------- outbound: exactly three shapes
 
 
