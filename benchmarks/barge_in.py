@@ -41,7 +41,7 @@ async def one_barge_in(offset_ms: int, chunk_ms: int) -> tuple[float, int, float
                 await caller.say("caller_interrupt")
                 session = model.sessions[0]
                 await model.wait_for(lambda: session.truncations, timeout=60)
-                await caller.wait_until(lambda: caller.clears, timeout=60)
+                await caller.wait_until(lambda: bool(caller.clears), timeout=60)
                 _, audio_end_ms = session.truncations[0]
                 heard_ms = (caller.clears[0].played_bytes - len(greeting)) / 8
                 await caller.hangup()
@@ -54,7 +54,7 @@ def core_cost(deltas: int = 20_000) -> float:
     core.model_event(ev.SessionUpdated("pcmu", "pcmu"))
     payload = base64.b64encode(bytes(160)).decode()
     began = time.perf_counter()
-    for i in range(deltas):
+    for _ in range(deltas):
         actions = core.model_event(ev.AudioDelta("r", "item", payload))
         core.twilio_event(tw.MarkEcho("MZ" + "0" * 32, actions[1].message.name))
     return (time.perf_counter() - began) / deltas * 1e6
@@ -66,10 +66,14 @@ async def main(calls: int, chunk_ms: int) -> None:
         offset = 1000 + i * 1700
         error, end_ms, first_audio = await one_barge_in(offset, chunk_ms)
         errors.append(error)
-        print(f"interrupt at ~{offset} ms: audio_end_ms={end_ms}, caller had heard {end_ms + error:.1f} ms "
-              f"-> short by {error:.1f} ms; first greeting audio after {first_audio * 1000:.0f} ms")
-    print(f"barge-in error over {calls} calls (chunk {chunk_ms} ms): mean {statistics.mean(errors):.1f} ms, "
-          f"max {max(errors):.1f} ms, min {min(errors):.1f} ms (never negative = never past what was heard)")
+        print(
+            f"interrupt at ~{offset} ms: audio_end_ms={end_ms}, caller had heard {end_ms + error:.1f} ms "
+            f"-> short by {error:.1f} ms; first greeting audio after {first_audio * 1000:.0f} ms"
+        )
+    print(
+        f"barge-in error over {calls} calls (chunk {chunk_ms} ms): mean {statistics.mean(errors):.1f} ms, "
+        f"max {max(errors):.1f} ms, min {min(errors):.1f} ms (never negative = never past what was heard)"
+    )
     print(f"call core: {core_cost():.2f} µs per model audio delta plus its mark echo")
 
 

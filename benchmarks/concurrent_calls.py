@@ -43,8 +43,10 @@ async def main(calls: int) -> None:
     audio_seconds = sum(c.media_ms for c in callers) / 1000
     whole = sum(bytes(c.played[: len(GREETING)]) == GREETING for c in callers)
     print(f"{calls} concurrent calls in {wall1 - wall0:.1f} s wall; {audio_seconds:.0f} s of call audio")
-    print(f"greeting heard whole: {whole}/{calls}; violations: model {len(model.violations)}, "
-          f"twilio {sum(len(c.violations) for c in callers)}")
+    print(
+        f"greeting heard whole: {whole}/{calls}; violations: model {len(model.violations)}, "
+        f"twilio {sum(len(c.violations) for c in callers)}"
+    )
     print(f"CPU (app + fakes, one process): {cpu:.2f} s = {cpu / audio_seconds * 1000:.1f} ms per call-second")
 
 

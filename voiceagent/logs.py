@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, TextIO
 
 LOGGER_NAME = "voiceagent"
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
@@ -57,12 +57,19 @@ class JsonFormatter(logging.Formatter):
         return _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
 
 
-def configure_logging(secrets: Iterable[str] = (), level: int = logging.INFO, stream=None) -> logging.Handler:
+def configure_logging(
+    secrets: Iterable[str] = (), level: int = logging.INFO, stream: TextIO | None = None
+) -> logging.Handler:
     """Send the ``voiceagent`` logger (and uvicorn's) to ``stream`` (stderr) as JSON lines."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(secrets))
-    levels = {LOGGER_NAME: level, "uvicorn": level, "uvicorn.error": level, "uvicorn.access": level,
-              "websockets": logging.WARNING}
+    levels = {
+        LOGGER_NAME: level,
+        "uvicorn": level,
+        "uvicorn.error": level,
+        "uvicorn.access": level,
+        "websockets": logging.WARNING,
+    }
     for name, name_level in levels.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

@@ -26,7 +26,7 @@ from voiceagent.realtime.events import ModelCommand, ModelEvent
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-    from voiceagent.config import ModelTarget
+    from voiceagent.realtime.target import ModelTarget
 
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # session and response events can be large; audio deltas are small
@@ -36,7 +36,7 @@ _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 _AUTH_HEADERS = ("api-key", "Authorization")
 _BODY_EXCERPT_CHARS = 300
 
-LoggerLike = logging.Logger | logging.LoggerAdapter
+LoggerLike = logging.Logger | logging.LoggerAdapter[logging.Logger]
 
 
 class ModelConnectError(Exception):
@@ -131,7 +131,7 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     return text
 
 
-class _RedactingLogger(logging.LoggerAdapter):
+class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
     """Hands ``websockets`` a logger that cannot leak our handshake headers (it debug-logs them)."""
 
     def __init__(self, logger: logging.Logger, secrets: list[str]) -> None:
@@ -162,7 +162,7 @@ class ModelConnection:
         target: ModelTarget,
         *,
         credential: AsyncTokenCredential | None = None,
-        timeout: float = 10.0,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the handshake's open_timeout, not a deadline for the call
         logger: LoggerLike | None = None,
     ) -> ModelConnection:
         """Connect to ``target`` (fresh credentials each time) or raise ``ModelConnectError``."""
@@ -184,7 +184,7 @@ class ModelConnection:
                 close_timeout=CLOSE_TIMEOUT_SECONDS,
                 logger=_RedactingLogger(logging.getLogger("websockets.client"), secrets),
             )
-        except Exception as exc:  # noqa: BLE001 - refused, rejected, timed out, bad URI...: one scrubbed type
+        except Exception as exc:  # refused, rejected, timed out, bad URI...: one scrubbed type
             raise _connect_error(exc, url, secrets) from None
         log.debug("connected to the Realtime model at %s (%s dialect)", url, target.dialect)
         return cls(websocket, dialect_for(target), url, log)

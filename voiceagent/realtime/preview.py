@@ -39,15 +39,17 @@ class PreviewDialect(BaseDialect):
 
     name = "preview"
     content_types = MappingProxyType({"user": "input_text", "system": "input_text", "assistant": "text"})
-    decoders = MappingProxyType({
-        **COMMON_DECODERS,
-        "session.updated": _session_updated,
-        "response.audio.delta": audio_delta,
-        "response.audio.done": audio_done,
-        "response.audio_transcript.delta": transcript_delta,
-        "response.audio_transcript.done": transcript_done,
-        "conversation.item.created": item_added,
-    })
+    decoders = MappingProxyType(
+        {
+            **COMMON_DECODERS,
+            "session.updated": _session_updated,
+            "response.audio.delta": audio_delta,
+            "response.audio.done": audio_done,
+            "response.audio_transcript.delta": transcript_delta,
+            "response.audio_transcript.done": transcript_done,
+            "conversation.item.created": item_added,
+        }
+    )
 
     def session_update(self, config: SessionConfig) -> dict[str, Any]:
         if config.vad != "server_vad":

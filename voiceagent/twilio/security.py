@@ -1,7 +1,7 @@
 """Who gets in: Twilio request signatures and per-call stream tokens.
 
 - Webhooks and the media-stream upgrade carry ``X-Twilio-Signature``; we check it with the twilio SDK's
-  ``RequestValidator`` against the *public* URL Twilio used (PROTOCOLS.md §1, "Signatures").
+  ``RequestValidator`` against the *public* URL Twilio used (docs/protocol.md §1, "Signatures").
 - The webhook hands the stream a short-lived token bound to the CallSid (an HMAC over the CallSid and an
   expiry, in a ``<Parameter>``); the bridge checks it against ``start.callSid`` before anything else, so
   a stream URL found on the internet is worth nothing without a fresh, signed webhook for that call.

@@ -35,10 +35,10 @@ def connect(public_base: str, parameters: dict[str, str]) -> str:
     return str(response)
 
 
-def say_and_hang_up(message: str, voice: str | None = None) -> str:
+def say_and_hang_up(message: str) -> str:
     """Say ``message`` (if any) and end the call: lines busy, apologies, goodbyes."""
     response = VoiceResponse()
     if message:
-        response.say(message, voice=voice) if voice else response.say(message)
+        response.say(message)
     response.hangup()
     return str(response)
