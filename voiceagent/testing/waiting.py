@@ -1,0 +1,61 @@
+"""Waiting in tests: one bounded ``wait_until`` for every "until this is true" in the test kit.
+
+Tests of a call cannot sleep a fixed time and look (too short on a loaded machine, too slow on an idle
+one), and must never wait without a bound (a hung test tells nothing). ``wait_until`` checks a
+predicate until it holds and fails the test, saying what it waited for, once ``timeout`` has passed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
+
+POLL_SECONDS = 0.01
+
+
+async def wait_until(
+    predicate: Callable[[], T],
+    timeout: float = 10.0,  # noqa: ASYNC109 - the bound is this helper's point, and is in its message
+    *,
+    wake: Callable[[], Awaitable[object]] | None = None,
+    describe: Callable[[], str] | None = None,
+) -> T:
+    """Wait until ``predicate()`` is truthy and return its value; ``AssertionError`` after ``timeout``
+    seconds (of the event loop's clock), naming the predicate and adding ``describe()``.
+
+    The predicate is checked every ``POLL_SECONDS`` or, sooner, whenever ``wake()`` (e.g. an
+    ``asyncio.Event``'s ``wait``) completes, and one last time at the deadline.
+    """
+    if timeout < 0:
+        raise ValueError("timeout must not be negative")
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    value = predicate()
+    while not value and loop.time() < deadline:
+        step = min(POLL_SECONDS, deadline - loop.time())
+        if wake is None:
+            await asyncio.sleep(step)
+        else:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(step):
+                    await wake()
+        value = predicate()
+    if not value:
+        detail = describe() if describe is not None else ""
+        message = f"wait_until: {_name(predicate)} still false after {timeout} s"
+        raise AssertionError(message + (f"\n{detail}" if detail else ""))
+    return value
+
+
+def _name(predicate: Callable[[], object]) -> str:
+    """The predicate's name; for a lambda, its source line too."""
+    name = getattr(predicate, "__qualname__", None) or repr(predicate)
+    if name.endswith("<lambda>"):
+        with contextlib.suppress(OSError, TypeError):
+            name += f" ({inspect.getsource(predicate).strip()})"
+    return name
