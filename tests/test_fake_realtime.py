@@ -18,8 +18,9 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from voiceagent.testing.audio import FIXTURE_TEXTS, FRAME_BYTES, load_fixture, silence
-from voiceagent.testing.fake_realtime import FakeRealtimeServer, FakeSession, Rejection, Target, parse_target
-from voiceagent.testing.fake_realtime_audio import VoiceActivityDetector, recognise
+from voiceagent.testing.fake_realtime import FakeModelSession, FakeRealtimeServer, Rejection, Target, parse_target
+from voiceagent.testing.fake_realtime.audio import VoiceActivityDetector, recognise
+from voiceagent.testing.waiting import wait_until
 
 DIALECTS = ("ga", "preview")
 TIMEOUT = 10.0
@@ -85,18 +86,19 @@ class Client:
             chunk = base64.b64encode(audio[start : start + size]).decode()
             await self.send({"type": "input_audio_buffer.append", "audio": chunk})
 
-    async def next(self, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
-        async with asyncio.timeout(timeout):
+    async def next(self, kind: str) -> dict[str, Any]:
+        """Read until an event of ``kind`` arrives (within ``TIMEOUT``) and return it."""
+        async with asyncio.timeout(TIMEOUT):
             while True:
                 event = json.loads(await self.ws.recv())
                 self.events.append(event)
                 if event["type"] == kind:
                     return event
 
-    async def seen(self, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+    async def seen(self, kind: str) -> dict[str, Any]:
         """The first event of ``kind`` read so far, or the next one to arrive."""
         earlier = self.of(kind)
-        return earlier[0] if earlier else await self.next(kind, timeout)
+        return earlier[0] if earlier else await self.next(kind)
 
     def of(self, kind: str) -> list[dict[str, Any]]:
         return [event for event in self.events if event["type"] == kind]
@@ -105,7 +107,7 @@ class Client:
         return [event["type"] for event in self.events]
 
 
-Opener = Callable[..., Awaitable[tuple[Client, FakeSession]]]
+Opener = Callable[..., Awaitable[tuple[Client, FakeModelSession]]]
 
 
 @pytest.fixture
@@ -134,7 +136,7 @@ async def open_session(servers: Callable[..., Awaitable[FakeRealtimeServer]]) ->
 
     async def open_(
         dialect: str, *, configure: bool = True, fake: FakeRealtimeServer | None = None, **options: Any
-    ) -> tuple[Client, FakeSession]:
+    ) -> tuple[Client, FakeModelSession]:
         fake = fake or await servers(**options)
         ws = await connect(realtime_url(fake, dialect), additional_headers={"api-key": "test-key"})
         clients.append(ws)
@@ -148,12 +150,6 @@ async def open_session(servers: Callable[..., Awaitable[FakeRealtimeServer]]) ->
     yield open_
     for ws in clients:
         await ws.close()
-
-
-async def eventually(predicate: Callable[[], bool]) -> None:
-    async with asyncio.timeout(TIMEOUT):
-        while not predicate():
-            await asyncio.sleep(0.01)
 
 
 async def user_turn(client: Client, fixture: str, *, lead_ms: int = 1000, tail_ms: int = 1000) -> None:
@@ -234,7 +230,7 @@ async def test_vad_hears_a_caller_and_transcribes_the_fixture(open_session: Open
         assert "conversation.item.created" in client.types()
     assert session.conversation[0]["role"] == "user"
     sent = silence(1000) + load_fixture("caller_book_table") + silence(1000)
-    await eventually(lambda: len(session.audio_received) == len(sent))
+    await wait_until(lambda: len(session.audio_received) == len(sent), TIMEOUT)
     assert session.audio_received == sent
 
     done = await client.next("response.done")  # create_response defaults to true: the reply follows
@@ -681,5 +677,32 @@ async def test_wait_for_names_what_it_waited_for(servers: Callable[..., Awaitabl
     def nobody_connected() -> bool:
         return bool(fake.sessions)
 
-    with pytest.raises(TimeoutError, match="nobody_connected"):
+    with pytest.raises(AssertionError, match="nobody_connected"):
         await fake.wait_for(nobody_connected, timeout=0.05)
+    with pytest.raises(AssertionError, match="0 session"):  # and says what the fake has seen
+        await fake.wait_for(nobody_connected, timeout=0)
+
+
+# ---------------------------------------------------------------------------------------------- waiting
+
+
+async def test_wait_until_returns_the_value_once_it_holds() -> None:
+    box: list[str] = []
+    woken = asyncio.Event()
+
+    async def later() -> None:
+        await asyncio.sleep(0.05)
+        box.append("ready")
+        woken.set()
+
+    task = asyncio.create_task(later())
+    assert await wait_until(lambda: box, TIMEOUT, wake=woken.wait) == ["ready"]
+    await task
+    assert await wait_until(lambda: len(box), 0) == 1  # already true: no wait at all, even with no time
+
+
+async def test_wait_until_fails_the_test_naming_the_predicate() -> None:
+    with pytest.raises(AssertionError, match=r"never_true.*0\.02 s\nwhat I saw"):
+        await wait_until(lambda: "never_true" == "", 0.02, describe=lambda: "what I saw")
+    with pytest.raises(ValueError, match="negative"):
+        await wait_until(lambda: True, -1)

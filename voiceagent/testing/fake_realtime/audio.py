@@ -1,12 +1,16 @@
 """What the fake Realtime server hears and says: energy VAD, fixture recognition, output encoding.
 
 All pure (sans-I/O): the session feeds bytes in and gets events and texts back.
+
+``InputAudioBuffer`` is the session's input side: every byte received, the uncommitted part of it, and
+the VAD listening to it.
 """
 
 from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -19,6 +23,7 @@ from voiceagent.testing.audio import (
     rms_dbfs,
     ulaw_to_linear,
 )
+from voiceagent.testing.fake_realtime.dialect import SERVER_VAD_DEFAULTS
 
 SPEECH_START_FRAMES = 3  # consecutive loud 20 ms frames before speech counts as started
 _SIGNATURE_DBFS = -35.0  # fixture frames this loud are distinctive enough to search for
@@ -88,6 +93,53 @@ class VoiceActivityDetector:
             self.speaking = False
             return SpeechStopped((self._next_frame + 1) * FRAME_MS)
         return None
+
+
+class InputAudioBuffer:
+    """What a session has been sent: ``received`` (all of it) and the part not yet committed."""
+
+    def __init__(self, speech_dbfs: float) -> None:
+        self.received = bytearray()
+        self._start = 0  # offset in ``received`` of the uncommitted input buffer
+        self._vad = VoiceActivityDetector(speech_dbfs)
+
+    @property
+    def buffered_ms(self) -> float:
+        return (len(self.received) - self._start) / BYTES_PER_MS
+
+    def append(self, audio: bytes, turn_detection: dict[str, Any] | None) -> list[VadEvent]:
+        """Add audio; with turn detection on, the speech starts and stops it completes."""
+        self.received.extend(audio)
+        if turn_detection is None:
+            self.stop_listening()  # nobody listens to this audio for speech
+            return []
+        return self._vad.scan(
+            self.received,
+            prefix_padding_ms=turn_detection.get("prefix_padding_ms", SERVER_VAD_DEFAULTS["prefix_padding_ms"]),
+            silence_duration_ms=turn_detection.get("silence_duration_ms", SERVER_VAD_DEFAULTS["silence_duration_ms"]),
+        )
+
+    def take_until(self, end_ms: int) -> bytes:
+        """Commit the buffer up to ``end_ms`` of session audio (where the VAD heard speech stop)."""
+        end = min(len(self.received), end_ms * BYTES_PER_MS)
+        segment = bytes(self.received[self._start : end])
+        self._start = max(self._start, end)
+        return segment
+
+    def take_all(self) -> bytes:
+        """Commit the whole buffer (``input_audio_buffer.commit``); speech in progress is forgotten."""
+        segment = bytes(self.received[self._start :])
+        self.discard()
+        return segment
+
+    def discard(self) -> None:
+        """Drop the uncommitted audio (``input_audio_buffer.clear``); speech in progress is forgotten."""
+        self._start = len(self.received)
+        self.stop_listening()
+
+    def stop_listening(self) -> None:
+        """Forget speech in progress and ignore everything received so far."""
+        self._vad.skip_to(len(self.received))
 
 
 @functools.cache

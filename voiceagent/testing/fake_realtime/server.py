@@ -18,68 +18,21 @@ turn detection (threshold 0.5, prefix 300 ms, silence 500 ms, create and interru
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from http import HTTPStatus
-from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from typing import TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from voiceagent.testing.audio import FIXTURE_TEXTS
-from voiceagent.testing.fake_realtime_session import FakeSession, SessionOptions
+from voiceagent.testing.fake_realtime.handshake import Rejection, Target, check_auth, parse_target
+from voiceagent.testing.fake_realtime.session import FakeModelSession, SessionOptions
+from voiceagent.testing.waiting import wait_until
 
-__all__ = ["FakeRealtimeServer", "FakeSession", "Rejection", "Target", "check_auth", "parse_target"]
+T = TypeVar("T")
 
 MAX_MESSAGE_BYTES = 16 * 2**20  # the real service accepts events up to 15 MiB
-
-
-@dataclass(frozen=True)
-class Target:
-    """What a handshake URL asks for."""
-
-    dialect: str  # ga | preview
-    model: str
-
-
-@dataclass(frozen=True)
-class Rejection:
-    """A refused handshake: the HTTP status and why."""
-
-    status: int
-    reason: str
-
-
-def parse_target(path: str) -> Target | Rejection:
-    """The dialect and model of a handshake path, or why the real service would refuse it."""
-    url = urlsplit(path)
-    query = {key: values[-1] for key, values in parse_qs(url.query).items()}
-    if url.path in ("/openai/v1/realtime", "/v1/realtime"):
-        if "api-version" in query and url.path.startswith("/openai/"):
-            return Rejection(401, "the GA endpoint takes no api-version")
-        if not query.get("model"):
-            return Rejection(400, "missing required query parameter: model")
-        return Target("ga", query["model"])
-    if url.path == "/openai/realtime":
-        if not query.get("api-version"):
-            return Rejection(400, "missing required query parameter: api-version")
-        if not query.get("deployment"):
-            return Rejection(400, "missing required query parameter: deployment")
-        return Target("preview", query["deployment"])
-    return Rejection(404, f"no Realtime endpoint at {url.path}")
-
-
-def check_auth(headers: Headers, api_key: str | None, bearer_tokens: frozenset[str]) -> Rejection | None:
-    """``None`` when the headers carry a valid ``api-key`` or ``Authorization: Bearer`` credential."""
-    if api_key is not None and headers.get("api-key") == api_key:
-        return None
-    scheme, _, token = (headers.get("authorization") or "").partition(" ")
-    if scheme.lower() == "bearer" and token and (token == api_key or token in bearer_tokens):
-        return None
-    return Rejection(401, "invalid or missing credentials")
 
 
 class FakeRealtimeServer:
@@ -119,7 +72,7 @@ class FakeRealtimeServer:
         self.port = 0
         self.connection_attempts = 0  # every handshake, accepted or refused
         self.rejections: list[Rejection] = []  # refused handshakes (not violations)
-        self.sessions: list[FakeSession] = []  # accepted connections, in order
+        self.sessions: list[FakeModelSession] = []  # accepted connections, in order
         self._server: Server | None = None
 
     @property
@@ -163,17 +116,19 @@ class FakeRealtimeServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = 10.0) -> None:
-        """Poll ``predicate`` until it is truthy; ``TimeoutError`` naming it after ``timeout`` seconds."""
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        while not predicate():
-            if loop.time() >= deadline:
-                name = getattr(predicate, "__qualname__", repr(predicate))
-                raise TimeoutError(f"FakeRealtimeServer.wait_for: {name} still false after {timeout} s")
-            await asyncio.sleep(0.01)
+    async def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0) -> T:  # noqa: ASYNC109
+        """``wait_until(predicate, timeout)``, naming the sessions' recent events if it times out."""
+        return await wait_until(predicate, timeout, describe=self._recent_events)
 
-    async def drop(self, session: FakeSession, *, code: int | None = None, reason: str = "") -> None:
+    def _recent_events(self) -> str:
+        lines = [f"{len(self.sessions)} session(s), {self.connection_attempts} handshake(s)"]
+        for index, session in enumerate(self.sessions[-2:], start=max(0, len(self.sessions) - 2)):
+            received = [str(event.get("type")) if isinstance(event, dict) else "?" for event in session.received[-8:]]
+            sent = [str(event.get("type")) for event in session.sent[-8:]]
+            lines.append(f"session {index}: closed={session.closed} received ...{received} sent ...{sent}")
+        return "\n".join(lines)
+
+    async def drop(self, session: FakeModelSession, *, code: int | None = None, reason: str = "") -> None:
         """End a session: ``code=None`` aborts the TCP connection (no close frame); otherwise a close
         frame with ``code`` and ``reason`` (e.g. 1001, "Your session hit the maximum duration of 30 minutes.")."""
         if code is None:
@@ -206,7 +161,7 @@ class FakeRealtimeServer:
         target = parse_target(request.path)
         assert isinstance(target, Target)
         headers = {name.lower(): value for name, value in request.headers.raw_items()}
-        session = FakeSession(
+        session = FakeModelSession(
             connection,
             dialect=target.dialect,
             model=target.model,

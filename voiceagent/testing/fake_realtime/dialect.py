@@ -1,7 +1,7 @@
 """The two wire dialects of the fake Realtime server: event names, session shapes, items, responses.
 
 Everything that differs between the GA protocol and the legacy preview protocol lives here, so the
-session logic (``fake_realtime_session``) is written once. Shapes follow the ``openai`` package's
+session logic (``session``) is written once. Shapes follow the ``openai`` package's
 pydantic types; every event built from them is checked again by ``validate_server_event`` when sent.
 """
 
@@ -137,9 +137,9 @@ class Dialect:
     def _format(self, session: dict[str, Any], side: str) -> str:
         if self.is_ga:
             raw = ((session.get("audio") or {}).get(side) or {}).get("format") or {}
-            return {"audio/pcmu": "pcmu", "audio/pcma": "pcma"}.get(raw.get("type"), "pcm")
+            return {"audio/pcmu": "pcmu", "audio/pcma": "pcma"}.get(str(raw.get("type")), "pcm")
         raw_name = session.get(f"{side}_audio_format")
-        return {"g711_ulaw": "pcmu", "g711_alaw": "pcma"}.get(raw_name, "pcm")
+        return {"g711_ulaw": "pcmu", "g711_alaw": "pcma"}.get(str(raw_name), "pcm")
 
     def turn_detection(self, session: dict[str, Any]) -> dict[str, Any] | None:
         if self.is_ga:

@@ -1,4 +1,9 @@
-"""One accepted connection to the fake Realtime server: the session state and its client events."""
+"""One accepted connection to the fake Realtime server: the session state and its client events.
+
+The conversation's items live in ``Conversation``, the input audio and its VAD in ``InputAudioBuffer``,
+a streaming reply in ``LiveResponse``; this module dispatches client events to them and sends what the
+real service would send back (docs/protocol.md, "## 2. The Realtime API").
+"""
 
 from __future__ import annotations
 
@@ -17,18 +22,19 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from voiceagent.testing.audio import BYTES_PER_MS, FIXTURE_TEXTS, load_fixture
-from voiceagent.testing.fake_realtime_audio import (
+from voiceagent.testing.fake_realtime.audio import (
+    InputAudioBuffer,
     SpeechStarted,
     VadEvent,
-    VoiceActivityDetector,
     bytes_per_ms,
     encode_output,
     recognise,
     words_until,
 )
-from voiceagent.testing.fake_realtime_dialect import DIALECTS, SERVER_VAD_DEFAULTS, Dialect
-from voiceagent.testing.fake_realtime_errors import describe_problem
-from voiceagent.testing.fake_realtime_response import LiveResponse, stream_response
+from voiceagent.testing.fake_realtime.conversation import Conversation
+from voiceagent.testing.fake_realtime.dialect import DIALECTS, Dialect
+from voiceagent.testing.fake_realtime.errors import ClientError, describe_problem
+from voiceagent.testing.fake_realtime.response import LiveResponse, Pacing, stream_response
 from voiceagent.testing.validation import validate_client_event, validate_server_event
 
 logger = logging.getLogger(__name__)
@@ -50,8 +56,9 @@ class SessionOptions:
     session_max_seconds: float | None = None
 
 
-class FakeSession:
-    """The server side of one Realtime session, with everything a test may want to inspect."""
+class FakeModelSession:
+    """The server side of one Realtime session (one model WebSocket), with everything a test may want
+    to inspect."""
 
     def __init__(
         self,
@@ -73,18 +80,16 @@ class FakeSession:
         self.sent: list[dict[str, Any]] = []  # every server event sent, in order
         self.violations: list[str] = []  # protocol violations by the client
         self.self_violations: list[str] = []  # events the fake sent that fail validation (fake bugs)
-        self.audio_received = bytearray()
         self.produced: dict[str, bytearray] = {}  # assistant item id -> audio bytes sent for it
         self.truncations: list[tuple[str, int]] = []
         self.errors_sent: list[dict[str, Any]] = []
-        self.conversation: list[dict[str, Any]] = []  # items, in conversation order
         self.closed = False
         self.effective: dict[str, Any] = self.spec.default_session(model, self.new_id("sess"))
         if options.ignore_audio_format:
             self.effective = self.spec.force_pcm(self.effective)
         self._connection = connection
-        self._vad = VoiceActivityDetector(options.speech_dbfs)
-        self._buffer_start = 0  # byte offset in audio_received of the uncommitted input buffer
+        self._conversation = Conversation()
+        self._input = InputAudioBuffer(options.speech_dbfs)
         self._speech_item_id: str | None = None
         self._live: LiveResponse | None = None
         self._responses: dict[str, LiveResponse] = {}  # assistant audio item id -> its response
@@ -107,8 +112,21 @@ class FakeSession:
     # ------------------------------------------------------------------ public
 
     @property
+    def conversation(self) -> list[dict[str, Any]]:
+        """The conversation's items, in order."""
+        return self._conversation.items
+
+    @property
+    def audio_received(self) -> bytearray:
+        """Every byte of input audio the client appended, in order."""
+        return self._input.received
+
+    @property
     def response_live(self) -> bool:
         return self._live is not None
+
+    def item(self, item_id: str) -> dict[str, Any] | None:
+        return self._conversation.get(item_id)
 
     def new_id(self, prefix: str) -> str:
         return prefix + "_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(21))
@@ -122,25 +140,12 @@ class FakeSession:
         self.sent.append(event)
         await self._connection.send(json.dumps(event))
 
-    def item(self, item_id: str) -> dict[str, Any] | None:
-        return next((item for item in self.conversation if item.get("id") == item_id), None)
-
-    def add_item(self, item: dict[str, Any], after: str | None = None) -> str | None:
-        """Insert ``item`` after the item ``after`` (default: at the end); returns the previous item id."""
-        index = len(self.conversation)
-        if after is not None:
-            index = next(i for i, old in enumerate(self.conversation) if old.get("id") == after) + 1
-        self.conversation.insert(index, item)
-        return self.conversation[index - 1]["id"] if index > 0 else None
-
-    def replace_item(self, item: dict[str, Any]) -> None:
-        for index, old in enumerate(self.conversation):
-            if old.get("id") == item["id"]:
-                self.conversation[index] = item
-
     def response_finished(self, live: LiveResponse) -> None:
         if self._live is live:
             self._live = None
+
+    def fake_crashed(self, what: str) -> None:
+        self.self_violations.append(what)
 
     def abort(self) -> None:
         """Drop the TCP connection without a closing handshake."""
@@ -197,15 +202,15 @@ class FakeSession:
             return
         try:
             await handler(event)
+        except ClientError as refusal:  # the real service answers an error and carries on
+            await self._error(refusal.code, refusal.message, refusal.param, event)
         except ConnectionClosed:
             raise
         except Exception as exc:  # a bug in the fake: make it visible to the test and keep serving
             logger.exception("fake realtime session crashed on %s", kind)
-            self.self_violations.append(f"fake crashed on {kind}: {exc!r}")
+            self.fake_crashed(f"fake crashed on {kind}: {exc!r}")
 
-    async def _error(
-        self, code: str | None, message: str, param: str | None = None, client_event: Any = None
-    ) -> None:
+    async def _error(self, code: str | None, message: str, param: str | None = None, client_event: Any = None) -> None:
         event_id = client_event.get("event_id") if isinstance(client_event, dict) else None
         error = {"type": "invalid_request_error", "code": code, "message": message, "param": param}
         await self.send({"type": "error", "error": {**error, "event_id": event_id}})
@@ -223,7 +228,7 @@ class FakeSession:
         if self.options.ignore_audio_format:
             self.effective = self.spec.force_pcm(self.effective)
         if self.spec.turn_detection(self.effective) is None:
-            self._vad.skip_to(len(self.audio_received))
+            self._input.stop_listening()
             self._speech_item_id = None
         await self.send({"type": "session.updated", "session": self.effective})
 
@@ -240,19 +245,11 @@ class FakeSession:
             audio = base64.b64decode(event["audio"], validate=True)
         except (binascii.Error, ValueError) as exc:
             self.violations.append(f"input_audio_buffer.append: audio is not valid base64 ({exc})")
-            await self._error("invalid_value", "Invalid 'audio'. Expected base64-encoded audio bytes.", "audio", event)
-            return
-        self.audio_received.extend(audio)
+            message = "Invalid 'audio'. Expected base64-encoded audio bytes."
+            raise ClientError("invalid_value", message, "audio") from None
         turn_detection = self.spec.turn_detection(self.effective)
-        if turn_detection is None:
-            self._vad.skip_to(len(self.audio_received))  # nobody listens to this audio for speech
-            return
-        vad_events = self._vad.scan(
-            self.audio_received,
-            prefix_padding_ms=turn_detection.get("prefix_padding_ms", SERVER_VAD_DEFAULTS["prefix_padding_ms"]),
-            silence_duration_ms=turn_detection.get("silence_duration_ms", SERVER_VAD_DEFAULTS["silence_duration_ms"]),
-        )
-        for vad_event in vad_events:
+        for vad_event in self._input.append(audio, turn_detection):
+            assert turn_detection is not None  # the VAD only speaks when turn detection is on
             await self._on_vad(vad_event, turn_detection)
 
     async def _on_vad(self, vad_event: VadEvent, turn_detection: dict[str, Any]) -> None:
@@ -273,47 +270,39 @@ class FakeSession:
         await self.send(
             {"type": "input_audio_buffer.speech_stopped", "audio_end_ms": vad_event.audio_end_ms, "item_id": item_id}
         )
-        end = min(len(self.audio_received), vad_event.audio_end_ms * BYTES_PER_MS)
-        segment = bytes(self.audio_received[self._buffer_start : end])
-        self._buffer_start = end
-        await self._commit(item_id, segment)
+        await self._commit(item_id, self._input.take_until(vad_event.audio_end_ms))
         if turn_detection.get("create_response", True) is not False:
             await self._start_response(client_event=None)
 
     async def _on_commit(self, event: dict[str, Any]) -> None:
-        segment = bytes(self.audio_received[self._buffer_start :])
-        buffered_ms = len(segment) / BYTES_PER_MS
+        buffered_ms = self._input.buffered_ms
         if buffered_ms < MIN_COMMIT_MS:
             message = (
                 "Error committing input audio buffer: buffer too small. Expected at least "
                 f"{MIN_COMMIT_MS}ms of audio, but buffer only has {buffered_ms:.2f}ms of audio."
             )
-            await self._error("input_audio_buffer_commit_empty", message, None, event)
-            return
+            raise ClientError("input_audio_buffer_commit_empty", message)
         item_id = self._speech_item_id or self.new_id("item")
         self._speech_item_id = None
-        self._buffer_start = len(self.audio_received)
-        self._vad.skip_to(self._buffer_start)
-        await self._commit(item_id, segment)
+        await self._commit(item_id, self._input.take_all())
 
     async def _on_clear(self, event: dict[str, Any]) -> None:
-        self._buffer_start = len(self.audio_received)
+        self._input.discard()
         self._speech_item_id = None
-        self._vad.skip_to(self._buffer_start)
         await self.send({"type": "input_audio_buffer.cleared"})
 
     async def _commit(self, item_id: str, segment: bytes) -> None:
-        previous = self.conversation[-1]["id"] if self.conversation else None
+        previous = self._conversation.last_id()
         await self.send({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
         item = self.spec.user_audio_item(item_id)
-        self.add_item(item)
+        self._conversation.add(item)
         for event in self.spec.item_added_events(item, previous) + self.spec.item_done_events(item, previous):
             await self.send(event)
         model = self.spec.transcription_model(self.effective)
         if model is None:
             return
         transcript = recognise(segment)
-        self.replace_item(self.spec.user_audio_item(item_id, transcript))
+        self._conversation.replace(self.spec.user_audio_item(item_id, transcript))
         await self.send(
             {
                 "type": "conversation.item.input_audio_transcription.completed",
@@ -329,70 +318,47 @@ class FakeSession:
     async def _on_item_create(self, event: dict[str, Any]) -> None:
         item = {**event["item"], "object": "realtime.item", "status": "completed"}
         item.setdefault("id", self.new_id("item"))
-        after = event.get("previous_item_id")
-        if self.item(item["id"]) is not None:
-            await self._error("invalid_value", f"Item with id '{item['id']}' already exists.", "item.id", event)
-            return
-        if after is not None and self.item(after) is None:
-            message = f"Previous item with id '{after}' not found."
-            await self._error("item_not_found", message, "previous_item_id", event)
-            return
-        previous = self.add_item(item, after)
+        previous = self._conversation.create(item, event.get("previous_item_id"))
         for added in self.spec.item_added_events(item, previous) + self.spec.item_done_events(item, previous):
             await self.send(added)
 
     async def _on_item_delete(self, event: dict[str, Any]) -> None:
-        item_id = event["item_id"]
-        if self.item(item_id) is None:
-            await self._error("item_not_found", f"Item with item_id '{item_id}' not found.", "item_id", event)
-            return
-        self.conversation = [item for item in self.conversation if item.get("id") != item_id]
-        await self.send({"type": "conversation.item.deleted", "item_id": item_id})
+        self._conversation.delete(event["item_id"])
+        await self.send({"type": "conversation.item.deleted", "item_id": event["item_id"]})
 
     async def _on_item_retrieve(self, event: dict[str, Any]) -> None:
-        item = self.item(event["item_id"])
-        if item is None:
-            message = f"Item with item_id '{event['item_id']}' not found."
-            await self._error("item_not_found", message, "item_id", event)
-            return
+        item = self._conversation.require(event["item_id"])
         await self.send({"type": "conversation.item.retrieved", "item": item})
 
     async def _on_truncate(self, event: dict[str, Any]) -> None:
+        """The truncate rule (docs/protocol.md, "### The truncate rule")."""
         item_id, audio_end_ms = event["item_id"], event["audio_end_ms"]
-        item = self.item(item_id)
-        if item is None:
-            await self._error("item_not_found", f"Item with item_id '{item_id}' not found.", "item_id", event)
-            return
-        if item_id not in self._responses or not self.produced.get(item_id):
-            message = "Only model output audio messages can be truncated"
-            await self._error("unsupported_content_type", message, None, event)
-            return
+        item = self._conversation.require(item_id)
+        response = self._responses.get(item_id)
+        if response is None or not response.produced:
+            raise ClientError("unsupported_content_type", "Only model output audio messages can be truncated")
         if event["content_index"] != 0:
             message = f"Invalid 'content_index': item has no content part {event['content_index']}."
-            await self._error("invalid_value", message, "content_index", event)
-            return
-        produced_ms = len(self.produced[item_id]) // self._responses[item_id].bytes_per_ms
-        if audio_end_ms > produced_ms:
-            message = f"Audio content of {produced_ms}ms is already shorter than {audio_end_ms}ms"
-            await self._error("invalid_value", message, "audio_end_ms", event)
-            return
-        live = self._live if self._live is not None and self._live.item_id == item_id else None
+            raise ClientError("invalid_value", message, "content_index")
+        if audio_end_ms > response.produced_ms:
+            message = f"Audio content of {response.produced_ms}ms is already shorter than {audio_end_ms}ms"
+            raise ClientError("invalid_value", message, "audio_end_ms")
+        live = self._live if self._live is response else None
         if live is not None:
             live.request_stop("client_cancelled")  # no further delta of this item
         self.truncations.append((item_id, audio_end_ms))
-        self._cut_transcript(item, audio_end_ms)
+        self._cut_transcript(item, response, audio_end_ms)
         truncated = {"item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}
         await self.send({"type": "conversation.item.truncated", **truncated})
         if live is not None and live.task is not None:
             await live.task
 
-    def _cut_transcript(self, item: dict[str, Any], audio_end_ms: int) -> None:
+    def _cut_transcript(self, item: dict[str, Any], response: LiveResponse, audio_end_ms: int) -> None:
         """Keep only the words the caller heard, as the real service deletes the unheard transcript."""
-        response = self._responses[item["id"]]
         total_ms = len(response.audio) // response.bytes_per_ms
         response.heard = words_until(response.text, audio_end_ms / total_ms) if total_ms else ""
         status = item.get("status", "incomplete")
-        self.replace_item(self.spec.assistant_audio_item(item["id"], status, response.heard))
+        self._conversation.replace(self.spec.assistant_audio_item(item["id"], status, response.heard))
 
     # ------------------------------------------------------------------ responses
 
@@ -402,9 +368,7 @@ class FakeSession:
     async def _on_response_cancel(self, event: dict[str, Any]) -> None:
         wanted = event.get("response_id")
         if self._live is None or (wanted is not None and wanted != self._live.response_id):
-            message = "Cancellation failed: no active response found"
-            await self._error("response_cancel_not_active", message, None, event)
-            return
+            raise ClientError("response_cancel_not_active", "Cancellation failed: no active response found")
         await self._stop_response("client_cancelled")
 
     async def _start_response(self, client_event: dict[str, Any] | None) -> None:
@@ -414,7 +378,7 @@ class FakeSession:
                     f"Conversation already has an active response in progress: {self._live.response_id}. "
                     "Wait until the response is finished before creating a new one."
                 )
-                await self._error("conversation_already_has_active_response", message, None, client_event)
+                raise ClientError("conversation_already_has_active_response", message)
             return
         fixture = self._next_fixture()
         audio_format = self.spec.output_format(self.effective)
@@ -425,12 +389,15 @@ class FakeSession:
             text=FIXTURE_TEXTS[fixture],
             audio=encode_output(load_fixture(fixture), audio_format),
             bytes_per_ms=bytes_per_ms(audio_format),
+            spec=self.spec,
+            config=self.effective,
         )
         self._responses_started += 1
-        self.produced[live.item_id] = bytearray()
+        self.produced[live.item_id] = live.produced
         self._responses[live.item_id] = live
         self._live = live
-        live.task = self._spawn(stream_response(self, live))
+        pacing = Pacing(self.options.chunk_ms, self.options.speed)
+        live.task = self._spawn(stream_response(live, self, self._conversation, pacing))
 
     async def _stop_response(self, reason: str) -> None:
         live = self._live
@@ -441,7 +408,7 @@ class FakeSession:
             await live.task
 
     def _next_fixture(self) -> str:
-        has_user_item = any(item.get("role") == "user" for item in self.conversation)
+        has_user_item = any(item.get("role") == "user" for item in self._conversation.items)
         if (self._responses_started == 0 and not has_user_item) or not self.options.replies:
             return self.options.greeting
         fixture = self.options.replies[self._replies_used % len(self.options.replies)]

@@ -3,6 +3,9 @@
 Runs as its own task so the session keeps reading client events while it streams. Stopping is
 cooperative: ``LiveResponse.request_stop`` wakes the pacing sleep, the stream sends no further delta
 and closes the response with the usual ``*.done`` events and ``response.done`` (status ``cancelled``).
+
+A response sees its session only through ``ResponseOutlet`` (send an event, say it has finished, report
+a crash) and the session's ``Conversation``; everything else it needs is in its ``LiveResponse``.
 """
 
 from __future__ import annotations
@@ -13,12 +16,12 @@ import contextlib
 import logging
 import math
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from websockets.exceptions import ConnectionClosed
 
-if TYPE_CHECKING:
-    from voiceagent.testing.fake_realtime_session import FakeSession
+from voiceagent.testing.fake_realtime.conversation import Conversation
+from voiceagent.testing.fake_realtime.dialect import Dialect
 
 logger = logging.getLogger(__name__)
 
@@ -33,11 +36,18 @@ class LiveResponse:
     text: str
     audio: bytes  # the whole reply, already in the session's output format
     bytes_per_ms: int
+    spec: Dialect
+    config: dict[str, Any]  # the session configuration when the response was created
+    produced: bytearray = field(default_factory=bytearray)  # audio sent so far
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: str | None = None  # turn_detected | client_cancelled
     transcript: str = ""  # transcript deltas sent so far
     heard: str | None = None  # what the caller heard, once the client truncated the item
     task: asyncio.Task[None] | None = None
+
+    @property
+    def produced_ms(self) -> int:
+        return len(self.produced) // self.bytes_per_ms
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:
@@ -45,41 +55,67 @@ class LiveResponse:
         self.stop.set()
 
 
-async def stream_response(session: FakeSession, live: LiveResponse) -> None:
+class ResponseOutlet(Protocol):
+    """What a streaming response needs from its session."""
+
+    async def send(self, event: dict[str, Any]) -> None:
+        """Send a server event to the client."""
+
+    def response_finished(self, live: LiveResponse) -> None:
+        """The response is over (called before ``response.done`` is sent, and again once it ends)."""
+
+    def fake_crashed(self, what: str) -> None:
+        """A bug in the fake: record it where the test will see it."""
+
+
+@dataclass(frozen=True)
+class Pacing:
+    """How audio deltas are cut and paced: ``chunk_ms`` of audio every ``chunk_ms / speed`` ms."""
+
+    chunk_ms: int
+    speed: float
+
+    @property
+    def pause_seconds(self) -> float:
+        return self.chunk_ms / self.speed / 1000
+
+
+async def stream_response(
+    live: LiveResponse, outlet: ResponseOutlet, conversation: Conversation, pacing: Pacing
+) -> None:
     """Announce the response and its item, stream the audio, then close both."""
     try:
-        previous_item_id = await _open(session, live)
-        await _stream_audio(session, live)
-        await _close(session, live, previous_item_id)
+        previous_item_id = await _open(live, outlet, conversation)
+        await _stream_audio(live, outlet, pacing)
+        await _close(live, outlet, conversation, previous_item_id)
     except ConnectionClosed:
         pass
     except Exception as exc:  # a bug in the fake: make it visible to the test, do not hang the session
         logger.exception("fake realtime response crashed")
-        session.self_violations.append(f"fake crashed while streaming {live.response_id}: {exc!r}")
+        outlet.fake_crashed(f"fake crashed while streaming {live.response_id}: {exc!r}")
     finally:
-        session.response_finished(live)
+        outlet.response_finished(live)
 
 
-async def _open(session: FakeSession, live: LiveResponse) -> str | None:
-    spec = session.spec
-    response = spec.response(live.response_id, session.effective, status="in_progress", output=[])
-    await session.send({"type": "response.created", "response": response})
+async def _open(live: LiveResponse, outlet: ResponseOutlet, conversation: Conversation) -> str | None:
+    spec = live.spec
+    response = spec.response(live.response_id, live.config, status="in_progress", output=[])
+    await outlet.send({"type": "response.created", "response": response})
     item = spec.assistant_audio_item(live.item_id, "in_progress", None)
-    previous_item_id = session.add_item(item)
-    await session.send(
+    previous_item_id = conversation.add(item)
+    await outlet.send(
         {"type": "response.output_item.added", "response_id": live.response_id, "output_index": 0, "item": item}
     )
     for event in spec.item_added_events(item, previous_item_id):
-        await session.send(event)
-    await session.send(
+        await outlet.send(event)
+    await outlet.send(
         {**_part_ids(live), "type": "response.content_part.added", "part": {"type": "audio", "transcript": ""}}
     )
     return previous_item_id
 
 
-async def _stream_audio(session: FakeSession, live: LiveResponse) -> None:
-    options = session.options
-    chunk_bytes = max(1, options.chunk_ms * live.bytes_per_ms)
+async def _stream_audio(live: LiveResponse, outlet: ResponseOutlet, pacing: Pacing) -> None:
+    chunk_bytes = max(1, pacing.chunk_ms * live.bytes_per_ms)
     chunks = max(1, math.ceil(len(live.audio) / chunk_bytes))
     words = live.text.split()
     said = 0
@@ -87,16 +123,16 @@ async def _stream_audio(session: FakeSession, live: LiveResponse) -> None:
         if live.stop.is_set():
             return
         piece = live.audio[index * chunk_bytes : (index + 1) * chunk_bytes]
-        session.produced[live.item_id].extend(piece)
+        live.produced.extend(piece)
         delta = base64.b64encode(piece).decode("ascii")
-        await session.send({**_part_ids(live), "type": session.spec.audio_delta, "delta": delta})
+        await outlet.send({**_part_ids(live), "type": live.spec.audio_delta, "delta": delta})
         due = round(len(words) * (index + 1) / chunks)
         if due > said:
             text = (" " if said else "") + " ".join(words[said:due])
             said = due
             live.transcript += text
-            await session.send({**_part_ids(live), "type": session.spec.transcript_delta, "delta": text})
-        await _pause(live, options.chunk_ms / options.speed / 1000)
+            await outlet.send({**_part_ids(live), "type": live.spec.transcript_delta, "delta": text})
+        await _pause(live, pacing.pause_seconds)
 
 
 async def _pause(live: LiveResponse, seconds: float) -> None:
@@ -107,42 +143,44 @@ async def _pause(live: LiveResponse, seconds: float) -> None:
         await asyncio.wait_for(live.stop.wait(), timeout=seconds)
 
 
-async def _close(session: FakeSession, live: LiveResponse, previous_item_id: str | None) -> None:
-    spec = session.spec
+async def _close(
+    live: LiveResponse, outlet: ResponseOutlet, conversation: Conversation, previous_item_id: str | None
+) -> None:
+    spec = live.spec
     cancelled = live.stop_reason is not None
     transcript = live.transcript
-    await session.send({**_part_ids(live), "type": spec.audio_done})
-    await session.send({**_part_ids(live), "type": spec.transcript_done, "transcript": transcript})
-    await session.send(
+    await outlet.send({**_part_ids(live), "type": spec.audio_done})
+    await outlet.send({**_part_ids(live), "type": spec.transcript_done, "transcript": transcript})
+    await outlet.send(
         {**_part_ids(live), "type": "response.content_part.done", "part": {"type": "audio", "transcript": transcript}}
     )
     status = "incomplete" if cancelled else "completed"
     item = spec.assistant_audio_item(live.item_id, status, transcript)
-    session.replace_item(item if live.heard is None else spec.assistant_audio_item(live.item_id, status, live.heard))
-    await session.send(
+    conversation.replace(item if live.heard is None else spec.assistant_audio_item(live.item_id, status, live.heard))
+    await outlet.send(
         {"type": "response.output_item.done", "response_id": live.response_id, "output_index": 0, "item": item}
     )
     for event in spec.item_done_events(item, previous_item_id):
-        await session.send(event)
+        await outlet.send(event)
     details = {"type": "cancelled", "reason": live.stop_reason} if cancelled else None
     response = spec.response(
         live.response_id,
-        session.effective,
+        live.config,
         status="cancelled" if cancelled else "completed",
         status_details=details,
         output=[item],
-        usage=_usage(live, session.produced[live.item_id]),
+        usage=_usage(live),
     )
-    session.response_finished(live)  # before response.done: a client may answer it at once
-    await session.send({"type": "response.done", "response": response})
+    outlet.response_finished(live)  # before response.done: a client may answer it at once
+    await outlet.send({"type": "response.done", "response": response})
 
 
 def _part_ids(live: LiveResponse) -> dict[str, Any]:
     return {"response_id": live.response_id, "item_id": live.item_id, "output_index": 0, "content_index": 0}
 
 
-def _usage(live: LiveResponse, produced: bytearray) -> dict[str, Any]:
-    audio_tokens = len(produced) // live.bytes_per_ms // 50  # ~20 audio tokens per second
+def _usage(live: LiveResponse) -> dict[str, Any]:
+    audio_tokens = live.produced_ms // 50  # ~20 audio tokens per second
     text_tokens = len(live.transcript.split())
     input_tokens = 120
     return {

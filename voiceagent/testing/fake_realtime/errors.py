@@ -9,6 +9,16 @@ from __future__ import annotations
 import re
 
 
+class ClientError(Exception):
+    """A client event the real service answers with an ``error`` event (the session carries on)."""
+
+    def __init__(self, code: str, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.param = param
+
+
 def describe_problem(problem: str) -> tuple[str, str, str | None]:
     """``(code, message, param)`` of the error the real service answers for a validation problem."""
     kind, _, detail = problem.partition(": ")
