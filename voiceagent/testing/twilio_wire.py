@@ -127,9 +127,10 @@ def _require_keys(obj: dict[str, Any], expected: frozenset[str], where: str) -> 
         raise ProtocolViolation(f"{where}: missing {sorted(missing)}, unexpected {sorted(extra)}")
 
 
-def _require_string(value: Any, where: str) -> None:
+def _require_string(value: Any, where: str) -> str:
     if not isinstance(value, str):
         raise ProtocolViolation(f"{where} must be a string, got {type(value).__name__}")
+    return value
 
 
 def _require_object(value: Any, keys: frozenset[str], where: str) -> dict[str, Any]:
@@ -140,8 +141,7 @@ def _require_object(value: Any, keys: frozenset[str], where: str) -> dict[str, A
 
 
 def _decode_payload(media: Any) -> bytes:
-    payload = _require_object(media, frozenset({"payload"}), "media")["payload"]
-    _require_string(payload, "media.payload")
+    payload = _require_string(_require_object(media, frozenset({"payload"}), "media")["payload"], "media.payload")
     try:
         return base64.b64decode(payload, validate=True)
     except (binascii.Error, ValueError):
@@ -149,8 +149,7 @@ def _decode_payload(media: Any) -> bytes:
 
 
 def _mark_name(mark: Any) -> str:
-    name = _require_object(mark, frozenset({"name"}), "mark")["name"]
-    _require_string(name, "mark.name")
+    name = _require_string(_require_object(mark, frozenset({"name"}), "mark")["name"], "mark.name")
     if not name:
         raise ProtocolViolation("mark.name is empty")
     return name

@@ -21,14 +21,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the dev 
 DIALECTS = ("ga", "preview")
 
 
-def _discriminated(union: Any) -> TypeAdapter:
+def _discriminated(union: Any) -> TypeAdapter[Any]:
     inner = typing.get_args(union)[0]  # Annotated[Union[...], PropertyInfo] → Union[...]
     members = typing.get_args(inner) or typing.get_args(union)
     return TypeAdapter(Annotated[Union[members], Field(discriminator="type")])  # noqa: UP007
 
 
 @functools.cache
-def _adapter(dialect: str, side: str) -> TypeAdapter:
+def _adapter(dialect: str, side: str) -> TypeAdapter[Any]:
     module = {"ga": _ga, "preview": _preview}[dialect]
     union = module.RealtimeClientEvent if side == "client" else module.RealtimeServerEvent
     return _discriminated(union)
