@@ -28,19 +28,18 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from voiceagent.testing.audio import FRAME_BYTES, SILENCE_BYTE, load_fixture
-from voiceagent.testing.fake_twilio import (
-    FakeTwilioCaller,
+from voiceagent.testing.fake_twilio import FakeTwilioCaller
+from voiceagent.testing.twilio_dial import TwimlRefused, parse_twiml, webhook_params
+from voiceagent.testing.twilio_wire import (
     OutboundClear,
     OutboundMark,
     OutboundMedia,
     Playback,
     ProtocolViolation,
-    TwimlRefused,
     next_tick_at,
     parse_outbound,
-    parse_twiml,
-    webhook_params,
 )
+from voiceagent.testing.waiting import wait_until
 
 AUTH_TOKEN = "test-auth-token"
 WAIT = 10.0
@@ -94,10 +93,8 @@ class ServerPeer:
     async def send_mark(self, stream_sid: str, name: str) -> None:
         await self.send({"event": "mark", "streamSid": stream_sid, "mark": {"name": name}})
 
-    async def wait_for(self, predicate: Callable[[], Any], timeout: float = WAIT) -> None:
-        async with asyncio.timeout(timeout):
-            while not predicate():
-                await self._changed.wait()
+    async def wait_for(self, predicate: Callable[[], Any]) -> None:
+        await wait_until(predicate, WAIT, wake=lambda: self._changed.wait())
 
     def _notify(self) -> None:
         self._changed.set()
@@ -162,11 +159,9 @@ async def serving(app: Starlette) -> AsyncIterator[str]:
     )
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve())
-    async with asyncio.timeout(WAIT):
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: server.started or task.done(), WAIT)
+    if task.done():
+        task.result()  # it failed to start: say why
     port = server.servers[0].sockets[0].getsockname()[1]
     try:
         yield f"http://127.0.0.1:{port}"
@@ -183,12 +178,20 @@ async def fake_app() -> AsyncIterator[FakeApp]:
         yield app
 
 
-@pytest.fixture
-async def call(fake_app: FakeApp) -> AsyncIterator[tuple[FakeTwilioCaller, ServerPeer]]:
-    async with FakeTwilioCaller(fake_app.base_url, auth_token=AUTH_TOKEN) as caller:
+@asynccontextmanager
+async def streaming(fake_app: FakeApp, speed: float = 1.0) -> AsyncIterator[tuple[FakeTwilioCaller, ServerPeer]]:
+    """A caller whose stream has started, and the app's end of that stream."""
+    async with FakeTwilioCaller(fake_app.base_url, auth_token=AUTH_TOKEN, speed=speed) as caller:
         assert await caller.dial(), caller.refusal
         peer = await fake_app.next_peer()
         await peer.wait_for(lambda: peer.events("start"))
+        yield caller, peer
+
+
+@pytest.fixture
+async def call(fake_app: FakeApp) -> AsyncIterator[tuple[FakeTwilioCaller, ServerPeer]]:
+    """A stream at real time: the timing tests below need the media clock's 20 ms of margin."""
+    async with streaming(fake_app) as (caller, peer):
         yield caller, peer
 
 
@@ -293,15 +296,13 @@ async def test_stream_url_with_a_query_string_is_refused(fake_app: FakeApp) -> N
 # ------------------------------------------------------------------------------ inbound audio
 
 
-async def test_inbound_frames_are_160_bytes_with_string_fields_and_consecutive_numbers(
-    call: tuple[FakeTwilioCaller, ServerPeer],
-) -> None:
-    caller, peer = call
-    words = load_fixture("caller_interrupt")
-    await caller.say("caller_interrupt")
-    assert words in caller.sent_audio
-    sent_frames = len(caller.sent_audio) // FRAME_BYTES
-    await peer.wait_for(lambda: len(peer.events("media")) >= sent_frames)
+async def test_inbound_frames_are_160_bytes_with_string_fields_and_consecutive_numbers(fake_app: FakeApp) -> None:
+    async with streaming(fake_app, speed=8.0) as (caller, peer):  # a frame is the same at any speed
+        words = load_fixture("caller_interrupt")
+        await caller.say("caller_interrupt")
+        assert words in caller.sent_audio
+        sent_frames = len(caller.sent_audio) // FRAME_BYTES
+        await peer.wait_for(lambda: len(peer.events("media")) >= sent_frames)
 
     media = peer.events("media")
     for chunk, message in enumerate(media, start=1):
@@ -339,6 +340,33 @@ async def test_dtmf_digit(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
     [dtmf] = peer.events("dtmf")
     assert dtmf["streamSid"] == caller.stream_sid
     assert dtmf["dtmf"] == {"track": "inbound_track", "digit": "7"}
+
+
+# ------------------------------------------------------------------------------ speed
+
+
+async def test_at_speed_s_the_clock_runs_faster_and_accounts_in_emulated_time(fake_app: FakeApp) -> None:
+    loop = asyncio.get_running_loop()
+    async with streaming(fake_app, speed=8.0) as (caller, peer):
+        audio = load_fixture("agent_greeting")[:3200]  # 400 ms
+        await peer.send_media(caller.stream_sid, audio)
+        await peer.send_mark(caller.stream_sid, "m")
+        started_wall, started_ms = loop.time(), caller.media_ms
+        await caller.pause(1000)
+        wall = loop.time() - started_wall
+        await peer.wait_for(lambda: peer.echoed() == ["m"])
+    assert caller.media_ms - started_ms >= 1000
+    assert wall < 0.75  # 1 s of call in well under 1 s of wall time (nominally 1/8 s)
+    [echo] = caller.echoes
+    assert echo.played_bytes == len(audio) and caller.played == audio  # 160 bytes per 20 ms tick, as at speed 1
+    assert echo.media_ms >= timeline_ms(caller, "media_out")[0] + 400
+    assert caller.tick_seconds == pytest.approx(0.0025)
+
+
+@pytest.mark.parametrize("speed", [0, -1.0, float("inf"), float("nan")])
+def test_the_speed_must_be_positive_and_finite(speed: float) -> None:
+    with pytest.raises(ValueError, match="speed"):
+        FakeTwilioCaller("http://127.0.0.1:9", speed=speed)
 
 
 # ------------------------------------------------------------------------------ playback and marks
@@ -530,7 +558,7 @@ async def test_say_returns_when_the_server_ends_the_call(call: tuple[FakeTwilioC
 
 async def test_wait_until_times_out_with_the_recent_timeline(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
     caller, _ = call
-    with pytest.raises(TimeoutError, match="start"):
+    with pytest.raises(AssertionError, match=r"(?s)lambda: False.*recent events.*start"):
         await caller.wait_until(lambda: False, timeout=0.2)
 
 

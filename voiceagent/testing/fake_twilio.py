@@ -1,95 +1,82 @@
 """A fake Twilio: places an inbound call to the app and runs a bidirectional Media Stream.
 
-It behaves like Twilio does (PROTOCOLS.md §1) and refuses what Twilio would not accept:
+It behaves like Twilio does (docs/protocol.md, "## 1. Twilio Media Streams") and refuses what Twilio
+would not accept:
 
 * ``dial()`` posts the signed voice webhook, reads the TwiML and, for ``<Connect><Stream>``, opens the
-  signed WebSocket and sends ``connected`` and ``start``.
-* A **media clock** then sends one 160-byte ``media`` message every 20 ms (the queued ``say`` audio,
+  signed WebSocket and sends ``connected`` and ``start`` (the call set-up is ``twilio_dial``).
+* A **media clock** then sends one 160-byte ``media`` message per 20 ms tick (the queued ``say`` audio,
   else μ-law silence) and, in the same tick, plays up to 160 bytes of what the app sent.
 * Marks are echoed once the audio before them has been played (at once if nothing is buffered);
   ``clear`` drops the buffer and echoes every pending mark.
 * Anything the app sends that is not exactly one of Twilio's three outbound shapes is recorded in
   ``violations`` and ignored.
 
-Tests measure against the media clock (``media_ms``) and byte counts, never against wall clocks: on a
+A tick is 20 ms of *emulated* time. At ``speed=1`` (the default) ticks come every 20 ms of wall time,
+as on a real call; at ``speed=S`` every 20/S ms, so the caller speaks and listens S times faster than
+real time (S × 8 bytes per wall millisecond each way). Everything the caller records — ``media_ms``,
+played bytes, mark echoes, the timeline — is in emulated time, so a test asserts the same numbers at
+any speed. Tests measure against the media clock and byte counts, never against wall clocks: on a
 loaded machine the emulated time slows down instead of jumping.
 
-The pure parts (``parse_outbound``, ``Playback``, ``InboundAudio``, ``parse_twiml``) hold no I/O;
-``FakeTwilioCaller`` drives them from the test's event loop.
+The pure parts (``parse_outbound``, ``Playback``, ``InboundAudio``, ``parse_twiml``) live in
+``twilio_wire`` and hold no I/O; ``FakeTwilioCaller`` drives them from the test's event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
-import uuid
+import math
 from collections.abc import Callable
 from types import TracebackType
-from typing import Any
-from urllib.parse import urlsplit, urlunsplit
+from typing import TypeVar
 
 import httpx
 from twilio.request_validator import RequestValidator
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed
 
 from voiceagent.testing.audio import BYTES_PER_MS, FRAME_BYTES, FRAME_MS, SILENCE_BYTE, load_fixture
+from voiceagent.testing.twilio_dial import (
+    StreamRefused,
+    TwimlRefused,
+    open_stream,
+    parse_twiml,
+    post_webhook,
+    twiml_of,
+    webhook_params,
+)
 from voiceagent.testing.twilio_wire import (
-    HTTP_USER_AGENT,
     TICK_SECONDS,
-    WEBHOOK_TIMEOUT_SECONDS,
-    WS_USER_AGENT,
     ClearRecord,
     EchoRecord,
     InboundAudio,
+    InboundMessages,
+    Message,
     OutboundClear,
     OutboundMark,
     OutboundMedia,
     Playback,
     ProtocolViolation,
-    StreamInstruction,
-    TwimlRefused,
     new_sid,
     next_tick_at,
     parse_outbound,
-    parse_twiml,
-    webhook_params,
 )
+from voiceagent.testing.waiting import wait_until
 
-__all__ = [
-    "ClearRecord",
-    "EchoRecord",
-    "FakeTwilioCaller",
-    "OutboundClear",
-    "OutboundMark",
-    "OutboundMedia",
-    "Playback",
-    "ProtocolViolation",
-    "StreamInstruction",
-    "TwimlRefused",
-    "new_sid",
-    "next_tick_at",
-    "parse_outbound",
-    "parse_twiml",
-    "webhook_params",
-]
+# new_sid and webhook_params are re-exported: tests that forge Twilio requests build them from here too
+__all__ = ["FakeTwilioCaller", "new_sid", "webhook_params"]
 
-# ------------------------------------------------------------------------------ the caller
-
-
-def _rehost(url: str, base: str) -> str:
-    """``url`` with the scheme and host of ``base`` (http → ws, https → wss)."""
-    target, parts = urlsplit(base), urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(target.scheme, target.scheme)
-    return urlunsplit((scheme, target.netloc, parts.path, parts.query, ""))
+T = TypeVar("T")
 
 
 class FakeTwilioCaller:
     """Twilio placing one inbound call to the app at ``base_url`` and streaming its audio.
 
     Use as ``async with FakeTwilioCaller(url) as caller:`` so the stream is dropped on exit if the test
-    did not hang up. Everything runs in the current event loop.
+    did not hang up. Everything runs in the current event loop. ``speed``: emulated milliseconds of the
+    call per wall millisecond (see the module docstring).
     """
 
     def __init__(
@@ -104,7 +91,12 @@ class FakeTwilioCaller:
         voice_path: str = "/twilio/voice",
         http_client: httpx.AsyncClient | None = None,
         stream_via: str | None = None,
+        speed: float = 1.0,
     ) -> None:
+        if not (speed > 0 and math.isfinite(speed)):
+            raise ValueError(f"speed must be a positive finite number, not {speed!r}")
+        self.speed = speed
+        self.tick_seconds = TICK_SECONDS / speed  # wall time between two 20 ms frames
         self.base_url = base_url.rstrip("/")
         self.voice_path = voice_path
         self.from_number = from_number
@@ -126,7 +118,7 @@ class FakeTwilioCaller:
         self.parameters: dict[str, str] = {}
         self.refusal: str | None = None
 
-        # accounting
+        # accounting, in emulated time
         self.sent_audio = bytearray()
         self.received_audio = bytearray()
         self.played = bytearray()
@@ -142,8 +134,9 @@ class FakeTwilioCaller:
 
         # machinery
         self._ws: ClientConnection | None = None
-        self._sequence = 0
-        self._chunk = 0
+        self._messages = InboundMessages(
+            account_sid=self.account_sid, call_sid=self.call_sid, stream_sid=self.stream_sid
+        )
         self._send_lock = asyncio.Lock()
         self._inbound = InboundAudio()
         self._playback = Playback()
@@ -179,82 +172,34 @@ class FakeTwilioCaller:
     # -------------------------------------------------------------- dialling
 
     async def dial(self) -> bool:
-        """Post the voice webhook and, for ``<Connect><Stream>``, open the stream and start it."""
+        """Post the voice webhook and, for ``<Connect><Stream>``, open the stream and start it.
+        False (see ``refusal``) when Twilio would not get as far as a stream."""
         if self.webhook_form:
             raise RuntimeError("this caller already dialled; make a new FakeTwilioCaller per call")
+        url = self.base_url + self.voice_path
+        self.webhook_form = webhook_params(
+            account_sid=self.account_sid, call_sid=self.call_sid, from_number=self.from_number, to_number=self.to_number
+        )
+        self._record("webhook", url)
+        response = await post_webhook(url, self.webhook_form, validator=self._validator, http_client=self._http_client)
+        self.http_status, self.twiml_text = response.status_code, response.text
+        self._record("twiml", f"{response.status_code} {response.text}")
         try:
-            instruction = parse_twiml(await self._post_webhook())
+            instruction = parse_twiml(twiml_of(response))
         except TwimlRefused as refusal:
             return self._refuse(str(refusal))
         self.stream_url, self.parameters = instruction.url, instruction.parameters
         for warning in instruction.warnings:
             self._violate(warning)
-        if not await self._open_stream(instruction.url):
-            return False
-        await self._start_stream()
-        return True
-
-    async def _post_webhook(self) -> bytes:
-        url = self.base_url + self.voice_path
-        self.webhook_form = webhook_params(
-            account_sid=self.account_sid,
-            call_sid=self.call_sid,
-            from_number=self.from_number,
-            to_number=self.to_number,
-        )
-        headers = {"User-Agent": HTTP_USER_AGENT, "I-Twilio-Idempotency-Token": str(uuid.uuid4())}
-        if self._validator:
-            headers["X-Twilio-Signature"] = self._validator.compute_signature(url, self.webhook_form)
-        self._record("webhook", url)
-        if self._http_client is not None:
-            response = await self._http_client.post(url, data=self.webhook_form, headers=headers)
-        else:
-            async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS, trust_env=False) as client:
-                response = await client.post(url, data=self.webhook_form, headers=headers)
-        self.http_status, self.twiml_text = response.status_code, response.text
-        self._record("twiml", f"{response.status_code} {response.text}")
-        if response.status_code != 200:
-            raise TwimlRefused(f"11200 webhook answered HTTP {response.status_code}")
-        content_type = response.headers.get("content-type", "")
-        if "xml" not in content_type and "html" not in content_type:
-            raise TwimlRefused(f"12300 invalid Content-Type {content_type!r} for TwiML")
-        return response.content
-
-    async def _open_stream(self, url: str) -> bool:
-        headers = {}
-        if self._validator:
-            headers["x-twilio-signature"] = self._validator.compute_signature(url, {})
         try:
-            self._ws = await connect(
-                _rehost(url, self._stream_via) if self._stream_via else url,
-                additional_headers=headers,
-                user_agent_header=WS_USER_AGENT,
-                compression=None,
-                proxy=None,
-                ping_interval=None,
-                max_size=None,
-                open_timeout=10,
-            )
-        except InvalidStatus as exc:
-            return self._refuse(f"31920 WebSocket upgrade refused: HTTP {exc.response.status_code}")
-        except (InvalidHandshake, OSError, TimeoutError) as exc:
-            return self._refuse(f"31920 WebSocket upgrade failed: {exc!r}")
-        return True
-
-    async def _start_stream(self) -> None:
-        await self._send_raw({"event": "connected", "protocol": "Call", "version": "1.0.0"})
-        start = {
-            "accountSid": self.account_sid,
-            "streamSid": self.stream_sid,
-            "callSid": self.call_sid,
-            "tracks": ["inbound"],
-            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
-            "customParameters": dict(self.parameters),
-        }
-        await self._send_events([("start", {"start": start})])
+            self._ws = await open_stream(instruction.url, validator=self._validator, via=self._stream_via)
+        except StreamRefused as refusal:
+            return self._refuse(str(refusal))
+        await self._send(lambda: [self._messages.connected(), self._messages.start(self.parameters)])
         self._record("start", self.stream_sid)
         self._receive_task = asyncio.create_task(self._receive_loop(), name=f"twilio-receive-{self.call_sid}")
         self._clock_task = asyncio.create_task(self._run_clock(), name=f"twilio-clock-{self.call_sid}")
+        return True
 
     def _refuse(self, reason: str) -> bool:
         self.refusal = reason
@@ -280,20 +225,19 @@ class FakeTwilioCaller:
     async def press(self, digit: str) -> None:
         """Send a DTMF digit, as Twilio does when the caller presses a key."""
         self._require_streaming()
-        await self._send_events([("dtmf", {"dtmf": {"track": "inbound_track", "digit": digit}})])
+        await self._send(lambda: [self._messages.dtmf(digit)])
         self._record("dtmf", digit)
 
-    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 20.0) -> None:
-        """Wait until ``predicate()`` holds; it is checked after every tick, message and close."""
-        try:
-            async with asyncio.timeout(timeout):
-                while not predicate():
-                    await self._changed.wait()
-        except TimeoutError:
-            recent = "\n".join(f"  {ms:>7} ms {kind}: {detail[:160]}" for ms, kind, detail in self.timeline[-15:])
-            raise TimeoutError(f"condition not met within {timeout} s; recent events:\n{recent}") from None
+    async def wait_until(self, predicate: Callable[[], T], timeout: float = 20.0) -> T:  # noqa: ASYNC109
+        """``wait_until(predicate, timeout)``, checking after every tick, message and close; if it times
+        out, the message ends with the caller's recent timeline."""
+        return await wait_until(predicate, timeout, wake=lambda: self._changed.wait(), describe=self._recent)
 
-    async def wait_closed(self, timeout: float = 10.0) -> None:
+    def _recent(self) -> str:
+        lines = [f"  {ms:>7} ms {kind}: {detail[:160]}" for ms, kind, detail in self.timeline[-15:]]
+        return "recent events of the caller (media clock ms):\n" + "\n".join(lines)
+
+    async def wait_closed(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
         """Wait until the WebSocket has closed (see ``closed_by_server`` and ``close_code``)."""
         await self.wait_until(lambda: self._closed, timeout)
 
@@ -303,8 +247,7 @@ class FakeTwilioCaller:
             return
         self._ending_locally = True
         await self._stop_clock()
-        stop = {"stop": {"accountSid": self.account_sid, "callSid": self.call_sid}}
-        await self._send_events([("stop", stop)])
+        await self._send(lambda: [self._messages.stop()])
         self._record("stop", "caller hung up")
         await self._close_socket()
 
@@ -321,12 +264,10 @@ class FakeTwilioCaller:
         """Drop the stream if it is still open and wait for the background tasks."""
         await self.drop()
         self._clock_stopped = True
-        for task in (self._clock_task, self._receive_task):
-            if task is not None and not task.done():
-                task.cancel()
-        for task in (self._clock_task, self._receive_task):
-            if task is not None:
-                await asyncio.gather(task, return_exceptions=True)
+        tasks = [task for task in (self._clock_task, self._receive_task) if task is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def __aenter__(self) -> FakeTwilioCaller:
         return self
@@ -343,29 +284,24 @@ class FakeTwilioCaller:
     # -------------------------------------------------------------- media clock
 
     async def _run_clock(self) -> None:
+        """Tick every ``tick_seconds`` of wall time until the stream ends (on an absolute schedule that
+        restarts from now, rather than bursting, when the loop falls behind)."""
         loop = asyncio.get_running_loop()
-        scheduled = loop.time() + TICK_SECONDS
-        while True:
+        scheduled = loop.time() + self.tick_seconds
+        while not self._clock_stopped:
             await asyncio.sleep(max(0.0, scheduled - loop.time()))
             if self._clock_stopped or not await self._tick():
                 return
-            scheduled = next_tick_at(scheduled, loop.time())
+            scheduled = next_tick_at(scheduled, loop.time(), self.tick_seconds)
 
     async def _tick(self) -> bool:
         """One 20 ms step: send a frame of caller audio, play a frame of app audio, echo due marks."""
         self.media_ms += FRAME_MS
-        self._chunk += 1
-        frame = self._inbound.take(FRAME_BYTES)
+        now_ms, frame = self.media_ms, self._inbound.take(FRAME_BYTES)
         played, due = self._playback.play(FRAME_BYTES)
         self.played.extend(played)
-        media = {
-            "track": "inbound",
-            "chunk": str(self._chunk),
-            "timestamp": str(self.media_ms),
-            "payload": base64.b64encode(frame).decode("ascii"),
-        }
-        events = [("media", {"media": media}), *self._echo_events(due, cleared=False)]
-        sent = await self._send_events(events)
+        due = self._echoed(due, cleared=False)
+        sent = await self._send(lambda: [self._messages.media(frame, now_ms), *map(self._messages.mark, due)])
         if sent:
             self.sent_audio.extend(frame)
         self._wake_speakers()
@@ -417,20 +353,23 @@ class FakeTwilioCaller:
             case OutboundMark(name=name):
                 self.marks_received.append(name)
                 self._record("mark", name)
-                await self._send_events(self._echo_events(self._playback.add_mark(name), cleared=False))
+                due = self._echoed(self._playback.add_mark(name), cleared=False)
+                await self._send(lambda: list(map(self._messages.mark, due)))
             case OutboundClear():
                 dropped, due = self._playback.clear()
                 self.clears.append(ClearRecord(self.media_ms, len(self.played), dropped))
                 self._record("clear", f"dropped {dropped} bytes, echoing {due}")
-                await self._send_events(self._echo_events(due, cleared=True))
+                due = self._echoed(due, cleared=True)
+                await self._send(lambda: list(map(self._messages.mark, due)))
         self._notify()
 
-    def _echo_events(self, names: list[str], *, cleared: bool) -> list[tuple[str, dict[str, Any]]]:
+    def _echoed(self, names: list[str], *, cleared: bool) -> list[str]:
+        """Record the echoes of ``names`` (about to be sent); returns ``names``."""
         for name in names:
             self.echoes.append(EchoRecord(name, self.media_ms, len(self.played), cleared))
             self.marks_echoed.append(name)
             self._record("echo", name)
-        return [("mark", {"mark": {"name": name}}) for name in names]
+        return names
 
     def _on_closed(self) -> None:
         assert self._ws is not None
@@ -444,28 +383,16 @@ class FakeTwilioCaller:
 
     # -------------------------------------------------------------- sending
 
-    async def _send_events(self, events: list[tuple[str, dict[str, Any]]]) -> bool:
-        """Send numbered events in order, as one batch (nothing else interleaves). False if closed."""
-        if not events:
-            return True
-        async with self._send_lock:
-            for kind, body in events:
-                self._sequence += 1
-                message = {"event": kind, "sequenceNumber": str(self._sequence), "streamSid": self.stream_sid}
-                if not await self._send_unlocked({**message, **body}):
-                    return False
-        return True
-
-    async def _send_raw(self, message: dict[str, Any]) -> bool:
-        async with self._send_lock:
-            return await self._send_unlocked(message)
-
-    async def _send_unlocked(self, message: dict[str, Any]) -> bool:
+    async def _send(self, build: Callable[[], list[Message]]) -> bool:
+        """Build messages and send them in order, as one batch: they are built under the send lock, so
+        sequence numbers go out in order whichever task sends. False once the socket has closed."""
         assert self._ws is not None
-        try:
-            await self._ws.send(json.dumps(message, separators=(",", ":")))
-        except ConnectionClosed:
-            return False
+        async with self._send_lock:
+            for message in build():
+                try:
+                    await self._ws.send(json.dumps(message, separators=(",", ":")))
+                except ConnectionClosed:
+                    return False
         return True
 
     async def _close_socket(self) -> None:

@@ -1,7 +1,9 @@
-"""Twilio's wire, as the fake caller sees it: the messages an app may send back (parsed strictly),
-the playback buffer with its marks, queued caller audio, the webhook form and the TwiML it answers.
+"""A Media Stream's wire, as the fake caller sees it (docs/protocol.md, "## 1. Twilio Media Streams"):
+the messages Twilio sends, numbered as Twilio numbers them; the messages an app may send back, parsed
+strictly; the playback buffer with its marks; the queued caller audio.
 
-Pure: no I/O. ``fake_twilio.FakeTwilioCaller`` drives these from the test's event loop.
+Pure: no I/O. ``fake_twilio.FakeTwilioCaller`` drives these from the test's event loop; the call set-up
+before the stream (webhook, TwiML, upgrade) is ``twilio_dial``.
 """
 
 from __future__ import annotations
@@ -10,21 +12,14 @@ import base64
 import binascii
 import json
 import secrets
-import xml.etree.ElementTree as ElementTree
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import urlsplit
 
 from voiceagent.testing.audio import FRAME_BYTES, FRAME_MS, SILENCE_BYTE
 
 TICK_SECONDS = FRAME_MS / 1000
 MAX_LAG_TICKS = 2
-API_VERSION = "2010-04-01"
-HTTP_USER_AGENT = "TwilioProxy/1.1"
-WS_USER_AGENT = "Twilio.TmeWs/1.0"
-WEBHOOK_TIMEOUT_SECONDS = 15.0  # Twilio's default voice webhook timeout
-MAX_PARAMETER_CHARS = 500
 
 # The three messages an app may send, by event: their exact top-level keys.
 OUTBOUND_SHAPES: dict[str, frozenset[str]] = {
@@ -32,10 +27,6 @@ OUTBOUND_SHAPES: dict[str, frozenset[str]] = {
     "mark": frozenset({"event", "streamSid", "mark"}),
     "clear": frozenset({"event", "streamSid"}),
 }
-
-# Verbs Twilio runs before reaching <Connect> without needing anything from the caller.
-_PASS_THROUGH_VERBS = frozenset({"Say", "Play", "Pause", "Start", "Stop"})
-_CALL_ENDING_VERBS = frozenset({"Hangup", "Reject"})
 
 
 def new_sid(prefix: str) -> str:
@@ -70,6 +61,55 @@ class EchoRecord:
     media_ms: int
     played_bytes: int
     cleared: bool  # echoed because of a clear rather than because its audio was played
+
+
+# ------------------------------------------------------------------------------ inbound messages
+
+Message = dict[str, Any]
+
+
+class InboundMessages:
+    """The messages Twilio sends on one stream. Every message after ``connected`` carries the next
+    ``sequenceNumber``, so build them in the order they are sent; media ``chunk`` numbers count from 1."""
+
+    def __init__(self, *, account_sid: str, call_sid: str, stream_sid: str) -> None:
+        self.account_sid, self.call_sid, self.stream_sid = account_sid, call_sid, stream_sid
+        self._sequence = 0
+        self._chunk = 0
+
+    def connected(self) -> Message:
+        return {"event": "connected", "protocol": "Call", "version": "1.0.0"}
+
+    def start(self, parameters: dict[str, str]) -> Message:
+        start = {
+            "accountSid": self.account_sid,
+            "streamSid": self.stream_sid,
+            "callSid": self.call_sid,
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": dict(parameters),
+        }
+        return self._numbered("start", {"start": start})
+
+    def media(self, frame: bytes, timestamp_ms: int) -> Message:
+        self._chunk += 1
+        payload = base64.b64encode(frame).decode("ascii")
+        media = {"track": "inbound", "chunk": str(self._chunk), "timestamp": str(timestamp_ms), "payload": payload}
+        return self._numbered("media", {"media": media})
+
+    def mark(self, name: str) -> Message:
+        """The echo of a mark the app sent."""
+        return self._numbered("mark", {"mark": {"name": name}})
+
+    def dtmf(self, digit: str) -> Message:
+        return self._numbered("dtmf", {"dtmf": {"track": "inbound_track", "digit": digit}})
+
+    def stop(self) -> Message:
+        return self._numbered("stop", {"stop": {"accountSid": self.account_sid, "callSid": self.call_sid}})
+
+    def _numbered(self, event: str, body: Message) -> Message:
+        self._sequence += 1
+        return {"event": event, "sequenceNumber": str(self._sequence), "streamSid": self.stream_sid, **body}
 
 
 # ------------------------------------------------------------------------------ outbound messages
@@ -231,82 +271,3 @@ class InboundAudio:
         del self._queue[:size]
         self.taken_total += len(chunk)
         return chunk + bytes([SILENCE_BYTE]) * (size - len(chunk))
-
-
-# ------------------------------------------------------------------------------ webhook and TwiML
-
-
-def webhook_params(*, account_sid: str, call_sid: str, from_number: str, to_number: str) -> dict[str, str]:
-    """The form fields Twilio posts to a voice URL when a call comes in."""
-    caller_geo = {"City": "SAN FRANCISCO", "State": "CA", "Zip": "94105", "Country": "US"}
-    called_geo = {"City": "OAKLAND", "State": "CA", "Zip": "94612", "Country": "US"}
-    params = {
-        "AccountSid": account_sid,
-        "ApiVersion": API_VERSION,
-        "CallSid": call_sid,
-        "CallStatus": "ringing",
-        "Called": to_number,
-        "Caller": from_number,
-        "Direction": "inbound",
-        "From": from_number,
-        "To": to_number,
-    }
-    for suffix, value in caller_geo.items():
-        params[f"From{suffix}"] = params[f"Caller{suffix}"] = value
-    for suffix, value in called_geo.items():
-        params[f"To{suffix}"] = params[f"Called{suffix}"] = value
-    return params
-
-
-@dataclass(frozen=True, slots=True)
-class StreamInstruction:
-    """A ``<Connect><Stream>`` found in TwiML."""
-
-    url: str
-    parameters: dict[str, str]
-    warnings: list[str] = field(default_factory=list)  # accepted, but Twilio would complain
-
-
-class TwimlRefused(ValueError):
-    """The TwiML opens no bidirectional stream (or one Twilio would fail to open)."""
-
-
-def parse_twiml(text: bytes | str) -> StreamInstruction:
-    """Run the TwiML's verbs in order up to ``<Connect><Stream>``, or raise ``TwimlRefused``."""
-    try:
-        root = ElementTree.fromstring(text)
-    except ElementTree.ParseError as exc:
-        raise TwimlRefused(f"12100 document parse failure: {exc}") from None
-    if root.tag != "Response":
-        raise TwimlRefused(f"12100 root element is <{root.tag}>, not <Response>")
-    for verb in root:
-        if verb.tag == "Connect":
-            return _connect_stream(verb)
-        if verb.tag in _CALL_ENDING_VERBS:
-            raise TwimlRefused(f"<{verb.tag}> ends the call before any <Connect><Stream>")
-        if verb.tag not in _PASS_THROUGH_VERBS:
-            raise TwimlRefused(f"<{verb.tag}> before any <Connect><Stream> is not emulated")
-    raise TwimlRefused("no <Connect><Stream>: the call ends when the TwiML runs out")
-
-
-def _connect_stream(connect_verb: ElementTree.Element) -> StreamInstruction:
-    stream = connect_verb.find("Stream")
-    if stream is None:
-        nouns = [child.tag for child in connect_verb]
-        raise TwimlRefused(f"<Connect> holds {nouns}, not <Stream>")
-    url = stream.get("url", "")
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.netloc:
-        raise TwimlRefused(f"31920 Stream url {url!r} is not a ws(s):// URL")
-    if parts.query:
-        raise TwimlRefused(f"31920 Stream url {url!r} has a query string; use <Parameter>")
-    warnings = []
-    if stream.get("track", "inbound_track") != "inbound_track":
-        warnings.append(f"<Connect><Stream track={stream.get('track')!r}>: only inbound_track is supported")
-    parameters: dict[str, str] = {}
-    for parameter in stream.findall("Parameter"):
-        name, value = parameter.get("name", ""), parameter.get("value", "")
-        if not name or len(name) >= MAX_PARAMETER_CHARS or len(value) >= MAX_PARAMETER_CHARS:
-            warnings.append(f"<Parameter name={_excerpt(name, 40)}>: name and value must be 1-499 chars")
-        parameters[name] = value
-    return StreamInstruction(url=url, parameters=parameters, warnings=warnings)
