@@ -27,9 +27,8 @@ from starlette.websockets import WebSocket
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-from voiceagent.testing.audio import FRAME_BYTES, SILENCE_BYTE, load_fixture
-from voiceagent.testing.fake_twilio import FakeTwilioCaller
-from voiceagent.testing.twilio_dial import TwimlRefused, parse_twiml, webhook_params
+from voiceagent.testing import FRAME_BYTES, SILENCE_BYTE, FakeTwilioCaller, load_fixture, wait_until, webhook_params
+from voiceagent.testing.twilio_dial import TwimlRefused, parse_twiml
 from voiceagent.testing.twilio_wire import (
     OutboundClear,
     OutboundMark,
@@ -39,7 +38,6 @@ from voiceagent.testing.twilio_wire import (
     next_tick_at,
     parse_outbound,
 )
-from voiceagent.testing.waiting import wait_until
 
 AUTH_TOKEN = "test-auth-token"
 WAIT = 10.0
