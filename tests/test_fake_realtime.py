@@ -706,3 +706,20 @@ async def test_wait_until_fails_the_test_naming_the_predicate() -> None:
         await wait_until(lambda: "never_true" == "", 0.02, describe=lambda: "what I saw")
     with pytest.raises(ValueError, match="negative"):
         await wait_until(lambda: True, -1)
+
+
+async def test_wait_until_awaits_a_coroutine_predicate_within_the_deadline() -> None:
+    answers = iter([False, False, True])
+
+    async def ready() -> bool:
+        await asyncio.sleep(0)
+        return next(answers)
+
+    assert await wait_until(ready, TIMEOUT) is True
+
+    async def hangs() -> bool:
+        await asyncio.sleep(3600)
+        return True
+
+    with pytest.raises(AssertionError, match="hangs"):
+        await wait_until(hangs, 0.05)

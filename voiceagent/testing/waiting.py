@@ -3,6 +3,7 @@
 Tests of a call cannot sleep a fixed time and look (too short on a loaded machine, too slow on an idle
 one), and must never wait without a bound (a hung test tells nothing). ``wait_until`` checks a
 predicate until it holds and fails the test, saying what it waited for, once ``timeout`` has passed.
+The predicate may be a coroutine function (e.g. "the server answers /readyz with 200").
 """
 
 from __future__ import annotations
@@ -11,31 +12,64 @@ import asyncio
 import contextlib
 import inspect
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import Any, TypeVar, overload
 
 T = TypeVar("T")
 
 POLL_SECONDS = 0.01
 
 
+@overload
+async def wait_until(
+    predicate: Callable[[], Awaitable[T]],
+    timeout: float = ...,  # noqa: ASYNC109
+    *,
+    wake: Callable[[], Awaitable[object]] | None = ...,
+    describe: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+@overload
 async def wait_until(
     predicate: Callable[[], T],
+    timeout: float = ...,  # noqa: ASYNC109
+    *,
+    wake: Callable[[], Awaitable[object]] | None = ...,
+    describe: Callable[[], str] | None = ...,
+) -> T: ...
+
+
+async def wait_until(
+    predicate: Callable[[], Any],
     timeout: float = 10.0,  # noqa: ASYNC109 - the bound is this helper's point, and is in its message
     *,
     wake: Callable[[], Awaitable[object]] | None = None,
     describe: Callable[[], str] | None = None,
-) -> T:
+) -> Any:
     """Wait until ``predicate()`` is truthy and return its value; ``AssertionError`` after ``timeout``
     seconds (of the event loop's clock), naming the predicate and adding ``describe()``.
 
     The predicate is checked every ``POLL_SECONDS`` or, sooner, whenever ``wake()`` (e.g. an
-    ``asyncio.Event``'s ``wait``) completes, and one last time at the deadline.
+    ``asyncio.Event``'s ``wait``) completes, and one last time at the deadline. If it returns an awaitable,
+    that is awaited (within the same deadline) and its result is what counts; one still unanswered at
+    the deadline counts as false.
     """
     if timeout < 0:
         raise ValueError("timeout must not be negative")
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
-    value = predicate()
+
+    async def check() -> Any:
+        value = predicate()
+        if inspect.isawaitable(value):
+            try:
+                async with asyncio.timeout_at(deadline):
+                    value = await value
+            except TimeoutError:
+                return None  # still waiting for the answer at the deadline: not true
+        return value
+
+    value = await check()
     while not value and loop.time() < deadline:
         step = min(POLL_SECONDS, deadline - loop.time())
         if wake is None:
@@ -44,7 +78,7 @@ async def wait_until(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(step):
                     await wake()
-        value = predicate()
+        value = await check()
     if not value:
         detail = describe() if describe is not None else ""
         message = f"wait_until: {_name(predicate)} still false after {timeout} s"
