@@ -3,23 +3,35 @@ from __future__ import annotations
 import io
 import json
 import logging
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
-from voiceagent.logs import LOGGER_NAME, configure_logging
+from voiceagent.logs import CONFIGURED_LOGGERS, configure_logging
+
+
+@pytest.fixture(autouse=True)
+def _restore_loggers() -> Iterator[None]:
+    """``configure_logging`` takes over several process-wide loggers: give them back after every test,
+    so one test's handlers never decide what another test's logs look like."""
+    loggers = [logging.getLogger(name) for name in CONFIGURED_LOGGERS]
+    saved = [(logger.handlers[:], logger.level, logger.propagate) for logger in loggers]
+    yield
+    for logger, (handlers, level, propagate) in zip(loggers, saved, strict=True):
+        logger.handlers[:] = handlers
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 @pytest.fixture
-def caplog_json():
+def caplog_json() -> Callable[[], list[dict[str, Any]]]:
     """Capture voiceagent's JSON log lines; call the fixture's value to get them parsed."""
     stream = io.StringIO()
-    logger = logging.getLogger(LOGGER_NAME)
-    saved = (logger.handlers[:], logger.level, logger.propagate)
     configure_logging(secrets=(), stream=stream)
 
-    def lines() -> list[dict]:
+    def lines() -> list[dict[str, Any]]:
         return [json.loads(line) for line in stream.getvalue().splitlines() if line.strip()]
 
     lines.text = stream.getvalue  # type: ignore[attr-defined]
-    yield lines
-    logger.handlers[:], logger.level, logger.propagate = saved
+    return lines

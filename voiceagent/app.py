@@ -14,12 +14,14 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from voiceagent.bridge import Clock, ModelConnector
 from voiceagent.config import Settings
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.service import Service
 from voiceagent.transcripts import TranscriptSink
 from voiceagent.twilio import messages as tw
 from voiceagent.twilio import twiml
+from voiceagent.twilio.media_stream import MediaStreamAdapter
 from voiceagent.twilio.security import TOKEN_PARAMETER
 
 CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
@@ -70,7 +72,9 @@ async def voice(request: Request) -> Response:
     if service.busy:
         log.warning("call_refused", reason="draining" if service.draining else "at capacity", calls=len(service.calls))
         return _xml(twiml.say_and_hang_up(service.settings.busy_message))
-    log.info("call_incoming", caller=mask_number(params.get("From"), full=full), to=mask_number(params.get("To"), full=full))
+    log.info(
+        "call_incoming", caller=mask_number(params.get("From"), full=full), to=mask_number(params.get("To"), full=full)
+    )
     stream_params = {
         TOKEN_PARAMETER: service.tokens.issue(call_sid, service.now()),
         "from": params.get("From", ""),
@@ -86,8 +90,8 @@ async def stream_ended(request: Request) -> Response:
     params = await _signed_form(request, CallLog())
     if params is None:
         return PlainTextResponse("Forbidden", status_code=403)
-    reason = service.end_reason(params.get("CallSid", ""))
-    if reason is not None and reason.model_unreachable:
+    end = service.end_of(params.get("CallSid", ""))
+    if end is not None and end.model_unreachable:
         return _xml(twiml.say_and_hang_up(service.settings.unavailable_message))
     return _xml(twiml.say_and_hang_up(""))
 
@@ -131,7 +135,8 @@ async def media(websocket: WebSocket) -> None:
         return
     log = CallLog(start.call_sid)
     problem = service.tokens.check(start.parameters.get(TOKEN_PARAMETER), start.call_sid, service.now())
-    if problem is None and service.calls.get(start.call_sid) is not None and service.calls[start.call_sid].attached:
+    current = service.calls.get(start.call_sid)
+    if problem is None and current is not None and current.attached:
         problem = "a stream is already attached to this call"
     if problem is not None:
         log.warning("stream_rejected", reason=problem)
@@ -141,11 +146,10 @@ async def media(websocket: WebSocket) -> None:
     if earlier is not None and earlier.model_unreachable:
         # the pre-warm already found the model unreachable: end the stream so that Twilio asks
         # /twilio/stream-ended, which apologises to the caller
-        log.warning("stream_ended_early", reason=earlier.text)
+        log.warning("stream_ended_early", reason=earlier.reason)
         await _close(websocket, 1000)
         return
-    session = service.claim(start.call_sid)
-    await session.run_stream(websocket, start)
+    await service.claim(start.call_sid).run_stream(websocket, MediaStreamAdapter(start))
 
 
 async def _close(websocket: WebSocket, code: int) -> None:
@@ -164,9 +168,17 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready", "calls": len(service.calls)})
 
 
-def create_app(settings: Settings, *, credential: Any = None, sink: TranscriptSink | None = None) -> Starlette:
+def create_app(
+    settings: Settings,
+    *,
+    credential: Any = None,
+    sink: TranscriptSink | None = None,
+    connector: ModelConnector | None = None,
+    clock: Clock | None = None,
+) -> Starlette:
     """Build the ASGI app. ``credential``: an ``azure.identity.aio`` credential for Entra ID (made here
-    when Azure is configured without an API key); ``sink``: where transcripts go (default: the log)."""
+    when Azure is configured without an API key); ``sink``: where transcripts go (default: the log);
+    ``connector`` and ``clock``: the model seam and the time source (tests put fakes there)."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -192,8 +204,8 @@ def create_app(settings: Settings, *, credential: Any = None, sink: TranscriptSi
         ],
         lifespan=lifespan,
     )
-    service_kwargs: dict[str, Any] = {"settings": settings, "credential": credential}
+    service = Service(settings, credential=credential, connector=connector, clock=clock)
     if sink is not None:
-        service_kwargs["sink"] = sink
-    app.state.service = Service(**service_kwargs)
+        service.sink = sink
+    app.state.service = service
     return app

@@ -1,294 +1,307 @@
-"""One call's I/O: a thin driver around ``CallCore``.
+"""One call's I/O: a thin driver around ``CallCore`` (in the manner of websockets' asyncio layer).
 
-Two loops feed the core — Twilio messages and model events — and carry out the actions it returns.
-Whichever side ends first (caller hangs up, model closes, an error) runs the single idempotent
-``end()``, which closes the other side, flushes the transcript and records why the call ended.
+It feeds the core what arrives — caller frames through the transport adapter, model events, timer
+expiries, connect results — and carries out the actions it returns. It decides nothing: which side
+ends the call, when to reconnect or recycle, when a limit bites are the core's calls.
 
-The model side can start before the caller's stream arrives (pre-warm from the webhook): the core
-holds the greeting audio until Twilio's ``start``.
+Ordering: actions are carried out synchronously into per-peer outboxes in the order the core returned
+them, and each outbox is flushed by one sender at a time, so a ``clear`` decided by the model reader can
+never overtake the ``media`` a moment earlier decided by the same core.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from typing import Any, Generic, Protocol, TypeVar, assert_never
 
-from voiceagent.call import Action, CallCore, CallOptions, EndCall, Log, ToModel, ToTwilio, Transcript
+from voiceagent.call import (
+    Action,
+    CallCore,
+    ClearPlayback,
+    ConnectModel,
+    EndCall,
+    Log,
+    PlayAudio,
+    RecordLine,
+    SendToModel,
+)
+from voiceagent.call.inputs import CallerHungUp, StreamStarted, TransportEvent
 from voiceagent.logs import CallLog
-from voiceagent.metrics import CallMetrics
 from voiceagent.realtime import events as ev
-from voiceagent.realtime.connection import ModelConnectError, ModelConnection
-from voiceagent.transcripts import TranscriptLine, TranscriptSink
-from voiceagent.twilio import messages as tw
+from voiceagent.realtime.connection import ModelConnectError
+from voiceagent.transcripts import TranscriptSink
+from voiceagent.twilio.media_stream import MediaStreamAdapter
 
-MAX_BAD_MESSAGES = 50  # after this many malformed frames the stream is not Twilio: end the call
+__all__ = ["CallBridge", "Clock", "LoopClock", "ModelChannel", "ModelConnector", "TwilioSocket"]
+
+CLOSE_TIMEOUT_SECONDS = 1.0
+T = TypeVar("T")
 
 
 class TwilioSocket(Protocol):
     """The part of a starlette ``WebSocket`` the bridge uses."""
 
-    async def receive(self) -> dict[str, Any]: ...
+    async def receive(self) -> Any: ...
     async def send_text(self, data: str) -> None: ...
     async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
-Connector = Callable[[], Awaitable[ModelConnection]]
+class ModelChannel(Protocol):
+    """One open model session speaking our vocabulary (``ModelConnection``, or a scripted fake)."""
+
+    @property
+    def close_code(self) -> int | None: ...
+    @property
+    def close_reason(self) -> str | None: ...
+    async def send(self, command: ev.ModelCommand) -> None: ...
+    def __aiter__(self) -> AsyncIterator[ev.ModelEvent]: ...
+    async def close(self) -> None: ...
 
 
-@dataclass(frozen=True)
-class EndReason:
-    """Why a call ended. ``model_unreachable`` makes the stream-ended handler apologise to the caller."""
-
-    text: str
-    model_unreachable: bool = False
+ModelConnector = Callable[[], Awaitable[ModelChannel]]
+"""Opens a new model session or raises ``ModelConnectError``."""
 
 
-class CallSession:
+class TimerHandle(Protocol):
+    def cancel(self) -> None: ...
+
+
+class Clock(Protocol):
+    """Where the bridge gets ``now`` and schedules the core's deadline (injectable for tests)."""
+
+    def now(self) -> float: ...
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle: ...
+
+
+class LoopClock:
+    """The event loop's monotonic clock."""
+
+    def now(self) -> float:
+        return asyncio.get_running_loop().time()
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
+        return asyncio.get_running_loop().call_at(when, callback)
+
+
+class _Outbox(Generic[T]):
+    """Messages for one peer, sent in the order they were put, by one sender at a time."""
+
+    def __init__(self, send: Callable[[T], Awaitable[None]]) -> None:
+        self._send = send
+        self._queue: deque[T] = deque()
+        self._lock = asyncio.Lock()
+
+    def put(self, message: T) -> None:
+        self._queue.append(message)
+
+    async def flush(self) -> None:
+        if not self._queue:
+            return
+        async with self._lock:
+            while self._queue:
+                message = self._queue.popleft()
+                with contextlib.suppress(Exception):  # a closed peer shows up on its reader, not here
+                    await self._send(message)
+
+
+class CallBridge:
     """Everything one call owns. No state is shared between calls."""
 
     def __init__(
         self,
-        call_sid: str,
+        core: CallCore,
         *,
-        connect: Connector,
-        session: ev.SessionConfig,
+        connect: ModelConnector,
         sink: TranscriptSink,
-        options: CallOptions | None = None,
-        connect_attempts: int = 3,
-        retry_delay: float = 0.5,
-        recycle_seconds: float | None = None,
-        tick_seconds: float = 0.5,
-        clock: Callable[[], float] = time.monotonic,
-        on_end: Callable[[CallSession], None] | None = None,
+        clock: Clock | None = None,
+        on_end: Callable[[CallBridge], None] | None = None,
     ) -> None:
-        self.call_sid = call_sid
-        self.core = CallCore(options, call_sid=call_sid)
-        self.log = CallLog(call_sid)
-        self.end_reason: EndReason | None = None
-        self.ended = asyncio.Event()
+        self.core = core
+        self.call_sid = core.call_sid
+        self.log = CallLog(core.call_sid)
+        self.ended: EndCall | None = None  # set once, by the core's EndCall
+        self.finished = asyncio.Event()  # teardown complete
         self._connect = connect
-        self._session = session
         self._sink = sink
-        self._attempts = connect_attempts
-        self._retry_delay = retry_delay
+        self._clock = clock or LoopClock()
         self._on_end = on_end
-        self._recycle_seconds = recycle_seconds
-        self._tick_seconds = tick_seconds
-        self._clock = clock
-        self._model_since = clock()
-        self._model: ModelConnection | None = None
+        self._model: ModelChannel | None = None
+        self._model_out: _Outbox[ev.ModelCommand] | None = None
+        self._stream: MediaStreamAdapter | None = None
         self._twilio: TwilioSocket | None = None
-        self._twilio_lock = asyncio.Lock()
-        self._tasks: set[asyncio.Task] = set()
-        self._bad_messages = 0
-        self.metrics = CallMetrics()
+        self._twilio_out: _Outbox[str] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: TimerHandle | None = None
+        self._timer_due: float | None = None
+        self._teardown: asyncio.Task[None] | None = None
 
     @property
     def attached(self) -> bool:
-        """A caller's stream is (or was) attached to this session."""
-        return self._twilio is not None
+        """A caller's stream is (or was) attached to this call."""
+        return self._stream is not None
 
-    # ------------------------------------------------------------ model side
+    # ------------------------------------------------------------ inputs from the outside
 
-    def start_model(self) -> None:
-        """Connect to the model in the background (pre-warm, or at stream start)."""
-        self._spawn(self._run_model(), "model")
+    def start(self) -> None:
+        """The call exists: the core opens its first model session (pre-warm, or at stream start)."""
+        self._apply(self.core.start(self._clock.now()))
 
-    async def _run_model(self) -> None:
-        model = await self._open_model()
-        if model is not None:
-            await self._read_model(model)
-
-    async def _read_model(self, model: ModelConnection) -> None:
-        """Read the model until the call ends. A dropped session (or one closed at its cap) is replaced
-        by a new one that gets the configuration and the conversation so far."""
-        while True:
-            async for event in model:
-                self.metrics.observe(event, self._clock())
-                await self._apply(self.core.model_event(event))
-                if self.end_reason:
-                    return
-            if self.end_reason or model is not self._model:
-                return  # the call is over, or this session was recycled and another reader took over
-            self.log.warning("model_connection_lost", code=model.close_code, reason=model.close_reason or "")
-            replacement = await self._open_model(replay=True)
-            if replacement is None:
-                return
-            model = replacement
-
-    async def _open_model(self, *, replay: bool = False) -> ModelConnection | None:
-        """Connect with retries and back-off; configure the session (and replay the conversation)."""
-        self._model = None
-        delay = self._retry_delay
-        for attempt in range(1, self._attempts + 1):
-            try:
-                model = await self._connect()
-            except ModelConnectError as exc:
-                self.log.warning("model_connect_failed", attempt=attempt, of=self._attempts, error=str(exc))
-                if attempt == self._attempts:
-                    await self.end(EndReason("the model could not be reached", model_unreachable=True))
-                    return None
-                await asyncio.sleep(delay)
-                delay *= 2
-                continue
-            if self.end_reason:  # the call ended while we were connecting
-                await model.close()
-                return None
-            await self._configure(model, replay=replay)
-            self._model = model
-            self.log.info("model_connected", attempt=attempt, dialect=model.dialect.name, reconnect=replay)
-            return model
-        return None
-
-    async def _configure(self, model: ModelConnection, *, replay: bool) -> None:
-        await model.send(ev.UpdateSession(self._session))
-        if replay:
-            for action in self.core.model_reconnected():
-                if isinstance(action, ToModel):
-                    await model.send(action.command)
-        self._model_since = self._clock()
-
-    async def _recycle(self) -> None:
-        """Swap in a fresh model session at a quiet moment, before the server's session cap."""
-        old = self._model
-        try:
-            new = await self._connect()
-        except ModelConnectError as exc:
-            self.log.warning("model_recycle_failed", error=str(exc))
-            self._model_since = self._clock()  # try again after another interval
-            return
-        if self.end_reason or old is not self._model:
-            await new.close()
-            return
-        await self._configure(new, replay=True)
-        self._model = new
-        self.log.info("model_session_recycled", sessions=self.core.stats["model_sessions"])
-        self._spawn(self._read_model(new), "model")
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(old.close(), timeout=1.0)
-
-    # ------------------------------------------------------------ the clock
-
-    async def _run_clock(self) -> None:
-        while not self.end_reason:
-            now = self._clock()
-            await self._apply(self.core.tick(now))
-            if self._recycle_due(now):
-                await self._recycle()
-            await asyncio.sleep(self._tick_seconds)
-
-    def _recycle_due(self, now: float) -> bool:
-        return (
-            self._recycle_seconds is not None
-            and self._model is not None
-            and self.core.session_ready
-            and not self.core.winding_down
-            and self.core.quiet
-            and now - self._model_since >= self._recycle_seconds
-        )
-
-    async def wind_down(self, reason: str) -> None:
+    def wind_down(self, reason: str) -> None:
         """Say goodbye and end the call (draining, limits)."""
-        await self._apply(self.core.wind_down(reason))
+        self._apply(self.core.wind_down(reason, self._clock.now()))
+        self._spawn(self._flush(), "flush")
 
-    # ------------------------------------------------------------ Twilio side
+    async def end(self, reason: str) -> None:
+        """End the call at once and wait until it is torn down."""
+        self._apply(self.core.hang_up(reason, self._clock.now()))
+        await self.finished.wait()
 
-    async def run_stream(self, websocket: TwilioSocket, start: tw.Start) -> None:
+    async def run_stream(self, websocket: TwilioSocket, stream: MediaStreamAdapter) -> None:
         """Attach the caller's stream (already past ``start``) and run until the call ends."""
-        self._twilio = websocket
-        self.log.info("stream_started", stream_sid=start.stream_sid)
-        self.metrics.stream_started(self._clock())
-        await self._apply(self.core.twilio_event(start))
-        reader = self._spawn(self._read_twilio(websocket), "twilio")
-        clock = self._spawn(self._run_clock(), "clock")
-        await self.ended.wait()
-        reader.cancel()
-        clock.cancel()
+        self._twilio, self._stream = websocket, stream
+        self._twilio_out = _Outbox(websocket.send_text)
+        self.log.info("stream_started", stream_sid=stream.stream_sid)
+        self._apply(self.core.transport_event(StreamStarted(), self._clock.now()))
+        self._spawn(self._read_twilio(websocket, stream), "twilio")
+        await self._flush()
+        await self.finished.wait()
 
-    async def _read_twilio(self, websocket: TwilioSocket) -> None:
-        while not self.end_reason:
+    # ------------------------------------------------------------ readers
+
+    async def _read_twilio(self, websocket: TwilioSocket, stream: MediaStreamAdapter) -> None:
+        while self.ended is None:
             message = await websocket.receive()
+            event: TransportEvent
             if message["type"] == "websocket.disconnect":
-                await self.end(EndReason("caller hung up (stream closed)"))
-                return
-            try:
-                event = tw.parse_received(message)
-            except tw.BadMessage as exc:
-                await self._bad_message(str(exc))
-                continue
-            await self._apply(self.core.twilio_event(event))
+                event = CallerHungUp("caller hung up (stream closed)")
+            else:
+                received = stream.receive(message)
+                if received is None:
+                    continue
+                event = received
+            self._apply(self.core.transport_event(event, self._clock.now()))
+            await self._flush()
 
-    async def _bad_message(self, why: str) -> None:
-        self._bad_messages += 1
-        self.log.warning("twilio_bad_message", reason=why, count=self._bad_messages)
-        if self._bad_messages >= MAX_BAD_MESSAGES:
-            await self.end(EndReason("too many malformed messages on the media stream"))
+    async def _read_model(self, channel: ModelChannel) -> None:
+        async for event in channel:
+            if channel is not self._model:
+                return  # replaced by a newer session; the new reader carries on
+            self._apply(self.core.model_event(event, self._clock.now()))
+            await self._flush()
+        if channel is self._model:
+            self._model = self._model_out = None
+            self._apply(self.core.model_lost(channel.close_code, channel.close_reason or "", self._clock.now()))
+            await self._flush()
+
+    async def _open_model(self) -> None:
+        try:
+            channel = await self._connect()
+        except ModelConnectError as exc:
+            self._apply(self.core.model_connect_failed(str(exc), self._clock.now()))
+            await self._flush()
+            return
+        if self.ended is not None:
+            await _close_quietly(channel.close())
+            return
+        old, old_out = self._model, self._model_out
+        self._model, self._model_out = channel, _Outbox(channel.send)
+        self._apply(self.core.model_connected(self._clock.now()))
+        self._spawn(self._read_model(channel), "model")
+        await self._flush()
+        if old is not None:  # make-before-break: the new session is configured before the old one goes
+            if old_out is not None:
+                await old_out.flush()
+            await _close_quietly(old.close())
 
     # ------------------------------------------------------------ actions
 
-    async def _apply(self, actions: list[Action]) -> None:
+    def _apply(self, actions: list[Action]) -> None:
+        """Carry out the core's actions, in order, without awaiting: sends are queued, not interleaved."""
         for action in actions:
-            if isinstance(action, ToTwilio):
-                await self._send_twilio(action.message)
-            elif isinstance(action, ToModel):
-                if self._model is not None:
-                    await self._model.send(action.command)
-            elif isinstance(action, Transcript):
-                self._record(action)
-            elif isinstance(action, Log):
-                self.log.log(action.level, action.event, **action.fields)
-            elif isinstance(action, EndCall):
-                await self.end(EndReason(action.reason))
+            match action:
+                case PlayAudio() | ClearPlayback():
+                    if self._stream is not None and self._twilio_out is not None:
+                        for frame in self._stream.send(action):
+                            self._twilio_out.put(frame)
+                case SendToModel(command=command):
+                    if self._model_out is not None:
+                        self._model_out.put(command)
+                case RecordLine(line=line):
+                    self._sink.record(line)
+                case Log(level=level, event=event, fields=fields):
+                    self.log.log(level, event, **fields)
+                case ConnectModel():
+                    self._spawn(self._open_model(), "connect")
+                case EndCall():
+                    self._begin_teardown(action)
+                case _:
+                    assert_never(action)
+        self._arm_timer()
 
-    async def _send_twilio(self, message: tw.TwilioCommand) -> None:
-        if self._twilio is None or self.core.stream_sid is None:
+    async def _flush(self) -> None:
+        if self._twilio_out is not None:
+            await self._twilio_out.flush()
+        if self._model_out is not None:
+            await self._model_out.flush()
+
+    def _arm_timer(self) -> None:
+        due = None if self.ended is not None else self.core.next_deadline()
+        if due == self._timer_due:
             return
-        async with self._twilio_lock:
-            with contextlib.suppress(Exception):  # a closed socket shows up as a disconnect on the reader
-                await self._twilio.send_text(message.to_wire(self.core.stream_sid))
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_due = due
+        self._timer = None if due is None else self._clock.call_at(due, self._on_timer)
 
-    def _record(self, line: Transcript) -> None:
-        self._sink.record(TranscriptLine(self.call_sid, line.role, line.text, line.interrupted, line.heard_ms))
+    def _on_timer(self) -> None:
+        self._timer = self._timer_due = None
+        self._apply(self.core.handle_timer(self._clock.now()))
+        self._spawn(self._flush(), "flush")
 
     # ------------------------------------------------------------ the one way out
 
-    async def end(self, reason: EndReason) -> None:
-        """End the call (idempotent): close both sides, flush the transcript, say why."""
-        if self.end_reason is not None:
-            return
-        self.end_reason = reason
-        await self._apply(self.core.finish())
-        current = asyncio.current_task()
+    def _begin_teardown(self, end: EndCall) -> None:
+        if self.ended is None:
+            self.ended = end
+            self._teardown = asyncio.get_running_loop().create_task(self._tear_down(), name=f"{self.call_sid}:end")
+
+    async def _tear_down(self) -> None:
+        """Close both sides once: what the core said last is delivered first (briefly), then sockets go."""
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self._flush(), timeout=CLOSE_TIMEOUT_SECONDS)
         for task in list(self._tasks):
-            if task is not current:
-                task.cancel()
+            task.cancel()
+        if self._timer is not None:
+            self._timer.cancel()
         if self._model is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._model.close(), timeout=1.0)
+            await _close_quietly(self._model.close())
         if self._twilio is not None:
-            with contextlib.suppress(Exception):
-                await self._twilio.close(code=1000)
-        self.log.info("call_ended", reason=reason.text, **self.core.stats, **self.metrics.summary())
-        self.ended.set()
-        if self._on_end:
+            await _close_quietly(self._twilio.close(code=1000))
+        self.finished.set()
+        if self._on_end is not None:
             self._on_end(self)
 
-    def _spawn(self, coroutine: Awaitable[None], name: str) -> asyncio.Task:
+    def _spawn(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
+        if self.ended is not None and name != "flush":
+            coroutine.close()  # the call is over: nothing new starts
+            return
         task = asyncio.get_running_loop().create_task(self._guard(coroutine, name), name=f"{self.call_sid}:{name}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-        return task
 
-    async def _guard(self, coroutine: Awaitable[None], name: str) -> None:
+    async def _guard(self, coroutine: Coroutine[Any, Any, None], name: str) -> None:
         try:
             await coroutine
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # noqa: BLE001 - one call's bug must not take the process down
+        except Exception as exc:  # one call's bug must not take the process down
             self.log.error("call_task_failed", task=name, error=f"{type(exc).__name__}: {exc}")
-            await self.end(EndReason(f"internal error in {name}"))
+            self._apply(self.core.hang_up(f"internal error in {name}", self._clock.now()))
+
+
+async def _close_quietly(closing: Awaitable[None]) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(closing, timeout=CLOSE_TIMEOUT_SECONDS)

@@ -6,6 +6,7 @@ reads ``os.environ``.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -13,6 +14,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from voiceagent.realtime.events import SessionConfig
+from voiceagent.realtime.target import ModelTarget
 
 DEFAULT_INSTRUCTIONS = (
     "You are a friendly, concise phone assistant. Speak naturally, keep answers short, "
@@ -24,21 +26,6 @@ VAD_MODES = ("server_vad", "semantic_vad")
 
 class ConfigError(ValueError):
     """A setting is missing or invalid. The message names the variable."""
-
-
-@dataclass(frozen=True)
-class ModelTarget:
-    """Where the Realtime model lives and how to authenticate. ``api_key`` is a secret: never log it."""
-
-    provider: str  # "azure" | "openai"
-    endpoint: str  # scheme://host[:port], no trailing slash
-    deployment: str  # Azure deployment or OpenAI model name
-    api_key: str | None = field(default=None, repr=False)
-    api_version: str | None = None  # None → GA protocol; a preview version → preview protocol
-
-    @property
-    def dialect(self) -> str:
-        return "preview" if self.api_version else "ga"
 
 
 @dataclass(frozen=True)
@@ -72,18 +59,44 @@ def _text(env: Mapping[str, str], name: str) -> str | None:
     return value or None
 
 
-def _number(env: Mapping[str, str], name: str, kind: type, default, *, low=None, high=None):
+def _number(
+    env: Mapping[str, str], name: str, kind: type[int] | type[float], low: float | None, high: float | None
+) -> float | None:
+    """The variable as a finite number within bounds, None when unset; ConfigError naming it otherwise."""
     raw = _text(env, name)
     if raw is None:
-        return default
+        return None
     try:
         value = kind(raw)
     except ValueError:
         raise ConfigError(f"{name}={raw!r} is not a valid {kind.__name__}") from None
+    if not math.isfinite(value):
+        raise ConfigError(f"{name}={raw!r} must be a finite number")
     if (low is not None and value < low) or (high is not None and value > high):
         bounds = f"between {low} and {high}" if high is not None else f"at least {low}"
         raise ConfigError(f"{name}={raw!r} must be {bounds}")
     return value
+
+
+def _int(env: Mapping[str, str], name: str, default: int, *, low: int | None = None, high: int | None = None) -> int:
+    value = _number(env, name, int, low, high)
+    return default if value is None else int(value)
+
+
+def _float(
+    env: Mapping[str, str], name: str, default: float, *, low: float | None = None, high: float | None = None
+) -> float:
+    value = _number(env, name, float, low, high)
+    return default if value is None else float(value)
+
+
+def _optional_float(env: Mapping[str, str], name: str, *, low: float, high: float) -> float | None:
+    return _number(env, name, float, low, high)
+
+
+def _optional_int(env: Mapping[str, str], name: str, *, low: int, high: int) -> int | None:
+    value = _number(env, name, int, low, high)
+    return None if value is None else int(value)
 
 
 def _flag(env: Mapping[str, str], name: str) -> bool:
@@ -159,9 +172,9 @@ def _session(env: Mapping[str, str]) -> SessionConfig:
         instructions=_instructions(env),
         voice=voice,
         vad=vad,
-        vad_threshold=_number(env, "VOICEAGENT_VAD_THRESHOLD", float, None, low=0.0, high=1.0),
-        vad_prefix_padding_ms=_number(env, "VOICEAGENT_VAD_PREFIX_PADDING_MS", int, None, low=0, high=10_000),
-        vad_silence_ms=_number(env, "VOICEAGENT_VAD_SILENCE_MS", int, None, low=0, high=10_000),
+        vad_threshold=_optional_float(env, "VOICEAGENT_VAD_THRESHOLD", low=0.0, high=1.0),
+        vad_prefix_padding_ms=_optional_int(env, "VOICEAGENT_VAD_PREFIX_PADDING_MS", low=0, high=10_000),
+        vad_silence_ms=_optional_int(env, "VOICEAGENT_VAD_SILENCE_MS", low=0, high=10_000),
         transcription_model=_text(env, "VOICEAGENT_TRANSCRIPTION_MODEL") or "whisper-1",
     )
 
@@ -185,19 +198,19 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         session=session,
         greeting=(env.get("VOICEAGENT_GREETING") or "").strip(),
         host=_text(env, "HOST") or "0.0.0.0",
-        port=_number(env, "PORT", int, 8080, low=0, high=65535),
+        port=_int(env, "PORT", 8080, low=0, high=65535),
         public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
         twilio_auth_token=auth_token,
         insecure_skip_validation=insecure,
         log_full_numbers=_flag(env, "VOICEAGENT_LOG_FULL_NUMBERS"),
-        prewarm_seconds=_number(env, "VOICEAGENT_PREWARM_SECONDS", float, 10.0, low=0.0, high=120.0),
-        max_calls=_number(env, "VOICEAGENT_MAX_CALLS", int, 50, low=1),
-        max_call_seconds=_number(env, "VOICEAGENT_MAX_CALL_SECONDS", float, 3600.0, low=1.0),
-        caller_silence_seconds=_number(env, "VOICEAGENT_CALLER_SILENCE_SECONDS", float, 120.0, low=1.0),
-        session_recycle_seconds=_number(env, "VOICEAGENT_SESSION_RECYCLE_SECONDS", float, 25 * 60.0, low=1.0),
-        drain_seconds=_number(env, "VOICEAGENT_DRAIN_SECONDS", float, 30.0, low=0.0),
-        connect_timeout_seconds=_number(env, "VOICEAGENT_CONNECT_TIMEOUT_SECONDS", float, 10.0, low=0.1),
-        connect_attempts=_number(env, "VOICEAGENT_CONNECT_ATTEMPTS", int, 3, low=1, high=10),
+        prewarm_seconds=_float(env, "VOICEAGENT_PREWARM_SECONDS", 10.0, low=0.0, high=120.0),
+        max_calls=_int(env, "VOICEAGENT_MAX_CALLS", 50, low=1),
+        max_call_seconds=_float(env, "VOICEAGENT_MAX_CALL_SECONDS", 3600.0, low=1.0),
+        caller_silence_seconds=_float(env, "VOICEAGENT_CALLER_SILENCE_SECONDS", 120.0, low=1.0),
+        session_recycle_seconds=_float(env, "VOICEAGENT_SESSION_RECYCLE_SECONDS", 25 * 60.0, low=1.0),
+        drain_seconds=_float(env, "VOICEAGENT_DRAIN_SECONDS", 30.0, low=0.0),
+        connect_timeout_seconds=_float(env, "VOICEAGENT_CONNECT_TIMEOUT_SECONDS", 10.0, low=0.1),
+        connect_attempts=_int(env, "VOICEAGENT_CONNECT_ATTEMPTS", 3, low=1, high=10),
         busy_message=_text(env, "VOICEAGENT_BUSY_MESSAGE") or Settings.busy_message,
         unavailable_message=_text(env, "VOICEAGENT_UNAVAILABLE_MESSAGE") or Settings.unavailable_message,
     )

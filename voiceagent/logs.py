@@ -16,6 +16,8 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 LOGGER_NAME = "voiceagent"
+CONFIGURED_LOGGERS = (LOGGER_NAME, "uvicorn", "uvicorn.error", "uvicorn.access", "websockets")
+"""Every logger ``configure_logging`` takes over (tests restore them all afterwards)."""
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
 REDACTED = "[redacted]"
 
@@ -63,13 +65,7 @@ def configure_logging(
     """Send the ``voiceagent`` logger (and uvicorn's) to ``stream`` (stderr) as JSON lines."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(secrets))
-    levels = {
-        LOGGER_NAME: level,
-        "uvicorn": level,
-        "uvicorn.error": level,
-        "uvicorn.access": level,
-        "websockets": logging.WARNING,
-    }
+    levels = {name: level for name in CONFIGURED_LOGGERS} | {"websockets": logging.WARNING}
     for name, name_level in levels.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]

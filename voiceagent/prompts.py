@@ -9,6 +9,5 @@ def greeting_instructions(greeting: str) -> str:
 
 def goodbye_instructions(reason: str) -> str:
     return (
-        "The call is ending now "
-        f"({reason}). Say a short, friendly goodbye in one sentence and do not ask any question."
+        f"The call is ending now ({reason}). Say a short, friendly goodbye in one sentence and do not ask any question."
     )

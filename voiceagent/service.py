@@ -9,130 +9,128 @@ import asyncio
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
-from voiceagent.bridge import CallSession, EndReason
-from voiceagent.call import CallOptions
+from voiceagent.bridge import CallBridge, Clock, LoopClock, ModelChannel, ModelConnector
+from voiceagent.call import CallCore, CallOptions, EndCall
 from voiceagent.config import Settings
 from voiceagent.logs import CallLog
 from voiceagent.realtime.connection import ModelConnection
 from voiceagent.transcripts import LogTranscriptSink, TranscriptSink
 from voiceagent.twilio.security import SignatureChecker, StreamTokens
 
-ENDED_MEMORY = 1000  # how many recent end reasons the stream-ended handler can look up
+if TYPE_CHECKING:
+    from azure.core.credentials_async import AsyncTokenCredential
+
+__all__ = ["Service"]
+
+ENDED_MEMORY = 1000  # how many recent call ends the stream-ended handler can look up
 
 
 @dataclass
 class Service:
     settings: Settings
-    credential: Any = None  # azure.identity.aio credential when no API key is configured
+    credential: AsyncTokenCredential | None = None  # Entra ID, when no API key is configured
     sink: TranscriptSink = field(default_factory=LogTranscriptSink)
+    connector: ModelConnector | None = None  # default: a real ModelConnection to settings.model
+    clock: Clock | None = None  # default: the event loop's clock
 
     def __post_init__(self) -> None:
-        self.signatures = SignatureChecker(None if self.settings.insecure_skip_validation else self.settings.twilio_auth_token)
-        self.tokens = StreamTokens(self.settings.twilio_auth_token)
-        self.calls: dict[str, CallSession] = {}
-        self.prewarmed: dict[str, asyncio.TimerHandle] = {}
-        self.ended: OrderedDict[str, EndReason] = OrderedDict()
+        settings = self.settings
+        self.signatures = SignatureChecker(None if settings.insecure_skip_validation else settings.twilio_auth_token)
+        self.tokens = StreamTokens(settings.twilio_auth_token)
+        self.calls: dict[str, CallBridge] = {}
+        self.ended: OrderedDict[str, EndCall] = OrderedDict()
         self.draining = False
-
-    # ------------------------------------------------------------ capacity
 
     @property
     def busy(self) -> bool:
         return self.draining or len(self.calls) >= self.settings.max_calls
 
-    # ------------------------------------------------------------ call sessions
-
-    def new_session(self, call_sid: str) -> CallSession:
+    def call_options(self) -> CallOptions:
         settings = self.settings
-
-        async def connect() -> ModelConnection:
-            return await ModelConnection.open(
-                settings.model, credential=self.credential, timeout=settings.connect_timeout_seconds
-            )
-
-        session = CallSession(
-            call_sid,
-            connect=connect,
+        return CallOptions(
             session=settings.session,
-            sink=self.sink,
-            options=CallOptions(
-                greeting=settings.greeting,
-                max_call_seconds=settings.max_call_seconds,
-                caller_silence_seconds=settings.caller_silence_seconds,
-            ),
-            connect_attempts=settings.connect_attempts,
+            greeting=settings.greeting,
+            max_call_seconds=settings.max_call_seconds,
+            caller_silence_seconds=settings.caller_silence_seconds,
+            stream_wait_seconds=settings.prewarm_seconds,
             recycle_seconds=settings.session_recycle_seconds,
-            on_end=self._forget,
+            connect_attempts=settings.connect_attempts,
         )
-        self.calls[call_sid] = session
-        return session
+
+    async def _connect(self) -> ModelChannel:
+        settings = self.settings
+        return await ModelConnection.open(
+            settings.model, credential=self.credential, timeout=settings.connect_timeout_seconds
+        )
+
+    def _new_call(self, call_sid: str) -> CallBridge:
+        clock = self.clock or LoopClock()
+        core = CallCore(self.call_options(), call_sid=call_sid, now=clock.now())
+        bridge = CallBridge(
+            core, connect=self.connector or self._connect, sink=self.sink, clock=clock, on_end=self._forget
+        )
+        self.calls[call_sid] = bridge
+        bridge.start()
+        return bridge
 
     def prewarm(self, call_sid: str) -> None:
-        """Open the model connection now, so the greeting is ready when the stream starts."""
-        if call_sid in self.calls:
-            return
-        session = self.new_session(call_sid)
-        session.start_model()
-        loop = asyncio.get_running_loop()
-        self.prewarmed[call_sid] = loop.call_later(
-            self.settings.prewarm_seconds, lambda: loop.create_task(self._expire(call_sid))
-        )
+        """Open the model session now (from the webhook), so the greeting is ready when the stream starts.
+        The core gives it up if no stream arrives within ``VOICEAGENT_PREWARM_SECONDS``."""
+        if call_sid not in self.calls:
+            self._new_call(call_sid)
 
-    async def _expire(self, call_sid: str) -> None:
-        self.prewarmed.pop(call_sid, None)
-        session = self.calls.get(call_sid)
-        if session is not None:
-            await session.end(EndReason("no media stream arrived for the pre-warmed session"))
+    def claim(self, call_sid: str) -> CallBridge:
+        """The call for a stream that just started: the pre-warmed one, or a new one."""
+        bridge = self.calls.get(call_sid)
+        if bridge is None or bridge.ended is not None:
+            bridge = self._new_call(call_sid)
+        return bridge
 
-    def claim(self, call_sid: str) -> CallSession:
-        """The session for a stream that just started: the pre-warmed one, or a new one."""
-        timer = self.prewarmed.pop(call_sid, None)
-        if timer is not None:
-            timer.cancel()
-        session = self.calls.get(call_sid)
-        if session is None or session.end_reason is not None:
-            session = self.new_session(call_sid)
-            session.start_model()
-        return session
-
-    def _forget(self, session: CallSession) -> None:
-        if self.calls.get(session.call_sid) is session:
-            del self.calls[session.call_sid]
-        timer = self.prewarmed.pop(session.call_sid, None)
-        if timer is not None:
-            timer.cancel()
-        self.ended[session.call_sid] = session.end_reason or EndReason("ended")
+    def _forget(self, bridge: CallBridge) -> None:
+        if self.calls.get(bridge.call_sid) is bridge:
+            del self.calls[bridge.call_sid]
+        self.ended[bridge.call_sid] = bridge.ended or EndCall("ended")
         while len(self.ended) > ENDED_MEMORY:
             self.ended.popitem(last=False)
 
-    def end_reason(self, call_sid: str) -> EndReason | None:
+    def end_of(self, call_sid: str) -> EndCall | None:
+        """How a call ended (once: the stream-ended handler asks for each call once)."""
         return self.ended.pop(call_sid, None)
 
-    async def drain(self, poll_seconds: float = 0.2) -> None:
+    async def drain(self) -> None:
         """SIGTERM: refuse new calls, let calls in progress go on for ``drain_seconds``, then have the
         agent say goodbye; return when the last call has ended."""
         self.draining = True
         log = CallLog()
         log.info("draining", calls=len(self.calls), drain_seconds=self.settings.drain_seconds)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.settings.drain_seconds
-        while self.calls and loop.time() < deadline:
-            await asyncio.sleep(poll_seconds)
-        for session in list(self.calls.values()):
-            if session.attached:
-                await session.wind_down("the service is shutting down")
+        await _all_finished(list(self.calls.values()), timeout=self.settings.drain_seconds)
+        for bridge in list(self.calls.values()):
+            if bridge.attached:
+                bridge.wind_down("the service is shutting down")
             else:
-                await session.end(EndReason("the service is shutting down"))
-        while self.calls:
-            await asyncio.sleep(poll_seconds)
+                await bridge.end("the service is shutting down")
+        await _all_finished(list(self.calls.values()), timeout=None)
         log.info("drained")
 
     async def close(self) -> None:
         """End every call (process shutdown)."""
-        for session in list(self.calls.values()):
-            await session.end(EndReason("the service is shutting down"))
+        for bridge in list(self.calls.values()):
+            await bridge.end("the service is shutting down")
 
     def now(self) -> float:
+        """Wall-clock time, for stream token expiry (tokens cross processes: no monotonic clock)."""
         return time.time()
+
+
+async def _all_finished(bridges: list[CallBridge], *, timeout: float | None) -> None:
+    """Wait until every one of ``bridges`` has finished, or ``timeout`` has passed."""
+    waiters = [asyncio.ensure_future(bridge.finished.wait()) for bridge in bridges]
+    if not waiters:
+        return
+    try:
+        await asyncio.wait(waiters, timeout=timeout)
+    finally:
+        for waiter in waiters:
+            waiter.cancel()

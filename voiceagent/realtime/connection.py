@@ -162,7 +162,7 @@ class ModelConnection:
         target: ModelTarget,
         *,
         credential: AsyncTokenCredential | None = None,
-        timeout: float = 10.0,  # noqa: ASYNC109 - the handshake's open_timeout, not a deadline for the call
+        timeout: float = 10.0,  # the handshake's open_timeout, not a deadline for the call
         logger: LoggerLike | None = None,
     ) -> ModelConnection:
         """Connect to ``target`` (fresh credentials each time) or raise ``ModelConnectError``."""

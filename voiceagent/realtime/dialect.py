@@ -23,6 +23,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol
 
 from voiceagent.realtime.events import (
+    PCMU,
     AgentTranscriptDelta,
     AgentTranscriptDone,
     AppendAudio,
@@ -33,15 +34,12 @@ from voiceagent.realtime.events import (
     CreateResponse,
     CreateTextItem,
     Ignored,
-    ItemAdded,
-    ItemTruncated,
     ModelCommand,
     ModelError,
     ModelEvent,
     ResponseCreated,
     ResponseDone,
     SessionConfig,
-    SessionCreated,
     SessionUpdated,
     SpeechStarted,
     SpeechStopped,
@@ -50,10 +48,9 @@ from voiceagent.realtime.events import (
 )
 
 if TYPE_CHECKING:
-    from voiceagent.config import ModelTarget
+    from voiceagent.realtime.target import ModelTarget
 
 MALFORMED = "malformed_event"
-PCMU = "pcmu"
 _PCMU_NAMES = frozenset({"audio/pcmu", "g711_ulaw"})
 
 Decoder = Callable[[dict[str, Any]], ModelEvent]
@@ -148,21 +145,33 @@ def _caller_transcript(event: dict[str, Any]) -> ModelEvent:
     return CallerTranscript(item_id=text(event, "item_id"), transcript=text(event, "transcript"))
 
 
-def _item_truncated(event: dict[str, Any]) -> ModelEvent:
-    return ItemTruncated(item_id=text(event, "item_id"), audio_end_ms=integer(event, "audio_end_ms"))
+ROUTINE_ERROR_CODES = frozenset(
+    {
+        "response_cancel_not_active",  # a cancel raced the end of the response
+        "conversation_already_has_active_response",
+        "invalid_value",  # e.g. a truncate past the produced audio
+        "item_truncate_invalid_item_id",
+        "session_expired",  # the duration cap: the close that follows triggers the reconnect
+    }
+)
+"""Error codes that are part of a normal call (docs/protocol.md §2, "Errors"): none of them ends a call."""
 
 
 def _error(event: dict[str, Any]) -> ModelEvent:
     error = child(event, "error")
+    code = optional_text(error, "code")
     return ModelError(
-        code=optional_text(error, "code"),
+        code=code,
         message=text(error, "message"),
         client_event_id=optional_text(error, "event_id"),
+        routine=code in ROUTINE_ERROR_CODES,
     )
 
 
 def audio_delta(event: dict[str, Any]) -> ModelEvent:
-    return AudioDelta(response_id=text(event, "response_id"), item_id=text(event, "item_id"), audio=text(event, "delta"))
+    return AudioDelta(
+        response_id=text(event, "response_id"), item_id=text(event, "item_id"), audio=text(event, "delta")
+    )
 
 
 def audio_done(event: dict[str, Any]) -> ModelEvent:
@@ -177,25 +186,16 @@ def transcript_done(event: dict[str, Any]) -> ModelEvent:
     return AgentTranscriptDone(item_id=text(event, "item_id"), transcript=text(event, "transcript"))
 
 
-def item_added(event: dict[str, Any]) -> ItemAdded:
-    item = child(event, "item")
-    return ItemAdded(
-        item_id=text(item, "id"),
-        role=optional_text(item, "role"),
-        previous_item_id=optional_text(event, "previous_item_id"),
-    )
-
-
-COMMON_DECODERS: Mapping[str, Decoder] = MappingProxyType({
-    "session.created": lambda event: SessionCreated(),
-    "input_audio_buffer.speech_started": _speech_started,
-    "input_audio_buffer.speech_stopped": _speech_stopped,
-    "response.created": _response_created,
-    "response.done": _response_done,
-    "conversation.item.input_audio_transcription.completed": _caller_transcript,
-    "conversation.item.truncated": _item_truncated,
-    "error": _error,
-})
+COMMON_DECODERS: Mapping[str, Decoder] = MappingProxyType(
+    {
+        "input_audio_buffer.speech_started": _speech_started,
+        "input_audio_buffer.speech_stopped": _speech_stopped,
+        "response.created": _response_created,
+        "response.done": _response_done,
+        "conversation.item.input_audio_transcription.completed": _caller_transcript,
+        "error": _error,
+    }
+)
 
 
 def session_updated(input_format: Any, output_format: Any) -> SessionUpdated:

@@ -11,12 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+PCMU = "pcmu"  # how ``SessionUpdated`` names μ-law, whatever the dialect's own spelling
+
 # ---------------------------------------------------------------- events the model sends us
-
-
-@dataclass(frozen=True, slots=True)
-class SessionCreated:
-    pass
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,23 +81,14 @@ class CallerTranscript:
 
 
 @dataclass(frozen=True, slots=True)
-class ItemAdded:
-    item_id: str
-    role: str | None  # user | assistant | system | None (function calls etc.)
-    previous_item_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ItemTruncated:
-    item_id: str
-    audio_end_ms: int
-
-
-@dataclass(frozen=True, slots=True)
 class ModelError:
+    """An ``error`` event. ``routine``: the dialect knows this code as part of a normal call (a cancel
+    that raced the end of a response, a session cap announced before the close): a warning, not an error."""
+
     code: str | None
     message: str
     client_event_id: str | None = None
+    routine: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,8 +99,7 @@ class Ignored:
 
 
 ModelEvent = (
-    SessionCreated
-    | SessionUpdated
+    SessionUpdated
     | SpeechStarted
     | SpeechStopped
     | ResponseCreated
@@ -122,8 +109,6 @@ ModelEvent = (
     | AgentTranscriptDelta
     | AgentTranscriptDone
     | CallerTranscript
-    | ItemAdded
-    | ItemTruncated
     | ModelError
     | Ignored
 )
@@ -179,4 +164,3 @@ class CreateTextItem:
 
 
 ModelCommand = UpdateSession | AppendAudio | Truncate | CancelResponse | CreateResponse | CreateTextItem
-

@@ -17,13 +17,12 @@ from voiceagent.realtime.dialect import (
     audio_delta,
     audio_done,
     child,
-    item_added,
     server_vad,
     session_updated,
     transcript_delta,
     transcript_done,
 )
-from voiceagent.realtime.events import Ignored, ModelEvent, SessionConfig
+from voiceagent.realtime.events import ModelEvent, SessionConfig
 
 PCMU_FORMAT = "audio/pcmu"
 
@@ -54,7 +53,6 @@ class GADialect(BaseDialect):
 
     def __init__(self) -> None:
         super().__init__()
-        self._items_seen: set[str] = set()
         self.decoders = {
             **COMMON_DECODERS,
             "session.updated": _session_updated,
@@ -62,18 +60,7 @@ class GADialect(BaseDialect):
             "response.output_audio.done": audio_done,
             "response.output_audio_transcript.delta": transcript_delta,
             "response.output_audio_transcript.done": transcript_done,
-            "conversation.item.added": self._item_added,
-            "conversation.item.created": self._item_added,
         }
-
-    def _item_added(self, event: dict[str, Any]) -> ModelEvent:
-        """GA announces items with ``conversation.item.added``, but its types still list the preview's
-        ``conversation.item.created``: either may come, perhaps both. The first one for an id wins."""
-        added = item_added(event)
-        if added.item_id in self._items_seen:
-            return Ignored(event["type"])
-        self._items_seen.add(added.item_id)
-        return added
 
     def session_update(self, config: SessionConfig) -> dict[str, Any]:
         return {

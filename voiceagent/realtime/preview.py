@@ -18,7 +18,6 @@ from voiceagent.realtime.dialect import (
     audio_delta,
     audio_done,
     child,
-    item_added,
     server_vad,
     session_updated,
     transcript_delta,
@@ -47,7 +46,6 @@ class PreviewDialect(BaseDialect):
             "response.audio.done": audio_done,
             "response.audio_transcript.delta": transcript_delta,
             "response.audio_transcript.done": transcript_done,
-            "conversation.item.created": item_added,
         }
     )
 

@@ -21,6 +21,7 @@ from starlette.applications import Starlette
 
 from voiceagent.app import create_app
 from voiceagent.config import Settings, load_settings
+from voiceagent.service import Service
 from voiceagent.transcripts import FanoutSink, LogTranscriptSink, MemoryTranscriptSink
 from voiceagent.twilio.messages import MAX_MESSAGE_BYTES
 
@@ -51,8 +52,9 @@ class RunningApp:
     transcripts: MemoryTranscriptSink
 
     @property
-    def service(self):
-        return self.app.state.service
+    def service(self) -> Service:
+        service: Service = self.app.state.service
+        return service
 
 
 @contextlib.asynccontextmanager
@@ -69,7 +71,6 @@ async def serve_app(env: Mapping[str, str], *, credential: Any = None) -> AsyncI
     app = create_app(settings, credential=credential, sink=FanoutSink(LogTranscriptSink(), memory))
     config = uvicorn.Config(app, log_config=None, ws_max_size=MAX_MESSAGE_BYTES, lifespan="on")
     server = uvicorn.Server(config)
-    server.install_signal_handlers = lambda: None  # older uvicorn; newer ones only capture in main thread
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
         while not server.started:

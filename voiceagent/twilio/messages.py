@@ -1,4 +1,4 @@
-"""Twilio Media Streams messages (PROTOCOLS.md §1): strict parsing of what Twilio sends, and the
+"""Twilio Media Streams messages (docs/protocol.md §1): strict parsing of what Twilio sends, and the
 exactly-three shapes we may send back.
 
 Parsing never raises on bad input from the wire: it raises ``BadMessage`` with a short reason the
@@ -8,6 +8,7 @@ adapter logs, and the call goes on (or ends cleanly, the adapter decides).
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -96,9 +97,9 @@ def parse(frame: str | bytes) -> TwilioEvent:
         return Start(
             stream_sid=_string(message, "streamSid", "start"),
             call_sid=_string(start, "callSid", "start"),
-            account_sid=start.get("accountSid") if isinstance(start.get("accountSid"), str) else "",
+            account_sid=account_sid if isinstance(account_sid := start.get("accountSid"), str) else "",
             parameters=dict(parameters),
-            media_format=start.get("mediaFormat") if isinstance(start.get("mediaFormat"), dict) else {},
+            media_format=media_format if isinstance(media_format := start.get("mediaFormat"), dict) else {},
         )
     if event == "media":
         media = _object(message.get("media"), "media")
@@ -117,7 +118,7 @@ def parse(frame: str | bytes) -> TwilioEvent:
     raise BadMessage(f"unknown event {str(event)[:40]!r}")
 
 
-def parse_received(message: dict[str, Any]) -> TwilioEvent:
+def parse_received(message: Mapping[str, Any]) -> TwilioEvent:
     """Parse an ASGI ``websocket.receive`` message (text or binary frame), or raise BadMessage."""
     text = message.get("text")
     return parse(text if text is not None else message.get("bytes") or b"")
@@ -149,12 +150,3 @@ class ClearAudio:
 
 
 TwilioCommand = PlayAudio | SetMark | ClearAudio
-
-
-def b64_decoded_length(payload: str) -> int:
-    """Bytes a base64 string decodes to, without decoding it (the hot path only needs the count)."""
-    length = len(payload)
-    if length == 0:
-        return 0
-    padding = 2 if payload.endswith("==") else 1 if payload.endswith("=") else 0
-    return length * 3 // 4 - padding

@@ -1,0 +1,80 @@
+"""What the call core asks its driver to do. Plain data: the core decides, the driver carries out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+from typing import Any
+
+from voiceagent.realtime import events as ev
+from voiceagent.transcripts import TranscriptLine
+
+__all__ = [
+    "Action",
+    "ClearPlayback",
+    "ConnectModel",
+    "ConnectPurpose",
+    "EndCall",
+    "Log",
+    "PlayAudio",
+    "RecordLine",
+    "SendToModel",
+]
+
+
+@dataclass(frozen=True, slots=True)
+class PlayAudio:
+    """Play agent audio to the caller. ``end`` is the byte offset in the item where this chunk ends:
+    the transport reports ``PlayedUpTo(item_id, end)`` once the caller has heard it."""
+
+    item_id: str
+    payload: str  # base64, untouched from the model
+    end: int
+
+
+@dataclass(frozen=True, slots=True)
+class ClearPlayback:
+    """Drop every bit of agent audio the transport has not played yet (barge-in)."""
+
+
+@dataclass(frozen=True, slots=True)
+class SendToModel:
+    command: ev.ModelCommand
+
+
+@dataclass(frozen=True, slots=True)
+class RecordLine:
+    """A finished utterance for the transcript."""
+
+    line: TranscriptLine
+
+
+@dataclass(frozen=True, slots=True)
+class Log:
+    level: str  # "info" | "warning" | "error"
+    event: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+class ConnectPurpose(Enum):
+    FIRST = "first"  # the call's first model session
+    RECONNECT = "reconnect"  # the previous session is gone (dropped, capped, refused)
+    RECYCLE = "recycle"  # replace a healthy session at a quiet moment, before the server's cap
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectModel:
+    """Open a new model session. For ``RECYCLE`` the current one stays in use until the new one is up."""
+
+    purpose: ConnectPurpose
+
+
+@dataclass(frozen=True, slots=True)
+class EndCall:
+    """End the call. ``model_unreachable``: the caller hears the apology rather than a plain hang-up."""
+
+    reason: str
+    model_unreachable: bool = False
+
+
+Action = PlayAudio | ClearPlayback | SendToModel | RecordLine | Log | ConnectModel | EndCall

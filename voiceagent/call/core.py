@@ -1,0 +1,480 @@
+"""The per-call state machine: sans-I/O, in the manner of h11, wsproto and aioquic's ``QuicConnection``.
+
+``CallCore`` takes inputs from the caller's transport (``voiceagent.call.inputs``), from the model
+(``voiceagent.realtime.events``) and from the clock, each with ``now``, and returns the actions to carry
+out (``voiceagent.call.actions``). It never touches a socket or reads a clock: it says when it next
+wants to be woken (``next_deadline()``) and does what is due in ``handle_timer(now)``. The driver reads
+nothing else back from it.
+
+Barge-in accounting (docs/protocol.md §2, "The truncate rule"): for every agent audio item we count the
+bytes the model sent and the bytes the transport reported as heard. When the caller starts speaking
+over unplayed audio we clear playback and truncate the item at ``min(heard, received)`` in ms — never
+past what the model produced, never past what the caller heard.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import assert_never
+
+from voiceagent.audio import b64_decoded_length
+from voiceagent.call.actions import (
+    Action,
+    ClearPlayback,
+    ConnectModel,
+    ConnectPurpose,
+    EndCall,
+    Log,
+    PlayAudio,
+    RecordLine,
+    SendToModel,
+)
+from voiceagent.call.figures import CallFigures
+from voiceagent.call.inputs import (
+    BadInput,
+    CallerAudio,
+    CallerHungUp,
+    Digit,
+    PlayedUpTo,
+    StreamStarted,
+    TransportEvent,
+)
+from voiceagent.call.phases import GOODBYE_PHASES, CallPhase, ModelPhase
+from voiceagent.call.playback import AgentItem, Playback
+from voiceagent.prompts import goodbye_instructions, greeting_instructions
+from voiceagent.realtime import events as ev
+from voiceagent.transcripts import TranscriptLine
+
+__all__ = ["CallCore", "CallOptions"]
+
+_ROLES_FOR_REPLAY = {"caller": "user", "agent": "assistant"}
+
+
+@dataclass(frozen=True, slots=True)
+class CallOptions:
+    session: ev.SessionConfig = field(default_factory=lambda: ev.SessionConfig(instructions="", voice="alloy"))
+    greeting: str = ""  # what the agent says first; empty: wait for the caller
+    bytes_per_ms: int = 8  # the transport's audio format (μ-law 8 kHz: 8)
+    server_interrupts: bool = True  # turn detection cancels the live response itself on speech
+    max_call_seconds: float | None = None  # then the agent says goodbye and the call ends
+    caller_silence_seconds: float | None = None  # nobody spoke for this long: goodbye, end
+    goodbye_grace_seconds: float = 20.0  # a goodbye that has not finished by then is cut short
+    stream_wait_seconds: float | None = None  # pre-warmed, and no stream by then: give the session up
+    recycle_seconds: float | None = None  # replace the model session at a quiet moment after this long
+    connect_attempts: int = 3  # consecutive failed connects before the caller hears the apology
+    retry_delay_seconds: float = 0.5  # first back-off; doubles each failure
+    max_bad_inputs: int = 50  # the transport is not what it claims: end the call
+
+
+class CallCore:
+    """The decisions of one call. Feed it inputs with ``now``; carry out the actions it returns, in order."""
+
+    def __init__(self, options: CallOptions, *, call_sid: str, now: float) -> None:
+        self.options = options
+        self.call_sid = call_sid
+        self.phase = CallPhase.AWAITING_STREAM
+        self.model_phase = ModelPhase.CONNECTING
+        self.figures = CallFigures()
+        self._playback = Playback()
+        self._history: list[TranscriptLine] = []
+        self._created_at = now
+        self._last_activity = now
+        self._session = 0  # model sessions opened so far; the current one's number
+        self._pending_connect: ConnectPurpose | None = None
+        self._failed_connects = 0
+        self._retry_at: float | None = None
+        self._recycle_at: float | None = None
+        self._live_response: str | None = None
+        self._response_items: dict[str, list[str]] = {}
+        self._caller_speaking = False
+        self._wind_down_reason = ""
+        self._goodbye_deadline: float | None = None
+
+    # ------------------------------------------------------------ lifecycle
+
+    def start(self, now: float) -> list[Action]:
+        """The call exists (webhook or stream): open the first model session."""
+        return self._connect(ConnectPurpose.FIRST)
+
+    def wind_down(self, reason: str, now: float) -> list[Action]:
+        """End the call politely: the agent says goodbye, then the call ends (or at the grace deadline)."""
+        if self.phase in GOODBYE_PHASES or self.phase is CallPhase.ENDED:
+            return []
+        if self.phase is CallPhase.AWAITING_STREAM or self.model_phase is not ModelPhase.READY:
+            return self._end(reason, now)
+        self.phase = CallPhase.GOODBYE_PENDING
+        self._wind_down_reason = reason
+        self._goodbye_deadline = now + self.options.goodbye_grace_seconds
+        return [Log("info", "winding_down", {"reason": reason}), *self._maybe_say_goodbye()]
+
+    def hang_up(self, reason: str, now: float) -> list[Action]:
+        """End the call at once (internal error, shutdown of a call nobody is on)."""
+        return self._end(reason, now)
+
+    # ------------------------------------------------------------ the transport (caller) side
+
+    def transport_event(self, event: TransportEvent, now: float) -> list[Action]:
+        if self.phase is CallPhase.ENDED:
+            return []
+        match event:
+            case CallerAudio(payload=payload, size=size):
+                self.figures.bytes_in += size
+                if self.model_phase in (ModelPhase.CONFIGURING, ModelPhase.READY):
+                    actions: list[Action] = [SendToModel(ev.AppendAudio(payload))]
+                else:
+                    actions = []
+            case PlayedUpTo(item_id=item_id, offset=offset):
+                actions = self._played(item_id, offset, now)
+            case StreamStarted():
+                actions = self._stream_started(now)
+            case CallerHungUp(detail=detail):
+                return self._end(detail, now)
+            case Digit():
+                actions = [Log("info", "dtmf", {"digit": "*"})]  # which key is the caller's secret
+            case BadInput(reason=reason):
+                actions = self._bad_input(reason, now)
+            case _:
+                assert_never(event)
+        return actions + self._maybe_recycle(now)
+
+    def _stream_started(self, now: float) -> list[Action]:
+        if self.phase is not CallPhase.AWAITING_STREAM:
+            return self._bad_input("a second stream start", now)
+        self.phase = CallPhase.IN_CALL
+        self.figures.stream_started_at = self._last_activity = now
+        held, self._playback.held = self._playback.held, []
+        actions: list[Action] = []
+        for item_id, payload in held:
+            actions += self._play(self._playback.items[item_id], payload, now)
+        return actions
+
+    def _played(self, item_id: str, offset: int, now: float) -> list[Action]:
+        item = self._playback.items.get(item_id)
+        if item is None:
+            return [Log("warning", "playback_report_for_unknown_item", {"item_id": item_id[:40]})]
+        self._playback.played(item, offset)
+        self._last_activity = now
+        return self._maybe_record(item) + self._maybe_hang_up(now)
+
+    def _bad_input(self, reason: str, now: float) -> list[Action]:
+        self.figures.bad_inputs += 1
+        count = self.figures.bad_inputs
+        log = Log("warning", "transport_bad_input", {"reason": reason, "count": count})
+        if count >= self.options.max_bad_inputs:
+            return [log, *self._end("too many malformed messages on the media stream", now)]
+        return [log]
+
+    # ------------------------------------------------------------ the model side
+
+    def model_connected(self, now: float) -> list[Action]:
+        """A new model session is open (the driver already routes commands to it): configure it, and
+        replay the conversation so far if it replaces another."""
+        if self.phase is CallPhase.ENDED:
+            return []
+        purpose = self._pending_connect or ConnectPurpose.RECONNECT
+        self._pending_connect = None
+        self._session += 1
+        self.figures.model_sessions = self._session
+        self._failed_connects = 0
+        self.model_phase = ModelPhase.CONFIGURING
+        self._live_response = None
+        self._caller_speaking = False
+        if self.options.recycle_seconds is not None:
+            self._recycle_at = now + self.options.recycle_seconds
+        if self.phase in (CallPhase.GOODBYE_REQUESTED, CallPhase.GOODBYE_SPEAKING):
+            self.phase = CallPhase.GOODBYE_PENDING  # ask the new session for the goodbye
+        actions: list[Action] = [
+            Log("info", "model_connected", {"purpose": purpose.value, "session": self._session}),
+            SendToModel(ev.UpdateSession(self.options.session)),
+        ]
+        if self._session > 1:
+            actions += [
+                SendToModel(ev.CreateTextItem(_ROLES_FOR_REPLAY[line.role], line.text)) for line in self._history
+            ]
+        return actions
+
+    def model_connect_failed(self, error: str, now: float) -> list[Action]:
+        if self.phase is CallPhase.ENDED:
+            return []
+        purpose = self._pending_connect or ConnectPurpose.RECONNECT
+        self._pending_connect = None
+        if purpose is ConnectPurpose.RECYCLE:
+            if self.options.recycle_seconds is not None:
+                self._recycle_at = now + self.options.recycle_seconds  # the current session is fine: later
+            return [Log("warning", "model_recycle_failed", {"error": error})]
+        self._failed_connects += 1
+        attempts = self.options.connect_attempts
+        log = Log("warning", "model_connect_failed", {"attempt": self._failed_connects, "of": attempts, "error": error})
+        if self._failed_connects >= attempts:
+            return [log, *self._end("the model could not be reached", now, model_unreachable=True)]
+        self.model_phase = ModelPhase.RETRY_WAIT
+        self._pending_connect = purpose
+        self._retry_at = now + self.options.retry_delay_seconds * 2 ** (self._failed_connects - 1)
+        return [log]
+
+    def model_lost(self, code: int | None, reason: str, now: float) -> list[Action]:
+        """The current model session closed (dropped, or the server's cap): open another."""
+        if self.phase is CallPhase.ENDED:
+            return []
+        self.model_phase = ModelPhase.CONNECTING
+        self._live_response = None
+        self._caller_speaking = False
+        log = Log("warning", "model_connection_lost", {"code": code, "reason": reason})
+        if self._pending_connect is not None:  # a recycle is already connecting: it becomes the replacement
+            self._pending_connect = ConnectPurpose.RECONNECT
+            return [log]
+        return [log, *self._connect(ConnectPurpose.RECONNECT)]
+
+    def model_event(self, event: ev.ModelEvent, now: float) -> list[Action]:
+        if self.phase is CallPhase.ENDED:
+            return []
+        match event:
+            case ev.AudioDelta():
+                actions = self._audio_delta(event, now)
+            case ev.AgentTranscriptDelta(item_id=item_id, delta=delta):
+                item = self._playback.item(item_id, self._session)
+                if not item.truncated and not item.text_done:
+                    item.text += delta
+                actions = []
+            case ev.AudioDone(response_id=response_id, item_id=item_id):
+                item = self._item_of_response(item_id, response_id)
+                item.audio_done = True
+                actions = self._maybe_record(item)
+            case ev.AgentTranscriptDone(item_id=item_id, transcript=transcript):
+                item = self._playback.item(item_id, self._session)
+                actions = []
+                if not item.truncated:
+                    item.text, item.text_done = transcript, True
+                    actions = self._maybe_record(item)
+            case ev.SpeechStarted():
+                actions = self._barge_in(now)
+            case ev.SpeechStopped():
+                self._caller_speaking = False
+                self._last_activity = self.figures.caller_stopped_at = now
+                actions = []
+            case ev.ResponseCreated(response_id=response_id):
+                self._live_response = response_id
+                if self.phase is CallPhase.GOODBYE_REQUESTED:
+                    self.phase = CallPhase.GOODBYE_SPEAKING
+                actions = []
+            case ev.ResponseDone():
+                actions = self._response_done(event, now)
+            case ev.CallerTranscript(transcript=transcript):
+                actions = self._caller_said(transcript.strip())
+            case ev.SessionUpdated():
+                actions = self._session_updated(event, now)
+            case ev.ModelError(code=code, message=message, routine=routine):
+                # logged, never fatal: a session that is really gone closes its socket
+                actions = [Log("warning" if routine else "error", "model_error", {"code": code, "message": message})]
+            case ev.Ignored():
+                actions = []
+            case _:
+                assert_never(event)
+        return actions + self._maybe_recycle(now)
+
+    def _session_updated(self, event: ev.SessionUpdated, now: float) -> list[Action]:
+        if event.input_format != ev.PCMU or event.output_format != ev.PCMU:
+            formats = {"input_format": event.input_format, "output_format": event.output_format}
+            reason = f"the model will not use μ-law (input {event.input_format}, output {event.output_format})"
+            return [Log("error", "model_audio_format_refused", formats), *self._end(reason, now)]
+        if self.model_phase is not ModelPhase.CONFIGURING:
+            return []
+        self.model_phase = ModelPhase.READY
+        actions: list[Action] = [Log("info", "model_session_ready", {"session": self._session})]
+        if self.options.greeting and self._session == 1:
+            actions.append(SendToModel(ev.CreateResponse(greeting_instructions(self.options.greeting))))
+        return actions + self._maybe_say_goodbye()
+
+    def _barge_in(self, now: float) -> list[Action]:
+        """The caller speaks: stop the agent at once and tell the model exactly how much was heard."""
+        self._caller_speaking = True
+        self._last_activity = now
+        self.figures.caller_stopped_at = None
+        actions: list[Action] = []
+        speaking = self._playback.speaking()
+        if speaking:
+            self.figures.barge_ins += 1
+            if self.phase is not CallPhase.AWAITING_STREAM:
+                actions.append(ClearPlayback())
+            self._playback.held.clear()
+            for item in speaking:
+                actions += self._truncate(item)
+        if self._live_response is not None and not self.options.server_interrupts:
+            actions.append(SendToModel(ev.CancelResponse()))
+        return actions
+
+    def _truncate(self, item: AgentItem) -> list[Action]:
+        self._playback.truncate(item)
+        heard_ms = item.heard_ms(self.options.bytes_per_ms)
+        if item.session != self._session:
+            # the item lives in a model session that is gone: nothing to truncate there
+            facts = {"item_id": item.item_id, "heard_ms": heard_ms, "previous_session": True}
+            return [Log("info", "barge_in", facts), *self._record_agent(item)]
+        self.figures.truncations += 1
+        produced_ms = item.received // self.options.bytes_per_ms
+        return [
+            SendToModel(ev.Truncate(item.item_id, heard_ms)),
+            Log("info", "barge_in", {"item_id": item.item_id, "heard_ms": heard_ms, "produced_ms": produced_ms}),
+            *self._record_agent(item),
+        ]
+
+    def _audio_delta(self, event: ev.AudioDelta, now: float) -> list[Action]:
+        item = self._item_of_response(event.item_id, event.response_id)
+        if item.truncated:
+            return []  # a late delta of an item the caller talked over
+        item.received += b64_decoded_length(event.audio)
+        if self.phase is CallPhase.AWAITING_STREAM:
+            self._playback.held.append((item.item_id, event.audio))
+            return []
+        return self._play(item, event.audio, now)
+
+    def _play(self, item: AgentItem, payload: str, now: float) -> list[Action]:
+        size = b64_decoded_length(payload)
+        self._playback.sent(item, size)
+        self.figures.bytes_out += size
+        self.figures.agent_audio(now)
+        return [PlayAudio(item.item_id, payload, item.sent)]
+
+    def _response_done(self, event: ev.ResponseDone, now: float) -> list[Action]:
+        if self._live_response == event.response_id:
+            self._live_response = None
+        self.figures.add_usage(event.usage)
+        actions: list[Action] = [Log("info", "response_done", {"status": event.status, "usage": event.usage})]
+        for item_id in self._response_items.pop(event.response_id, []):
+            item = self._playback.items[item_id]
+            item.audio_done = item.text_done = True
+            actions += self._maybe_record(item)
+        return actions + self._maybe_say_goodbye() + self._maybe_hang_up(now)
+
+    def _item_of_response(self, item_id: str, response_id: str) -> AgentItem:
+        item = self._playback.item(item_id, self._session)
+        items = self._response_items.setdefault(response_id, [])
+        if item_id not in items:
+            items.append(item_id)
+        return item
+
+    # ------------------------------------------------------------ transcripts
+
+    def _caller_said(self, text: str) -> list[Action]:
+        if not text:
+            return []
+        line = TranscriptLine(self.call_sid, "caller", text)
+        self._history.append(line)
+        return [RecordLine(line)]
+
+    def _maybe_record(self, item: AgentItem) -> list[Action]:
+        if item.recorded or item.truncated or not (item.audio_done and item.text_done):
+            return []
+        if item.played < item.received:
+            return []  # still playing: it may yet be interrupted
+        return self._record_agent(item)
+
+    def _record_agent(self, item: AgentItem) -> list[Action]:
+        if item.recorded:
+            return []
+        item.recorded = True
+        text = item.text.strip()
+        if not text and not item.received:
+            return []
+        interrupted = item.truncated or item.played < item.received
+        heard_ms = item.heard_ms(self.options.bytes_per_ms) if interrupted else None
+        line = TranscriptLine(self.call_sid, "agent", text, interrupted, heard_ms)
+        if text:
+            self._history.append(line)
+        return [RecordLine(line)]
+
+    # ------------------------------------------------------------ time
+
+    @property
+    def _quiet(self) -> bool:
+        """Nobody is talking and nothing is being generated: a safe moment to swap model sessions."""
+        return self._live_response is None and not self._caller_speaking and not self._playback.agent_audible
+
+    def next_deadline(self) -> float | None:
+        """When ``handle_timer`` next has something to do (monotonic seconds), or None."""
+        options = self.options
+        deadlines: list[float] = []
+        if self.phase is CallPhase.AWAITING_STREAM and options.stream_wait_seconds is not None:
+            deadlines.append(self._created_at + options.stream_wait_seconds)
+        elif self.phase is CallPhase.IN_CALL:
+            started = self.figures.stream_started_at or self._created_at
+            if options.max_call_seconds is not None:
+                deadlines.append(started + options.max_call_seconds)
+            if options.caller_silence_seconds is not None and self._quiet:
+                deadlines.append(self._last_activity + options.caller_silence_seconds)
+            if self._recycle_at is not None and self._pending_connect is None and self._quiet:
+                deadlines.append(self._recycle_at)
+        elif self.phase in GOODBYE_PHASES and self._goodbye_deadline is not None:
+            deadlines.append(self._goodbye_deadline)
+        if self.model_phase is ModelPhase.RETRY_WAIT and self._retry_at is not None:
+            deadlines.append(self._retry_at)
+        return min(deadlines, default=None)
+
+    def handle_timer(self, now: float) -> list[Action]:
+        """Do what is due at ``now``: limits, goodbyes cut short, connect retries, session recycling."""
+        options = self.options
+        if self.phase is CallPhase.ENDED:
+            return []
+        if self.phase is CallPhase.AWAITING_STREAM:
+            if options.stream_wait_seconds is not None and now >= self._created_at + options.stream_wait_seconds:
+                return self._end("no media stream arrived for the pre-warmed session", now)
+        elif self.phase in GOODBYE_PHASES:
+            if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
+                return self._end(self._wind_down_reason, now)
+        else:
+            started = self.figures.stream_started_at or self._created_at
+            if options.max_call_seconds is not None and now >= started + options.max_call_seconds:
+                return self.wind_down("the call reached its maximum length", now)
+            silence = options.caller_silence_seconds
+            if silence is not None and self._quiet and now >= self._last_activity + silence:
+                return self.wind_down("the caller was silent", now)
+        actions: list[Action] = []
+        if self.model_phase is ModelPhase.RETRY_WAIT and self._retry_at is not None and now >= self._retry_at:
+            self._retry_at = None
+            actions += self._connect(self._pending_connect or ConnectPurpose.RECONNECT)
+        return actions + self._maybe_recycle(now)
+
+    def _maybe_recycle(self, now: float) -> list[Action]:
+        if self._recycle_at is None or now < self._recycle_at:
+            return []  # the common case, checked after every input: one comparison
+        if self.phase is not CallPhase.IN_CALL or self.model_phase is not ModelPhase.READY:
+            return []
+        if self._pending_connect is not None or not self._quiet:
+            return []
+        self._recycle_at = None
+        return self._connect(ConnectPurpose.RECYCLE)
+
+    def _connect(self, purpose: ConnectPurpose) -> list[Action]:
+        self._pending_connect = purpose
+        if purpose is not ConnectPurpose.RECYCLE:
+            self.model_phase = ModelPhase.CONNECTING
+        return [ConnectModel(purpose)]
+
+    # ------------------------------------------------------------ goodbyes and the end
+
+    def _maybe_say_goodbye(self) -> list[Action]:
+        if self.phase is not CallPhase.GOODBYE_PENDING or self._live_response is not None:
+            return []
+        if self.model_phase is not ModelPhase.READY:
+            return []
+        self.phase = CallPhase.GOODBYE_REQUESTED
+        return [SendToModel(ev.CreateResponse(goodbye_instructions(self._wind_down_reason)))]
+
+    def _maybe_hang_up(self, now: float) -> list[Action]:
+        if self.phase is not CallPhase.GOODBYE_SPEAKING:
+            return []
+        if self._live_response is not None or self._playback.agent_audible:
+            return []
+        return self._end(self._wind_down_reason, now)
+
+    def _end(self, reason: str, now: float, *, model_unreachable: bool = False) -> list[Action]:
+        """The one way out: record every agent line not recorded yet, sum the call up, end it."""
+        if self.phase is CallPhase.ENDED:
+            return []
+        self.phase = CallPhase.ENDED
+        actions: list[Action] = []
+        for item in self._playback.items.values():
+            actions += self._record_agent(item)
+        duration = round(now - (self.figures.stream_started_at or self._created_at), 3)
+        summary = {"reason": reason, "duration_s": duration, **self.figures.summary()}
+        return [*actions, Log("info", "call_ended", summary), EndCall(reason, model_unreachable)]
