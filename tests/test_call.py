@@ -1,226 +1,264 @@
-"""The call state machine, driven with plain event lists: no sockets, no clocks."""
+"""The call core, driven with plain lists of inputs and injected time: no sockets, no clocks, no Twilio."""
 
 from __future__ import annotations
 
 import base64
+from typing import Any
 
 from voiceagent.call import (
+    Action,
+    BadInput,
     CallCore,
+    CallerAudio,
+    CallerHungUp,
     CallOptions,
+    ClearPlayback,
+    ConnectModel,
+    ConnectPurpose,
+    Digit,
     EndCall,
     Log,
-    ToModel,
-    ToTwilio,
-    Transcript,
+    PlayAudio,
+    PlayedUpTo,
+    RecordLine,
+    SendToModel,
+    StreamStarted,
 )
 from voiceagent.prompts import greeting_instructions
 from voiceagent.realtime import events as ev
-from voiceagent.twilio import messages as tw
 
-STREAM = "MZ" + "0" * 32
+T0 = 100.0
 CALL = "CA" + "1" * 32
+READY = ev.SessionUpdated(ev.PCMU, ev.PCMU)
 
 
 def b64(n: int, fill: int = 0x55) -> str:
     return base64.b64encode(bytes([fill]) * n).decode()
 
 
-def started(options: CallOptions | None = None) -> CallCore:
-    core = CallCore(options)
-    core.twilio_event(tw.Start(STREAM, CALL, "AC" + "2" * 32, {"from": "+15551234567"}))
-    core.model_event(ev.SessionUpdated("pcmu", "pcmu"))
+def of(actions: list[Action], kind: type[Any]) -> list[Any]:
+    return [action for action in actions if isinstance(action, kind)]
+
+
+def to_model(actions: list[Action]) -> list[ev.ModelCommand]:
+    return [action.command for action in of(actions, SendToModel)]
+
+
+def lines(actions: list[Action]) -> list[Any]:
+    return [action.line for action in of(actions, RecordLine)]
+
+
+def logs(actions: list[Action], event: str) -> list[Log]:
+    return [log for log in of(actions, Log) if log.event == event]
+
+
+def ready(options: CallOptions | None = None, *, stream: bool = True) -> CallCore:
+    """A core whose first model session is configured and (by default) whose stream has started."""
+    core = CallCore(options or CallOptions(), call_sid=CALL, now=T0)
+    assert of(core.start(T0), ConnectModel) == [ConnectModel(ConnectPurpose.FIRST)]
+    core.model_connected(T0)
+    core.model_event(READY, T0)
+    if stream:
+        core.transport_event(StreamStarted(), T0)
     return core
 
 
-def of(actions, kind):
-    return [a for a in actions if isinstance(a, kind)]
-
-
-def twilio(actions):
-    return [a.message for a in of(actions, ToTwilio)]
-
-
-def model(actions):
-    return [a.command for a in of(actions, ToModel)]
-
-
-def deliver(core: CallCore, item: str, sizes: list[int], response: str = "resp_1") -> list[str]:
-    """Send deltas of ``sizes`` bytes; return the mark names the core set, in order."""
-    marks = []
+def deliver(core: CallCore, item: str, sizes: list[int], response: str = "r1", now: float = T0) -> list[PlayAudio]:
+    plays = []
     for size in sizes:
-        out = twilio(core.model_event(ev.AudioDelta(response, item, b64(size))))
-        assert [type(m) for m in out] == [tw.PlayAudio, tw.SetMark]
-        marks.append(out[1].name)
-    return marks
+        [play] = of(core.model_event(ev.AudioDelta(response, item, b64(size)), now), PlayAudio)
+        plays.append(play)
+    return plays
 
 
-def echo(core: CallCore, name: str):
-    return core.twilio_event(tw.MarkEcho(STREAM, name))
+# ---------------------------------------------------------------- audio both ways
 
 
-def test_media_passes_through_untouched():
-    core = started()
-    payload = b64(160, 0x7F)
-    assert model(core.twilio_event(tw.Media(STREAM, payload))) == [ev.AppendAudio(payload)]
-    assert core.stats["bytes_in"] == 160
+def test_caller_audio_passes_through_untouched_once_the_model_is_connected() -> None:
+    core = CallCore(CallOptions(), call_sid=CALL, now=T0)
+    core.start(T0)
+    assert core.transport_event(CallerAudio(b64(160), 160), T0) == []  # no session yet
+    core.model_connected(T0)
+    assert to_model(core.transport_event(CallerAudio(b64(160, 0x7F), 160), T0)) == [ev.AppendAudio(b64(160, 0x7F))]
 
 
-def test_each_delta_is_one_media_then_one_mark_with_the_payload_untouched():
-    core = started()
-    payload = b64(800, 0x12)
-    out = twilio(core.model_event(ev.AudioDelta("r", "item_a", payload)))
-    assert out[0] == tw.PlayAudio(payload)
-    assert isinstance(out[1], tw.SetMark)
+def test_each_delta_is_played_with_its_end_offset_and_the_payload_untouched() -> None:
+    core = ready()
+    first, second = deliver(core, "item_a", [800, 320])
+    assert first == PlayAudio("item_a", b64(800), 800)
+    assert second.end == 1120 and second.payload == b64(320)
 
 
-def test_greeting_is_requested_once_when_the_session_is_ready():
-    core = CallCore(CallOptions(greeting="Hello from the bistro"))
-    first = model(core.model_event(ev.SessionUpdated("pcmu", "pcmu")))
-    assert first == [ev.CreateResponse(greeting_instructions("Hello from the bistro"))]
-    assert model(core.model_event(ev.SessionUpdated("pcmu", "pcmu"))) == []
+def test_audio_before_the_stream_starts_is_held_then_played_in_order() -> None:
+    core = ready(CallOptions(greeting="Hi"), stream=False)
+    assert core.model_event(ev.AudioDelta("r", "g", b64(160, 1)), T0) == []
+    assert core.model_event(ev.AudioDelta("r", "g", b64(160, 2)), T0) == []
+    plays = of(core.transport_event(StreamStarted(), T0 + 1), PlayAudio)
+    assert [(p.payload, p.end) for p in plays] == [(b64(160, 1), 160), (b64(160, 2), 320)]
 
 
-def test_no_greeting_configured_waits_for_the_caller():
-    core = CallCore(CallOptions(greeting=""))
-    assert model(core.model_event(ev.SessionUpdated("pcmu", "pcmu"))) == []
+# ---------------------------------------------------------------- the session
 
 
-def test_a_model_that_will_not_speak_ulaw_ends_the_call():
-    core = CallCore()
-    actions = core.model_event(ev.SessionUpdated("pcmu", "audio/pcm"))
-    assert of(actions, EndCall) and "μ-law" in of(actions, EndCall)[0].reason
-    assert of(actions, Log)[0].level == "error"
+def test_the_session_is_configured_on_connect_and_the_greeting_asked_once_it_is_ready() -> None:
+    options = CallOptions(greeting="Hello from the bistro")
+    core = CallCore(options, call_sid=CALL, now=T0)
+    core.start(T0)
+    assert to_model(core.model_connected(T0)) == [ev.UpdateSession(options.session)]
+    assert to_model(core.model_event(READY, T0)) == [ev.CreateResponse(greeting_instructions("Hello from the bistro"))]
+    assert to_model(core.model_event(READY, T0)) == []  # a second session.updated asks nothing
 
 
-def test_barge_in_truncates_at_what_the_marks_acknowledged():
-    core = started()
-    core.model_event(ev.ResponseCreated("r1"))
-    marks = deliver(core, "item_a", [800, 800, 800], "r1")  # 300 ms produced
-    echo(core, marks[0])  # 100 ms played
-    actions = core.model_event(ev.SpeechStarted("item_user", 5000))
-    assert twilio(actions) == [tw.ClearAudio()]
-    assert model(actions) == [ev.Truncate("item_a", 100)]  # the server cancels its own response
-    [line] = of(actions, Transcript)
+def test_no_greeting_configured_waits_for_the_caller() -> None:
+    core = CallCore(CallOptions(), call_sid=CALL, now=T0)
+    core.start(T0)
+    core.model_connected(T0)
+    assert to_model(core.model_event(READY, T0)) == []
+
+
+def test_a_model_that_will_not_speak_ulaw_ends_the_call() -> None:
+    core = CallCore(CallOptions(), call_sid=CALL, now=T0)
+    core.start(T0)
+    core.model_connected(T0)
+    actions = core.model_event(ev.SessionUpdated(ev.PCMU, "audio/pcm"), T0)
+    [end] = of(actions, EndCall)
+    assert "μ-law" in end.reason and not end.model_unreachable
+    assert logs(actions, "model_audio_format_refused")[0].level == "error"
+
+
+# ---------------------------------------------------------------- barge-in
+
+
+def test_barge_in_clears_and_truncates_at_what_the_caller_heard() -> None:
+    core = ready()
+    core.model_event(ev.ResponseCreated("r1"), T0)
+    deliver(core, "item_a", [800, 800, 800])  # 300 ms produced
+    core.transport_event(PlayedUpTo("item_a", 800), T0)  # 100 ms heard
+    actions = core.model_event(ev.SpeechStarted("item_user", 5000), T0)
+    assert of(actions, ClearPlayback) == [ClearPlayback()]
+    assert to_model(actions) == [ev.Truncate("item_a", 100)]  # the server cancels its own response
+    [line] = lines(actions)
     assert line.role == "agent" and line.interrupted and line.heard_ms == 100
 
 
-def test_barge_in_never_truncates_past_what_the_model_produced():
-    core = started()
-    marks = deliver(core, "item_a", [803])  # an odd byte count: 100.375 ms
-    actions = core.model_event(ev.SpeechStarted("u", 0))
-    assert model(actions) == [ev.Truncate("item_a", 0)]
-    assert core.items["item_a"].heard_ms * 8 <= 803
-    assert echo(core, marks[0]) == []  # the echo of a cleared mark is tolerated
+def test_barge_in_never_truncates_past_what_the_model_produced() -> None:
+    core = ready()
+    deliver(core, "item_a", [803])  # an odd byte count: 100.375 ms
+    core.transport_event(PlayedUpTo("item_a", 10_000), T0)  # a report past what was sent counts as what was sent
+    core.model_event(ev.AudioDelta("r1", "item_a", b64(800)), T0)
+    assert to_model(core.model_event(ev.SpeechStarted("u", 0), T0)) == [ev.Truncate("item_a", 803 // 8)]
 
 
-def test_no_truncate_when_everything_was_played():
-    core = started()
-    [mark] = deliver(core, "item_a", [1600])
-    core.model_event(ev.AudioDone("r", "item_a"))
-    echo(core, mark)
-    actions = core.model_event(ev.SpeechStarted("u", 0))
-    assert actions == []
+def test_no_truncate_when_everything_was_played_or_nothing_was_audio() -> None:
+    core = ready()
+    [play] = deliver(core, "item_a", [1600])
+    core.model_event(ev.AudioDone("r1", "item_a"), T0)
+    core.transport_event(PlayedUpTo("item_a", play.end), T0)
+    core.model_event(ev.AgentTranscriptDelta("item_b", "Hel"), T0)
+    assert core.model_event(ev.SpeechStarted("u", 0), T0) == []
 
 
-def test_no_truncate_for_an_item_without_audio():
-    core = started()
-    core.model_event(ev.AgentTranscriptDelta("item_a", "Hel"))
-    assert core.model_event(ev.SpeechStarted("u", 0)) == []
-
-
-def test_cancel_only_when_the_server_will_not_cancel_itself():
-    core = started(CallOptions(server_interrupts=False))
-    core.model_event(ev.ResponseCreated("r1"))
-    deliver(core, "item_a", [800], "r1")
-    assert ev.CancelResponse() in model(core.model_event(ev.SpeechStarted("u", 0)))
-
-    core = started(CallOptions(server_interrupts=False))
-    deliver(core, "item_a", [800], "r1")  # response already done: nothing to cancel
-    assert ev.CancelResponse() not in model(core.model_event(ev.SpeechStarted("u", 0)))
-
-
-def test_late_deltas_of_a_truncated_item_are_dropped():
-    core = started()
+def test_cancel_only_when_the_server_will_not_cancel_itself() -> None:
+    core = ready(CallOptions(server_interrupts=False))
+    core.model_event(ev.ResponseCreated("r1"), T0)
     deliver(core, "item_a", [800])
-    core.model_event(ev.SpeechStarted("u", 0))
-    assert core.model_event(ev.AudioDelta("r", "item_a", b64(800))) == []
-    assert core.items["item_a"].received == 800
-    # a new item after the interruption plays normally
-    assert len(deliver(core, "item_b", [400], "r2")) == 1
+    assert ev.CancelResponse() in to_model(core.model_event(ev.SpeechStarted("u", 0), T0))
+
+    core = ready(CallOptions(server_interrupts=False))
+    deliver(core, "item_a", [800])  # no response live: nothing to cancel
+    assert ev.CancelResponse() not in to_model(core.model_event(ev.SpeechStarted("u", 0), T0))
 
 
-def test_a_second_speech_start_does_not_truncate_again():
-    core = started()
+def test_late_deltas_of_a_truncated_item_are_dropped_and_a_second_speech_start_cuts_nothing() -> None:
+    core = ready()
     deliver(core, "item_a", [800])
-    core.model_event(ev.SpeechStarted("u1", 0))
-    assert core.model_event(ev.SpeechStarted("u2", 100)) == []
+    core.model_event(ev.SpeechStarted("u1", 0), T0)
+    assert core.model_event(ev.AudioDelta("r1", "item_a", b64(800)), T0) == []
+    assert core.model_event(ev.SpeechStarted("u2", 100), T0) == []
+    assert len(deliver(core, "item_b", [400], "r2")) == 1  # a new item after the interruption plays
 
 
-def test_agent_line_is_logged_when_fully_played():
-    core = started()
-    marks = deliver(core, "item_a", [800, 800])
-    core.model_event(ev.AgentTranscriptDelta("item_a", "Hello "))
-    core.model_event(ev.AudioDone("r", "item_a"))
-    assert of(core.model_event(ev.AgentTranscriptDone("item_a", "Hello there.")), Transcript) == []
-    assert of(echo(core, marks[0]), Transcript) == []  # still playing
-    [line] = of(echo(core, marks[1]), Transcript)
-    assert line == Transcript("agent", "Hello there.", interrupted=False, heard_ms=None, item_id="item_a")
+# ---------------------------------------------------------------- transcripts
 
 
-def test_caller_lines_come_from_input_transcription():
-    core = started()
-    [line] = of(core.model_event(ev.CallerTranscript("item_u", " Book a table. ")), Transcript)
-    assert line.role == "caller" and line.text == "Book a table." and not line.interrupted
-    assert of(core.model_event(ev.CallerTranscript("item_v", "  ")), Transcript) == []
+def test_an_agent_line_is_recorded_once_it_was_heard_in_full() -> None:
+    core = ready()
+    first, second = deliver(core, "item_a", [800, 800])
+    core.model_event(ev.AgentTranscriptDelta("item_a", "Hello "), T0)
+    core.model_event(ev.AudioDone("r1", "item_a"), T0)
+    assert lines(core.model_event(ev.AgentTranscriptDone("item_a", "Hello there."), T0)) == []
+    assert lines(core.transport_event(PlayedUpTo("item_a", first.end), T0)) == []  # still playing
+    [line] = lines(core.transport_event(PlayedUpTo("item_a", second.end), T0))
+    assert (line.call_sid, line.role, line.text, line.interrupted, line.heard_ms) == (
+        CALL,
+        "agent",
+        "Hello there.",
+        False,
+        None,
+    )
 
 
-def test_finish_logs_a_line_still_playing_as_interrupted():
-    core = started()
-    marks = deliver(core, "item_a", [800, 800])
-    core.model_event(ev.AgentTranscriptDone("item_a", "Two tables."))
-    echo(core, marks[0])
-    [line] = of(core.finish(), Transcript)
+def test_caller_lines_come_from_input_transcription() -> None:
+    core = ready()
+    [line] = lines(core.model_event(ev.CallerTranscript("item_u", " Book a table. "), T0))
+    assert (line.role, line.text, line.interrupted) == ("caller", "Book a table.", False)
+    assert lines(core.model_event(ev.CallerTranscript("item_v", "  "), T0)) == []
+
+
+def test_the_end_records_a_line_still_playing_as_interrupted_and_sums_the_call_up() -> None:
+    core = ready()
+    first, _ = deliver(core, "item_a", [800, 800], now=T0 + 0.25)
+    core.model_event(ev.AgentTranscriptDone("item_a", "Two tables."), T0)
+    core.model_event(ev.ResponseDone("r1", "completed", {"input_tokens": 5, "output_tokens": 7}), T0)
+    core.transport_event(PlayedUpTo("item_a", first.end), T0)
+    actions = core.transport_event(CallerHungUp("caller hung up"), T0 + 3)
+    [line] = lines(actions)
     assert line.interrupted and line.heard_ms == 100
-    assert core.finish() == []  # idempotent
+    [summary] = logs(actions, "call_ended")
+    assert summary.fields["reason"] == "caller hung up"
+    assert summary.fields["duration_s"] == 3.0 and summary.fields["first_audio_ms"] == 250
+    assert summary.fields["input_tokens"] == 5 and summary.fields["output_tokens"] == 7
+    assert summary.fields["bytes_out"] == 1600 and summary.fields["model_sessions"] == 1
+    assert of(actions, EndCall) == [EndCall("caller hung up")]
+    assert core.transport_event(CallerHungUp(), T0 + 4) == []  # over is over
 
 
-def test_audio_before_the_stream_starts_is_held_then_sent_in_order():
-    core = CallCore(CallOptions(greeting="Hi"))
-    core.model_event(ev.SessionUpdated("pcmu", "pcmu"))
-    assert core.model_event(ev.AudioDelta("r", "item_g", b64(160, 1))) == []
-    assert core.model_event(ev.AudioDelta("r", "item_g", b64(160, 2))) == []
-    out = twilio(core.twilio_event(tw.Start(STREAM, CALL, "AC", {})))
-    assert [m.payload for m in out if isinstance(m, tw.PlayAudio)] == [b64(160, 1), b64(160, 2)]
-    assert sum(isinstance(m, tw.SetMark) for m in out) == 2
+def test_turn_latency_is_from_the_caller_stopping_to_the_first_agent_audio() -> None:
+    core = ready()
+    core.model_event(ev.SpeechStarted("u", 0), T0 + 1)
+    core.model_event(ev.SpeechStopped("u", 900), T0 + 2)
+    deliver(core, "a", [160], now=T0 + 2.4)
+    deliver(core, "a", [160], now=T0 + 2.9)  # later deltas of the same turn do not count
+    [summary] = logs(core.hang_up("test", T0 + 5), "call_ended")
+    assert summary.fields["turns"] == 1 and summary.fields["turn_latency_ms_median"] == 400
 
 
-def test_messages_for_another_stream_or_before_start_are_ignored_with_a_warning():
-    core = CallCore()
-    [log] = core.twilio_event(tw.Media(STREAM, b64(160)))
-    assert log.event == "twilio_before_start"
-    core = started()
-    [log] = core.twilio_event(tw.Media("MZ" + "f" * 32, b64(160)))
-    assert log.event == "twilio_wrong_stream"
-    assert core.stats["bytes_in"] == 0
+# ---------------------------------------------------------------- the transport's odd moments
 
 
-def test_stop_ends_the_call():
-    core = started()
-    assert of(core.twilio_event(tw.Stop(STREAM)), EndCall) == [EndCall("caller hung up")]
+def test_keypad_digits_never_reach_a_log_line() -> None:
+    core = ready()
+    actions = core.transport_event(Digit("7"), T0)
+    assert "7" not in repr(actions)
 
 
-def test_model_errors_are_logged_and_never_end_the_call():
-    core = started()
-    for code in ("response_cancel_not_active", "conversation_already_has_active_response", "invalid_value",
-                 "session_expired"):
-        actions = core.model_event(ev.ModelError(code, "…"))
-        assert of(actions, EndCall) == [] and of(actions, Log)[0].level == "warning"
-        assert of(actions, Log)[0].fields["code"] == code
-    actions = core.model_event(ev.ModelError("server_error", "boom"))
-    assert of(actions, EndCall) == [] and of(actions, Log)[0].level == "error"
+def test_bad_input_is_counted_and_ends_the_call_at_the_limit() -> None:
+    core = ready(CallOptions(max_bad_inputs=3))
+    for count in (1, 2):
+        [log] = core.transport_event(BadInput("not JSON"), T0)
+        assert log.fields == {"reason": "not JSON", "count": count}
+    actions = core.transport_event(BadInput("not JSON"), T0)
+    assert of(actions, EndCall) == [EndCall("too many malformed messages on the media stream")]
 
 
-def test_unknown_mark_is_a_warning():
-    core = started()
-    [log] = echo(core, "nope")
-    assert log.event == "twilio_unknown_mark"
+def test_a_second_stream_start_is_bad_input() -> None:
+    core = ready()
+    assert logs(core.transport_event(StreamStarted(), T0), "transport_bad_input")
+
+
+def test_model_errors_are_logged_at_the_level_the_dialect_gave_them_and_never_end_the_call() -> None:
+    core = ready()
+    routine = core.model_event(ev.ModelError("response_cancel_not_active", "…", routine=True), T0)
+    other = core.model_event(ev.ModelError("server_error", "boom"), T0)
+    assert [log.level for log in of(routine + other, Log)] == ["warning", "error"]
+    assert of(routine + other, EndCall) == []

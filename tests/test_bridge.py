@@ -1,0 +1,191 @@
+"""The per-call driver through the project's own seams: a scripted model, an in-memory Twilio socket and
+a manual clock. Reconnects, retries, recycling, limits and teardown in milliseconds, no real time."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+
+import pytest
+
+from voiceagent.bridge import CallBridge
+from voiceagent.call import CallCore, CallOptions
+from voiceagent.realtime import events as ev
+from voiceagent.testing.seams import ManualClock, MemoryTwilioSocket, ScriptedModel
+from voiceagent.testing.waiting import wait_until
+from voiceagent.transcripts import MemoryTranscriptSink
+from voiceagent.twilio.media_stream import MediaStreamAdapter
+
+WAIT = 5.0  # everything here is in memory: generous for a loaded machine, never reached when it works
+CALL = "CA" + "1" * 32
+
+
+def b64(n: int, fill: int = 0x55) -> str:
+    return base64.b64encode(bytes([fill]) * n).decode()
+
+
+@dataclass
+class Rig:
+    clock: ManualClock
+    model: ScriptedModel
+    socket: MemoryTwilioSocket
+    sink: MemoryTranscriptSink
+    bridge: CallBridge
+    ended: list[CallBridge]
+    stream: asyncio.Task[None] | None = None
+
+    def attach(self) -> None:
+        adapter = MediaStreamAdapter(self.socket.start())
+        self.stream = asyncio.create_task(self.bridge.run_stream(self.socket, adapter))
+
+    async def connected(self, count: int = 1) -> None:
+        await wait_until(lambda: len(self.model.connections) >= count and self.model.connections[-1].sent, WAIT)
+
+
+RigFactory = Callable[..., Rig]
+
+
+@pytest.fixture
+async def rig_factory() -> AsyncIterator[RigFactory]:
+    made: list[Rig] = []
+
+    def build(options: CallOptions | None = None, *, attach: bool = True) -> Rig:
+        clock, model, socket, sink = ManualClock(), ScriptedModel(), MemoryTwilioSocket(), MemoryTranscriptSink()
+        ended: list[CallBridge] = []
+        core = CallCore(options or CallOptions(), call_sid=CALL, now=clock.now())
+        bridge = CallBridge(core, connect=model, sink=sink, clock=clock, on_end=ended.append)
+        rig = Rig(clock, model, socket, sink, bridge, ended)
+        made.append(rig)
+        bridge.start()
+        if attach:
+            rig.attach()
+        return rig
+
+    yield build
+    for rig in made:  # never leave a call running behind a test
+        await asyncio.wait_for(rig.bridge.end("test over"), WAIT)
+
+
+async def test_a_call_from_greeting_to_hang_up(rig_factory: RigFactory) -> None:
+    rig = rig_factory(CallOptions(greeting="Welcome"))
+    await rig.connected()
+    session = rig.model.current
+    await wait_until(lambda: session.commands(ev.CreateResponse), WAIT)  # greeting asked once ready
+    session.emit(ev.ResponseCreated("r1"), ev.AudioDelta("r1", "g", b64(800)), ev.AudioDone("r1", "g"))
+    session.emit(ev.AgentTranscriptDone("g", "Welcome"), ev.ResponseDone("r1", "completed"))
+    await wait_until(lambda: rig.socket.marks, WAIT)
+    assert rig.socket.payloads == [b64(800)] and rig.sink.lines == []  # not heard yet: no line
+    rig.socket.echo_all()
+    await wait_until(lambda: rig.sink.lines, WAIT)
+    assert (rig.sink.lines[0].role, rig.sink.lines[0].text) == ("agent", "Welcome")
+    rig.socket.media(b64(160, 0x7F))
+    await wait_until(lambda: session.commands(ev.AppendAudio), WAIT)
+    assert session.commands(ev.AppendAudio) == [ev.AppendAudio(b64(160, 0x7F))]
+    rig.socket.stop()
+    await wait_until(lambda: rig.ended, WAIT)
+    assert rig.bridge.ended is not None and rig.bridge.ended.reason == "caller hung up"
+    assert session.closed and rig.socket.close_code == 1000
+
+
+async def test_a_clear_never_overtakes_the_media_decided_before_it(rig_factory: RigFactory) -> None:
+    rig = rig_factory()
+    await rig.connected()
+    rig.model.current.emit(ev.AudioDelta("r1", "a", b64(1600)), ev.SpeechStarted("u", 0))
+    await wait_until(lambda: rig.socket.clears, WAIT)
+    assert [frame["event"] for frame in rig.socket.sent] == ["media", "mark", "clear"]
+    await wait_until(lambda: rig.model.current.commands(ev.Truncate), WAIT)
+    assert rig.model.current.commands(ev.Truncate) == [ev.Truncate("a", 0)]
+
+
+async def test_a_dropped_session_is_replaced_with_the_conversation_replayed(rig_factory: RigFactory) -> None:
+    rig = rig_factory()
+    await rig.connected()
+    first = rig.model.current
+    first.emit(ev.CallerTranscript("u1", "A table for two."))
+    await wait_until(lambda: rig.sink.lines, WAIT)
+    first.drop(1001, "Your session hit the maximum duration of 30 minutes.")
+    await rig.connected(2)
+    second = rig.model.current
+    await wait_until(lambda: len(second.sent) >= 2, WAIT)
+    assert isinstance(second.sent[0], ev.UpdateSession)
+    assert second.sent[1] == ev.CreateTextItem("user", "A table for two.")
+    rig.socket.media(b64(160))
+    await wait_until(lambda: second.commands(ev.AppendAudio), WAIT)
+    assert rig.bridge.ended is None
+
+
+async def test_an_unreachable_model_is_retried_on_the_clock_then_the_call_ends_with_the_apology() -> None:
+    options = CallOptions(connect_attempts=3, retry_delay_seconds=0.5)
+    clock, model, sink = ManualClock(), ScriptedModel(), MemoryTranscriptSink()
+    model.fail_next(3)
+    ended: list[CallBridge] = []
+    bridge = CallBridge(
+        CallCore(options, call_sid=CALL, now=clock.now()), connect=model, sink=sink, clock=clock, on_end=ended.append
+    )
+    bridge.start()
+    await wait_until(lambda: model.attempts == 1, WAIT)
+    clock.advance(0.49)
+    assert model.attempts == 1  # not before its time
+    clock.advance(0.01)
+    await wait_until(lambda: model.attempts == 2, WAIT)
+    clock.advance(1.0)
+    await wait_until(lambda: ended, WAIT)
+    assert model.attempts == 3 and bridge.ended is not None and bridge.ended.model_unreachable
+
+
+async def test_the_session_is_recycled_make_before_break(rig_factory: RigFactory) -> None:
+    rig = rig_factory(CallOptions(recycle_seconds=60))
+    await rig.connected()
+    first = rig.model.current
+    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    rig.clock.advance(60)
+    await rig.connected(2)
+    second = rig.model.current
+    await wait_until(lambda: first.closed, WAIT)
+    assert isinstance(second.sent[0], ev.UpdateSession) and not second.closed
+    rig.socket.media(b64(160))
+    await wait_until(lambda: second.commands(ev.AppendAudio), WAIT)
+    assert first.commands(ev.AppendAudio) == []
+
+
+async def test_caller_silence_brings_a_goodbye_then_the_hang_up_once_it_was_heard(rig_factory: RigFactory) -> None:
+    rig = rig_factory(CallOptions(caller_silence_seconds=30))
+    await rig.connected()
+    session = rig.model.current
+    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    rig.clock.advance(30)
+    await wait_until(lambda: session.commands(ev.CreateResponse), WAIT)
+    session.emit(ev.ResponseCreated("bye"), ev.AudioDelta("bye", "b", b64(400)), ev.ResponseDone("bye", "completed"))
+    await wait_until(lambda: rig.socket.marks, WAIT)
+    assert not rig.ended  # the goodbye has not been heard yet
+    rig.socket.echo_all()
+    await wait_until(lambda: rig.ended, WAIT)
+    assert rig.bridge.ended is not None and rig.bridge.ended.reason == "the caller was silent"
+
+
+async def test_junk_on_the_stream_ends_that_call_at_the_limit(rig_factory: RigFactory) -> None:
+    rig = rig_factory(CallOptions(max_bad_inputs=5))
+    await rig.connected()
+    for _ in range(4):
+        rig.socket.push("not json")
+    rig.socket.push(b"\x00binary")
+    await wait_until(lambda: rig.ended, WAIT)
+    assert rig.bridge.ended is not None and "malformed" in rig.bridge.ended.reason
+
+
+async def test_a_prewarmed_call_without_a_stream_is_given_up_on_the_clock(rig_factory: RigFactory) -> None:
+    rig = rig_factory(CallOptions(stream_wait_seconds=10), attach=False)
+    await rig.connected()
+    rig.clock.advance(10)
+    await wait_until(lambda: rig.ended, WAIT)
+    assert rig.model.current.closed
+
+
+async def test_ending_from_outside_while_connecting_leaves_nothing_open(rig_factory: RigFactory) -> None:
+    rig = rig_factory(attach=False)
+    await asyncio.wait_for(rig.bridge.end("the service is shutting down"), WAIT)
+    await asyncio.sleep(0)
+    assert all(connection.closed for connection in rig.model.connections)
+    assert rig.ended == [rig.bridge]

@@ -1,0 +1,237 @@
+"""Fakes at the project's own seams, for tests that run in milliseconds (in the manner of h11's
+``ConnectionPair`` and openai-agents' scripted realtime model).
+
+The bridge talks to three things it does not own: a model session (``ModelConnector`` /
+``ModelChannel``), the caller's WebSocket (``TwilioSocket``) and time (``Clock``). Here each is an
+in-memory object the test drives, so reconnects, recycling, limits and teardown are tested with
+injected time and no sockets:
+
+    clock, model, socket = ManualClock(), ScriptedModel(), MemoryTwilioSocket()
+    bridge = CallBridge(core, connect=model, sink=sink, clock=clock)
+    ...
+    model.connections[0].drop(code=1001)   # the server's session cap
+    clock.advance(30)                      # the silence limit, at once
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import json
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from voiceagent.realtime import events as ev
+from voiceagent.realtime.connection import ModelConnectError
+from voiceagent.twilio import messages as tw
+
+__all__ = ["ManualClock", "MemoryTwilioSocket", "ScriptedModel", "ScriptedModelConnection"]
+
+
+# ---------------------------------------------------------------- time
+
+
+@dataclass(order=True)
+class _Scheduled:
+    when: float
+    order: int
+    callback: Callable[[], None] = field(compare=False)
+    cancelled: bool = field(default=False, compare=False)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+
+
+class ManualClock:
+    """Injected monotonic time: it only moves when the test calls ``advance``."""
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self._now = start
+        self._heap: list[_Scheduled] = []
+        self._order = itertools.count()
+
+    def now(self) -> float:
+        return self._now
+
+    def call_at(self, when: float, callback: Callable[[], None]) -> _Scheduled:
+        entry = _Scheduled(when, next(self._order), callback)
+        heapq.heappush(self._heap, entry)
+        return entry
+
+    @property
+    def next_due(self) -> float | None:
+        """When the earliest live timer fires, or None."""
+        while self._heap and self._heap[0].cancelled:
+            heapq.heappop(self._heap)
+        return self._heap[0].when if self._heap else None
+
+    def advance(self, seconds: float) -> None:
+        """Move time forward, running every timer that falls due on the way, each at its own time."""
+        target = self._now + seconds
+        while (due := self.next_due) is not None and due <= target:
+            entry = heapq.heappop(self._heap)
+            self._now = max(self._now, entry.when)
+            entry.callback()
+        self._now = target
+
+
+# ---------------------------------------------------------------- the model
+
+
+class ScriptedModelConnection:
+    """One model session the test controls: records what the bridge sends, emits what the test says.
+
+    ``auto_confirm`` answers ``session.update`` with a μ-law ``session.updated``, as a healthy server does.
+    """
+
+    def __init__(self, *, auto_confirm: bool = True) -> None:
+        self.sent: list[ev.ModelCommand] = []
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self._auto_confirm = auto_confirm
+        self._events: asyncio.Queue[ev.ModelEvent | None] = asyncio.Queue()
+
+    @property
+    def closed(self) -> bool:
+        return self.close_code is not None
+
+    def emit(self, *events: ev.ModelEvent) -> None:
+        """The server sends these events, in order."""
+        for event in events:
+            self._events.put_nowait(event)
+
+    def drop(self, code: int = 1006, reason: str = "") -> None:
+        """The server goes away (1006: the connection dropped; 1001: the session cap)."""
+        if not self.closed:
+            self.close_code, self.close_reason = code, reason
+            self._events.put_nowait(None)
+
+    def commands(self, kind: type[Any]) -> list[Any]:
+        """The commands of one type the bridge sent, in order."""
+        return [command for command in self.sent if isinstance(command, kind)]
+
+    async def send(self, command: ev.ModelCommand) -> None:
+        if self.closed:
+            return  # like ModelConnection: sends after the close are dropped, not raised
+        self.sent.append(command)
+        if self._auto_confirm and isinstance(command, ev.UpdateSession):
+            self.emit(ev.SessionUpdated(ev.PCMU, ev.PCMU))
+
+    def __aiter__(self) -> AsyncIterator[ev.ModelEvent]:
+        return self._stream()
+
+    async def _stream(self) -> AsyncIterator[ev.ModelEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
+
+    async def close(self) -> None:
+        self.drop(1000, "closed by the client")
+
+
+class ScriptedModel:
+    """A ``ModelConnector``: every connect opens a new ``ScriptedModelConnection`` unless a failure was
+    scripted with ``fail_next``."""
+
+    def __init__(self, *, auto_confirm: bool = True) -> None:
+        self.connections: list[ScriptedModelConnection] = []
+        self.attempts = 0
+        self._failures: deque[str] = deque()
+        self._auto_confirm = auto_confirm
+
+    def fail_next(self, times: int = 1, message: str = "HTTP 503 Service Unavailable") -> None:
+        self._failures.extend([message] * times)
+
+    @property
+    def current(self) -> ScriptedModelConnection:
+        return self.connections[-1]
+
+    async def __call__(self) -> ScriptedModelConnection:
+        self.attempts += 1
+        if self._failures:
+            raise ModelConnectError(self._failures.popleft())
+        connection = ScriptedModelConnection(auto_confirm=self._auto_confirm)
+        self.connections.append(connection)
+        return connection
+
+
+# ---------------------------------------------------------------- the caller's WebSocket
+
+
+class MemoryTwilioSocket:
+    """Twilio's end of a Media Stream, in memory: what a starlette ``WebSocket`` offers the bridge."""
+
+    def __init__(self, *, call_sid: str = "CA" + "1" * 32, stream_sid: str = "MZ" + "2" * 32) -> None:
+        self.call_sid, self.stream_sid = call_sid, stream_sid
+        self.sent: list[dict[str, Any]] = []  # every frame the bridge sent, parsed
+        self.close_code: int | None = None
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._echoed: set[str] = set()
+
+    def start(self, parameters: dict[str, str] | None = None) -> tw.Start:
+        """The ``start`` message that opened this stream (what the app hands the bridge)."""
+        return tw.Start(self.stream_sid, self.call_sid, "AC" + "3" * 32, dict(parameters or {}))
+
+    # ------------------------------------------------------------ what Twilio sends
+
+    def push(self, message: dict[str, Any] | str | bytes) -> None:
+        """Deliver one frame: a dict is sent as JSON text, a str as is, bytes as a binary frame."""
+        if isinstance(message, bytes):
+            self._inbox.put_nowait({"type": "websocket.receive", "bytes": message})
+        else:
+            text = message if isinstance(message, str) else json.dumps(message)
+            self._inbox.put_nowait({"type": "websocket.receive", "text": text})
+
+    def media(self, payload: str) -> None:
+        self.push({"event": "media", "streamSid": self.stream_sid, "media": {"payload": payload}})
+
+    def echo(self, name: str) -> None:
+        self.push({"event": "mark", "streamSid": self.stream_sid, "mark": {"name": name}})
+
+    def echo_all(self) -> list[str]:
+        """Echo every mark sent so far and not yet echoed (as if all the audio had played)."""
+        pending = [name for name in self.marks if name not in self._echoed]
+        for name in pending:
+            self._echoed.add(name)
+            self.echo(name)
+        return pending
+
+    def dtmf(self, digit: str) -> None:
+        self.push({"event": "dtmf", "streamSid": self.stream_sid, "dtmf": {"track": "inbound_track", "digit": digit}})
+
+    def stop(self) -> None:
+        self.push({"event": "stop", "streamSid": self.stream_sid, "stop": {"callSid": self.call_sid}})
+
+    def disconnect(self) -> None:
+        self._inbox.put_nowait({"type": "websocket.disconnect", "code": 1006})
+
+    # ------------------------------------------------------------ what the bridge sent
+
+    @property
+    def marks(self) -> list[str]:
+        return [frame["mark"]["name"] for frame in self.sent if frame.get("event") == "mark"]
+
+    @property
+    def payloads(self) -> list[str]:
+        return [frame["media"]["payload"] for frame in self.sent if frame.get("event") == "media"]
+
+    @property
+    def clears(self) -> int:
+        return sum(frame.get("event") == "clear" for frame in self.sent)
+
+    # ------------------------------------------------------------ the starlette WebSocket surface
+
+    async def receive(self) -> dict[str, Any]:
+        return await self._inbox.get()
+
+    async def send_text(self, data: str) -> None:
+        if self.close_code is not None:
+            raise RuntimeError("send after close")
+        self.sent.append(json.loads(data))
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        if self.close_code is None:
+            self.close_code = code
+            self.disconnect()
