@@ -189,3 +189,22 @@ async def test_ending_from_outside_while_connecting_leaves_nothing_open(rig_fact
     await asyncio.sleep(0)
     assert all(connection.closed for connection in rig.model.connections)
     assert rig.ended == [rig.bridge]
+
+
+async def test_a_recycle_that_finds_the_call_busy_is_closed_and_the_current_session_kept(
+    rig_factory: RigFactory,
+) -> None:
+    rig = rig_factory(CallOptions(recycle_seconds=60))
+    await rig.connected()
+    first = rig.model.current
+    rig.model.hold_connects()
+    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    rig.clock.advance(60)  # quiet: the recycle starts connecting...
+    await wait_until(lambda: rig.model.attempts == 2, WAIT)
+    first.emit(ev.ResponseCreated("r1"), ev.AudioDelta("r1", "a", b64(800)))  # ...and the agent starts talking
+    await wait_until(lambda: rig.socket.payloads, WAIT)
+    rig.model.release_connects()
+    await wait_until(lambda: len(rig.model.connections) == 2 and rig.model.connections[1].closed, WAIT)
+    assert not first.closed and rig.model.connections[1].sent == []
+    rig.socket.media(b64(160))
+    await wait_until(lambda: first.commands(ev.AppendAudio), WAIT)

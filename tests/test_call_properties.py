@@ -13,7 +13,6 @@ import json
 from collections import deque
 from dataclasses import dataclass, field
 
-import pytest
 from core_helpers import (
     STREAM,
     Clock,
@@ -463,13 +462,7 @@ def test_a_barge_in_mid_item_truncates_at_the_last_acknowledged_chunk(sizes, dat
     harness.finish()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="CORE BUG (voiceagent/call/core.py, model_connected, l.169-180): a recycle requested at a quiet "
-    "moment completes mid-response; the core adopts the new session, forgets the live response, and the item "
-    "the caller is hearing can no longer be truncated",
-)
-def test_core_bug_a_recycle_completing_mid_response_leaves_the_heard_item_untruncatable():
+def test_a_recycle_completing_mid_response_is_dropped_so_the_heard_item_stays_truncatable():
     clock = Clock()
     core = ready_core(CallOptions(recycle_seconds=10), clock)
     assert core.handle_timer(clock.tick(11)) == [ConnectModel(ConnectPurpose.RECYCLE)]  # quiet: recycle

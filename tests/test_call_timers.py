@@ -194,3 +194,13 @@ def test_a_failed_recycle_keeps_the_session_and_tries_again_an_interval_later() 
     assert of(actions, ConnectModel) == [ConnectModel(ConnectPurpose.RECYCLE)]
     actions = core.model_connect_failed("HTTP 429", T0 + 60.5)
     assert of(actions, EndCall) == [] and core.next_deadline() == T0 + 120.5
+
+
+def test_talking_over_a_finished_goodbye_hangs_up_at_once() -> None:
+    core = in_call(CallOptions(max_call_seconds=10))
+    wake(core)
+    core.model_event(ev.ResponseCreated("r_bye"), T0 + 10)
+    core.model_event(ev.AudioDelta("r_bye", "bye", base64.b64encode(b"\x55" * 8000).decode()), T0 + 10)
+    core.model_event(ev.ResponseDone("r_bye", "completed"), T0 + 10)
+    actions = core.model_event(ev.SpeechStarted("u", 0), T0 + 10.5)
+    assert of(actions, EndCall) == [EndCall("the call reached its maximum length")]

@@ -22,11 +22,13 @@ from voiceagent.call import (
     CallCore,
     ClearPlayback,
     ConnectModel,
+    DropNewModel,
     EndCall,
     Log,
     PlayAudio,
     RecordLine,
     SendToModel,
+    UseNewModel,
 )
 from voiceagent.call.inputs import CallerHungUp, StreamStarted, TransportEvent
 from voiceagent.logs import CallLog
@@ -129,6 +131,9 @@ class CallBridge:
         self._clock = clock or LoopClock()
         self._on_end = on_end
         self._model: ModelChannel | None = None
+        self._opened: ModelChannel | None = None  # connected, not yet taken into use by the core
+        self._replaced: ModelChannel | None = None  # taken out of use, to be closed
+        self._dropped: ModelChannel | None = None  # refused by the core, to be closed
         self._model_out: _Outbox[ev.ModelCommand] | None = None
         self._stream: MediaStreamAdapter | None = None
         self._twilio: TwilioSocket | None = None
@@ -203,18 +208,15 @@ class CallBridge:
             self._apply(self.core.model_connect_failed(str(exc), self._clock.now()))
             await self._flush()
             return
-        if self.ended is not None:
-            await _close_quietly(channel.close())
-            return
-        old, old_out = self._model, self._model_out
-        self._model, self._model_out = channel, _Outbox(channel.send)
+        self._opened = channel
         self._apply(self.core.model_connected(self._clock.now()))
-        self._spawn(self._read_model(channel), "model")
         await self._flush()
-        if old is not None:  # make-before-break: the new session is configured before the old one goes
-            if old_out is not None:
-                await old_out.flush()
+        if self._replaced is not None:  # make-before-break: the new session is configured before the old goes
+            old, self._replaced = self._replaced, None
             await _close_quietly(old.close())
+        if self._dropped is not None:
+            dropped, self._dropped = self._dropped, None
+            await _close_quietly(dropped.close())
 
     # ------------------------------------------------------------ actions
 
@@ -235,11 +237,27 @@ class CallBridge:
                     self.log.log(level, event, **fields)
                 case ConnectModel():
                     self._spawn(self._open_model(), "connect")
+                case UseNewModel():
+                    self._use_opened()
+                case DropNewModel():
+                    self._dropped, self._opened = self._opened, None
                 case EndCall():
                     self._begin_teardown(action)
                 case _:
                     assert_never(action)
         self._arm_timer()
+
+    def _use_opened(self) -> None:
+        """The session just opened becomes the one commands go to; the one it replaces is closed later."""
+        channel, self._opened = self._opened, None
+        if channel is None:
+            return
+        old_out = self._model_out
+        self._replaced = self._model
+        self._model, self._model_out = channel, _Outbox(channel.send)
+        if old_out is not None:
+            self._spawn(old_out.flush(), "flush")  # what was already decided for the old session
+        self._spawn(self._read_model(channel), "model")
 
     async def _flush(self) -> None:
         if self._twilio_out is not None:

@@ -9,11 +9,13 @@ from voiceagent.call.actions import (
     ClearPlayback,
     ConnectModel,
     ConnectPurpose,
+    DropNewModel,
     EndCall,
     Log,
     PlayAudio,
     RecordLine,
     SendToModel,
+    UseNewModel,
 )
 from voiceagent.call.core import CallCore, CallOptions
 from voiceagent.call.inputs import (
@@ -39,6 +41,7 @@ __all__ = [
     "ConnectModel",
     "ConnectPurpose",
     "Digit",
+    "DropNewModel",
     "EndCall",
     "Log",
     "ModelPhase",
@@ -48,4 +51,5 @@ __all__ = [
     "SendToModel",
     "StreamStarted",
     "TransportEvent",
+    "UseNewModel",
 ]

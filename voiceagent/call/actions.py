@@ -14,11 +14,13 @@ __all__ = [
     "ClearPlayback",
     "ConnectModel",
     "ConnectPurpose",
+    "DropNewModel",
     "EndCall",
     "Log",
     "PlayAudio",
     "RecordLine",
     "SendToModel",
+    "UseNewModel",
 ]
 
 
@@ -70,6 +72,16 @@ class ConnectModel:
 
 
 @dataclass(frozen=True, slots=True)
+class UseNewModel:
+    """Route model commands to the session that just opened from now on; close the one it replaces."""
+
+
+@dataclass(frozen=True, slots=True)
+class DropNewModel:
+    """Close the session that just opened and keep the current one (a recycle that found the call busy)."""
+
+
+@dataclass(frozen=True, slots=True)
 class EndCall:
     """End the call. ``model_unreachable``: the caller hears the apology rather than a plain hang-up."""
 
@@ -77,4 +89,6 @@ class EndCall:
     model_unreachable: bool = False
 
 
-Action = PlayAudio | ClearPlayback | SendToModel | RecordLine | Log | ConnectModel | EndCall
+Action = (
+    PlayAudio | ClearPlayback | SendToModel | RecordLine | Log | ConnectModel | UseNewModel | DropNewModel | EndCall
+)

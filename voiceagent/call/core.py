@@ -23,11 +23,13 @@ from voiceagent.call.actions import (
     ClearPlayback,
     ConnectModel,
     ConnectPurpose,
+    DropNewModel,
     EndCall,
     Log,
     PlayAudio,
     RecordLine,
     SendToModel,
+    UseNewModel,
 )
 from voiceagent.call.figures import CallFigures
 from voiceagent.call.inputs import (
@@ -167,12 +169,16 @@ class CallCore:
     # ------------------------------------------------------------ the model side
 
     def model_connected(self, now: float) -> list[Action]:
-        """A new model session is open (the driver already routes commands to it): configure it, and
-        replay the conversation so far if it replaces another."""
+        """A new model session is open: use it (configure it, and replay the conversation so far if it
+        replaces another), or drop it if it was a recycle and the call is no longer quiet."""
         if self.phase is CallPhase.ENDED:
-            return []
+            return [DropNewModel()]
         purpose = self._pending_connect or ConnectPurpose.RECONNECT
         self._pending_connect = None
+        if purpose is ConnectPurpose.RECYCLE and not (self.phase is CallPhase.IN_CALL and self._quiet):
+            # swapping now would strand what is playing in a session that can no longer truncate it
+            self._recycle_at = now  # again at the next quiet moment
+            return [Log("info", "model_recycle_deferred", {"session": self._session}), DropNewModel()]
         self._session += 1
         self.figures.model_sessions = self._session
         self._failed_connects = 0
@@ -184,6 +190,7 @@ class CallCore:
         if self.phase in (CallPhase.GOODBYE_REQUESTED, CallPhase.GOODBYE_SPEAKING):
             self.phase = CallPhase.GOODBYE_PENDING  # ask the new session for the goodbye
         actions: list[Action] = [
+            UseNewModel(),
             Log("info", "model_connected", {"purpose": purpose.value, "session": self._session}),
             SendToModel(ev.UpdateSession(self.options.session)),
         ]
@@ -301,7 +308,7 @@ class CallCore:
                 actions += self._truncate(item)
         if self._live_response is not None and not self.options.server_interrupts:
             actions.append(SendToModel(ev.CancelResponse()))
-        return actions
+        return actions + self._maybe_hang_up(now)  # talking over a finished goodbye: nothing left to hear
 
     def _truncate(self, item: AgentItem) -> list[Action]:
         self._playback.truncate(item)

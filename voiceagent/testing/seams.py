@@ -140,9 +140,18 @@ class ScriptedModel:
         self.attempts = 0
         self._failures: deque[str] = deque()
         self._auto_confirm = auto_confirm
+        self._open = asyncio.Event()
+        self._open.set()
 
     def fail_next(self, times: int = 1, message: str = "HTTP 503 Service Unavailable") -> None:
         self._failures.extend([message] * times)
+
+    def hold_connects(self) -> None:
+        """Connects wait (like a slow handshake) until ``release_connects``."""
+        self._open.clear()
+
+    def release_connects(self) -> None:
+        self._open.set()
 
     @property
     def current(self) -> ScriptedModelConnection:
@@ -150,6 +159,7 @@ class ScriptedModel:
 
     async def __call__(self) -> ScriptedModelConnection:
         self.attempts += 1
+        await self._open.wait()
         if self._failures:
             raise ModelConnectError(self._failures.popleft())
         connection = ScriptedModelConnection(auto_confirm=self._auto_confirm)
