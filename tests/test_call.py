@@ -74,12 +74,33 @@ def deliver(core: CallCore, item: str, sizes: list[int], response: str = "r1", n
 # ---------------------------------------------------------------- audio both ways
 
 
-def test_caller_audio_passes_through_untouched_once_the_model_is_connected() -> None:
+def test_caller_audio_passes_through_untouched_once_the_session_is_ready() -> None:
+    core = ready()
+    assert to_model(core.transport_event(CallerAudio(b64(160, 0x7F), 160), T0)) == [ev.AppendAudio(b64(160, 0x7F))]
+
+
+def test_caller_audio_before_the_session_is_ready_is_kept_and_delivered_in_order() -> None:
     core = CallCore(CallOptions(), call_sid=CALL, now=T0)
     core.start(T0)
-    assert core.transport_event(CallerAudio(b64(160), 160), T0) == []  # no session yet
+    core.transport_event(StreamStarted(), T0)
+    assert core.transport_event(CallerAudio(b64(160, 1), 160), T0) == []  # connecting
+    core.model_connected(T0 + 0.3)
+    assert core.transport_event(CallerAudio(b64(160, 2), 160), T0 + 0.4) == []  # not confirmed yet
+    delivered = to_model(core.model_event(READY, T0 + 0.5))
+    assert delivered == [ev.AppendAudio(b64(160, 1)), ev.AppendAudio(b64(160, 2))]
+
+
+def test_the_caller_backlog_is_bounded_keeps_the_latest_audio_and_says_what_it_dropped() -> None:
+    core = CallCore(CallOptions(caller_backlog_seconds=0.05), call_sid=CALL, now=T0)  # 400 bytes
+    core.start(T0)
+    for fill in range(1, 5):
+        core.transport_event(CallerAudio(b64(160, fill), 160), T0)
     core.model_connected(T0)
-    assert to_model(core.transport_event(CallerAudio(b64(160, 0x7F), 160), T0)) == [ev.AppendAudio(b64(160, 0x7F))]
+    actions = core.model_event(READY, T0)
+    assert to_model(actions) == [ev.AppendAudio(b64(160, 3)), ev.AppendAudio(b64(160, 4))]
+    assert logs(actions, "caller_audio_dropped")[0].fields["ms"] == 40
+    [summary] = logs(core.hang_up("test", T0), "call_ended")
+    assert summary.fields["caller_bytes_dropped"] == 320
 
 
 def test_each_delta_is_played_with_its_end_offset_and_the_payload_untouched() -> None:
@@ -105,7 +126,8 @@ def test_the_session_is_configured_on_connect_and_the_greeting_asked_once_it_is_
     core = CallCore(options, call_sid=CALL, now=T0)
     core.start(T0)
     assert to_model(core.model_connected(T0)) == [ev.UpdateSession(options.session)]
-    assert to_model(core.model_event(READY, T0)) == [ev.CreateResponse(greeting_instructions("Hello from the bistro"))]
+    expected = greeting_instructions(options.session.instructions, "Hello from the bistro")
+    assert to_model(core.model_event(READY, T0)) == [ev.CreateResponse(expected)]
     assert to_model(core.model_event(READY, T0)) == []  # a second session.updated asks nothing
 
 
@@ -262,3 +284,95 @@ def test_model_errors_are_logged_at_the_level_the_dialect_gave_them_and_never_en
     other = core.model_event(ev.ModelError("server_error", "boom"), T0)
     assert [log.level for log in of(routine + other, Log)] == ["warning", "error"]
     assert of(routine + other, EndCall) == []
+
+
+# ---------------------------------------------------------------- against the real services' habits
+
+
+def test_barge_in_within_a_long_delta_is_accurate_to_the_clock_not_the_delta() -> None:
+    core = ready()
+    deliver(core, "a", [8000], now=T0)  # one 1 s delta, sent at T0: the caller hears it from then
+    [truncate] = [
+        c for c in to_model(core.model_event(ev.SpeechStarted("u", 0), T0 + 0.3)) if isinstance(c, ev.Truncate)
+    ]
+    assert truncate == ev.Truncate("a", 300)
+
+
+def test_the_estimate_starts_from_the_last_report_and_stops_at_the_end_of_the_chunk_playing() -> None:
+    core = ready()
+    first, second = deliver(core, "a", [800, 4000], now=T0)  # 100 ms then 500 ms, both buffered at once
+    core.transport_event(PlayedUpTo("a", first.end), T0 + 0.12)  # the first chunk's mark came back late
+    truncate = to_model(core.model_event(ev.SpeechStarted("u", 0), T0 + 0.32))
+    assert ev.Truncate("a", 100 + 200) in truncate  # 200 ms since the report, not since the send
+
+    core = ready()
+    deliver(core, "a", [800], now=T0)
+    assert ev.Truncate("a", 100) in to_model(core.model_event(ev.SpeechStarted("u", 0), T0 + 5))  # never past it
+
+
+def test_nothing_is_played_and_nothing_is_asked_before_the_session_is_confirmed() -> None:
+    core = CallCore(CallOptions(greeting="Hi"), call_sid=CALL, now=T0)
+    core.start(T0)
+    core.transport_event(StreamStarted(), T0)
+    actions = core.model_connected(T0)
+    assert [type(c) for c in to_model(actions)] == [ev.UpdateSession]
+    audio = core.model_event(ev.AudioDelta("r", "x", b64(800)), T0)
+    assert of(audio, PlayAudio) == [] and logs(audio, "model_audio_before_session_ready")
+
+
+def test_a_rejected_session_update_ends_the_call_with_the_apology_and_the_servers_words() -> None:
+    core = CallCore(CallOptions(), call_sid=CALL, now=T0)
+    core.start(T0)
+    core.model_connected(T0)
+    actions = core.model_event(ev.SessionRejected("invalid_value", "Invalid value: 'nova'. Supported: alloy"), T0)
+    [end] = of(actions, EndCall)
+    assert end.model_unreachable and "nova" in end.reason
+    assert logs(actions, "model_session_rejected")[0].level == "error"
+
+
+def test_a_session_never_confirmed_ends_the_call_with_the_apology() -> None:
+    core = CallCore(CallOptions(session_ready_seconds=5), call_sid=CALL, now=T0)
+    core.start(T0)
+    core.model_connected(T0 + 1)
+    assert core.next_deadline() == T0 + 6
+    actions = core.handle_timer(T0 + 6)
+    assert of(actions, EndCall)[0].model_unreachable and logs(actions, "model_session_unconfirmed")
+
+
+def test_an_answer_in_text_is_logged_and_speech_asked_for_again_once() -> None:
+    core = ready()
+    for attempt in range(2):
+        core.model_event(ev.ResponseCreated(f"r{attempt}"), T0)
+        core.model_event(ev.TextDelta(f"r{attempt}", "t", "Your table is booked."), T0)
+        actions = core.model_event(ev.ResponseDone(f"r{attempt}", "completed"), T0)
+        assert logs(actions, "model_answered_in_text")[0].fields["text"] == "Your table is booked."
+        retry = [type(c) for c in to_model(actions)]
+        assert retry == ([ev.UpdateSession, ev.CreateResponse] if attempt == 0 else [])
+
+
+def test_a_failed_transcription_keeps_the_turn_in_the_transcript_and_is_counted() -> None:
+    core = ready()
+    actions = core.model_event(ev.CallerTranscriptFailed("u", "The model 'whisper-1' does not exist"), T0)
+    assert logs(actions, "caller_transcription_failed")[0].fields["error"].startswith("The model")
+    [line] = lines(actions)
+    assert (line.role, line.text) == ("caller", "(unintelligible)")
+    [summary] = logs(core.hang_up("test", T0), "call_ended")
+    assert summary.fields["transcription_failures"] == 1
+
+
+def test_a_failed_response_is_logged_with_its_reason() -> None:
+    core = ready()
+    [log] = logs(core.model_event(ev.ResponseDone("r", "failed", None, "server_error: boom"), T0), "response_done")
+    assert log.level == "warning" and log.fields["detail"] == "server_error: boom"
+
+
+def test_the_greeting_and_the_goodbye_keep_the_operators_prompt() -> None:
+    session = ev.SessionConfig(instructions="Tu es l'assistant du Bistro. Réponds en français.", voice="alloy")
+    core = CallCore(CallOptions(session=session, greeting="Bonjour !"), call_sid=CALL, now=T0)
+    core.start(T0)
+    core.model_connected(T0)
+    core.transport_event(StreamStarted(), T0)
+    [greeting] = [c for c in to_model(core.model_event(READY, T0)) if isinstance(c, ev.CreateResponse)]
+    assert greeting.instructions is not None and greeting.instructions.startswith(session.instructions)
+    [goodbye] = [c for c in to_model(core.wind_down("test", T0)) if isinstance(c, ev.CreateResponse)]
+    assert goodbye.instructions is not None and goodbye.instructions.startswith(session.instructions)

@@ -163,12 +163,9 @@ def test_a_lost_session_is_replaced_and_the_conversation_replayed_without_a_seco
     core.model_event(ev.AudioDelta("r2", "a2", base64.b64encode(b"\x55" * 800).decode()), T0)  # still playing
     lost = core.model_lost(1001, "Your session hit the maximum duration", T0 + 1)
     assert of(lost, ConnectModel) == [ConnectModel(ConnectPurpose.RECONNECT)]
-    commands = [a.command for a in of(core.model_connected(T0 + 1.2), SendToModel)]
-    assert isinstance(commands[0], ev.UpdateSession)
-    assert commands[1:] == [
-        ev.CreateTextItem("user", "A table for two, please."),
-        ev.CreateTextItem("assistant", "Certainly."),
-    ]
+    [update] = [a.command for a in of(core.model_connected(T0 + 1.2), SendToModel)]
+    assert isinstance(update, ev.UpdateSession)  # the conversation goes in the prompt, not as items
+    assert "Caller: A table for two, please.\nYou: Certainly." in update.config.instructions
     assert [a for a in core.model_event(READY, T0 + 1.3) if isinstance(a, SendToModel)] == []  # no greeting
     # the caller talks over the old session's audio: cleared, but the new session is not asked to truncate
     actions = core.model_event(ev.SpeechStarted("u2", 0), T0 + 2)
@@ -185,6 +182,7 @@ def test_the_session_is_recycled_at_the_first_quiet_moment_after_the_interval() 
     assert core.next_deadline() is None  # one recycle at a time
     replayed = core.model_connected(T0 + 62.5)
     assert isinstance(of(replayed, SendToModel)[0].command, ev.UpdateSession)
+    core.model_event(READY, T0 + 62.6)
     assert core.next_deadline() == T0 + 62.5 + 60
 
 

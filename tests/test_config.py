@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from voiceagent.config import ConfigError, load_settings
+from voiceagent.config import ConfigError, configuration_warnings, load_settings
 
 AZURE = {
     "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
@@ -60,9 +60,15 @@ def test_secrets_stay_out_of_reprs():
         ({**AZURE, "VOICEAGENT_INSTRUCTIONS": "a", "VOICEAGENT_INSTRUCTIONS_FILE": "b"}, "VOICEAGENT_INSTRUCTIONS"),
         ({**AZURE, "PUBLIC_BASE_URL": "voice.example.com"}, "PUBLIC_BASE_URL"),
         ({k: v for k, v in AZURE.items() if k != "TWILIO_AUTH_TOKEN"}, "TWILIO_AUTH_TOKEN"),
-        ({**AZURE, "VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION": "maybe"}, "VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION"),
+        (
+            {**AZURE, "VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION": "maybe"},
+            "VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION",
+        ),
         ({**AZURE, "VOICEAGENT_MAX_CALLS": "0"}, "VOICEAGENT_MAX_CALLS"),
-        ({**AZURE, "AZURE_OPENAI_API_VERSION": "2024-10-01-preview", "VOICEAGENT_VAD": "semantic_vad"}, "VOICEAGENT_VAD"),
+        (
+            {**AZURE, "AZURE_OPENAI_API_VERSION": "2024-10-01-preview", "VOICEAGENT_VAD": "semantic_vad"},
+            "VOICEAGENT_VAD",
+        ),
     ],
 )
 def test_invalid_settings_name_the_variable(env, variable):
@@ -91,7 +97,13 @@ def test_operator_settings_reach_the_session():
         }
     )
     s = settings.session
-    assert (s.voice, s.vad, s.vad_threshold, s.vad_prefix_padding_ms, s.vad_silence_ms) == ("marin", "semantic_vad", 0.6, 200, 700)
+    assert (s.voice, s.vad, s.vad_threshold, s.vad_prefix_padding_ms, s.vad_silence_ms) == (
+        "marin",
+        "semantic_vad",
+        0.6,
+        200,
+        700,
+    )
     assert s.transcription_model == "gpt-4o-transcribe" and settings.greeting == "Hello!"
 
 
@@ -99,3 +111,22 @@ def test_the_insecure_opt_out_replaces_the_auth_token():
     env = {k: v for k, v in AZURE.items() if k != "TWILIO_AUTH_TOKEN"}
     settings = load_settings({**env, "VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION": "true"})
     assert settings.insecure_skip_validation and settings.twilio_auth_token is None
+
+
+def test_ga_only_voices_are_refused_on_the_preview_protocol() -> None:
+    env = {**AZURE, "AZURE_OPENAI_API_VERSION": "2025-04-01-preview", "VOICEAGENT_VOICE": "marin"}
+    with pytest.raises(ConfigError, match="VOICEAGENT_VOICE=marin"):
+        load_settings(env)
+    assert load_settings({**AZURE, "VOICEAGENT_VOICE": "cedar"}).session.voice == "cedar"  # GA: fine
+
+
+def test_semantic_vad_on_azure_is_warned_about() -> None:
+    settings = load_settings({**AZURE, "VOICEAGENT_VAD": "semantic_vad"})
+    assert [event for event, _ in configuration_warnings(settings)] == ["semantic_vad_on_azure"]
+    assert configuration_warnings(load_settings(AZURE)) == []
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-inf"])
+def test_numbers_must_be_finite(value: str) -> None:
+    with pytest.raises(ConfigError, match="VOICEAGENT_MAX_CALL_SECONDS"):
+        load_settings({**AZURE, "VOICEAGENT_MAX_CALL_SECONDS": value})

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
@@ -33,24 +33,33 @@ def _xml(document: str) -> Response:
     return Response(document, media_type="text/xml")
 
 
-def _public_base(settings: Settings, scheme: str, host: str | None) -> str:
-    """Where Twilio reaches us: PUBLIC_BASE_URL, else what the request says (fine for direct setups)."""
+_FORWARDED_SCHEMES = {"http": "http", "https": "https", "ws": "http", "wss": "https"}
+"""X-Forwarded-Proto values we accept, as the https/http base they mean (proxies send ws/wss on upgrades)."""
+
+
+def _public_base(connection: HTTPConnection) -> str | None:
+    """Where Twilio reaches us: PUBLIC_BASE_URL, else what the request says (fine for direct setups).
+    None, logged, when a proxy header names a scheme that cannot be ours."""
+    settings: Settings = connection.app.state.service.settings
     if settings.public_base_url:
         return settings.public_base_url
-    return f"{scheme}://{host or 'localhost'}"
+    scheme = "https" if connection.url.scheme in ("https", "wss") else "http"
+    forwarded = connection.headers.get("x-forwarded-proto")
+    if forwarded is not None:
+        named = _FORWARDED_SCHEMES.get(forwarded.split(",")[0].strip().lower())
+        if named is None:
+            CallLog().warning("request_refused", reason="unknown X-Forwarded-Proto", value=forwarded[:16])
+            return None
+        scheme = named
+    return f"{scheme}://{connection.headers.get('host') or 'localhost'}"
 
 
-def _request_base(request: Request) -> str:
-    scheme = request.headers.get("x-forwarded-proto", request.url.scheme).split(",")[0].strip()
-    return _public_base(request.app.state.service.settings, scheme, request.headers.get("host"))
-
-
-async def _signed_form(request: Request, log: CallLog) -> dict[str, str] | None:
+async def _signed_form(request: Request, base: str, log: CallLog) -> dict[str, str] | None:
     """The webhook's form fields if the request is signed by Twilio, else None (logged)."""
     service: Service = request.app.state.service
     form = await request.form()
     params = {key: str(value) for key, value in form.multi_items()}
-    url = _request_base(request) + request.url.path + (f"?{request.url.query}" if request.url.query else "")
+    url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if not service.signatures.valid(url, params, request.headers.get("x-twilio-signature")):
         log.warning("webhook_rejected", path=request.url.path, reason="bad or missing X-Twilio-Signature")
         return None
@@ -60,8 +69,9 @@ async def _signed_form(request: Request, log: CallLog) -> dict[str, str] | None:
 async def voice(request: Request) -> Response:
     """Twilio's incoming-call webhook: answer with TwiML that connects the call to our media stream."""
     service: Service = request.app.state.service
-    params = await _signed_form(request, CallLog())
-    if params is None:
+    base = _public_base(request)
+    params = None if base is None else await _signed_form(request, base, CallLog())
+    if base is None or params is None:
         return PlainTextResponse("Forbidden", status_code=403)
     call_sid = params.get("CallSid", "")
     if not CALL_SID.match(call_sid):
@@ -81,14 +91,15 @@ async def voice(request: Request) -> Response:
         "to": params.get("To", ""),
     }
     service.prewarm(call_sid)
-    return _xml(twiml.connect(_request_base(request), stream_params))
+    return _xml(twiml.connect(base, stream_params))
 
 
 async def stream_ended(request: Request) -> Response:
     """``<Connect action>``: Twilio asks what to do once the stream is over."""
     service: Service = request.app.state.service
-    params = await _signed_form(request, CallLog())
-    if params is None:
+    base = _public_base(request)
+    params = None if base is None else await _signed_form(request, base, CallLog())
+    if base is None or params is None:
         return PlainTextResponse("Forbidden", status_code=403)
     end = service.end_of(params.get("CallSid", ""))
     if end is not None and end.model_unreachable:
@@ -117,10 +128,11 @@ async def media(websocket: WebSocket) -> None:
     """The Twilio Media Stream. Every check passes before any model connection is opened."""
     service: Service = websocket.app.state.service
     log = CallLog()
-    scheme = "https" if websocket.url.scheme == "wss" else "http"
-    scheme = websocket.headers.get("x-forwarded-proto", scheme).split(",")[0].strip()
-    expected_url = twiml.stream_url(_public_base(service.settings, scheme, websocket.headers.get("host")))
-    if not service.signatures.valid(expected_url, {}, websocket.headers.get("x-twilio-signature")):
+    base = _public_base(websocket)
+    if base is None:
+        await websocket.close(code=1008)
+        return
+    if not service.signatures.valid(twiml.stream_url(base), {}, websocket.headers.get("x-twilio-signature")):
         log.warning("stream_rejected", reason="bad or missing X-Twilio-Signature on the upgrade")
         await websocket.close(code=1008)
         return

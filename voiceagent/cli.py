@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from voiceagent.config import ConfigError, Settings, load_settings
+from voiceagent.config import ConfigError, Settings, configuration_warnings, load_settings
 from voiceagent.logs import CallLog, configure_logging
 from voiceagent.twilio.messages import MAX_MESSAGE_BYTES
 
@@ -20,12 +20,8 @@ def serve(settings: Settings) -> int:
 
     configure_logging(_secrets(settings))
     log = CallLog()
-    if settings.insecure_skip_validation:
-        log.warning(
-            "twilio_validation_disabled",
-            detail="VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION is set: anyone who finds this server can place "
-            "calls on your model bill. Use it for local experiments only.",
-        )
+    for event, detail in configuration_warnings(settings):
+        log.warning(event, detail=detail)
     log.info(
         "starting",
         host=settings.host,
@@ -53,6 +49,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command == "check-config":
         print(f"configuration OK: {settings.model.provider} {settings.model.dialect} {settings.model.deployment}")
+        for _event, detail in configuration_warnings(settings):
+            print(f"warning: {detail}")
         return 0
     return serve(settings)
 

@@ -21,6 +21,7 @@ DEFAULT_INSTRUCTIONS = (
     "and let the caller interrupt you."
 )
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+GA_ONLY_VOICES = ("marin", "cedar")
 VAD_MODES = ("server_vad", "semantic_vad")
 
 
@@ -186,6 +187,11 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
     session = _session(env)
     if session.vad == "semantic_vad" and model.dialect == "preview":
         raise ConfigError("VOICEAGENT_VAD=semantic_vad needs the GA protocol: unset AZURE_OPENAI_API_VERSION")
+    if session.voice in GA_ONLY_VOICES and model.dialect == "preview":
+        raise ConfigError(
+            f"VOICEAGENT_VOICE={session.voice} exists only on GA deployments: choose another voice "
+            "or unset AZURE_OPENAI_API_VERSION"
+        )
     insecure = _flag(env, "VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION")
     auth_token = _text(env, "TWILIO_AUTH_TOKEN")
     if not auth_token and not insecure:
@@ -214,3 +220,26 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         busy_message=_text(env, "VOICEAGENT_BUSY_MESSAGE") or Settings.busy_message,
         unavailable_message=_text(env, "VOICEAGENT_UNAVAILABLE_MESSAGE") or Settings.unavailable_message,
     )
+
+
+def configuration_warnings(settings: Settings) -> list[tuple[str, str]]:
+    """Settings that are valid but likely to hurt, as (event, detail): logged at start-up, printed by
+    ``check-config``."""
+    found: list[tuple[str, str]] = []
+    if settings.insecure_skip_validation:
+        found.append(
+            (
+                "twilio_validation_disabled",
+                "VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION is set: anyone who finds this server can place calls "
+                "on your model bill. Use it for local experiments only.",
+            )
+        )
+    if settings.session.vad == "semantic_vad" and settings.model.provider == "azure":
+        found.append(
+            (
+                "semantic_vad_on_azure",
+                "VOICEAGENT_VAD=semantic_vad on Azure has been reported never to signal that the caller started "
+                "speaking: callers could not interrupt the agent. Prefer server_vad.",
+            )
+        )
+    return found

@@ -1,13 +1,45 @@
-"""What the agent is asked to say at the edges of a call: the greeting and the goodbye."""
+"""What the agent is asked at the edges of a call: the greeting, the goodbye, and the conversation so far.
+
+Response-level ``instructions`` *replace* the session's for that response (docs/protocol.md §2, "Known
+traps"), so each of these carries the operator's prompt too: persona and language hold for the first
+and the last thing the caller hears.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 
-def greeting_instructions(greeting: str) -> str:
-    return f"Greet the caller by saying exactly this, and nothing else: {greeting}"
+from voiceagent.transcripts import TranscriptLine
+
+__all__ = ["conversation_so_far", "goodbye_instructions", "greeting_instructions"]
+
+_SPEAKERS = {"caller": "Caller", "agent": "You"}
 
 
-def goodbye_instructions(reason: str) -> str:
+def greeting_instructions(prompt: str, greeting: str) -> str:
+    return f"{prompt}\n\nGreet the caller by saying exactly this, and nothing else: {greeting}"
+
+
+def goodbye_instructions(prompt: str, reason: str) -> str:
     return (
-        f"The call is ending now ({reason}). Say a short, friendly goodbye in one sentence and do not ask any question."
+        f"{prompt}\n\nThe call is ending now ({reason}). "
+        "Say a short, friendly goodbye in one sentence and do not ask any question."
+    )
+
+
+def conversation_so_far(prompt: str, lines: Iterable[TranscriptLine]) -> str:
+    """The session prompt for a session that replaces another mid-call.
+
+    The conversation goes in as text in the instructions rather than as replayed items: assistant text
+    items in an audio session are known to switch the model to answering in text only (silence for the
+    caller), and caller items as text would invite it to answer them again.
+    """
+    said = "\n".join(f"{_SPEAKERS[line.role]}: {line.text}" for line in lines)
+    if not said:
+        return prompt
+    return (
+        f"{prompt}\n\n# The conversation so far\n"
+        "This phone call is already under way; the connection to you was renewed. Carry on from where it "
+        "stopped, speaking as before. Do not greet the caller again and do not repeat yourself.\n\n"
+        f"{said}"
     )

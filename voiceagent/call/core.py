@@ -14,7 +14,8 @@ past what the model produced, never past what the caller heard.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections import deque
+from dataclasses import dataclass, field, replace
 from typing import assert_never
 
 from voiceagent.audio import b64_decoded_length
@@ -43,13 +44,13 @@ from voiceagent.call.inputs import (
 )
 from voiceagent.call.phases import GOODBYE_PHASES, CallPhase, ModelPhase
 from voiceagent.call.playback import AgentItem, Playback
-from voiceagent.prompts import goodbye_instructions, greeting_instructions
+from voiceagent.prompts import conversation_so_far, goodbye_instructions, greeting_instructions
 from voiceagent.realtime import events as ev
 from voiceagent.transcripts import TranscriptLine
 
 __all__ = ["CallCore", "CallOptions"]
 
-_ROLES_FOR_REPLAY = {"caller": "user", "agent": "assistant"}
+UNINTELLIGIBLE = "(unintelligible)"  # a caller turn whose transcription failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,8 @@ class CallOptions:
     connect_attempts: int = 3  # consecutive failed connects before the caller hears the apology
     retry_delay_seconds: float = 0.5  # first back-off; doubles each failure
     max_bad_inputs: int = 50  # the transport is not what it claims: end the call
+    session_ready_seconds: float = 5.0  # a session not confirmed (μ-law both ways) by then is not a call
+    caller_backlog_seconds: float = 15.0  # caller audio kept while no session is ready; the oldest goes first
 
 
 class CallCore:
@@ -77,7 +80,15 @@ class CallCore:
         self.phase = CallPhase.AWAITING_STREAM
         self.model_phase = ModelPhase.CONNECTING
         self.figures = CallFigures()
-        self._playback = Playback()
+        self._playback = Playback(options.bytes_per_ms)
+        self._session_config = options.session  # what the current session was asked for
+        self._configuring_since: float | None = None
+        self._backlog: deque[CallerAudio] = deque()  # caller audio waiting for a ready session
+        self._backlog_bytes = 0
+        self._backlog_dropped = 0  # bytes dropped in the current wait (logged once it ends)
+        self._responses_with_audio: set[str] = set()
+        self._text_answers: dict[str, str] = {}  # response id -> text of an answer that came as text
+        self._text_recoveries = 0
         self._history: list[TranscriptLine] = []
         self._created_at = now
         self._last_activity = now
@@ -121,10 +132,9 @@ class CallCore:
         match event:
             case CallerAudio(payload=payload, size=size):
                 self.figures.bytes_in += size
-                if self.model_phase in (ModelPhase.CONFIGURING, ModelPhase.READY):
-                    actions: list[Action] = [SendToModel(ev.AppendAudio(payload))]
-                else:
-                    actions = []
+                if self.model_phase is ModelPhase.READY:
+                    return [SendToModel(ev.AppendAudio(payload))]  # the hot path: nothing else to check
+                actions: list[Action] = self._keep_for_later(event)
             case PlayedUpTo(item_id=item_id, offset=offset):
                 actions = self._played(item_id, offset, now)
             case StreamStarted():
@@ -138,6 +148,28 @@ class CallCore:
             case _:
                 assert_never(event)
         return actions + self._maybe_recycle(now)
+
+    def _keep_for_later(self, audio: CallerAudio) -> list[Action]:
+        """No session is ready (connecting, configuring, reconnecting): hold the caller's audio, bounded."""
+        self._backlog.append(audio)
+        self._backlog_bytes += audio.size
+        limit = int(self.options.caller_backlog_seconds * 1000 * self.options.bytes_per_ms)
+        while self._backlog_bytes > limit:
+            dropped = self._backlog.popleft()
+            self._backlog_bytes -= dropped.size
+            self._backlog_dropped += dropped.size
+            self.figures.caller_bytes_dropped += dropped.size
+        return []
+
+    def _deliver_backlog(self) -> list[Action]:
+        """The session is ready: what the caller said meanwhile goes to it, in order."""
+        actions: list[Action] = [SendToModel(ev.AppendAudio(audio.payload)) for audio in self._backlog]
+        if self._backlog_dropped:
+            dropped_ms = self._backlog_dropped // self.options.bytes_per_ms
+            actions.append(Log("warning", "caller_audio_dropped", {"ms": dropped_ms, "reason": "backlog full"}))
+        self._backlog.clear()
+        self._backlog_bytes = self._backlog_dropped = 0
+        return actions
 
     def _stream_started(self, now: float) -> list[Action]:
         if self.phase is not CallPhase.AWAITING_STREAM:
@@ -154,7 +186,7 @@ class CallCore:
         item = self._playback.items.get(item_id)
         if item is None:
             return [Log("warning", "playback_report_for_unknown_item", {"item_id": item_id[:40]})]
-        self._playback.played(item, offset)
+        self._playback.played(item, offset, now)
         self._last_activity = now
         return self._maybe_record(item) + self._maybe_hang_up(now)
 
@@ -183,22 +215,20 @@ class CallCore:
         self.figures.model_sessions = self._session
         self._failed_connects = 0
         self.model_phase = ModelPhase.CONFIGURING
+        self._configuring_since = now
         self._live_response = None
         self._caller_speaking = False
         if self.options.recycle_seconds is not None:
             self._recycle_at = now + self.options.recycle_seconds
         if self.phase in (CallPhase.GOODBYE_REQUESTED, CallPhase.GOODBYE_SPEAKING):
             self.phase = CallPhase.GOODBYE_PENDING  # ask the new session for the goodbye
-        actions: list[Action] = [
+        prompt = self.options.session.instructions
+        self._session_config = replace(self.options.session, instructions=conversation_so_far(prompt, self._history))
+        return [
             UseNewModel(),
             Log("info", "model_connected", {"purpose": purpose.value, "session": self._session}),
-            SendToModel(ev.UpdateSession(self.options.session)),
+            SendToModel(ev.UpdateSession(self._session_config)),
         ]
-        if self._session > 1:
-            actions += [
-                SendToModel(ev.CreateTextItem(_ROLES_FOR_REPLAY[line.role], line.text)) for line in self._history
-            ]
-        return actions
 
     def model_connect_failed(self, error: str, now: float) -> list[Action]:
         if self.phase is CallPhase.ENDED:
@@ -268,6 +298,19 @@ class CallCore:
                 actions = self._response_done(event, now)
             case ev.CallerTranscript(transcript=transcript):
                 actions = self._caller_said(transcript.strip())
+            case ev.CallerTranscriptFailed(message=message):
+                self.figures.transcription_failures += 1
+                failed = Log("warning", "caller_transcription_failed", {"error": message})
+                actions = [failed, *self._caller_said(UNINTELLIGIBLE)]
+            case ev.TextDelta(response_id=response_id, delta=delta):
+                self._text_answers[response_id] = self._text_answers.get(response_id, "") + delta
+                actions = []
+            case ev.SessionRejected(code=code, message=message):
+                rejected = Log("error", "model_session_rejected", {"code": code, "message": message})
+                actions = [
+                    rejected,
+                    *self._end(f"the model refused the session: {message}", now, model_unreachable=True),
+                ]
             case ev.SessionUpdated():
                 actions = self._session_updated(event, now)
             case ev.ModelError(code=code, message=message, routine=routine):
@@ -287,9 +330,12 @@ class CallCore:
         if self.model_phase is not ModelPhase.CONFIGURING:
             return []
         self.model_phase = ModelPhase.READY
+        self._configuring_since = None
         actions: list[Action] = [Log("info", "model_session_ready", {"session": self._session})]
+        actions += self._deliver_backlog()
         if self.options.greeting and self._session == 1:
-            actions.append(SendToModel(ev.CreateResponse(greeting_instructions(self.options.greeting))))
+            prompt = self.options.session.instructions
+            actions.append(SendToModel(ev.CreateResponse(greeting_instructions(prompt, self.options.greeting))))
         return actions + self._maybe_say_goodbye()
 
     def _barge_in(self, now: float) -> list[Action]:
@@ -305,13 +351,13 @@ class CallCore:
                 actions.append(ClearPlayback())
             self._playback.held.clear()
             for item in speaking:
-                actions += self._truncate(item)
+                actions += self._truncate(item, now)
         if self._live_response is not None and not self.options.server_interrupts:
             actions.append(SendToModel(ev.CancelResponse()))
         return actions + self._maybe_hang_up(now)  # talking over a finished goodbye: nothing left to hear
 
-    def _truncate(self, item: AgentItem) -> list[Action]:
-        self._playback.truncate(item)
+    def _truncate(self, item: AgentItem, now: float) -> list[Action]:
+        self._playback.truncate(item, now)
         heard_ms = item.heard_ms(self.options.bytes_per_ms)
         if item.session != self._session:
             # the item lives in a model session that is gone: nothing to truncate there
@@ -329,6 +375,9 @@ class CallCore:
         item = self._item_of_response(event.item_id, event.response_id)
         if item.truncated:
             return []  # a late delta of an item the caller talked over
+        if self.model_phase is not ModelPhase.READY:
+            return [Log("warning", "model_audio_before_session_ready", {"item_id": item.item_id})]
+        self._responses_with_audio.add(event.response_id)
         item.received += b64_decoded_length(event.audio)
         if self.phase is CallPhase.AWAITING_STREAM:
             self._playback.held.append((item.item_id, event.audio))
@@ -337,7 +386,7 @@ class CallCore:
 
     def _play(self, item: AgentItem, payload: str, now: float) -> list[Action]:
         size = b64_decoded_length(payload)
-        self._playback.sent(item, size)
+        self._playback.sent(item, size, now)
         self.figures.bytes_out += size
         self.figures.agent_audio(now)
         return [PlayAudio(item.item_id, payload, item.sent)]
@@ -346,12 +395,28 @@ class CallCore:
         if self._live_response == event.response_id:
             self._live_response = None
         self.figures.add_usage(event.usage)
-        actions: list[Action] = [Log("info", "response_done", {"status": event.status, "usage": event.usage})]
+        facts = {"status": event.status, "usage": event.usage} | ({"detail": event.detail} if event.detail else {})
+        level = "warning" if event.status in ("failed", "incomplete") else "info"
+        actions: list[Action] = [Log(level, "response_done", facts), *self._answered_in_text(event.response_id)]
         for item_id in self._response_items.pop(event.response_id, []):
             item = self._playback.items[item_id]
             item.audio_done = item.text_done = True
             actions += self._maybe_record(item)
         return actions + self._maybe_say_goodbye() + self._maybe_hang_up(now)
+
+    def _answered_in_text(self, response_id: str) -> list[Action]:
+        """A response that produced text and no audio: the caller heard silence. Say so, and once per call
+        ask again for speech (re-sending the session's audio configuration first)."""
+        text = self._text_answers.pop(response_id, None)
+        had_audio = response_id in self._responses_with_audio
+        self._responses_with_audio.discard(response_id)
+        if text is None or had_audio:
+            return []
+        actions: list[Action] = [Log("warning", "model_answered_in_text", {"text": text[:500]})]
+        if self._text_recoveries == 0 and self.model_phase is ModelPhase.READY:
+            self._text_recoveries += 1
+            actions += [SendToModel(ev.UpdateSession(self._session_config)), SendToModel(ev.CreateResponse())]
+        return actions
 
     def _item_of_response(self, item_id: str, response_id: str) -> AgentItem:
         item = self._playback.item(item_id, self._session)
@@ -415,6 +480,8 @@ class CallCore:
             deadlines.append(self._goodbye_deadline)
         if self.model_phase is ModelPhase.RETRY_WAIT and self._retry_at is not None:
             deadlines.append(self._retry_at)
+        if self.model_phase is ModelPhase.CONFIGURING and self._configuring_since is not None:
+            deadlines.append(self._configuring_since + options.session_ready_seconds)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> list[Action]:
@@ -435,6 +502,10 @@ class CallCore:
             silence = options.caller_silence_seconds
             if silence is not None and self._quiet and now >= self._last_activity + silence:
                 return self.wind_down("the caller was silent", now)
+        if self.model_phase is ModelPhase.CONFIGURING and self._configuring_since is not None:
+            if now >= self._configuring_since + options.session_ready_seconds:
+                unconfirmed = Log("error", "model_session_unconfirmed", {"waited_s": options.session_ready_seconds})
+                return [unconfirmed, *self._end("the model never confirmed the session", now, model_unreachable=True)]
         actions: list[Action] = []
         if self.model_phase is ModelPhase.RETRY_WAIT and self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
@@ -465,7 +536,8 @@ class CallCore:
         if self.model_phase is not ModelPhase.READY:
             return []
         self.phase = CallPhase.GOODBYE_REQUESTED
-        return [SendToModel(ev.CreateResponse(goodbye_instructions(self._wind_down_reason)))]
+        prompt = self.options.session.instructions
+        return [SendToModel(ev.CreateResponse(goodbye_instructions(prompt, self._wind_down_reason)))]
 
     def _maybe_hang_up(self, now: float) -> list[Action]:
         if self.phase is not CallPhase.GOODBYE_SPEAKING:

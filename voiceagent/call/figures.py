@@ -19,6 +19,8 @@ class CallFigures:
     truncations: int = 0
     model_sessions: int = 0
     bad_inputs: int = 0
+    transcription_failures: int = 0
+    caller_bytes_dropped: int = 0  # caller audio that never reached the model (backlog overflow)
     stream_started_at: float | None = None
     first_audio_at: float | None = None
     turn_latencies_ms: list[int] = field(default_factory=list)
@@ -46,6 +48,8 @@ class CallFigures:
             "truncations": self.truncations,
             "model_sessions": self.model_sessions,
             "bad_inputs": self.bad_inputs,
+            "transcription_failures": self.transcription_failures,
+            "caller_bytes_dropped": self.caller_bytes_dropped,
             "turns": len(self.turn_latencies_ms),
             **self.tokens,
         }

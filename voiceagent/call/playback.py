@@ -1,14 +1,20 @@
 """Per-item accounting of agent audio: what the model produced, what went to the caller, what was heard.
 
 This is the ground on which barge-in stands (docs/protocol.md §2, "The truncate rule"): the truncation
-point of an item is ``min(heard, produced)``, and "heard" only ever comes from the transport's own
-playback reports, never from a wall clock.
+point of an item is ``min(heard, produced)``. "Heard" starts from the transport's own playback reports
+(Twilio marks), never from a wall clock alone. A report only comes at the end of a chunk, and the model's
+chunks are uneven (often 50 ms to over a second), so between reports we estimate: the transport plays at
+exactly ``bytes_per_ms`` once audio is buffered, so the caller has heard the last report plus the time
+since — since that report, or since the chunk was sent if the buffer had run dry — capped at the end of
+the chunk being played and at what the model produced. The estimate adds no messages on the wire (finer
+marks would add one per interval to every call), and it errs low: a mark echo reaches us after the audio
+it acknowledges has finished.
 """
 
 from __future__ import annotations
 
-from collections import OrderedDict
-from dataclasses import dataclass
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 
 __all__ = ["AgentItem", "Playback"]
 
@@ -21,7 +27,8 @@ class AgentItem:
     session: int  # which model session produced it: only that one can truncate it
     received: int = 0  # bytes the model sent
     sent: int = 0  # bytes handed to the transport
-    played: int = 0  # bytes the transport reported as heard
+    played: int = 0  # bytes known to be heard (reported, or estimated at a barge-in)
+    chunks: deque[tuple[int, float]] = field(default_factory=deque)  # (end offset, sent at), not yet reported
     audio_done: bool = False
     text: str = ""
     text_done: bool = False
@@ -39,10 +46,12 @@ class AgentItem:
 class Playback:
     """Every agent item of the call, and the audio held back until the caller's stream is up."""
 
-    def __init__(self) -> None:
+    def __init__(self, bytes_per_ms: int) -> None:
+        self.bytes_per_ms = bytes_per_ms
         self.items: OrderedDict[str, AgentItem] = OrderedDict()
         self.held: list[tuple[str, str]] = []  # (item_id, payload) waiting for the stream
-        self._in_flight: set[str] = set()  # items with audio handed to the transport and not yet heard
+        self._in_flight: dict[str, None] = {}  # items with audio at the transport not yet heard, in play order
+        self._last_report_at: float | None = None
 
     def item(self, item_id: str, session: int) -> AgentItem:
         item = self.items.get(item_id)
@@ -50,18 +59,36 @@ class Playback:
             item = self.items[item_id] = AgentItem(item_id, session)
         return item
 
-    def sent(self, item: AgentItem, size: int) -> None:
+    def sent(self, item: AgentItem, size: int, now: float) -> None:
         item.sent += size
-        self._in_flight.add(item.item_id)
+        item.chunks.append((item.sent, now))
+        self._in_flight.setdefault(item.item_id)
 
-    def played(self, item: AgentItem, offset: int) -> None:
+    def played(self, item: AgentItem, offset: int, now: float) -> None:
         item.played = max(item.played, min(offset, item.sent))
+        while item.chunks and item.chunks[0][0] <= item.played:
+            item.chunks.popleft()
+        self._last_report_at = now
         if item.played >= item.sent:
-            self._in_flight.discard(item.item_id)
+            self._in_flight.pop(item.item_id, None)
 
-    def truncate(self, item: AgentItem) -> None:
+    def truncate(self, item: AgentItem, now: float) -> None:
+        """Stop the item where the caller is now: ``played`` becomes what was heard."""
+        item.played = self.heard(item, now)
         item.truncated = True
-        self._in_flight.discard(item.item_id)
+        item.chunks.clear()
+        self._in_flight.pop(item.item_id, None)
+
+    def heard(self, item: AgentItem, now: float) -> int:
+        """Bytes of ``item`` the caller has heard by ``now`` (see the module docstring)."""
+        reported = min(item.played, item.received)
+        if not item.chunks or next(iter(self._in_flight), None) != item.item_id:
+            return reported  # nothing of it is playing right now
+        end, sent_at = item.chunks[0]
+        started = max(sent_at, self._last_report_at if self._last_report_at is not None else sent_at)
+        elapsed_us = max(0, round((now - started) * 1_000_000))  # whole µs: 0.3 s is not 299.99… ms
+        since = elapsed_us * self.bytes_per_ms // 1000
+        return min(item.played + since, end, item.received)
 
     @property
     def agent_audible(self) -> bool:

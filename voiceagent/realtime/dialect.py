@@ -30,6 +30,7 @@ from voiceagent.realtime.events import (
     AudioDelta,
     AudioDone,
     CallerTranscript,
+    CallerTranscriptFailed,
     CancelResponse,
     CreateResponse,
     CreateTextItem,
@@ -40,9 +41,11 @@ from voiceagent.realtime.events import (
     ResponseCreated,
     ResponseDone,
     SessionConfig,
+    SessionRejected,
     SessionUpdated,
     SpeechStarted,
     SpeechStopped,
+    TextDelta,
     Truncate,
     UpdateSession,
 )
@@ -138,7 +141,27 @@ def _response_done(event: dict[str, Any]) -> ModelEvent:
         response_id=text(response, "id"),
         status=text(response, "status"),
         usage=usage if isinstance(usage, dict) else None,
+        detail=_status_detail(response.get("status_details")),
     )
+
+
+def _status_detail(details: Any) -> str | None:
+    """``status_details`` in a few words: ``reason``, and the ``error``'s code and message if any."""
+    if not isinstance(details, dict):
+        return None
+    error = details.get("error") if isinstance(details.get("error"), dict) else {}
+    parts = [optional_text(details, "reason"), optional_text(error, "code"), optional_text(error, "message")]
+    return ": ".join(part for part in parts if part) or None
+
+
+def _transcription_failed(event: dict[str, Any]) -> ModelEvent:
+    error = event.get("error")
+    message = optional_text(error, "message") or "transcription failed"
+    return CallerTranscriptFailed(item_id=text(event, "item_id"), message=message)
+
+
+def text_delta(event: dict[str, Any]) -> ModelEvent:
+    return TextDelta(response_id=text(event, "response_id"), item_id=text(event, "item_id"), delta=text(event, "delta"))
 
 
 def _caller_transcript(event: dict[str, Any]) -> ModelEvent:
@@ -193,6 +216,7 @@ COMMON_DECODERS: Mapping[str, Decoder] = MappingProxyType(
         "response.created": _response_created,
         "response.done": _response_done,
         "conversation.item.input_audio_transcription.completed": _caller_transcript,
+        "conversation.item.input_audio_transcription.failed": _transcription_failed,
         "error": _error,
     }
 )
@@ -218,6 +242,7 @@ class BaseDialect(ABC):
 
     def __init__(self) -> None:
         self._counter = itertools.count(1)
+        self._session_update_ids: set[str] = set()  # errors naming one of these reject our configuration
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -231,6 +256,8 @@ class BaseDialect(ABC):
         """A wire event for ``command`` with a fresh ``event_id``."""
         event = self._event(command)
         event["event_id"] = self.next_event_id()
+        if isinstance(command, UpdateSession):
+            self._session_update_ids.add(event["event_id"])
         return event
 
     def _event(self, command: ModelCommand) -> dict[str, Any]:
@@ -279,9 +306,12 @@ class BaseDialect(ABC):
         if decoder is None:
             return Ignored(kind)
         try:
-            return decoder(event)
+            decoded = decoder(event)
         except Malformed as exc:
             return ModelError(code=MALFORMED, message=f"{kind}: {exc}")
+        if isinstance(decoded, ModelError) and decoded.client_event_id in self._session_update_ids:
+            return SessionRejected(code=decoded.code, message=decoded.message)
+        return decoded
 
 
 def server_vad(config: SessionConfig) -> dict[str, Any]:

@@ -47,6 +47,7 @@ class ResponseDone:
     response_id: str
     status: str  # completed | cancelled | incomplete | failed | in_progress
     usage: dict[str, Any] | None = None
+    detail: str | None = None  # status_details of a failed or incomplete response: reason, error code, message
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,34 @@ class CallerTranscript:
 
 
 @dataclass(frozen=True, slots=True)
+class CallerTranscriptFailed:
+    """The caller's words could not be transcribed (on Azure, often a transcription deployment the
+    resource lacks): the turn happened, its text is lost."""
+
+    item_id: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class TextDelta:
+    """Part of a *text* answer. In an audio session this means the model has stopped speaking (a known
+    trap after assistant text is replayed): the caller hears nothing of it."""
+
+    response_id: str
+    item_id: str
+    delta: str
+
+
+@dataclass(frozen=True, slots=True)
+class SessionRejected:
+    """The server refused our ``session.update`` (its ``error`` names that event): the session keeps its
+    defaults, PCM at 24 kHz, which a caller would hear as static."""
+
+    code: str | None
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class ModelError:
     """An ``error`` event. ``routine``: the dialect knows this code as part of a normal call (a cancel
     that raced the end of a response, a session cap announced before the close): a warning, not an error."""
@@ -109,6 +138,9 @@ ModelEvent = (
     | AgentTranscriptDelta
     | AgentTranscriptDone
     | CallerTranscript
+    | CallerTranscriptFailed
+    | TextDelta
+    | SessionRejected
     | ModelError
     | Ignored
 )

@@ -19,6 +19,7 @@ from voiceagent.realtime.dialect import (
     child,
     server_vad,
     session_updated,
+    text_delta,
     transcript_delta,
     transcript_done,
 )
@@ -60,6 +61,7 @@ class GADialect(BaseDialect):
             "response.output_audio.done": audio_done,
             "response.output_audio_transcript.delta": transcript_delta,
             "response.output_audio_transcript.done": transcript_done,
+            "response.output_text.delta": text_delta,
         }
 
     def session_update(self, config: SessionConfig) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from voiceagent.realtime.dialect import (
     child,
     server_vad,
     session_updated,
+    text_delta,
     transcript_delta,
     transcript_done,
 )
@@ -46,6 +47,7 @@ class PreviewDialect(BaseDialect):
             "response.audio.done": audio_done,
             "response.audio_transcript.delta": transcript_delta,
             "response.audio_transcript.done": transcript_done,
+            "response.text.delta": text_delta,
         }
     )
 
