@@ -105,6 +105,7 @@ async def test_a_dropped_session_is_replaced_with_the_conversation_replayed(rig_
     first = rig.model.current
     first.emit(ev.CallerTranscript("u1", "A table for two."))
     await wait_until(lambda: rig.sink.lines, WAIT)
+    rig.clock.advance(1800)
     first.drop(1001, "Your session hit the maximum duration of 30 minutes.")
     await rig.connected(2)
     second = rig.model.current
@@ -125,12 +126,15 @@ async def test_an_unreachable_model_is_retried_on_the_clock_then_the_call_ends_w
         CallCore(options, call_sid=CALL, now=clock.now()), connect=model, sink=sink, clock=clock, on_end=ended.append
     )
     bridge.start()
-    await wait_until(lambda: model.attempts == 1, WAIT)
-    clock.advance(0.49)
+    await wait_until(lambda: model.attempts == 1 and clock.next_due is not None, WAIT)
+    retry_at = clock.next_due
+    assert retry_at is not None and 0.5 <= retry_at - clock.now() <= 0.625  # back-off with jitter
+    clock.advance(retry_at - clock.now() - 0.001)
+    await asyncio.sleep(0)
     assert model.attempts == 1  # not before its time
-    clock.advance(0.01)
-    await wait_until(lambda: model.attempts == 2, WAIT)
-    clock.advance(1.0)
+    clock.advance(0.001)
+    await wait_until(lambda: model.attempts == 2 and clock.next_due is not None, WAIT)
+    clock.advance(1.25)
     await wait_until(lambda: ended, WAIT)
     assert model.attempts == 3 and bridge.ended is not None and bridge.ended.model_unreachable
 

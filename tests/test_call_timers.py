@@ -12,6 +12,7 @@ from typing import Any
 from voiceagent.call import (
     Action,
     CallCore,
+    CallerAudio,
     CallOptions,
     ConnectModel,
     ConnectPurpose,
@@ -142,12 +143,13 @@ def test_failed_connects_back_off_exponentially_then_the_caller_hears_the_apolog
     core = CallCore(CallOptions(connect_attempts=3, retry_delay_seconds=0.5), call_sid=CALL, now=T0)
     core.start(T0)
     assert of(core.model_connect_failed("HTTP 503", T0), ConnectModel) == []
-    due, actions = wake(core)
-    assert due == T0 + 0.5 and of(actions, ConnectModel) == [ConnectModel(ConnectPurpose.FIRST)]
-    core.model_connect_failed("HTTP 503", due)
-    due, actions = wake(core)
-    assert due == T0 + 0.5 + 1.0 and of(actions, ConnectModel)
-    actions = core.model_connect_failed("HTTP 503", due)
+    first, actions = wake(core)
+    assert T0 + 0.5 <= first <= T0 + 0.5 * 1.25  # back-off with up to 25 % jitter
+    assert of(actions, ConnectModel) == [ConnectModel(ConnectPurpose.FIRST)]
+    core.model_connect_failed("HTTP 503", first)
+    second, actions = wake(core)
+    assert first + 1.0 <= second <= first + 1.25 and of(actions, ConnectModel)
+    actions = core.model_connect_failed("HTTP 503", second)
     [end] = of(actions, EndCall)
     assert end.model_unreachable and end.reason == "the model could not be reached"
     assert [log.fields["attempt"] for log in of(actions, Log) if log.event == "model_connect_failed"] == [3]
@@ -161,14 +163,14 @@ def test_a_lost_session_is_replaced_and_the_conversation_replayed_without_a_seco
     core.model_event(ev.AudioDone("r", "a1"), T0)
     core.transport_event(PlayedUpTo("a1", play.end), T0)
     core.model_event(ev.AudioDelta("r2", "a2", base64.b64encode(b"\x55" * 800).decode()), T0)  # still playing
-    lost = core.model_lost(1001, "Your session hit the maximum duration", T0 + 1)
+    lost = core.model_lost(1001, "Your session hit the maximum duration", T0 + 1800)
     assert of(lost, ConnectModel) == [ConnectModel(ConnectPurpose.RECONNECT)]
-    [update] = [a.command for a in of(core.model_connected(T0 + 1.2), SendToModel)]
+    [update] = [a.command for a in of(core.model_connected(T0 + 1800.2), SendToModel)]
     assert isinstance(update, ev.UpdateSession)  # the conversation goes in the prompt, not as items
     assert "Caller: A table for two, please.\nYou: Certainly." in update.config.instructions
-    assert [a for a in core.model_event(READY, T0 + 1.3) if isinstance(a, SendToModel)] == []  # no greeting
+    assert [a for a in core.model_event(READY, T0 + 1800.3) if isinstance(a, SendToModel)] == []  # no greeting
     # the caller talks over the old session's audio: cleared, but the new session is not asked to truncate
-    actions = core.model_event(ev.SpeechStarted("u2", 0), T0 + 2)
+    actions = core.model_event(ev.SpeechStarted("u2", 0), T0 + 1800.4)
     assert [a for a in of(actions, SendToModel) if isinstance(a.command, ev.Truncate)] == []
     assert of(actions, RecordLine)[0].line.interrupted
 
@@ -202,3 +204,74 @@ def test_talking_over_a_finished_goodbye_hangs_up_at_once() -> None:
     core.model_event(ev.ResponseDone("r_bye", "completed"), T0 + 10)
     actions = core.model_event(ev.SpeechStarted("u", 0), T0 + 10.5)
     assert of(actions, EndCall) == [EndCall("the call reached its maximum length")]
+
+
+# ---------------------------------------------------------------- broken and hostile peers
+
+
+def test_a_model_that_accepts_and_hangs_up_is_not_redialled_in_a_loop() -> None:
+    core = in_call(CallOptions(connect_attempts=3, retry_delay_seconds=0.5))
+    now = T0 + 0.1
+    connects = 1
+    for _ in range(10):
+        actions = core.model_lost(1000, "bye", now)  # it confirmed the session, then went at once
+        if of(actions, EndCall):
+            break
+        now, actions = wake(core)
+        connects += len(of(actions, ConnectModel))
+        core.model_connected(now)
+        core.model_event(READY, now)
+        now += 0.1
+    assert connects == 3 and of(actions, EndCall)[0].model_unreachable
+
+
+def test_connects_per_minute_are_capped_per_call() -> None:
+    core = in_call(CallOptions(max_connects_per_minute=3, connect_attempts=10))
+    now = T0 + 30
+    for _ in range(2):  # two long-lived sessions lost: reconnect at once
+        assert of(core.model_lost(1001, "cap", now), ConnectModel)
+        core.model_connected(now)
+        core.model_event(READY, now)
+        now += 11
+    actions = core.model_lost(1001, "cap", now)
+    assert of(actions, ConnectModel) == [] and of(actions, Log)[-1].event == "model_connects_rate_limited"
+    due, actions = wake(core)
+    assert due == T0 + 60 and of(actions, ConnectModel)  # when the first connect leaves the window
+
+
+def test_a_stream_that_stops_sending_audio_is_over() -> None:
+    core = in_call(CallOptions(stream_silence_seconds=5))
+    core.transport_event(CallerAudio(base64.b64encode(bytes(160)).decode(), 160), T0 + 1)
+    due, actions = wake(core)
+    assert due == T0 + 6 and of(actions, EndCall) == [EndCall("the media stream stopped sending audio")]
+
+
+def test_reports_that_never_come_do_not_keep_the_agent_speaking_forever() -> None:
+    core = in_call(CallOptions(caller_silence_seconds=30, playback_report_grace_seconds=2))
+    core.model_event(ev.AudioDelta("r", "a", base64.b64encode(b"\x55" * 8000).decode()), T0)  # 1 s
+    core.model_event(ev.AgentTranscriptDone("a", "Hello."), T0)
+    core.model_event(ev.ResponseDone("r", "completed"), T0)
+    due, actions = wake(core)
+    assert due == T0 + 1 + 2 and [a.line.text for a in of(actions, RecordLine)] == ["Hello."]
+    assert core.next_deadline() == T0 + 30  # silence counts again (from the last activity)
+
+
+def test_caller_audio_far_faster_than_real_time_is_dropped_and_counted() -> None:
+    core = in_call(CallOptions(caller_audio_pace=1.25, warnings_per_kind=1))
+    frame = base64.b64encode(bytes(160)).decode()
+    forwarded = 0
+    for n in range(500):  # 10 s of audio in 1 s
+        forwarded += len(of(core.transport_event(CallerAudio(frame, 160), T0 + n * 0.002), SendToModel))
+    assert 160 <= forwarded <= 164  # 2 s of burst + 1 s at 1.25 × real time
+    [summary] = [log for log in of(core.hang_up("test", T0 + 1), Log) if log.event == "call_ended"]
+    assert summary.fields["caller_bytes_dropped"] == (500 - forwarded) * 160
+    assert summary.fields["warnings_not_logged"] == {"caller_audio_too_fast": 500 - forwarded - 1}
+
+
+def test_a_model_that_never_answers_a_finished_turn_ends_the_call_with_the_apology() -> None:
+    core = in_call(CallOptions(answer_timeout_seconds=8))
+    core.model_event(ev.SpeechStarted("u", 0), T0 + 1)
+    core.model_event(ev.SpeechStopped("u", 900), T0 + 2)
+    due, actions = wake(core)
+    assert due == T0 + 10 and of(actions, EndCall)[0].model_unreachable
+    assert [log.event for log in of(actions, Log)][0] == "model_unresponsive"

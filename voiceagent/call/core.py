@@ -14,7 +14,6 @@ past what the model produced, never past what the caller heard.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import assert_never
 
@@ -33,6 +32,7 @@ from voiceagent.call.actions import (
     UseNewModel,
 )
 from voiceagent.call.figures import CallFigures
+from voiceagent.call.guards import CallerBacklog, CallerPace, ConnectPolicy, WarningLimiter
 from voiceagent.call.inputs import (
     BadInput,
     CallerAudio,
@@ -69,6 +69,14 @@ class CallOptions:
     max_bad_inputs: int = 50  # the transport is not what it claims: end the call
     session_ready_seconds: float = 5.0  # a session not confirmed (μ-law both ways) by then is not a call
     caller_backlog_seconds: float = 15.0  # caller audio kept while no session is ready; the oldest goes first
+    # Guards against broken or hostile peers (None: off). The service turns them all on.
+    stream_silence_seconds: float | None = None  # no caller audio for this long: the stream is dead
+    playback_report_grace_seconds: float | None = None  # reports this late after audio must have played: gone
+    caller_audio_pace: float | None = None  # caller audio faster than this × real time is dropped
+    answer_timeout_seconds: float | None = None  # the caller stopped speaking and no response started
+    short_session_seconds: float = 10.0  # a session lost sooner than this counts as a failed connect
+    max_connects_per_minute: int = 10  # per call, however they fail
+    warnings_per_kind: int = 5  # the same warning logged this often per call, then only counted
 
 
 class CallCore:
@@ -83,18 +91,27 @@ class CallCore:
         self._playback = Playback(options.bytes_per_ms)
         self._session_config = options.session  # what the current session was asked for
         self._configuring_since: float | None = None
-        self._backlog: deque[CallerAudio] = deque()  # caller audio waiting for a ready session
-        self._backlog_bytes = 0
-        self._backlog_dropped = 0  # bytes dropped in the current wait (logged once it ends)
+        self._backlog = CallerBacklog(int(options.caller_backlog_seconds * 1000 * options.bytes_per_ms))
         self._responses_with_audio: set[str] = set()
         self._text_answers: dict[str, str] = {}  # response id -> text of an answer that came as text
         self._text_recoveries = 0
+        self._connected_at: float | None = None
+        self._connects = ConnectPolicy(
+            attempts=options.connect_attempts,
+            first_delay=options.retry_delay_seconds,
+            per_minute=options.max_connects_per_minute,
+            seed=call_sid,
+        )
+        self._last_caller_audio = now
+        pace = options.caller_audio_pace
+        self._pace = None if pace is None else CallerPace(pace, options.bytes_per_ms, now)
+        self._answer_due: float | None = None
+        self._warnings = WarningLimiter(options.warnings_per_kind)
         self._history: list[TranscriptLine] = []
         self._created_at = now
         self._last_activity = now
         self._session = 0  # model sessions opened so far; the current one's number
         self._pending_connect: ConnectPurpose | None = None
-        self._failed_connects = 0
         self._retry_at: float | None = None
         self._recycle_at: float | None = None
         self._live_response: str | None = None
@@ -107,7 +124,7 @@ class CallCore:
 
     def start(self, now: float) -> list[Action]:
         """The call exists (webhook or stream): open the first model session."""
-        return self._connect(ConnectPurpose.FIRST)
+        return self._connect(ConnectPurpose.FIRST, now)
 
     def wind_down(self, reason: str, now: float) -> list[Action]:
         """End the call politely: the agent says goodbye, then the call ends (or at the grace deadline)."""
@@ -132,6 +149,10 @@ class CallCore:
         match event:
             case CallerAudio(payload=payload, size=size):
                 self.figures.bytes_in += size
+                self._last_caller_audio = now
+                if self._pace is not None and not self._pace.admit(size, now):
+                    self.figures.caller_bytes_dropped += size
+                    return self._warn("caller_audio_too_fast", {"dropped_bytes": self._pace.dropped})
                 if self.model_phase is ModelPhase.READY:
                     return [SendToModel(ev.AppendAudio(payload))]  # the hot path: nothing else to check
                 actions: list[Action] = self._keep_for_later(event)
@@ -149,33 +170,31 @@ class CallCore:
                 assert_never(event)
         return actions + self._maybe_recycle(now)
 
+    def _warn(self, event: str, fields: dict[str, object]) -> list[Action]:
+        """A warning, logged the first few times per call and then only counted (see ``WarningLimiter``)."""
+        count = self._warnings.admit(event)
+        return [] if count is None else [Log("warning", event, {**fields, "count": count})]
+
     def _keep_for_later(self, audio: CallerAudio) -> list[Action]:
         """No session is ready (connecting, configuring, reconnecting): hold the caller's audio, bounded."""
-        self._backlog.append(audio)
-        self._backlog_bytes += audio.size
-        limit = int(self.options.caller_backlog_seconds * 1000 * self.options.bytes_per_ms)
-        while self._backlog_bytes > limit:
-            dropped = self._backlog.popleft()
-            self._backlog_bytes -= dropped.size
-            self._backlog_dropped += dropped.size
-            self.figures.caller_bytes_dropped += dropped.size
+        self.figures.caller_bytes_dropped += self._backlog.keep(audio)
         return []
 
     def _deliver_backlog(self) -> list[Action]:
         """The session is ready: what the caller said meanwhile goes to it, in order."""
-        actions: list[Action] = [SendToModel(ev.AppendAudio(audio.payload)) for audio in self._backlog]
-        if self._backlog_dropped:
-            dropped_ms = self._backlog_dropped // self.options.bytes_per_ms
+        dropped_ms = self._backlog.dropped // self.options.bytes_per_ms
+        actions: list[Action] = [SendToModel(ev.AppendAudio(audio.payload)) for audio in self._backlog.take()]
+        if dropped_ms:
             actions.append(Log("warning", "caller_audio_dropped", {"ms": dropped_ms, "reason": "backlog full"}))
-        self._backlog.clear()
-        self._backlog_bytes = self._backlog_dropped = 0
         return actions
 
     def _stream_started(self, now: float) -> list[Action]:
         if self.phase is not CallPhase.AWAITING_STREAM:
             return self._bad_input("a second stream start", now)
         self.phase = CallPhase.IN_CALL
-        self.figures.stream_started_at = self._last_activity = now
+        self.figures.stream_started_at = self._last_activity = self._last_caller_audio = now
+        if self._pace is not None:
+            self._pace.restart(now)
         held, self._playback.held = self._playback.held, []
         actions: list[Action] = []
         for item_id, payload in held:
@@ -185,18 +204,17 @@ class CallCore:
     def _played(self, item_id: str, offset: int, now: float) -> list[Action]:
         item = self._playback.items.get(item_id)
         if item is None:
-            return [Log("warning", "playback_report_for_unknown_item", {"item_id": item_id[:40]})]
+            return self._bad_input("a playback report for an unknown item", now)
         self._playback.played(item, offset, now)
         self._last_activity = now
         return self._maybe_record(item) + self._maybe_hang_up(now)
 
     def _bad_input(self, reason: str, now: float) -> list[Action]:
         self.figures.bad_inputs += 1
-        count = self.figures.bad_inputs
-        log = Log("warning", "transport_bad_input", {"reason": reason, "count": count})
-        if count >= self.options.max_bad_inputs:
-            return [log, *self._end("too many malformed messages on the media stream", now)]
-        return [log]
+        logged = self._warn("transport_bad_input", {"reason": reason})
+        if self.figures.bad_inputs >= self.options.max_bad_inputs:
+            return [*logged, *self._end("too many malformed messages on the media stream", now)]
+        return logged
 
     # ------------------------------------------------------------ the model side
 
@@ -213,9 +231,8 @@ class CallCore:
             return [Log("info", "model_recycle_deferred", {"session": self._session}), DropNewModel()]
         self._session += 1
         self.figures.model_sessions = self._session
-        self._failed_connects = 0
         self.model_phase = ModelPhase.CONFIGURING
-        self._configuring_since = now
+        self._configuring_since = self._connected_at = now
         self._live_response = None
         self._caller_speaking = False
         if self.options.recycle_seconds is not None:
@@ -239,28 +256,41 @@ class CallCore:
             if self.options.recycle_seconds is not None:
                 self._recycle_at = now + self.options.recycle_seconds  # the current session is fine: later
             return [Log("warning", "model_recycle_failed", {"error": error})]
-        self._failed_connects += 1
-        attempts = self.options.connect_attempts
-        log = Log("warning", "model_connect_failed", {"attempt": self._failed_connects, "of": attempts, "error": error})
-        if self._failed_connects >= attempts:
+        return self._failed_attempt(purpose, error, now)
+
+    def _failed_attempt(self, purpose: ConnectPurpose, error: str, now: float) -> list[Action]:
+        """A connect that failed, or a session that died young: back off exponentially, with jitter, and
+        give up (the caller hears the apology) after ``connect_attempts`` in a row."""
+        retry_at = self._connects.failed(now)
+        attempt = {"attempt": self._connects.failures, "of": self._connects.attempts, "error": error}
+        log = Log("warning", "model_connect_failed", attempt)
+        if retry_at is None:
             return [log, *self._end("the model could not be reached", now, model_unreachable=True)]
         self.model_phase = ModelPhase.RETRY_WAIT
         self._pending_connect = purpose
-        self._retry_at = now + self.options.retry_delay_seconds * 2 ** (self._failed_connects - 1)
+        self._retry_at = retry_at
         return [log]
 
     def model_lost(self, code: int | None, reason: str, now: float) -> list[Action]:
         """The current model session closed (dropped, or the server's cap): open another."""
         if self.phase is CallPhase.ENDED:
             return []
+        unconfirmed = self.model_phase is not ModelPhase.READY
+        lived = now - (self._connected_at if self._connected_at is not None else now)
         self.model_phase = ModelPhase.CONNECTING
         self._live_response = None
         self._caller_speaking = False
-        log = Log("warning", "model_connection_lost", {"code": code, "reason": reason})
+        self._answer_due = None
+        log = Log("warning", "model_connection_lost", {"code": code, "reason": reason, "lived_s": round(lived, 3)})
         if self._pending_connect is not None:  # a recycle is already connecting: it becomes the replacement
             self._pending_connect = ConnectPurpose.RECONNECT
             return [log]
-        return [log, *self._connect(ConnectPurpose.RECONNECT)]
+        if unconfirmed or lived < self.options.short_session_seconds:
+            # a server that accepts and then hangs up must not be redialled in a tight loop
+            why = "closed before confirming the session" if unconfirmed else f"closed after {lived:.1f} s"
+            return [log, *self._failed_attempt(ConnectPurpose.RECONNECT, why, now)]
+        self._connects.lived()
+        return [log, *self._connect(ConnectPurpose.RECONNECT, now)]
 
     def model_event(self, event: ev.ModelEvent, now: float) -> list[Action]:
         if self.phase is CallPhase.ENDED:
@@ -288,9 +318,12 @@ class CallCore:
             case ev.SpeechStopped():
                 self._caller_speaking = False
                 self._last_activity = self.figures.caller_stopped_at = now
+                if self.options.answer_timeout_seconds is not None:
+                    self._answer_due = now + self.options.answer_timeout_seconds
                 actions = []
             case ev.ResponseCreated(response_id=response_id):
                 self._live_response = response_id
+                self._answer_due = None
                 if self.phase is CallPhase.GOODBYE_REQUESTED:
                     self.phase = CallPhase.GOODBYE_SPEAKING
                 actions = []
@@ -342,7 +375,7 @@ class CallCore:
         """The caller speaks: stop the agent at once and tell the model exactly how much was heard."""
         self._caller_speaking = True
         self._last_activity = now
-        self.figures.caller_stopped_at = None
+        self.figures.caller_stopped_at = self._answer_due = None
         actions: list[Action] = []
         speaking = self._playback.speaking()
         if speaking:
@@ -482,6 +515,13 @@ class CallCore:
             deadlines.append(self._retry_at)
         if self.model_phase is ModelPhase.CONFIGURING and self._configuring_since is not None:
             deadlines.append(self._configuring_since + options.session_ready_seconds)
+        if self.phase is not CallPhase.AWAITING_STREAM and self.phase is not CallPhase.ENDED:
+            if options.stream_silence_seconds is not None:
+                deadlines.append(self._last_caller_audio + options.stream_silence_seconds)
+            if options.playback_report_grace_seconds is not None and self._playback.in_flight:
+                deadlines.append(self._playback.playing_until + options.playback_report_grace_seconds)
+        if self._answer_due is not None and self.model_phase is ModelPhase.READY:
+            deadlines.append(self._answer_due)
         return min(deadlines, default=None)
 
     def handle_timer(self, now: float) -> list[Action]:
@@ -489,27 +529,43 @@ class CallCore:
         options = self.options
         if self.phase is CallPhase.ENDED:
             return []
+        actions: list[Action] = []
+        if self.phase is not CallPhase.AWAITING_STREAM:
+            silent = options.stream_silence_seconds
+            if silent is not None and now >= self._last_caller_audio + silent:
+                gone = Log("warning", "stream_stopped_sending", {"silent_s": round(now - self._last_caller_audio, 3)})
+                return [gone, *self._end("the media stream stopped sending audio", now)]
+            grace = options.playback_report_grace_seconds
+            if grace is not None and self._playback.in_flight and now >= self._playback.playing_until + grace:
+                actions += [Log("warning", "playback_reports_missing", {"late_s": grace})]
+                for item in self._playback.assume_played():
+                    actions += self._maybe_record(item)
+                actions += self._maybe_hang_up(now)
+        if self._answer_due is not None and self.model_phase is ModelPhase.READY and now >= self._answer_due:
+            waited = Log("error", "model_unresponsive", {"waited_s": options.answer_timeout_seconds})
+            return [*actions, waited, *self._end("the model stopped answering", now, model_unreachable=True)]
+        if any(isinstance(action, EndCall) for action in actions):
+            return actions  # the missing reports ended a goodbye: nothing else is due
         if self.phase is CallPhase.AWAITING_STREAM:
             if options.stream_wait_seconds is not None and now >= self._created_at + options.stream_wait_seconds:
-                return self._end("no media stream arrived for the pre-warmed session", now)
+                return actions + self._end("no media stream arrived for the pre-warmed session", now)
         elif self.phase in GOODBYE_PHASES:
             if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
-                return self._end(self._wind_down_reason, now)
+                return actions + self._end(self._wind_down_reason, now)
         else:
             started = self.figures.stream_started_at or self._created_at
             if options.max_call_seconds is not None and now >= started + options.max_call_seconds:
-                return self.wind_down("the call reached its maximum length", now)
+                return actions + self.wind_down("the call reached its maximum length", now)
             silence = options.caller_silence_seconds
             if silence is not None and self._quiet and now >= self._last_activity + silence:
-                return self.wind_down("the caller was silent", now)
+                return actions + self.wind_down("the caller was silent", now)
         if self.model_phase is ModelPhase.CONFIGURING and self._configuring_since is not None:
             if now >= self._configuring_since + options.session_ready_seconds:
                 unconfirmed = Log("error", "model_session_unconfirmed", {"waited_s": options.session_ready_seconds})
                 return [unconfirmed, *self._end("the model never confirmed the session", now, model_unreachable=True)]
-        actions: list[Action] = []
         if self.model_phase is ModelPhase.RETRY_WAIT and self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
-            actions += self._connect(self._pending_connect or ConnectPurpose.RECONNECT)
+            actions += self._connect(self._pending_connect or ConnectPurpose.RECONNECT, now)
         return actions + self._maybe_recycle(now)
 
     def _maybe_recycle(self, now: float) -> list[Action]:
@@ -520,10 +576,17 @@ class CallCore:
         if self._pending_connect is not None or not self._quiet:
             return []
         self._recycle_at = None
-        return self._connect(ConnectPurpose.RECYCLE)
+        return self._connect(ConnectPurpose.RECYCLE, now)
 
-    def _connect(self, purpose: ConnectPurpose) -> list[Action]:
+    def _connect(self, purpose: ConnectPurpose, now: float) -> list[Action]:
         self._pending_connect = purpose
+        wait_until = self._connects.next_allowed(now)
+        if wait_until is not None:
+            if purpose is ConnectPurpose.RECYCLE:
+                self._pending_connect, self._recycle_at = None, wait_until
+                return []
+            self.model_phase, self._retry_at = ModelPhase.RETRY_WAIT, wait_until
+            return self._warn("model_connects_rate_limited", {"per_minute": self.options.max_connects_per_minute})
         if purpose is not ConnectPurpose.RECYCLE:
             self.model_phase = ModelPhase.CONNECTING
         return [ConnectModel(purpose)]
@@ -556,4 +619,6 @@ class CallCore:
             actions += self._record_agent(item)
         duration = round(now - (self.figures.stream_started_at or self._created_at), 3)
         summary = {"reason": reason, "duration_s": duration, **self.figures.summary()}
+        if not_logged := self._warnings.not_logged():
+            summary["warnings_not_logged"] = not_logged
         return [*actions, Log("info", "call_ended", summary), EndCall(reason, model_unreachable)]

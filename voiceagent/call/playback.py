@@ -52,6 +52,7 @@ class Playback:
         self.held: list[tuple[str, str]] = []  # (item_id, payload) waiting for the stream
         self._in_flight: dict[str, None] = {}  # items with audio at the transport not yet heard, in play order
         self._last_report_at: float | None = None
+        self.playing_until = 0.0  # when everything handed to the transport will have played, at the latest
 
     def item(self, item_id: str, session: int) -> AgentItem:
         item = self.items.get(item_id)
@@ -63,6 +64,21 @@ class Playback:
         item.sent += size
         item.chunks.append((item.sent, now))
         self._in_flight.setdefault(item.item_id)
+        self.playing_until = max(self.playing_until, now) + size / self.bytes_per_ms / 1000
+
+    @property
+    def in_flight(self) -> bool:
+        return bool(self._in_flight)
+
+    def assume_played(self) -> list[AgentItem]:
+        """Reports that never came for audio that must have finished playing long ago: count it heard
+        (a transport that stops reporting must not keep the agent 'speaking' forever)."""
+        items = [self.items[item_id] for item_id in self._in_flight]
+        for item in items:
+            item.played = item.sent
+            item.chunks.clear()
+        self._in_flight.clear()
+        return items
 
     def played(self, item: AgentItem, offset: int, now: float) -> None:
         item.played = max(item.played, min(offset, item.sent))
