@@ -49,8 +49,12 @@ def test_transcript_lines_have_the_documented_shape():
     LogTranscriptSink().record(TranscriptLine("CA9", "caller", "Hello", False, None))
     agent, caller = lines(stream)
     assert {k: agent[k] for k in ("event", "call_sid", "role", "text", "interrupted", "heard_ms")} == {
-        "event": "transcript", "call_sid": "CA9", "role": "agent", "text": "We have a table.",
-        "interrupted": True, "heard_ms": 840,
+        "event": "transcript",
+        "call_sid": "CA9",
+        "role": "agent",
+        "text": "We have a table.",
+        "interrupted": True,
+        "heard_ms": 840,
     }
     assert caller["interrupted"] is False and "heard_ms" not in caller
 

@@ -22,14 +22,17 @@ async def test_the_webhook_prewarms_and_the_greeting_is_generated_before_the_str
         async with serve_app(app_environment(model.endpoint)) as app:
             url = app.base_url + "/twilio/voice"
             call_sid = new_sid("CA")
-            params = webhook_params(account_sid=new_sid("AC"), call_sid=call_sid, from_number="+15551234567",
-                                    to_number="+15557654321")
+            params = webhook_params(
+                account_sid=new_sid("AC"), call_sid=call_sid, from_number="+15551234567", to_number="+15557654321"
+            )
             signature = RequestValidator(TEST_AUTH_TOKEN).compute_signature(url, params)
             async with httpx.AsyncClient() as client:
                 response = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
             assert response.status_code == 200
-            await model.wait_for(lambda: model.sessions and not model.sessions[0].response_live
-                                 and model.sessions[0].produced, timeout=WAIT)
+            await model.wait_for(
+                lambda: model.sessions and not model.sessions[0].response_live and model.sessions[0].produced,
+                timeout=WAIT,
+            )
             session = model.sessions[0]
             assert [e["type"] for e in session.received[:2]] == ["session.update", "response.create"]
             assert bytes(next(iter(session.produced.values()))) == GREETING  # all of it, before any stream
@@ -39,8 +42,9 @@ async def test_an_unclaimed_prewarmed_session_is_discarded():
     async with FakeRealtimeServer() as model:
         async with serve_app(app_environment(model.endpoint, VOICEAGENT_PREWARM_SECONDS="1")) as app:
             url = app.base_url + "/twilio/voice"
-            params = webhook_params(account_sid=new_sid("AC"), call_sid=new_sid("CA"), from_number="+15551234567",
-                                    to_number="+15557654321")
+            params = webhook_params(
+                account_sid=new_sid("AC"), call_sid=new_sid("CA"), from_number="+15551234567", to_number="+15557654321"
+            )
             signature = RequestValidator(TEST_AUTH_TOKEN).compute_signature(url, params)
             async with httpx.AsyncClient() as client:
                 await client.post(url, data=params, headers={"X-Twilio-Signature": signature})

@@ -17,7 +17,9 @@ BASE = "https://voice.example.com"
 
 def examples() -> dict[str, str]:
     return {
-        "connect.xml": twiml.connect(BASE, {"token": "1767225600.EXAMPLE-TOKEN", "from": "+15551234567", "to": "+15557654321"}),
+        "connect.xml": twiml.connect(
+            BASE, {"token": "1767225600.EXAMPLE-TOKEN", "from": "+15551234567", "to": "+15557654321"}
+        ),
         "busy.xml": twiml.say_and_hang_up(Settings.busy_message),
         "unavailable.xml": twiml.say_and_hang_up(Settings.unavailable_message),
         "hangup.xml": twiml.say_and_hang_up(""),

@@ -5,16 +5,19 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, assert_never
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import HTTPConnection, Request
 from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from voiceagent.bridge import Clock, ModelConnector
+from voiceagent.call import EndCall, Farewell
 from voiceagent.config import Settings
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.service import Service
@@ -23,9 +26,11 @@ from voiceagent.twilio import messages as tw
 from voiceagent.twilio import twiml
 from voiceagent.twilio.media_stream import MediaStreamAdapter
 from voiceagent.twilio.security import TOKEN_PARAMETER
+from voiceagent.twilio.webhook_guard import WebhookGuard
 
-CALL_SID = re.compile(r"^CA[0-9a-fA-F]{32}$")
+CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}", re.ASCII)  # used with fullmatch: no trailing newline
 START_TIMEOUT_SECONDS = 10.0
+MAX_FORM_FIELDS = 100  # Twilio's call webhooks carry about 30
 MAX_MESSAGES_BEFORE_START = 20
 
 
@@ -57,7 +62,7 @@ def _public_base(connection: HTTPConnection) -> str | None:
 async def _signed_form(request: Request, base: str, log: CallLog) -> dict[str, str] | None:
     """The webhook's form fields if the request is signed by Twilio, else None (logged)."""
     service: Service = request.app.state.service
-    form = await request.form()
+    form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
     params = {key: str(value) for key, value in form.multi_items()}
     url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if not service.signatures.valid(url, params, request.headers.get("x-twilio-signature")):
@@ -74,14 +79,25 @@ async def voice(request: Request) -> Response:
     if base is None or params is None:
         return PlainTextResponse("Forbidden", status_code=403)
     call_sid = params.get("CallSid", "")
-    if not CALL_SID.match(call_sid):
+    if not CALL_SID.fullmatch(call_sid):
         CallLog().warning("webhook_rejected", reason="missing or malformed CallSid")
         return PlainTextResponse("Bad Request", status_code=400)
     log = CallLog(call_sid)
     full = service.settings.log_full_numbers
+    busy = _xml(twiml.say_and_hang_up(service.settings.busy_message))
     if service.busy:
         log.warning("call_refused", reason="draining" if service.draining else "at capacity", calls=len(service.calls))
-        return _xml(twiml.say_and_hang_up(service.settings.busy_message))
+        return busy
+    now = time.monotonic()
+    if not service.webhooks_seen.add(call_sid, now):
+        # Twilio signatures carry no timestamp: a captured webhook replayed must not buy model sessions
+        log.warning("webhook_replayed", detail="this CallSid already got its stream token and model session")
+        return _xml(twiml.say_and_hang_up(""))
+    if not service.calls_per_number.allow(params.get("From", ""), now):
+        log.warning(
+            "call_refused", reason="too many calls from this number", caller=mask_number(params.get("From"), full=full)
+        )
+        return busy
     log.info(
         "call_incoming", caller=mask_number(params.get("From"), full=full), to=mask_number(params.get("To"), full=full)
     )
@@ -102,9 +118,20 @@ async def stream_ended(request: Request) -> Response:
     if base is None or params is None:
         return PlainTextResponse("Forbidden", status_code=403)
     end = service.end_of(params.get("CallSid", ""))
-    if end is not None and end.model_unreachable:
-        return _xml(twiml.say_and_hang_up(service.settings.unavailable_message))
-    return _xml(twiml.say_and_hang_up(""))
+    farewell = end.farewell if end is not None else Farewell.HANG_UP
+    return _xml(twiml.say_and_hang_up(_farewell_message(service.settings, farewell)))
+
+
+def _farewell_message(settings: Settings, farewell: Farewell) -> str:
+    match farewell:
+        case Farewell.HANG_UP:
+            return ""
+        case Farewell.UNAVAILABLE:
+            return settings.unavailable_message
+        case Farewell.BUSY:
+            return settings.busy_message
+        case _:
+            assert_never(farewell)
 
 
 async def _wait_for_start(websocket: WebSocket, log: CallLog) -> tw.Start | None:
@@ -146,22 +173,42 @@ async def media(websocket: WebSocket) -> None:
         await _close(websocket, 1008)
         return
     log = CallLog(start.call_sid)
-    problem = service.tokens.check(start.parameters.get(TOKEN_PARAMETER), start.call_sid, service.now())
-    current = service.calls.get(start.call_sid)
-    if problem is None and current is not None and current.attached:
-        problem = "a stream is already attached to this call"
+    problem = _stream_problem(service, start)
     if problem is not None:
         log.warning("stream_rejected", reason=problem)
         await _close(websocket, 1008)
         return
-    earlier = service.ended.get(start.call_sid)
-    if earlier is not None and earlier.model_unreachable:
-        # the pre-warm already found the model unreachable: end the stream so that Twilio asks
-        # /twilio/stream-ended, which apologises to the caller
+    earlier = service.end_of(start.call_sid)
+    if earlier is not None and earlier.farewell is not Farewell.HANG_UP:
+        # refused, or the pre-warm found the model unreachable: end the stream so that Twilio asks
+        # /twilio/stream-ended, which says why to the caller
         log.warning("stream_ended_early", reason=earlier.reason)
         await _close(websocket, 1000)
         return
+    if service.busy and start.call_sid not in service.calls:
+        reason = "draining" if service.draining else "at capacity"
+        log.warning("call_refused", reason=reason, calls=len(service.calls), at="stream")
+        service.remember_end(start.call_sid, EndCall(reason, Farewell.BUSY))
+        await _close(websocket, 1000)
+        return
     await service.claim(start.call_sid).run_stream(websocket, MediaStreamAdapter(start))
+
+
+def _stream_problem(service: Service, start: tw.Start) -> str | None:
+    """Why this stream may not become a call (safe to log), or None."""
+    token = start.parameters.get(TOKEN_PARAMETER)
+    problem = service.tokens.check(token, start.call_sid, service.now())
+    if problem is not None:
+        return problem
+    current = service.calls.get(start.call_sid)
+    if current is not None and current.attached:
+        return "a stream is already attached to this call"
+    earlier = service.end_of(start.call_sid)
+    if earlier is not None and earlier.farewell is Farewell.HANG_UP:
+        return "this call already ended"
+    if not service.tokens_used.add(token or "", time.monotonic()):
+        return "stream token already used"
+    return None
 
 
 async def _close(websocket: WebSocket, code: int) -> None:
@@ -174,10 +221,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
+    """For load balancers: 503 while draining. How many calls are in progress is nobody else's business."""
     service: Service = request.app.state.service
     if service.draining:
-        return JSONResponse({"status": "draining", "calls": len(service.calls)}, status_code=503)
-    return JSONResponse({"status": "ready", "calls": len(service.calls)})
+        return JSONResponse({"status": "draining"}, status_code=503)
+    return JSONResponse({"status": "ready"})
 
 
 def create_app(
@@ -214,6 +262,7 @@ def create_app(
             Route("/healthz", healthz),
             Route("/readyz", readyz),
         ],
+        middleware=[Middleware(WebhookGuard)],
         lifespan=lifespan,
     )
     service = Service(settings, credential=credential, connector=connector, clock=clock)

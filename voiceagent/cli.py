@@ -7,7 +7,6 @@ import sys
 
 from voiceagent.config import ConfigError, Settings, configuration_warnings, load_settings
 from voiceagent.logs import CallLog, configure_logging
-from voiceagent.twilio.messages import MAX_MESSAGE_BYTES
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -32,7 +31,7 @@ def serve(settings: Settings) -> int:
         auth="api-key" if settings.model.api_key else "entra-id",
         public_base_url=settings.public_base_url,
     )
-    run_server(create_app(settings), settings, ws_max_size=MAX_MESSAGE_BYTES)
+    run_server(create_app(settings), settings)
     return 0
 
 

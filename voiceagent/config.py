@@ -48,6 +48,10 @@ class Settings:
     drain_seconds: float = 30.0
     connect_timeout_seconds: float = 10.0
     connect_attempts: int = 3
+    session_ready_seconds: float = 5.0
+    model_connects_per_minute: int = 120
+    calls_per_number_per_minute: int = 5
+    caller_audio_pace: float = 1.25
     busy_message: str = "Sorry, all our lines are busy right now. Please call again later."
     unavailable_message: str = "Sorry, our assistant is not available right now. Please call again later."
 
@@ -217,6 +221,10 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         drain_seconds=_float(env, "VOICEAGENT_DRAIN_SECONDS", 30.0, low=0.0),
         connect_timeout_seconds=_float(env, "VOICEAGENT_CONNECT_TIMEOUT_SECONDS", 10.0, low=0.1),
         connect_attempts=_int(env, "VOICEAGENT_CONNECT_ATTEMPTS", 3, low=1, high=10),
+        session_ready_seconds=_float(env, "VOICEAGENT_SESSION_READY_SECONDS", 5.0, low=0.5, high=60.0),
+        model_connects_per_minute=_int(env, "VOICEAGENT_MODEL_CONNECTS_PER_MINUTE", 120, low=1),
+        calls_per_number_per_minute=_int(env, "VOICEAGENT_CALLS_PER_NUMBER_PER_MINUTE", 5, low=1),
+        caller_audio_pace=_float(env, "VOICEAGENT_CALLER_AUDIO_PACE", 1.25, low=1.0, high=100.0),
         busy_message=_text(env, "VOICEAGENT_BUSY_MESSAGE") or Settings.busy_message,
         unavailable_message=_text(env, "VOICEAGENT_UNAVAILABLE_MESSAGE") or Settings.unavailable_message,
     )

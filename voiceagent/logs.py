@@ -16,7 +16,15 @@ from collections.abc import Iterable
 from typing import Any, TextIO
 
 LOGGER_NAME = "voiceagent"
-CONFIGURED_LOGGERS = (LOGGER_NAME, "uvicorn", "uvicorn.error", "uvicorn.access", "websockets")
+CONFIGURED_LOGGERS = (
+    LOGGER_NAME,
+    "uvicorn",
+    "uvicorn.error",
+    "uvicorn.access",
+    "websockets",
+    "asyncio",  # "Task exception was never retrieved" and friends: JSON too
+    "py.warnings",  # warnings.warn(), captured
+)
 """Every logger ``configure_logging`` takes over (tests restore them all afterwards)."""
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
 REDACTED = "[redacted]"
@@ -65,13 +73,24 @@ def configure_logging(
     """Send the ``voiceagent`` logger (and uvicorn's) to ``stream`` (stderr) as JSON lines."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter(secrets))
-    levels = {name: level for name in CONFIGURED_LOGGERS} | {"websockets": logging.WARNING}
+    quiet = {"websockets": logging.WARNING, "asyncio": logging.WARNING}
+    levels = {name: level for name in CONFIGURED_LOGGERS} | quiet
     for name, name_level in levels.items():
         logger = logging.getLogger(name)
         logger.handlers[:] = [handler]
         logger.setLevel(name_level)
         logger.propagate = False
+    access = logging.getLogger("uvicorn.access")
+    access.filters[:] = [_without_query_string]
+    logging.captureWarnings(True)
     return handler
+
+
+def _without_query_string(record: logging.LogRecord) -> bool:
+    """uvicorn's access line carries the full path; a query string can hold phone numbers or tokens."""
+    if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+        record.args = (*record.args[:2], record.args[2].split("?", 1)[0], *record.args[3:])
+    return True
 
 
 class CallLog:

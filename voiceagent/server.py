@@ -6,12 +6,17 @@ import asyncio
 import signal
 import socket
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from starlette.applications import Starlette
 
 from voiceagent.config import Settings
 from voiceagent.logs import CallLog
+from voiceagent.twilio.messages import MAX_MESSAGE_BYTES
+
+MAX_HEAD_BYTES = 16 * 1024  # Twilio's request heads are well under 4 KiB
+MAX_CONNECTIONS = 1000
 
 
 class DrainingServer(uvicorn.Server):
@@ -45,14 +50,25 @@ class DrainingServer(uvicorn.Server):
             self.should_exit = True
 
 
-def run_server(app: Starlette, settings: Settings, *, ws_max_size: int) -> None:
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        ws_max_size=ws_max_size,
-        log_config=None,  # our JSON handler is already installed
-        proxy_headers=True,
-        server_header=False,
-    )
-    DrainingServer(config, app).run()
+def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvicorn.Config:
+    """The server's configuration: the same for ``voiceagent serve`` and for the test harness."""
+    options: dict[str, Any] = {
+        "host": settings.host,
+        "port": settings.port,
+        "ws_max_size": MAX_MESSAGE_BYTES,
+        "log_config": None,  # our JSON handler is already installed
+        "proxy_headers": True,
+        "server_header": False,
+        # Unauthenticated input is bounded before anything parses it: h11 refuses request heads over
+        # MAX_HEAD_BYTES (httptools would buffer any size), and at most MAX_CONNECTIONS connections are
+        # served at once (503 beyond). Header read timeouts need a fronting proxy (see the README).
+        "http": "h11",
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
+        "limit_concurrency": max(MAX_CONNECTIONS, settings.max_calls * 4),
+        "timeout_keep_alive": 5,
+    }
+    return uvicorn.Config(app, **(options | overrides))
+
+
+def run_server(app: Starlette, settings: Settings) -> None:
+    DrainingServer(uvicorn_config(app, settings), app).run()

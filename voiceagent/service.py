@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING
 from voiceagent.bridge import CallBridge, Clock, LoopClock, ModelChannel, ModelConnector
 from voiceagent.call import CallCore, CallOptions, EndCall
 from voiceagent.config import Settings
+from voiceagent.limits import RateLimit, RecentKeys
 from voiceagent.logs import CallLog
-from voiceagent.realtime.connection import ModelConnection
+from voiceagent.realtime.connection import ModelConnectError, ModelConnection
 from voiceagent.transcripts import LogTranscriptSink, TranscriptSink
 from voiceagent.twilio.security import SignatureChecker, StreamTokens
 
@@ -24,7 +25,11 @@ if TYPE_CHECKING:
 
 __all__ = ["Service"]
 
-ENDED_MEMORY = 1000  # how many recent call ends the stream-ended handler can look up
+ENDED_MEMORY = 10_000  # how many recent call ends the stream-ended handler (and late streams) can look up
+REPLAY_MEMORY_SECONDS = 3600.0  # a CallSid seen by the webhook gets no second token or pre-warm for this long
+STREAM_SILENCE_SECONDS = 5.0  # Twilio sends a frame every 20 ms: this long without one, the stream is dead
+PLAYBACK_REPORT_GRACE_SECONDS = 5.0  # mark echoes this late after the audio must have played are not coming
+ANSWER_TIMEOUT_SECONDS = 15.0  # the caller finished speaking and no response started: the model is stuck
 
 
 @dataclass
@@ -42,6 +47,11 @@ class Service:
         self.calls: dict[str, CallBridge] = {}
         self.ended: OrderedDict[str, EndCall] = OrderedDict()
         self.draining = False
+        self.webhooks_seen = RecentKeys(REPLAY_MEMORY_SECONDS)  # a CallSid gets one token and one pre-warm
+        self.tokens_used = RecentKeys(self.tokens.ttl + 5)  # a stream token works once
+        self._connects = RateLimit(settings.model_connects_per_minute)
+        self.calls_per_number = RateLimit(settings.calls_per_number_per_minute)
+        self._log = CallLog()
 
     @property
     def busy(self) -> bool:
@@ -57,6 +67,11 @@ class Service:
             stream_wait_seconds=settings.prewarm_seconds,
             recycle_seconds=settings.session_recycle_seconds,
             connect_attempts=settings.connect_attempts,
+            session_ready_seconds=settings.session_ready_seconds,
+            stream_silence_seconds=STREAM_SILENCE_SECONDS,
+            playback_report_grace_seconds=PLAYBACK_REPORT_GRACE_SECONDS,
+            caller_audio_pace=settings.caller_audio_pace,
+            answer_timeout_seconds=ANSWER_TIMEOUT_SECONDS,
         )
 
     async def _connect(self) -> ModelChannel:
@@ -65,12 +80,18 @@ class Service:
             settings.model, credential=self.credential, timeout=settings.connect_timeout_seconds
         )
 
+    async def _connect_within_budget(self) -> ModelChannel:
+        """Every model connect of the process counts against one budget: each opens a billed session."""
+        if not self._connects.allow("all", time.monotonic()):
+            limit = self.settings.model_connects_per_minute
+            self._log.warning("model_connects_rate_limited", per_minute=limit, scope="process")
+            raise ModelConnectError(f"over the process's budget of {limit} model connects per minute")
+        return await (self.connector or self._connect)()
+
     def _new_call(self, call_sid: str) -> CallBridge:
         clock = self.clock or LoopClock()
         core = CallCore(self.call_options(), call_sid=call_sid, now=clock.now())
-        bridge = CallBridge(
-            core, connect=self.connector or self._connect, sink=self.sink, clock=clock, on_end=self._forget
-        )
+        bridge = CallBridge(core, connect=self._connect_within_budget, sink=self.sink, clock=clock, on_end=self._forget)
         self.calls[call_sid] = bridge
         bridge.start()
         return bridge
@@ -91,13 +112,17 @@ class Service:
     def _forget(self, bridge: CallBridge) -> None:
         if self.calls.get(bridge.call_sid) is bridge:
             del self.calls[bridge.call_sid]
-        self.ended[bridge.call_sid] = bridge.ended or EndCall("ended")
-        while len(self.ended) > ENDED_MEMORY:
-            self.ended.popitem(last=False)
+        self.remember_end(bridge.call_sid, bridge.ended or EndCall("ended"))
 
     def end_of(self, call_sid: str) -> EndCall | None:
-        """How a call ended (once: the stream-ended handler asks for each call once)."""
-        return self.ended.pop(call_sid, None)
+        """How a call ended, if it ended recently (the stream-ended handler asks, and a late stream)."""
+        return self.ended.get(call_sid)
+
+    def remember_end(self, call_sid: str, end: EndCall) -> None:
+        """Remember a call refused before it had a bridge, so ``<Connect action>`` says the right thing."""
+        self.ended[call_sid] = end
+        while len(self.ended) > ENDED_MEMORY:
+            self.ended.popitem(last=False)
 
     async def drain(self) -> None:
         """SIGTERM: refuse new calls, let calls in progress go on for ``drain_seconds``, then have the

@@ -16,6 +16,7 @@ __all__ = [
     "ConnectPurpose",
     "DropNewModel",
     "EndCall",
+    "Farewell",
     "Log",
     "PlayAudio",
     "RecordLine",
@@ -81,12 +82,24 @@ class DropNewModel:
     """Close the session that just opened and keep the current one (a recycle that found the call busy)."""
 
 
+class Farewell(Enum):
+    """What the caller hears once the stream is over (the ``<Connect action>`` answer)."""
+
+    HANG_UP = "hang_up"  # nothing more: the agent already said goodbye, or the caller hung up
+    UNAVAILABLE = "unavailable"  # the model could not be reached or failed: VOICEAGENT_UNAVAILABLE_MESSAGE
+    BUSY = "busy"  # refused at capacity or while draining: VOICEAGENT_BUSY_MESSAGE
+
+
 @dataclass(frozen=True, slots=True)
 class EndCall:
-    """End the call. ``model_unreachable``: the caller hears the apology rather than a plain hang-up."""
+    """End the call, and what the caller hears after the stream."""
 
     reason: str
-    model_unreachable: bool = False
+    farewell: Farewell = Farewell.HANG_UP
+
+    @property
+    def model_unreachable(self) -> bool:
+        return self.farewell is Farewell.UNAVAILABLE
 
 
 Action = (

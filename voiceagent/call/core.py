@@ -25,6 +25,7 @@ from voiceagent.call.actions import (
     ConnectPurpose,
     DropNewModel,
     EndCall,
+    Farewell,
     Log,
     PlayAudio,
     RecordLine,
@@ -265,7 +266,7 @@ class CallCore:
         attempt = {"attempt": self._connects.failures, "of": self._connects.attempts, "error": error}
         log = Log("warning", "model_connect_failed", attempt)
         if retry_at is None:
-            return [log, *self._end("the model could not be reached", now, model_unreachable=True)]
+            return [log, *self._end("the model could not be reached", now, farewell=Farewell.UNAVAILABLE)]
         self.model_phase = ModelPhase.RETRY_WAIT
         self._pending_connect = purpose
         self._retry_at = retry_at
@@ -342,7 +343,7 @@ class CallCore:
                 rejected = Log("error", "model_session_rejected", {"code": code, "message": message})
                 actions = [
                     rejected,
-                    *self._end(f"the model refused the session: {message}", now, model_unreachable=True),
+                    *self._end(f"the model refused the session: {message}", now, farewell=Farewell.UNAVAILABLE),
                 ]
             case ev.SessionUpdated():
                 actions = self._session_updated(event, now)
@@ -543,7 +544,7 @@ class CallCore:
                 actions += self._maybe_hang_up(now)
         if self._answer_due is not None and self.model_phase is ModelPhase.READY and now >= self._answer_due:
             waited = Log("error", "model_unresponsive", {"waited_s": options.answer_timeout_seconds})
-            return [*actions, waited, *self._end("the model stopped answering", now, model_unreachable=True)]
+            return [*actions, waited, *self._end("the model stopped answering", now, farewell=Farewell.UNAVAILABLE)]
         if any(isinstance(action, EndCall) for action in actions):
             return actions  # the missing reports ended a goodbye: nothing else is due
         if self.phase is CallPhase.AWAITING_STREAM:
@@ -562,7 +563,10 @@ class CallCore:
         if self.model_phase is ModelPhase.CONFIGURING and self._configuring_since is not None:
             if now >= self._configuring_since + options.session_ready_seconds:
                 unconfirmed = Log("error", "model_session_unconfirmed", {"waited_s": options.session_ready_seconds})
-                return [unconfirmed, *self._end("the model never confirmed the session", now, model_unreachable=True)]
+                return [
+                    unconfirmed,
+                    *self._end("the model never confirmed the session", now, farewell=Farewell.UNAVAILABLE),
+                ]
         if self.model_phase is ModelPhase.RETRY_WAIT and self._retry_at is not None and now >= self._retry_at:
             self._retry_at = None
             actions += self._connect(self._pending_connect or ConnectPurpose.RECONNECT, now)
@@ -609,7 +613,7 @@ class CallCore:
             return []
         return self._end(self._wind_down_reason, now)
 
-    def _end(self, reason: str, now: float, *, model_unreachable: bool = False) -> list[Action]:
+    def _end(self, reason: str, now: float, *, farewell: Farewell = Farewell.HANG_UP) -> list[Action]:
         """The one way out: record every agent line not recorded yet, sum the call up, end it."""
         if self.phase is CallPhase.ENDED:
             return []
@@ -621,4 +625,4 @@ class CallCore:
         summary = {"reason": reason, "duration_s": duration, **self.figures.summary()}
         if not_logged := self._warnings.not_logged():
             summary["warnings_not_logged"] = not_logged
-        return [*actions, Log("info", "call_ended", summary), EndCall(reason, model_unreachable)]
+        return [*actions, Log("info", "call_ended", summary), EndCall(reason, farewell)]

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
 
 ENTRA_SCOPE = "https://cognitiveservices.azure.com/.default"
 MAX_MESSAGE_BYTES = 16 * 1024 * 1024  # session and response events can be large; audio deltas are small
-PING_INTERVAL_SECONDS = 20.0
+PING_INTERVAL_SECONDS = 3.0  # a dead model is noticed within PING_INTERVAL + PING_TIMEOUT
 CLOSE_TIMEOUT_SECONDS = 1.0  # a hung-up caller's model session is gone within a second
 _WS_SCHEMES = {"http": "ws", "https": "wss", "ws": "ws", "wss": "wss"}
 _AUTH_HEADERS = ("api-key", "Authorization")

@@ -21,25 +21,33 @@ from starlette.applications import Starlette
 
 from voiceagent.app import create_app
 from voiceagent.config import Settings, load_settings
+from voiceagent.server import uvicorn_config
 from voiceagent.service import Service
 from voiceagent.transcripts import FanoutSink, LogTranscriptSink, MemoryTranscriptSink
-from voiceagent.twilio.messages import MAX_MESSAGE_BYTES
 
 TEST_AUTH_TOKEN = "test-twilio-auth-token-0123456789"
 TEST_API_KEY = "test-key"
+PREVIEW_API_VERSION = "2025-04-01-preview"  # the preview protocol is deprecated; GA is the default
 
 
 def app_environment(model_endpoint: str, *, dialect: str = "ga", **overrides: str) -> dict[str, str]:
-    """Environment variables for an app talking to a fake Realtime server at ``model_endpoint``."""
+    """Environment variables for an app talking to a fake Realtime server at ``model_endpoint``.
+
+    Tests run fakes faster than real time and place many calls from one number, so the guards against
+    that (``VOICEAGENT_CALLER_AUDIO_PACE``, the per-number and per-process call budgets) are opened
+    wide here; pass ``overrides`` to test them."""
     env = {
         "AZURE_OPENAI_ENDPOINT": model_endpoint,
         "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
         "AZURE_OPENAI_API_KEY": TEST_API_KEY,
         "TWILIO_AUTH_TOKEN": TEST_AUTH_TOKEN,
         "VOICEAGENT_GREETING": "Thank you for calling the Riverside Bistro. How can I help you today?",
+        "VOICEAGENT_CALLER_AUDIO_PACE": "32",
+        "VOICEAGENT_CALLS_PER_NUMBER_PER_MINUTE": "100000",
+        "VOICEAGENT_MODEL_CONNECTS_PER_MINUTE": "100000",
     }
     if dialect == "preview":
-        env["AZURE_OPENAI_API_VERSION"] = "2024-10-01-preview"
+        env["AZURE_OPENAI_API_VERSION"] = PREVIEW_API_VERSION
     env.update(overrides)
     return env
 
@@ -69,7 +77,7 @@ async def serve_app(env: Mapping[str, str], *, credential: Any = None) -> AsyncI
     settings = load_settings({"PUBLIC_BASE_URL": base_url, **env})
     memory = MemoryTranscriptSink()
     app = create_app(settings, credential=credential, sink=FanoutSink(LogTranscriptSink(), memory))
-    config = uvicorn.Config(app, log_config=None, ws_max_size=MAX_MESSAGE_BYTES, lifespan="on")
+    config = uvicorn_config(app, settings, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:

@@ -9,6 +9,7 @@ Twilio echoes every pending mark at once ("played *or* cleared"): those echoes a
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from itertools import count
 from typing import Any, assert_never
@@ -19,6 +20,10 @@ from voiceagent.call.inputs import BadInput, CallerAudio, CallerHungUp, Digit, P
 from voiceagent.twilio import messages as tw
 
 __all__ = ["MediaStreamAdapter"]
+
+MAX_PAYLOAD_CHARS = 8 * 1024  # Twilio sends 20 ms (216 characters); a few hundred ms is already odd
+_BASE64 = re.compile(r"[A-Za-z0-9+/]*={0,2}", re.ASCII)
+_KEYPAD = re.compile(r"[0-9*#A-D]", re.ASCII)
 
 
 class MediaStreamAdapter:
@@ -44,10 +49,14 @@ class MediaStreamAdapter:
             case _ if event.stream_sid != self.stream_sid:
                 return BadInput(f"a {type(event).__name__.lower()} message for another stream")
             case tw.Media(payload=payload):
+                if len(payload) > MAX_PAYLOAD_CHARS or not _BASE64.fullmatch(payload) or len(payload) % 4:
+                    return BadInput("a media payload that is not a Twilio audio frame (size or base64)")
                 return CallerAudio(payload, b64_decoded_length(payload))
             case tw.MarkEcho(name=name):
                 return self._echoed(name)
             case tw.Dtmf(digit=digit):
+                if not _KEYPAD.fullmatch(digit):
+                    return BadInput("a dtmf message that is not one keypad key")
                 return Digit(digit)
             case tw.Stop():
                 return CallerHungUp("caller hung up")

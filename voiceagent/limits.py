@@ -1,0 +1,64 @@
+"""Process-wide rate limits: how many of something per key per window, with bounded memory.
+
+Used for model connects across all calls and for calls per caller number: one captured webhook or one
+caller must not be able to buy unlimited model sessions.
+"""
+
+from __future__ import annotations
+
+from collections import OrderedDict, deque
+
+__all__ = ["RateLimit", "RecentKeys"]
+
+
+class RateLimit:
+    """At most ``limit`` events per ``seconds`` per key. ``allow`` counts the event when it is allowed."""
+
+    def __init__(self, limit: int, seconds: float = 60.0, *, max_keys: int = 10_000) -> None:
+        self.limit = limit
+        self._seconds = seconds
+        self._max_keys = max_keys
+        self._events: OrderedDict[str, deque[float]] = OrderedDict()
+
+    def allow(self, key: str, now: float) -> bool:
+        events = self._events.get(key)
+        if events is None:
+            events = self._events[key] = deque()
+            while len(self._events) > self._max_keys:
+                self._events.popitem(last=False)
+        while events and events[0] <= now - self._seconds:
+            events.popleft()
+        self._events.move_to_end(key)
+        if len(events) >= self.limit:
+            return False
+        events.append(now)
+        return True
+
+
+class RecentKeys:
+    """Keys seen in the last ``seconds`` (bounded): a CallSid whose webhook or stream token was used."""
+
+    def __init__(self, seconds: float, *, max_keys: int = 100_000) -> None:
+        self._seconds = seconds
+        self._max_keys = max_keys
+        self._seen: OrderedDict[str, float] = OrderedDict()
+
+    def add(self, key: str, now: float) -> bool:
+        """Remember ``key``; False if it was already remembered (a replay)."""
+        self._expire(now)
+        if key in self._seen:
+            return False
+        self._seen[key] = now
+        while len(self._seen) > self._max_keys:
+            self._seen.popitem(last=False)
+        return True
+
+    def __contains__(self, key: str) -> bool:
+        return key in self._seen
+
+    def _expire(self, now: float) -> None:
+        while self._seen:
+            key, seen_at = next(iter(self._seen.items()))
+            if seen_at > now - self._seconds:
+                break
+            del self._seen[key]
