@@ -11,7 +11,15 @@ import json
 from collections.abc import Iterable
 from typing import Any, TypeVar
 
-from voiceagent.call import CallCore, CallOptions, ConnectModel, ConnectPurpose, SendToModel, StreamStarted
+from voiceagent.call import (
+    CallCore,
+    CallOptions,
+    ConnectModel,
+    ConnectPurpose,
+    SendToModel,
+    StreamStarted,
+    UseNewModel,
+)
 from voiceagent.call.actions import Action
 from voiceagent.realtime import events as ev
 
@@ -24,14 +32,23 @@ T = TypeVar("T")
 
 
 class Clock:
-    """Monotonic, injected time: every ``tick`` moves strictly forward."""
+    """Monotonic, injected time, kept in whole microseconds so that a playback model can be exact (the
+    core itself sees seconds, ``now``). Every move is strictly forward."""
 
     def __init__(self, start: float = 1000.0) -> None:
-        self.now = start
+        self.us = round(start * 1_000_000)
+
+    @property
+    def now(self) -> float:
+        return self.us / 1_000_000
 
     def tick(self, seconds: float = 0.001) -> float:
-        assert seconds > 0
-        self.now += seconds
+        return self.to(self.us + round(seconds * 1_000_000))
+
+    def to(self, us: int) -> float:
+        """Move to ``us`` (microseconds), strictly later than now; the new ``now``."""
+        assert us > self.us, "time moves strictly forward"
+        self.us = us
         return self.now
 
 
@@ -56,7 +73,8 @@ def ready_core(options: CallOptions, clock: Clock, *, stream: bool = True) -> Ca
     """A core with its model session configured and μ-law confirmed; the stream started if ``stream``."""
     core = CallCore(options, call_sid=CALL, now=clock.now)
     assert core.start(clock.tick()) == [ConnectModel(ConnectPurpose.FIRST)]
-    assert ev.UpdateSession(options.session) in commands(core.model_connected(clock.tick()))
+    connected = core.model_connected(clock.tick())
+    assert connected[0] == UseNewModel() and commands(connected) == [ev.UpdateSession(options.session)]
     core.model_event(ev.SessionUpdated(ev.PCMU, ev.PCMU), clock.tick())
     if stream:
         core.transport_event(StreamStarted(), clock.tick())

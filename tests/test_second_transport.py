@@ -31,6 +31,7 @@ from voiceagent.call import (
     PlayedUpTo,
     RecordLine,
     StreamStarted,
+    UseNewModel,
 )
 from voiceagent.call.actions import Action
 from voiceagent.prompts import greeting_instructions
@@ -38,49 +39,57 @@ from voiceagent.realtime import events as ev
 from voiceagent.transcripts import TranscriptLine
 
 BYTES_PER_MS = 32  # 16-bit samples at 16 kHz
+UNITS = 1000  # playback is counted in thousandths of a byte: one µs plays BYTES_PER_MS of them, exactly
 GREETING = "Welcome to the bistro"
 
 
 class PcmPlaybackClock:
-    """A transport that plays what it is given at 32 bytes per ms of injected time, and says so."""
+    """A transport that plays what it is given at exactly 32 bytes per ms of injected time (µs), from when
+    it arrives or once what is queued ahead has played, and says how far it got."""
 
-    def __init__(self, now: float) -> None:
-        self._queue: deque[list[str | int]] = deque()  # [item, bytes of this chunk still to play]
-        self._last = now
-        self.heard: dict[str, int] = {}  # item -> bytes the caller heard: the ground truth
-        self.current: str | None = None  # the item at the playhead (or last heard)
+    def __init__(self, us: int) -> None:
+        self._queue: deque[list[str | int]] = deque()  # [item, units of this chunk still to play]
+        self._at = us
+        self._units: dict[str, int] = {}  # item -> thousandths of bytes heard (the ground truth), in play order
+        self._reported: dict[str, int] = {}  # item -> bytes last reported
         self.received: list[PlayAudio] = []
 
-    def carry_out(self, actions: list[Action], now: float) -> None:
-        self.advance(now)
+    @property
+    def heard(self) -> dict[str, int]:
+        """Item -> bytes the caller has heard."""
+        return {item: units // UNITS for item, units in self._units.items()}
+
+    def carry_out(self, actions: list[Action], us: int) -> None:
+        self.advance(us)
         for action in actions:
             if isinstance(action, PlayAudio):
                 self.received.append(action)
-                self._queue.append([action.item_id, len(base64.b64decode(action.payload, validate=True))])
+                self._queue.append([action.item_id, len(base64.b64decode(action.payload, validate=True)) * UNITS])
             elif isinstance(action, ClearPlayback):
                 self._queue.clear()
 
-    def advance(self, now: float) -> None:
-        assert now >= self._last, "time only moves forward"
-        budget = round((now - self._last) * 1000 * BYTES_PER_MS)
-        self._last = now
+    def advance(self, us: int) -> None:
+        assert us >= self._at, "time only moves forward"
+        budget = (us - self._at) * BYTES_PER_MS
+        self._at = us
         while budget > 0 and self._queue:
             chunk = self._queue[0]
             item, left = str(chunk[0]), int(chunk[1])
             step = min(left, budget)
-            self.heard[item] = self.heard.get(item, 0) + step
-            self.current = item
+            self._units[item] = self._units.get(item, 0) + step
             budget -= step
             if step == left:
                 self._queue.popleft()
             else:
                 chunk[1] = left - step
 
-    def report(self, now: float) -> PlayedUpTo:
-        """How far the caller has heard the item at the playhead, to the byte."""
-        self.advance(now)
-        assert self.current is not None
-        return PlayedUpTo(self.current, self.heard[self.current])
+    def report(self, us: int) -> list[PlayedUpTo]:
+        """How far the caller has heard each item heard further since the last report, to the byte, in
+        play order: the last one is the item at the playhead."""
+        self.advance(us)
+        reports = [PlayedUpTo(item, heard) for item, heard in self.heard.items() if heard > self._reported.get(item, 0)]
+        self._reported.update((report.item_id, report.offset) for report in reports)
+        return reports
 
     @property
     def idle(self) -> bool:
@@ -88,12 +97,12 @@ class PcmPlaybackClock:
 
 
 class Call:
-    """The core and the PCM transport, with an injected clock in seconds."""
+    """The core and the PCM transport, with an injected clock (µs; the core sees seconds)."""
 
     def __init__(self, options: CallOptions) -> None:
         self.clock = Clock()
         self.core = CallCore(options, call_sid=CALL, now=self.clock.now)
-        self.transport = PcmPlaybackClock(self.clock.now)
+        self.transport = PcmPlaybackClock(self.clock.us)
         self.lines: list[TranscriptLine] = []
         self.last_report: PlayedUpTo | None = None
 
@@ -102,19 +111,23 @@ class Call:
 
     def model(self, event: ev.ModelEvent, seconds_later: float = 0.001) -> list[Action]:
         now = self.at(seconds_later)
-        return self._carry_out(self.core.model_event(event, now), now)
+        return self._carry_out(self.core.model_event(event, now))
 
     def transport_event(self, event, seconds_later: float = 0.001) -> list[Action]:
         now = self.at(seconds_later)
-        return self._carry_out(self.core.transport_event(event, now), now)
+        return self._carry_out(self.core.transport_event(event, now))
 
     def heard_so_far(self, seconds_later: float) -> list[Action]:
+        """The transport reports; its reports reach the core one µs apart (time only moves forward)."""
         now = self.at(seconds_later)
-        self.last_report = self.transport.report(now)
-        return self._carry_out(self.core.transport_event(self.last_report, now), now)
+        actions: list[Action] = []
+        for n, report in enumerate(self.transport.report(self.clock.us)):
+            self.last_report = report
+            actions += self._carry_out(self.core.transport_event(report, now if n == 0 else self.at(0.000001)))
+        return actions
 
-    def _carry_out(self, actions: list[Action], now: float) -> list[Action]:
-        self.transport.carry_out(actions, now)
+    def _carry_out(self, actions: list[Action]) -> list[Action]:
+        self.transport.carry_out(actions, self.clock.us)
         self.lines += [action.line for action in of(actions, RecordLine)]
         return actions
 
@@ -123,14 +136,20 @@ def pcm(ms: int, fill: int = 0x10) -> str:
     return b64(ms * BYTES_PER_MS, fill)
 
 
+def truncates(actions: list[Action]) -> list[ev.Truncate]:
+    return [command for command in commands(actions) if isinstance(command, ev.Truncate)]
+
+
 def ready_call() -> Call:
     call = Call(CallOptions(greeting=GREETING, bytes_per_ms=BYTES_PER_MS))
     core, now = call.core, call.clock.now
     assert core.start(call.at(0.001)) == [ConnectModel(ConnectPurpose.FIRST)]
-    assert commands(core.model_connected(call.at(0.05))) == [ev.UpdateSession(core.options.session)]
+    connected = core.model_connected(call.at(0.05))
+    assert connected[0] == UseNewModel() and commands(connected) == [ev.UpdateSession(core.options.session)]
     # The core knows the model side only as "μ-law confirmed" (see the report on this file's commit).
     ready = core.model_event(ev.SessionUpdated(ev.PCMU, ev.PCMU), call.at(0.05))
-    assert commands(ready) == [ev.CreateResponse(greeting_instructions(GREETING))]
+    greeting = greeting_instructions(core.options.session.instructions, GREETING)
+    assert commands(ready) == [ev.CreateResponse(greeting)]
     assert call.clock.now > now
     return call
 
@@ -171,19 +190,23 @@ def test_a_whole_call_over_a_pcm_playback_clock():
     call.model(ev.CallerTranscript("item_caller", " A table for two, please. "))
     assert call.lines[-1] == TranscriptLine(CALL, "caller", "A table for two, please.")
 
-    # the answer: three chunks (100, 200, 100 ms); the caller barges in 137.4 ms into it
+    # the answer: three chunks (100, 200, 100 ms), buffered at once; a report 137.4 ms into it, mid-chunk
     answer = ("resp_answer", "item_answer")
     call.model(ev.ResponseCreated(answer[0]))
     call.model(ev.AgentTranscriptDelta("item_answer", "Certainly, for what time would"))
     for ms in (100, 200, 100):
         call.model(ev.AudioDelta(*answer, pcm(ms, 0x20)), seconds_later=0.0001)
     assert not of(call.heard_so_far(0.1374 - 0.0002), RecordLine)  # 137.4 ms after the first chunk began
-    heard = call.transport.heard["item_answer"]
-    assert call.last_report == PlayedUpTo("item_answer", heard)
-    assert 137 * BYTES_PER_MS < heard < 138 * BYTES_PER_MS and heard % BYTES_PER_MS != 0
-    barge_in = call.model(ev.SpeechStarted("item_caller_2", 3000), seconds_later=0.00001)  # 0.3 bytes later
-    heard_ms = heard // BYTES_PER_MS
-    assert heard_ms == 137
+    reported = call.transport.heard["item_answer"]
+    assert call.last_report == PlayedUpTo("item_answer", reported)
+    assert reported == 4396  # 137.4 ms × 32, to the whole byte
+    # the caller barges in 25.3 ms after that report, still within the second chunk (it ends at 300 ms)
+    barge_in = call.model(ev.SpeechStarted("item_caller_2", 3000), seconds_later=0.0253)
+    heard = call.transport.heard["item_answer"]  # played up to the barge-in, then cleared
+    assert heard == 5206  # 162.7 ms
+    estimate = reported + 25300 * BYTES_PER_MS // 1000  # the report, plus the time since at 32 bytes/ms
+    heard_ms = estimate // BYTES_PER_MS
+    assert heard_ms == heard // BYTES_PER_MS == 162, "the caller heard 162 ms, and the model is told so"
     assert of(barge_in, ClearPlayback) == [ClearPlayback()]
     assert commands(barge_in) == [ev.Truncate("item_answer", heard_ms)]
     [line] = [action.line for action in of(barge_in, RecordLine)]
@@ -206,20 +229,77 @@ def test_a_whole_call_over_a_pcm_playback_clock():
     ]
 
 
-@pytest.mark.parametrize("offset", [1, 31, 32, 33, 1000, 3199, 3200, 3201, 6399, 12799])
-def test_the_truncate_is_the_reported_offset_in_the_transport_own_ms(offset):
+# (µs after the first chunk began at which the transport reports, µs from that report to the barge-in)
+REPORTS_AND_BARGE_INS = [
+    (32, 1),  # 1 byte in (1.024), and 0.032 bytes later: still 1 byte, 0 ms
+    (32, 31),  # 1 byte, then 0.992 more: still 1 byte
+    (32, 1_000),  # 1 byte, then 32: 1 ms
+    (1_000, 999_000),  # at 1 ms; a second later the estimate has stopped at the end of the first chunk
+    (37_123, 12_345),  # 1187 bytes, then 395: 1582, 49 ms
+    (99_969, 31),  # a byte before the first chunk's end (3199.008), then 0.992 more: 3199, 99 ms
+    (99_969, 32),  # ... then 1.024 more: the first chunk's end, 100 ms
+    (99_969, 5_000),  # capped at the first chunk's end until a report says more (the caller is at 105 ms)
+    (100_000, 1),  # exactly at the first chunk's end: the second is playing, from the report on
+    (100_000, 137_000),  # 237 ms
+    (250_000, 149_999),  # 399.999 ms: 12799 bytes, 399 ms
+    (250_000, 150_000),  # all of it: 400 ms
+    (399_969, 1_000_000),  # a byte before the end, a second later: never past what was produced
+]
+
+
+@pytest.mark.parametrize(("report_us", "elapsed_us"), REPORTS_AND_BARGE_INS)
+def test_the_truncate_is_the_last_report_plus_the_time_since_capped_at_the_chunk_end(report_us, elapsed_us):
     call = ready_call()
     call.transport_event(StreamStarted())
     call.model(ev.ResponseCreated("resp_1"))
-    for ms in (100, 300):
-        call.model(ev.AudioDelta("resp_1", "item_1", pcm(ms)))
-    call.transport_event(PlayedUpTo("item_1", offset))
-    barge_in = call.model(ev.SpeechStarted("item_caller", 0))
-    assert commands(barge_in) == [ev.Truncate("item_1", offset // BYTES_PER_MS)]
+    call.model(ev.AudioDelta("resp_1", "item_1", pcm(100)))  # plays from now
+    began = call.clock.us
+    call.model(ev.AudioDelta("resp_1", "item_1", pcm(300)), seconds_later=0.000001)  # queued behind it
+    call.heard_so_far((began + report_us - call.clock.us) / 1_000_000)
+    assert call.last_report is not None
+    offset = call.last_report.offset
+    assert offset == report_us * BYTES_PER_MS // 1000, "the transport plays by the clock"
+    barge_in = call.model(ev.SpeechStarted("item_caller", 0), seconds_later=elapsed_us / 1_000_000)
+    heard = call.transport.heard["item_1"]  # the truth at the barge-in
+
+    chunk_end = 3200 if offset < 3200 else 12800  # the end of the chunk the report fell in (or after)
+    estimate = min(offset + elapsed_us * BYTES_PER_MS // 1000, chunk_end)
+    assert truncates(barge_in) == [ev.Truncate("item_1", estimate // BYTES_PER_MS)]
     assert of(barge_in, ClearPlayback) == [ClearPlayback()]
+    assert estimate <= heard, "never past what the caller heard"
+    if estimate < chunk_end:  # the report was exact, and the caller still in that chunk: the truth, to the byte
+        assert heard - estimate <= 1
 
 
-def test_a_report_past_what_was_sent_counts_only_what_was_sent():
+def test_after_the_buffer_ran_dry_the_estimate_starts_when_the_audio_was_sent():
+    call = ready_call()
+    call.transport_event(StreamStarted())
+    call.model(ev.ResponseCreated("resp_1"))
+    call.model(ev.AudioDelta("resp_1", "item_1", pcm(100)))
+    call.heard_so_far(0.120)  # all of it, 20 ms ago: the transport has nothing left to play
+    assert call.last_report == PlayedUpTo("item_1", 3200) and call.transport.idle
+    call.model(ev.AudioDelta("resp_1", "item_1", pcm(100)), seconds_later=0.080)  # plays from now
+    barge_in = call.model(ev.SpeechStarted("item_caller", 0), seconds_later=0.050)
+    assert call.transport.heard["item_1"] == 150 * BYTES_PER_MS
+    assert truncates(barge_in) == [ev.Truncate("item_1", 150)], "not 100 + the 130 ms since the report"
+
+
+def test_once_an_item_is_reported_heard_the_estimate_moves_on_to_the_next():
+    call = ready_call()
+    call.transport_event(StreamStarted())
+    call.model(ev.ResponseCreated("resp_1"))
+    call.model(ev.AudioDelta("resp_1", "item_1", pcm(100)))
+    began = call.clock.us
+    call.model(ev.AudioDelta("resp_1", "item_2", pcm(100)), seconds_later=0.000001)  # queued behind item_1
+    call.heard_so_far((began + 140_000 - call.clock.us) / 1_000_000)  # item_1 done, 40 ms of item_2
+    assert call.last_report == PlayedUpTo("item_2", 40 * BYTES_PER_MS)
+    barge_in = call.model(ev.SpeechStarted("item_caller", 0), seconds_later=0.010)  # 10 ms after that report
+    assert call.transport.heard == {"item_1": 3200, "item_2": 50 * BYTES_PER_MS}
+    assert truncates(barge_in) == [ev.Truncate("item_2", 50)], "item_1 was heard in full: only item_2 is cut"
+
+
+@pytest.mark.parametrize(("elapsed", "expected_ms"), [(0.020, 170), (0.060, 200)])
+def test_a_report_past_what_was_sent_counts_only_what_was_sent(elapsed, expected_ms):
     call = ready_call()
     call.transport_event(StreamStarted())
     call.model(ev.ResponseCreated("resp_1"))
@@ -228,9 +308,9 @@ def test_a_report_past_what_was_sent_counts_only_what_was_sent():
     # a transport that overshoots (a clock running ahead) is believed only up to the 150 ms handed to it
     call.transport_event(PlayedUpTo("item_1", 10**6))
     assert call.model(ev.SpeechStarted("item_caller", 0)) == [], "everything sent was heard"
-    call.model(ev.AudioDelta("resp_1", "item_1", pcm(50)))
-    barge_in = call.model(ev.SpeechStarted("item_caller", 0))
-    assert commands(barge_in) == [ev.Truncate("item_1", 150)]
+    call.model(ev.AudioDelta("resp_1", "item_1", pcm(50)))  # sent now, into an idle transport
+    barge_in = call.model(ev.SpeechStarted("item_caller", 0), seconds_later=elapsed)
+    assert truncates(barge_in) == [ev.Truncate("item_1", expected_ms)], "150 + the time since, to 200 at most"
 
 
 # ---------------------------------------------------------------- the core's source knows no Twilio
