@@ -22,7 +22,6 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-import pytest
 from core_helpers import (
     CALL,
     STREAM,
@@ -64,14 +63,6 @@ from voiceagent.twilio.media_stream import MediaStreamAdapter
 
 BYTES_PER_MS = 8  # μ-law, 8 kHz
 UNITS = 1000  # playback is counted in thousandths of a byte: one µs plays BYTES_PER_MS of them, exactly
-
-
-# A core bug, reported with this file's commit: at a barge-in the core truncates the unplayed items one
-# after the other, and once the playing one is cut, the next one (still waiting behind it) is taken for
-# the item playing and estimated from the clock as well: past what the caller heard of it. See
-# test_only_the_item_playing_is_estimated_at_a_barge_in (xfail while this is True). Meanwhile the items
-# queued behind the playing one are held only to the bounds that do not depend on which item plays.
-LATER_ITEMS_ESTIMATED = True
 
 
 def ceil_div(a: int, b: int) -> int:
@@ -395,7 +386,7 @@ class Harness:
                 if self.exact_echoes:
                     # every echo came the µs its audio ended: the estimate is the truth to the byte, in whole ms
                     assert ms >= (heard - 1) // BYTES_PER_MS, "with exact echoes, what the caller heard"
-            elif not (LATER_ITEMS_ESTIMATED and item in at_transport):
+            else:
                 # waiting behind the item playing, or not sent yet: only what was reported counts
                 assert ms == acked[item] // BYTES_PER_MS, "an item not playing is cut where its echoes left it"
                 assert ms * BYTES_PER_MS <= heard
@@ -645,7 +636,6 @@ def test_a_recycle_completing_mid_response_is_dropped_so_the_heard_item_stays_tr
     assert "Seven, please." in (config.instructions or "")
 
 
-@pytest.mark.xfail(LATER_ITEMS_ESTIMATED, strict=True, reason="core bug: the item queued behind is estimated too")
 def test_only_the_item_playing_is_estimated_at_a_barge_in():
     """Two items of one response, the second queued behind the first: 50 ms in, the caller has heard
     50 ms of the first and nothing of the second."""

@@ -384,14 +384,15 @@ class CallCore:
             if self.phase is not CallPhase.AWAITING_STREAM:
                 actions.append(ClearPlayback())
             self._playback.held.clear()
-            for item in speaking:
-                actions += self._truncate(item, now)
+            heard = [self._playback.heard(item, now) for item in speaking]  # all before any cut
+            for item, heard_bytes in zip(speaking, heard, strict=True):
+                actions += self._truncate(item, heard_bytes)
         if self._live_response is not None and not self.options.server_interrupts:
             actions.append(SendToModel(ev.CancelResponse()))
         return actions + self._maybe_hang_up(now)  # talking over a finished goodbye: nothing left to hear
 
-    def _truncate(self, item: AgentItem, now: float) -> list[Action]:
-        self._playback.truncate(item, now)
+    def _truncate(self, item: AgentItem, heard_bytes: int) -> list[Action]:
+        self._playback.truncate(item, heard_bytes)
         heard_ms = item.heard_ms(self.options.bytes_per_ms)
         if item.session != self._session:
             # the item lives in a model session that is gone: nothing to truncate there

@@ -88,9 +88,9 @@ class Playback:
         if item.played >= item.sent:
             self._in_flight.pop(item.item_id, None)
 
-    def truncate(self, item: AgentItem, now: float) -> None:
-        """Stop the item where the caller is now: ``played`` becomes what was heard."""
-        item.played = self.heard(item, now)
+    def truncate(self, item: AgentItem, heard: int) -> None:
+        """Stop the item where the caller is: ``played`` becomes ``heard`` (measured before any cut)."""
+        item.played = heard
         item.truncated = True
         item.chunks.clear()
         self._in_flight.pop(item.item_id, None)
