@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+import pytest_asyncio
 import uvicorn
 from hypothesis import given
 from hypothesis import strategies as st
@@ -113,9 +114,13 @@ class FakeApp:
     """A minimal voice app: the webhook answers ``twiml(stream_url)``; streams are handed to the test."""
 
     def __init__(self) -> None:
+        self.base_url = ""
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget the previous test: default TwiML, streams accepted, nothing received."""
         self.twiml: Callable[[str], str] = connect_stream_twiml
         self.accept_streams = True
-        self.base_url = ""
         self.stream_url: str | None = None
         self.webhooks: list[WebhookCall] = []
         self.peers: asyncio.Queue[ServerPeer] = asyncio.Queue()
@@ -168,12 +173,23 @@ async def serving(app: Starlette) -> AsyncIterator[str]:
         await asyncio.wait_for(task, WAIT)
 
 
-@pytest.fixture
-async def fake_app() -> AsyncIterator[FakeApp]:
+# One fake app server for the whole module (starting and stopping uvicorn costs ~0.2 s): the tests that
+# talk to it run on the module's event loop, and each starts from a fresh FakeApp state.
+on_the_module_loop = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def served_app() -> AsyncIterator[FakeApp]:
     app = FakeApp()
     async with serving(app.asgi()) as base_url:
         app.base_url = base_url
         yield app
+
+
+@pytest.fixture
+def fake_app(served_app: FakeApp) -> FakeApp:
+    served_app.reset()
+    return served_app
 
 
 @asynccontextmanager
@@ -186,7 +202,7 @@ async def streaming(fake_app: FakeApp, speed: float = 1.0) -> AsyncIterator[tupl
         yield caller, peer
 
 
-@pytest.fixture
+@pytest_asyncio.fixture(loop_scope="module")
 async def call(fake_app: FakeApp) -> AsyncIterator[tuple[FakeTwilioCaller, ServerPeer]]:
     """A stream at real time: the timing tests below need the media clock's 20 ms of margin."""
     async with streaming(fake_app) as (caller, peer):
@@ -204,6 +220,7 @@ def timeline_ms(caller: FakeTwilioCaller, kind: str) -> list[int]:
 # ------------------------------------------------------------------------------ dialling
 
 
+@on_the_module_loop
 async def test_webhook_form_is_twilios_and_its_signature_validates(fake_app: FakeApp) -> None:
     async with FakeTwilioCaller(fake_app.base_url, auth_token=AUTH_TOKEN, from_number="+15550001111") as caller:
         assert await caller.dial()
@@ -225,6 +242,7 @@ async def test_webhook_form_is_twilios_and_its_signature_validates(fake_app: Fak
     assert caller.http_status == 200 and caller.twiml_text == connect_stream_twiml(fake_app.stream_url or "")
 
 
+@on_the_module_loop
 async def test_upgrade_is_signed_and_start_carries_the_parameters(
     fake_app: FakeApp, call: tuple[FakeTwilioCaller, ServerPeer]
 ) -> None:
@@ -250,6 +268,7 @@ async def test_upgrade_is_signed_and_start_carries_the_parameters(
     }
 
 
+@on_the_module_loop
 async def test_no_signatures_without_an_auth_token(fake_app: FakeApp) -> None:
     async with FakeTwilioCaller(fake_app.base_url) as caller:
         assert await caller.dial()
@@ -258,6 +277,7 @@ async def test_no_signatures_without_an_auth_token(fake_app: FakeApp) -> None:
     assert "x-twilio-signature" not in peer.headers
 
 
+@on_the_module_loop
 async def test_twiml_without_connect_ends_the_call(fake_app: FakeApp) -> None:
     def say_and_hang_up(_: str) -> str:
         response = VoiceResponse()
@@ -275,14 +295,18 @@ async def test_twiml_without_connect_ends_the_call(fake_app: FakeApp) -> None:
     assert fake_app.peers.empty()
 
 
+@on_the_module_loop
 async def test_refused_upgrade_is_reported(fake_app: FakeApp) -> None:
     fake_app.accept_streams = False
     async with FakeTwilioCaller(fake_app.base_url, auth_token=AUTH_TOKEN) as caller:
         assert await caller.dial() is False
     assert caller.stream_url == fake_app.stream_url
     assert caller.refusal is not None and "403" in caller.refusal
+    with pytest.raises(AssertionError, match="no media stream to wait on: 31920"):  # at once, not after 20 s
+        await caller.wait_closed()
 
 
+@on_the_module_loop
 async def test_stream_url_with_a_query_string_is_refused(fake_app: FakeApp) -> None:
     fake_app.twiml = lambda url: connect_stream_twiml(url + "?token=abc")
     async with FakeTwilioCaller(fake_app.base_url) as caller:
@@ -294,6 +318,7 @@ async def test_stream_url_with_a_query_string_is_refused(fake_app: FakeApp) -> N
 # ------------------------------------------------------------------------------ inbound audio
 
 
+@on_the_module_loop
 async def test_inbound_frames_are_160_bytes_with_string_fields_and_consecutive_numbers(fake_app: FakeApp) -> None:
     async with streaming(fake_app, speed=8.0) as (caller, peer):  # a frame is the same at any speed
         words = load_fixture("caller_interrupt")
@@ -319,6 +344,7 @@ async def test_inbound_frames_are_160_bytes_with_string_fields_and_consecutive_n
     assert set(before_words) <= {SILENCE_BYTE}
 
 
+@on_the_module_loop
 async def test_says_queue_back_to_back_and_pause_sends_silence(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
     caller, _ = call
     first, second = load_fixture("caller_interrupt")[:1000], load_fixture("caller_goodbye")[:1000]
@@ -331,6 +357,7 @@ async def test_says_queue_back_to_back_and_pause_sends_silence(call: tuple[FakeT
     assert len(caller.sent_audio) - sent_before >= 200 * 8
 
 
+@on_the_module_loop
 async def test_dtmf_digit(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
     caller, peer = call
     await caller.press("7")
@@ -343,6 +370,7 @@ async def test_dtmf_digit(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
 # ------------------------------------------------------------------------------ speed
 
 
+@on_the_module_loop
 async def test_at_speed_s_the_clock_runs_faster_and_accounts_in_emulated_time(fake_app: FakeApp) -> None:
     loop = asyncio.get_running_loop()
     async with streaming(fake_app, speed=8.0) as (caller, peer):
@@ -370,6 +398,7 @@ def test_the_speed_must_be_positive_and_finite(speed: float) -> None:
 # ------------------------------------------------------------------------------ playback and marks
 
 
+@on_the_module_loop
 async def test_mark_with_nothing_buffered_is_echoed_at_once(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
     caller, peer = call
     await peer.send_mark(caller.stream_sid, "idle")
@@ -387,6 +416,7 @@ async def test_mark_with_nothing_buffered_is_echoed_at_once(call: tuple[FakeTwil
     assert caller.violations == []
 
 
+@on_the_module_loop
 async def test_marks_echo_only_after_their_audio_is_played(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
     caller, peer = call
     audio = load_fixture("agent_greeting")
@@ -410,6 +440,7 @@ async def test_marks_echo_only_after_their_audio_is_played(call: tuple[FakeTwili
     assert caller.violations == []
 
 
+@on_the_module_loop
 async def test_clear_drops_the_buffer_and_echoes_pending_marks_at_once(
     call: tuple[FakeTwilioCaller, ServerPeer],
 ) -> None:
@@ -482,6 +513,7 @@ MALFORMED: dict[str, Callable[[str], Any]] = {
 
 
 @pytest.mark.parametrize("case", sorted(MALFORMED))
+@on_the_module_loop
 async def test_each_malformed_message_is_a_violation_and_ignored(
     call: tuple[FakeTwilioCaller, ServerPeer], case: str
 ) -> None:
@@ -504,6 +536,7 @@ async def test_each_malformed_message_is_a_violation_and_ignored(
 # ------------------------------------------------------------------------------ ending the call
 
 
+@on_the_module_loop
 async def test_hangup_sends_stop_then_closes(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
     caller, peer = call
     await caller.pause(100)
@@ -524,6 +557,7 @@ async def test_hangup_sends_stop_then_closes(call: tuple[FakeTwilioCaller, Serve
         await caller.say(b"\xff" * 160)
 
 
+@on_the_module_loop
 async def test_drop_closes_without_stop(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
     caller, peer = call
     await caller.drop()
@@ -532,6 +566,7 @@ async def test_drop_closes_without_stop(call: tuple[FakeTwilioCaller, ServerPeer
     assert caller.closed and not caller.closed_by_server
 
 
+@on_the_module_loop
 async def test_server_close_is_detected(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
     caller, peer = call
     await caller.wait_until(lambda: caller.media_ms >= 40, timeout=WAIT)
@@ -545,6 +580,7 @@ async def test_server_close_is_detected(call: tuple[FakeTwilioCaller, ServerPeer
     assert peer.events("stop") == []
 
 
+@on_the_module_loop
 async def test_say_returns_when_the_server_ends_the_call(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
     caller, peer = call
     speaking = asyncio.create_task(caller.say("agent_reply_long"))
@@ -554,6 +590,19 @@ async def test_say_returns_when_the_server_ends_the_call(call: tuple[FakeTwilioC
     assert caller.closed_by_server
 
 
+@on_the_module_loop
+async def test_send_frame_sends_anything_as_it_is_until_the_stream_closes(
+    call: tuple[FakeTwilioCaller, ServerPeer],
+) -> None:
+    caller, peer = call
+    assert await caller.send_frame('{"event":"bogus"}')  # a Twilio gone rogue, for tests of junk input
+    await peer.wait_for(lambda: {"event": "bogus"} in peer.received)
+    await peer.websocket.close(code=1000)
+    await caller.wait_closed(timeout=WAIT)
+    assert not await caller.send_frame("too late")
+
+
+@on_the_module_loop
 async def test_wait_until_times_out_with_the_recent_timeline(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
     caller, _ = call
     with pytest.raises(AssertionError, match=r"(?s)lambda: False.*recent events.*start"):

@@ -19,8 +19,8 @@ played bytes, mark echoes, the timeline — is in emulated time, so a test asser
 any speed. Tests measure against the media clock and byte counts, never against wall clocks: on a
 loaded machine the emulated time slows down instead of jumping.
 
-The pure parts (``parse_outbound``, ``Playback``, ``InboundAudio``, ``parse_twiml``) live in
-``twilio_wire`` and hold no I/O; ``FakeTwilioCaller`` drives them from the test's event loop.
+The pure parts (``InboundMessages``, ``parse_outbound``, ``Playback``, ``InboundAudio`` in ``twilio_wire``;
+``parse_twiml`` in ``twilio_dial``) hold no I/O; ``FakeTwilioCaller`` drives them from the test's event loop.
 """
 
 from __future__ import annotations
@@ -228,16 +228,27 @@ class FakeTwilioCaller:
         await self._send(lambda: [self._messages.dtmf(digit)])
         self._record("dtmf", digit)
 
-    async def wait_until(self, predicate: Callable[[], T], timeout: float = 20.0) -> T:  # noqa: ASYNC109
+    async def send_frame(self, frame: str | bytes) -> bool:
+        """Send ``frame`` as it is, numbered or not, valid or not: a Twilio gone rogue, for tests of what an
+        app does with junk. False once the stream has closed."""
+        if self._ws is None:
+            raise RuntimeError("no media stream (dial() first)")
+        async with self._send_lock:
+            return await self._send_frame(frame)
+
+    async def wait_until(self, predicate: Callable[[], T], timeout: float = 20.0) -> T:
         """``wait_until(predicate, timeout)``, checking after every tick, message and close; if it times
-        out, the message ends with the caller's recent timeline."""
+        out, the message ends with the caller's recent timeline. Without a stream nothing can change, so
+        a predicate that does not hold already fails at once (saying why there is no stream)."""
+        if self._ws is None and not predicate():
+            raise AssertionError(f"no media stream to wait on: {self.refusal or 'dial() first'}\n{self._recent()}")
         return await wait_until(predicate, timeout, wake=lambda: self._changed.wait(), describe=self._recent)
 
     def _recent(self) -> str:
         lines = [f"  {ms:>7} ms {kind}: {detail[:160]}" for ms, kind, detail in self.timeline[-15:]]
         return "recent events of the caller (media clock ms):\n" + "\n".join(lines)
 
-    async def wait_closed(self, timeout: float = 10.0) -> None:  # noqa: ASYNC109
+    async def wait_closed(self, timeout: float = 10.0) -> None:
         """Wait until the WebSocket has closed (see ``closed_by_server`` and ``close_code``)."""
         await self.wait_until(lambda: self._closed, timeout)
 
@@ -386,13 +397,18 @@ class FakeTwilioCaller:
     async def _send(self, build: Callable[[], list[Message]]) -> bool:
         """Build messages and send them in order, as one batch: they are built under the send lock, so
         sequence numbers go out in order whichever task sends. False once the socket has closed."""
-        assert self._ws is not None
         async with self._send_lock:
             for message in build():
-                try:
-                    await self._ws.send(json.dumps(message, separators=(",", ":")))
-                except ConnectionClosed:
+                if not await self._send_frame(json.dumps(message, separators=(",", ":"))):
                     return False
+        return True
+
+    async def _send_frame(self, frame: str | bytes) -> bool:
+        assert self._ws is not None
+        try:
+            await self._ws.send(frame)
+        except ConnectionClosed:
+            return False
         return True
 
     async def _close_socket(self) -> None:

@@ -22,7 +22,7 @@ POLL_SECONDS = 0.01
 @overload
 async def wait_until(
     predicate: Callable[[], Awaitable[T]],
-    timeout: float = ...,  # noqa: ASYNC109
+    timeout: float = ...,
     *,
     wake: Callable[[], Awaitable[object]] | None = ...,
     describe: Callable[[], str] | None = ...,
@@ -32,7 +32,7 @@ async def wait_until(
 @overload
 async def wait_until(
     predicate: Callable[[], T],
-    timeout: float = ...,  # noqa: ASYNC109
+    timeout: float = ...,
     *,
     wake: Callable[[], Awaitable[object]] | None = ...,
     describe: Callable[[], str] | None = ...,
@@ -41,7 +41,7 @@ async def wait_until(
 
 async def wait_until(
     predicate: Callable[[], Any],
-    timeout: float = 10.0,  # noqa: ASYNC109 - the bound is this helper's point, and is in its message
+    timeout: float = 10.0,
     *,
     wake: Callable[[], Awaitable[object]] | None = None,
     describe: Callable[[], str] | None = None,

@@ -116,7 +116,7 @@ class FakeRealtimeServer:
     async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
-    async def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0) -> T:  # noqa: ASYNC109
+    async def wait_for(self, predicate: Callable[[], T], timeout: float = 10.0) -> T:
         """``wait_until(predicate, timeout)``, naming the sessions' recent events if it times out."""
         return await wait_until(predicate, timeout, describe=self._recent_events)
 
