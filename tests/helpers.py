@@ -1,0 +1,88 @@
+"""What the end-to-end tests share: the app between the two fakes, and a few predicates.
+
+Plain functions and async context managers (pytest fixtures would have to live in conftest.py to be
+shared): ``async with call_stack(...) as stack:`` then ``async with stack.caller() as caller:``.
+
+Speeds: a call runs at ``FAST`` (the caller's media clock asked for 16× real time; a loaded machine gets
+less, which slows the test but changes no number in it) wherever the property under test is about
+bytes, marks and order, which the fakes account in emulated time. A few smoke tests run
+at ``REAL_TIME`` where the property is about latency (how close a truncation lands to what was really
+heard). The fake model generates ``MODEL_LEAD`` times faster than the caller listens, as the real one
+does, so a reply is often complete while the caller is still hearing it. The app's own timers (silence
+limit, recycle interval, session caps, drain) are wall-clock at any speed.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from voiceagent.testing import (
+    TEST_AUTH_TOKEN,
+    FakeRealtimeServer,
+    FakeTwilioCaller,
+    RunningApp,
+    app_environment,
+    load_fixture,
+    serve_app,
+)
+
+WAIT = 60.0  # generous: a loaded 2-core machine may be slow, but never this slow
+FAST = 16.0
+REAL_TIME = 1.0
+MODEL_LEAD = 4.0
+GREETING = load_fixture("agent_greeting")
+
+
+@dataclass
+class Stack:
+    """The fake model, the app talking to it, and the speed its callers run at."""
+
+    model: FakeRealtimeServer
+    app: RunningApp
+    speed: float
+
+    def caller(self, **options: Any) -> FakeTwilioCaller:
+        """A fake Twilio caller for this app, signing with the test auth token, at the stack's speed."""
+        return FakeTwilioCaller(self.app.base_url, **{"auth_token": TEST_AUTH_TOKEN, "speed": self.speed, **options})
+
+
+@contextlib.asynccontextmanager
+async def call_stack(
+    speed: float = FAST,
+    *,
+    model_speed: float | None = None,
+    dialect: str = "ga",
+    env: Mapping[str, str | None] | None = None,
+    credential: Any = None,
+    **model_options: Any,
+) -> AsyncIterator[Stack]:
+    """A ``FakeRealtimeServer(**model_options)`` generating at ``model_speed`` (default: ``MODEL_LEAD``
+    times the callers' ``speed``) and the app serving it, in ``dialect``; ``env`` overrides
+    ``app_environment`` (a ``None`` value removes the variable)."""
+    model_speed = MODEL_LEAD * speed if model_speed is None else model_speed
+    async with FakeRealtimeServer(speed=model_speed, **model_options) as model:
+        environment = app_environment(model.endpoint, dialect=dialect)
+        for name, value in (env or {}).items():
+            if value is None:
+                environment.pop(name, None)
+            else:
+                environment[name] = value
+        async with serve_app(environment, credential=credential) as app:
+            yield Stack(model, app, speed)
+
+
+def heard_in_full(caller: FakeTwilioCaller, length: int) -> Callable[[], bool]:
+    """True once ``length`` bytes have been played and every mark echoed (nothing left in flight)."""
+    return lambda: len(caller.played) >= length and not caller.pending_marks
+
+
+def played_more_than(caller: FakeTwilioCaller, length: int) -> Callable[[], bool]:
+    return lambda: len(caller.played) > length
+
+
+def event_types(received: list[Any], kind: str) -> list[dict[str, Any]]:
+    """The client events of ``kind`` a model session received."""
+    return [event for event in received if isinstance(event, dict) and event.get("type") == kind]
