@@ -1,6 +1,6 @@
 """Bad input from the Twilio side: hypothesis throws malformed, oversized, out-of-order and foreign
-messages at the parser, the call core and a whole call session; then a junk stream runs next to a
-good call through the real app and the good call does not notice."""
+messages at the media stream adapter, the call core and a whole call bridge; then a junk stream runs
+next to a good call through the real app and the good call does not notice."""
 
 from __future__ import annotations
 
@@ -8,19 +8,20 @@ import asyncio
 import base64
 import json
 import random
+from collections.abc import AsyncIterator
+from typing import Any
 
+from helpers import GREETING, WAIT, call_stack, heard_in_full, played_more_than
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from voiceagent.bridge import CallSession
-from voiceagent.call import CallCore
+from voiceagent.bridge import CallBridge
+from voiceagent.call import CallCore, CallOptions, StreamStarted
 from voiceagent.realtime import events as ev
-from voiceagent.testing.audio import load_fixture
-from voiceagent.testing.fake_realtime import FakeRealtimeServer
-from voiceagent.testing.fake_twilio import FakeTwilioCaller, new_sid
-from voiceagent.testing.harness import TEST_AUTH_TOKEN, app_environment, serve_app
+from voiceagent.testing import new_sid, wait_until
 from voiceagent.transcripts import MemoryTranscriptSink
 from voiceagent.twilio import messages as tw
+from voiceagent.twilio.media_stream import MediaStreamAdapter
 
 STREAM = "MZ" + "c" * 32
 CALL = "CA" + "d" * 32
@@ -48,25 +49,43 @@ def twilio_frames(draw) -> str | bytes:
         message[body] = draw(json_values)
     else:
         payload = base64.b64encode(draw(st.binary(max_size=400))).decode()
-        message[body] = {"payload": payload, "name": draw(st.text(max_size=10)), "callSid": CALL,
-                         "digit": "5", "customParameters": draw(json_values)}
+        message[body] = {
+            "payload": payload,
+            "name": draw(st.text(max_size=10)),
+            "callSid": CALL,
+            "digit": "5",
+            "customParameters": draw(json_values),
+        }
     if kind == 5:
         message["extra"] = "x" * draw(st.integers(0, 70_000))
     return json.dumps(message)
 
 
-@settings(max_examples=500, deadline=None)
+def asgi(frame: str | bytes) -> dict[str, Any]:
+    """The ASGI message a server hands over for one WebSocket frame."""
+    if isinstance(frame, bytes):
+        return {"type": "websocket.receive", "bytes": frame}
+    return {"type": "websocket.receive", "text": frame}
+
+
+def start() -> tw.Start:
+    return tw.Start(STREAM, CALL, "AC" + "e" * 32)
+
+
+@settings(max_examples=200, deadline=None)
 @given(st.lists(twilio_frames(), max_size=30))
-def test_the_parser_and_the_core_never_raise_on_junk(frames):
-    core = CallCore(call_sid=CALL)
-    core.twilio_event(tw.Start(STREAM, CALL, "AC", {}))
+def test_the_adapter_and_the_core_never_raise_on_junk(frames: list[str | bytes]) -> None:
+    now = 1000.0
+    core = CallCore(CallOptions(), call_sid=CALL, now=now)
+    adapter = MediaStreamAdapter(start())
+    core.start(now)
+    core.transport_event(StreamStarted(), now)
     for frame in frames:
-        try:
-            message = tw.parse(frame)
-        except tw.BadMessage:
-            continue
-        core.twilio_event(message)  # must not raise, whatever arrives
-    assert core.stream_sid == STREAM  # a second start never hijacks the stream
+        now += 0.02
+        event = adapter.receive(asgi(frame))
+        if event is not None:
+            core.transport_event(event, now)  # must not raise, whatever arrives
+    assert adapter.stream_sid == STREAM  # a second start never hijacks the stream
 
 
 class MemorySocket:
@@ -77,13 +96,11 @@ class MemorySocket:
         self.sent: list[str] = []
         self.closed = False
 
-    async def receive(self) -> dict:
+    async def receive(self) -> dict[str, Any]:
         await asyncio.sleep(0)
         if not self._frames:
             return {"type": "websocket.disconnect", "code": 1000}
-        frame = self._frames.pop(0)
-        return {"type": "websocket.receive", "bytes": frame} if isinstance(frame, bytes) else {
-            "type": "websocket.receive", "text": frame}
+        return asgi(self._frames.pop(0))
 
     async def send_text(self, data: str) -> None:
         self.sent.append(data)
@@ -93,60 +110,71 @@ class MemorySocket:
 
 
 class RecordingModel:
-    """A stand-in model connection that records commands and never speaks."""
+    """A stand-in model session that records commands, confirms the μ-law set-up and never speaks."""
 
     def __init__(self) -> None:
-        self.commands: list = []
+        self.commands: list[ev.ModelCommand] = []
+        self.sent = asyncio.Event()  # set by the first command
         self.closed = asyncio.Event()
-        self.dialect = type("D", (), {"name": "ga"})()
-        self.close_code = None
-        self.close_reason = None
+        self.close_code: int | None = None
+        self.close_reason: str | None = None
+        self._events: asyncio.Queue[ev.ModelEvent | None] = asyncio.Queue()  # None: the session closed
 
-    async def send(self, command) -> None:
+    async def send(self, command: ev.ModelCommand) -> None:
         self.commands.append(command)
+        self.sent.set()
+        if isinstance(command, ev.UpdateSession):
+            self._events.put_nowait(ev.SessionUpdated(ev.PCMU, ev.PCMU))
 
-    def __aiter__(self):
-        return self._events()
+    def __aiter__(self) -> AsyncIterator[ev.ModelEvent]:
+        return self._stream()
 
-    async def _events(self):
-        await self.closed.wait()
-        return
-        yield  # pragma: no cover
+    async def _stream(self) -> AsyncIterator[ev.ModelEvent]:
+        while (event := await self._events.get()) is not None:
+            yield event
 
     async def close(self) -> None:
+        self.close_code, self.close_reason = 1000, "closed by the client"
         self.closed.set()
+        self._events.put_nowait(None)
+
+
+def well_formed_media_before_stop(frames: list[str | bytes]) -> int:
+    """How many frames are media for our stream before it stops: exactly what the model must be sent."""
+    count = 0
+    for frame in frames:
+        try:
+            message = tw.parse(frame)
+        except tw.BadMessage:
+            continue
+        if isinstance(message, tw.Stop) and message.stream_sid == STREAM:
+            break
+        count += isinstance(message, tw.Media) and message.stream_sid == STREAM
+    return count
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(twilio_frames(), max_size=25))
-def test_a_call_session_survives_any_stream_of_junk(frames):
+def test_a_call_bridge_survives_any_stream_of_junk(frames: list[str | bytes]) -> None:
     async def scenario() -> None:
         model = RecordingModel()
 
-        async def connect():
+        async def connect() -> RecordingModel:
             return model
 
-        session = CallSession(CALL, connect=connect, session=ev.SessionConfig("hi", "alloy"),
-                              sink=MemoryTranscriptSink(), recycle_seconds=None)
-        session.start_model()
+        core = CallCore(CallOptions(), call_sid=CALL, now=asyncio.get_running_loop().time())
+        bridge = CallBridge(core, connect=connect, sink=MemoryTranscriptSink())
+        bridge.start()
+        await wait_until(lambda: model.commands, WAIT, wake=model.sent.wait)  # being set up: audio will flow
         socket = MemorySocket(frames)
-        await asyncio.wait_for(session.run_stream(socket, tw.Start(STREAM, CALL, "AC", {})), timeout=30)
-        assert session.end_reason is not None
-        assert not session.end_reason.text.startswith("internal error"), session.end_reason
+        await asyncio.wait_for(bridge.run_stream(socket, MediaStreamAdapter(start())), timeout=WAIT)
+        assert bridge.ended is not None
+        assert not bridge.ended.reason.startswith("internal error"), bridge.ended
         assert socket.closed and model.closed.is_set()
         for data in socket.sent:  # whatever it sent back is one of the three shapes
             assert json.loads(data)["event"] in ("media", "mark", "clear")
-        appended = [c for c in model.commands if isinstance(c, ev.AppendAudio)]
-        well_formed_media = 0
-        for frame in frames:
-            try:
-                message = tw.parse(frame)
-            except tw.BadMessage:
-                continue
-            if isinstance(message, tw.Stop) and message.stream_sid == STREAM:
-                break
-            well_formed_media += isinstance(message, tw.Media) and message.stream_sid == STREAM
-        assert len(appended) == well_formed_media
+        appended = [command for command in model.commands if isinstance(command, ev.AppendAudio)]
+        assert len(appended) == well_formed_media_before_stop(frames)
 
     asyncio.run(scenario())
 
@@ -170,27 +198,23 @@ def junk_frames(seed: int, count: int) -> list[str | bytes]:
     return [rng.choice(samples) for _ in range(count)]
 
 
-async def test_a_junk_stream_leaves_a_concurrent_good_call_untouched():
-    async with FakeRealtimeServer(speed=8.0, replies=("agent_goodbye",)) as model:
-        async with serve_app(app_environment(model.endpoint)) as app:
-            good = FakeTwilioCaller(app.base_url, auth_token=TEST_AUTH_TOKEN)
-            bad = FakeTwilioCaller(app.base_url, auth_token=TEST_AUTH_TOKEN)
-            async with good, bad:
-                assert await good.dial() and await bad.dial()
-                for frame in junk_frames(seed=7, count=40) + ["x" * 70_000]:  # the last one is oversized
-                    if bad.closed:
-                        break
-                    await bad._ws.send(frame)  # noqa: SLF001 - a fake Twilio gone rogue
-                greeting = load_fixture("agent_greeting")
-                await good.wait_until(lambda: len(good.played) >= len(greeting) and not good.pending_marks,
-                                      timeout=60)
-                await good.say("caller_book_table")
-                await good.wait_until(lambda: len(good.played) > len(greeting) + 8000, timeout=60)
-                await bad.wait_closed(timeout=30)
-                assert good.streaming
-                await good.hangup()
-            assert bytes(good.played[: len(greeting)]) == greeting
-            assert good.violations == [] and bad.violations == []
-            assert model.violations == []
-            good_lines = [line for line in app.transcripts.lines if line.call_sid == good.call_sid]
-            assert any(line.role == "caller" for line in good_lines)
+async def test_a_junk_stream_leaves_a_concurrent_good_call_untouched() -> None:
+    async with call_stack(replies=("agent_goodbye",)) as stack:
+        model, app = stack.model, stack.app
+        good, bad = stack.caller(), stack.caller()
+        async with good, bad:
+            assert await good.dial() and await bad.dial()
+            for frame in junk_frames(seed=7, count=40) + ["x" * 70_000]:  # the last one is oversized
+                if not await bad.send_frame(frame):
+                    break  # the app has had enough of it
+            await good.wait_until(heard_in_full(good, len(GREETING)), timeout=WAIT)
+            await good.say("caller_book_table")
+            await good.wait_until(played_more_than(good, len(GREETING) + 8000), timeout=WAIT)
+            await bad.wait_closed(timeout=WAIT)
+            assert good.streaming
+            await good.hangup()
+        assert bytes(good.played[: len(GREETING)]) == GREETING
+        assert good.violations == [] and bad.violations == []
+        assert model.violations == []
+        good_lines = [line for line in app.transcripts.lines if line.call_sid == good.call_sid]
+        assert any(line.role == "caller" for line in good_lines)
