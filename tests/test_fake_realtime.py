@@ -395,7 +395,7 @@ async def test_caller_speech_interrupts_a_live_response(open_session: Opener, di
 
 
 async def test_interrupt_response_false_lets_the_response_finish(open_session: Opener) -> None:
-    client, session = await open_session("ga", speed=1.0, configure=False)
+    client, session = await open_session("ga", speed=16.0, greeting=LONG, configure=False)  # 0.9 s live
     vad = {"type": "server_vad", "interrupt_response": False, "create_response": False}
     await client.send(mulaw_update("ga", vad=vad))
     await client.next("session.updated")

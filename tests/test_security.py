@@ -1,4 +1,5 @@
-"""Signatures (with the vectors of PROTOCOLS.md §1) and per-call stream tokens."""
+"""Signatures (with the test vectors of docs/protocol.md, "## 1. Twilio Media Streams", "### Signatures") and
+per-call stream tokens."""
 
 from __future__ import annotations
 

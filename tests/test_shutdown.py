@@ -11,37 +11,46 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
 
 import httpx
+import pytest
+from helpers import FAST, GREETING, MODEL_LEAD, WAIT
 
-from voiceagent.testing.audio import load_fixture
-from voiceagent.testing.fake_realtime import FakeRealtimeServer
-from voiceagent.testing.fake_twilio import FakeTwilioCaller
-from voiceagent.testing.harness import TEST_AUTH_TOKEN, app_environment
-
-WAIT = 60.0
+from voiceagent.testing import (
+    TEST_AUTH_TOKEN,
+    FakeRealtimeServer,
+    FakeTwilioCaller,
+    app_environment,
+    load_fixture,
+    wait_until,
+)
 
 
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-async def poll(predicate, timeout: float = WAIT, interval: float = 0.1):
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while True:
-        result = await predicate()
-        if result:
-            return result
-        if loop.time() > deadline:
-            raise TimeoutError(f"{predicate.__qualname__} still false after {timeout} s")
-        await asyncio.sleep(interval)
+def json_lines(log: BinaryIO) -> list[dict[str, Any]]:
+    """The JSON lines the subprocess wrote to ``log`` so far."""
+    log.flush()
+    return [json.loads(line) for line in Path(log.name).read_text().splitlines() if line.startswith("{")]
 
 
-async def test_sigterm_drains_calls_then_exits(tmp_path):
-    async with FakeRealtimeServer(speed=8.0, replies=("agent_goodbye",)) as model:
+@pytest.fixture
+def log_file(tmp_path: Path) -> Iterator[BinaryIO]:
+    """Where the subprocess writes its logs (opened here, not in the event loop)."""
+    with open(tmp_path / "voiceagent.log", "wb") as log:
+        yield log
+
+
+async def test_sigterm_drains_calls_then_exits(log_file: BinaryIO) -> None:
+    async with FakeRealtimeServer(speed=FAST * MODEL_LEAD, replies=("agent_goodbye",)) as model:
         port = free_port()
         base = f"http://127.0.0.1:{port}"
         env = {
@@ -52,35 +61,32 @@ async def test_sigterm_drains_calls_then_exits(tmp_path):
             "PUBLIC_BASE_URL": base,
             "VOICEAGENT_DRAIN_SECONDS": "2",
         }
-        log_path = tmp_path / "voiceagent.log"
-        with open(log_path, "wb") as log:
-            process = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "voiceagent", "serve", env=env, stdout=log, stderr=log
-            )
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voiceagent", "serve", env=env, stdout=log_file, stderr=log_file
+        )
         try:
             async with httpx.AsyncClient(timeout=5) as http:
 
-                async def ready():
+                async def ready() -> bool:
                     try:
                         return (await http.get(base + "/readyz")).status_code == 200
                     except httpx.TransportError:
                         return False
 
-                await poll(ready)
-                caller = FakeTwilioCaller(base, auth_token=TEST_AUTH_TOKEN)
-                async with caller:
+                await wait_until(ready, WAIT)
+                async with FakeTwilioCaller(base, auth_token=TEST_AUTH_TOKEN, speed=FAST) as caller:
                     assert await caller.dial(), caller.refusal
-                    greeting = load_fixture("agent_greeting")
-                    await caller.wait_until(lambda: len(caller.played) >= len(greeting), timeout=WAIT)
+                    await caller.wait_until(lambda: len(caller.played) >= len(GREETING), timeout=WAIT)
                     process.send_signal(signal.SIGTERM)
 
-                    async def draining():
+                    async def draining() -> bool:
                         return (await http.get(base + "/readyz")).status_code == 503
 
-                    await poll(draining)
+                    await wait_until(draining, WAIT)
                     assert (await http.get(base + "/healthz")).status_code == 200
                     late = FakeTwilioCaller(base, auth_token=TEST_AUTH_TOKEN)
                     assert not await late.dial()
+                    assert late.twiml_text is not None
                     assert "busy" in late.twiml_text and "<Hangup" in late.twiml_text
                     assert caller.streaming  # the call in progress carries on while draining
                     await caller.wait_closed(timeout=WAIT)
@@ -91,7 +97,7 @@ async def test_sigterm_drains_calls_then_exits(tmp_path):
             if process.returncode is None:
                 process.kill()
                 await process.wait()
-    lines = [json.loads(line) for line in log_path.read_text().splitlines() if line.startswith("{")]
+    lines = json_lines(log_file)
     events = [line["event"] for line in lines]
     assert "draining" in events and "drained" in events
     ended = [line for line in lines if line["event"] == "call_ended"]

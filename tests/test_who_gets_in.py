@@ -4,26 +4,27 @@ connection is opened (the fake Realtime server counts every handshake attempt)."
 from __future__ import annotations
 
 import json
+from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from helpers import WAIT, Stack, call_stack
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from voiceagent.testing.fake_realtime import FakeRealtimeServer
-from voiceagent.testing.fake_twilio import FakeTwilioCaller, new_sid, webhook_params
-from voiceagent.testing.harness import TEST_AUTH_TOKEN, app_environment, serve_app
-
-WAIT = 30.0
+from voiceagent.testing import TEST_AUTH_TOKEN, RunningApp, new_sid, wait_until, webhook_params
 
 
 def signed(url: str, params: dict[str, str], token: str = TEST_AUTH_TOKEN) -> dict[str, str]:
     return {"X-Twilio-Signature": RequestValidator(token).compute_signature(url, params)}
 
 
-async def start_stream(app, call_sid: str, token: str | None, *, signature_token: str | None = TEST_AUTH_TOKEN):
-    """Open the media stream like Twilio would and send ``connected`` + ``start``; return the close code."""
+async def start_stream(
+    app: RunningApp, call_sid: str, token: str | None, *, signature_token: str | None = TEST_AUTH_TOKEN
+) -> int | None:
+    """Open the media stream like Twilio would and send ``connected`` + ``start``; return the close code
+    (the app must close it within ``WAIT``)."""
     url = app.base_url.replace("http://", "ws://") + "/twilio/media"
     headers = {}
     if signature_token:
@@ -32,42 +33,58 @@ async def start_stream(app, call_sid: str, token: str | None, *, signature_token
     parameters = {"token": token} if token is not None else {}
     async with connect(url, additional_headers=headers, open_timeout=10) as ws:
         await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
-        await ws.send(json.dumps({
-            "event": "start", "sequenceNumber": "1", "streamSid": stream_sid,
-            "start": {"accountSid": new_sid("AC"), "streamSid": stream_sid, "callSid": call_sid,
-                      "tracks": ["inbound"], "customParameters": parameters,
-                      "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}},
-        }))
-        try:
-            while True:
+        await ws.send(
+            json.dumps(
+                {
+                    "event": "start",
+                    "sequenceNumber": "1",
+                    "streamSid": stream_sid,
+                    "start": {
+                        "accountSid": new_sid("AC"),
+                        "streamSid": stream_sid,
+                        "callSid": call_sid,
+                        "tracks": ["inbound"],
+                        "customParameters": parameters,
+                        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    },
+                }
+            )
+        )
+
+        async def closed() -> bool:
+            try:
                 await ws.recv()
-        except ConnectionClosed:
-            return ws.close_code
+            except ConnectionClosed:
+                return True
+            return False
+
+        await wait_until(closed, WAIT)
+        return ws.close_code
 
 
 @pytest.fixture
-async def stack():
-    async with FakeRealtimeServer() as model:
-        async with serve_app(app_environment(model.endpoint)) as app:
-            yield model, app
+async def stack() -> AsyncIterator[Stack]:
+    async with call_stack() as stack:
+        yield stack
 
 
-async def test_a_forged_webhook_is_refused_and_opens_no_model_connection(stack):
-    model, app = stack
-    caller = FakeTwilioCaller(app.base_url, auth_token="not-the-real-token")
+async def test_a_forged_webhook_is_refused_and_opens_no_model_connection(stack: Stack) -> None:
+    model = stack.model
+    caller = stack.caller(auth_token="not-the-real-token")
     assert not await caller.dial()
     assert caller.http_status == 403
-    unsigned = FakeTwilioCaller(app.base_url)
+    unsigned = stack.caller(auth_token=None)
     assert not await unsigned.dial()
     assert unsigned.http_status == 403
     assert model.connection_attempts == 0
 
 
-async def test_a_tampered_webhook_is_refused(stack):
-    model, app = stack
+async def test_a_tampered_webhook_is_refused(stack: Stack) -> None:
+    model, app = stack.model, stack.app
     url = app.base_url + "/twilio/voice"
-    params = webhook_params(account_sid=new_sid("AC"), call_sid=new_sid("CA"), from_number="+15551234567",
-                            to_number="+15557654321")
+    params = webhook_params(
+        account_sid=new_sid("AC"), call_sid=new_sid("CA"), from_number="+15551234567", to_number="+15557654321"
+    )
     headers = signed(url, params)
     async with httpx.AsyncClient() as client:
         response = await client.post(url, data={**params, "From": "+15550000000"}, headers=headers)
@@ -75,8 +92,8 @@ async def test_a_tampered_webhook_is_refused(stack):
     assert model.connection_attempts == 0
 
 
-async def test_an_unsigned_stream_upgrade_is_refused(stack):
-    model, app = stack
+async def test_an_unsigned_stream_upgrade_is_refused(stack: Stack) -> None:
+    model, app = stack.model, stack.app
     url = app.base_url.replace("http://", "ws://") + "/twilio/media"
     with pytest.raises(InvalidStatus) as refused:
         async with connect(url, open_timeout=10):
@@ -88,14 +105,15 @@ async def test_an_unsigned_stream_upgrade_is_refused(stack):
     assert model.connection_attempts == 0
 
 
-async def test_a_stream_without_a_token_or_with_another_calls_token_is_closed(stack):
-    model, app = stack
+async def test_a_stream_without_a_token_or_with_another_calls_token_is_closed(stack: Stack) -> None:
+    model, app = stack.model, stack.app
     assert await start_stream(app, new_sid("CA"), None) == 1008
     # a real token, issued by a valid webhook for one call, replayed for another
     url = app.base_url + "/twilio/voice"
     victim = new_sid("CA")
-    params = webhook_params(account_sid=new_sid("AC"), call_sid=victim, from_number="+15551234567",
-                            to_number="+15557654321")
+    params = webhook_params(
+        account_sid=new_sid("AC"), call_sid=victim, from_number="+15551234567", to_number="+15557654321"
+    )
     async with httpx.AsyncClient() as client:
         response = await client.post(url, data=params, headers=signed(url, params))
     assert response.status_code == 200
@@ -105,18 +123,17 @@ async def test_a_stream_without_a_token_or_with_another_calls_token_is_closed(st
     assert model.connection_attempts == 1
 
 
-async def test_an_expired_token_is_refused(stack):
-    model, app = stack
+async def test_an_expired_token_is_refused(stack: Stack) -> None:
+    model, app = stack.model, stack.app
     call_sid = new_sid("CA")
     stale = app.service.tokens.issue(call_sid, app.service.now() - 3600)
     assert await start_stream(app, call_sid, stale) == 1008
     assert model.connection_attempts == 0
 
 
-async def test_a_second_stream_for_a_live_call_is_refused(stack):
-    model, app = stack
-    caller = FakeTwilioCaller(app.base_url, auth_token=TEST_AUTH_TOKEN)
-    async with caller:
+async def test_a_second_stream_for_a_live_call_is_refused(stack: Stack) -> None:
+    model, app = stack.model, stack.app
+    async with stack.caller() as caller:
         assert await caller.dial()
         await caller.wait_until(lambda: len(caller.played) > 0, timeout=WAIT)
         attempts = model.connection_attempts
@@ -126,8 +143,8 @@ async def test_a_second_stream_for_a_live_call_is_refused(stack):
         await caller.hangup()
 
 
-async def test_the_stream_ended_callback_must_be_signed_too(stack):
-    _, app = stack
+async def test_the_stream_ended_callback_must_be_signed_too(stack: Stack) -> None:
+    app = stack.app
     url = app.base_url + "/twilio/stream-ended"
     params = {"CallSid": new_sid("CA"), "AccountSid": new_sid("AC")}
     async with httpx.AsyncClient() as client:
