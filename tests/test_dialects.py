@@ -557,3 +557,43 @@ def test_decode_never_raises(name: str, kind: str, fields: dict[str, Any]) -> No
 @given(st.sampled_from(DIALECTS), json_values)
 def test_decode_of_any_json_never_raises(name: str, value: Any) -> None:
     make(name).decode(value)
+
+
+@pytest.mark.parametrize("name", DIALECTS)
+def test_tools_are_declared_and_function_calls_answered_in_both_dialects(name: str) -> None:
+    from voiceagent.realtime.events import FunctionCall, FunctionOutput, ToolSpec
+
+    spec = ToolSpec("check_availability", "Free tables.", {"type": "object", "properties": {"n": {"type": "integer"}}})
+    dialect = make(name)
+    update = dialect.encode(UpdateSession(config(tools=(spec,))))
+    assert validate_client_event(name, update) == []
+    assert update["session"]["tools"] == [
+        {"type": "function", "name": "check_availability", "description": "Free tables.", "parameters": spec.parameters}
+    ]
+    assert update["session"]["tool_choice"] == "auto"
+    output = dialect.encode(FunctionOutput("call_1", '{"tables": 2}'))
+    assert validate_client_event(name, output) == []
+    assert output["item"] == {"type": "function_call_output", "call_id": "call_1", "output": '{"tables": 2}'}
+    item = {"id": "item_f", "type": "function_call", "call_id": "call_1", "name": "check_availability", "arguments": ""}
+    added = {
+        "type": "response.output_item.added",
+        "event_id": "e1",
+        "response_id": "r1",
+        "output_index": 0,
+        "item": item,
+    }
+    assert validate_server_event(name, added) == []
+    assert dialect.decode(added) == Ignored("response.output_item.added")
+    done = {
+        "type": "response.function_call_arguments.done",
+        "event_id": "e2",
+        "response_id": "r1",
+        "item_id": "item_f",
+        "output_index": 0,
+        "call_id": "call_1",
+        "arguments": '{"n": 2}',
+    }
+    if name == "ga":
+        done["name"] = "check_availability"
+    assert validate_server_event(name, done) == []
+    assert dialect.decode(done) == FunctionCall("r1", "call_1", "check_availability", '{"n": 2}')

@@ -21,6 +21,7 @@ from voiceagent.call import EndCall, Farewell
 from voiceagent.config import Settings
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.service import Service
+from voiceagent.tools import ToolBox
 from voiceagent.transcripts import TranscriptSink
 from voiceagent.twilio import messages as tw
 from voiceagent.twilio import twiml
@@ -118,6 +119,10 @@ async def stream_ended(request: Request) -> Response:
     if base is None or params is None:
         return PlainTextResponse("Forbidden", status_code=403)
     end = service.end_of(params.get("CallSid", ""))
+    if end is not None and end.farewell is Farewell.TRANSFER and end.transfer_to:
+        caller_id = service.settings.transfer_caller_id or params.get("To") or None
+        CallLog(params.get("CallSid")).info("call_transferred", caller_id_set=caller_id is not None)
+        return _xml(twiml.dial(end.transfer_to, caller_id))
     farewell = end.farewell if end is not None else Farewell.HANG_UP
     return _xml(twiml.say_and_hang_up(_farewell_message(service.settings, farewell)))
 
@@ -130,6 +135,8 @@ def _farewell_message(settings: Settings, farewell: Farewell) -> str:
             return settings.unavailable_message
         case Farewell.BUSY:
             return settings.busy_message
+        case Farewell.TRANSFER:  # without a destination: nothing to dial
+            return settings.unavailable_message
         case _:
             assert_never(farewell)
 
@@ -235,6 +242,7 @@ def create_app(
     sink: TranscriptSink | None = None,
     connector: ModelConnector | None = None,
     clock: Clock | None = None,
+    tools: ToolBox | None = None,
 ) -> Starlette:
     """Build the ASGI app. ``credential``: an ``azure.identity.aio`` credential for Entra ID (made here
     when Azure is configured without an API key); ``sink``: where transcripts go (default: the log);
@@ -265,7 +273,7 @@ def create_app(
         middleware=[Middleware(WebhookGuard)],
         lifespan=lifespan,
     )
-    service = Service(settings, credential=credential, connector=connector, clock=clock)
+    service = Service(settings, credential=credential, connector=connector, clock=clock, tools=tools)
     if sink is not None:
         service.sink = sink
     app.state.service = service

@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Generic, Protocol, TypeVar, assert_never
 
 from voiceagent.call import (
@@ -27,6 +28,7 @@ from voiceagent.call import (
     Log,
     PlayAudio,
     RecordLine,
+    RunTool,
     SendToModel,
     UseNewModel,
 )
@@ -65,6 +67,33 @@ class ModelChannel(Protocol):
 
 ModelConnector = Callable[[], Awaitable[ModelChannel]]
 """Opens a new model session or raises ``ModelConnectError``."""
+
+
+class ToolOutcome(Protocol):
+    @property
+    def output(self) -> str: ...
+    @property
+    def error(self) -> str | None: ...
+
+
+class ToolRunner(Protocol):
+    """Runs the operator's tools (``voiceagent.tools.ToolBox``); never raises."""
+
+    async def run(self, name: str, arguments: str) -> ToolOutcome: ...
+
+
+@dataclass(frozen=True)
+class _NoSuchTool:
+    output: str = '{"error": "no such tool"}'
+    error: str | None = "no such tool"
+
+
+class _NoTools:
+    async def run(self, name: str, arguments: str) -> ToolOutcome:
+        return _NoSuchTool()
+
+
+NO_TOOLS: ToolRunner = _NoTools()
 
 
 class TimerHandle(Protocol):
@@ -119,6 +148,7 @@ class CallBridge:
         connect: ModelConnector,
         sink: TranscriptSink,
         clock: Clock | None = None,
+        tools: ToolRunner | None = None,
         on_end: Callable[[CallBridge], None] | None = None,
     ) -> None:
         self.core = core
@@ -130,6 +160,7 @@ class CallBridge:
         self._sink = sink
         self._clock = clock or LoopClock()
         self._on_end = on_end
+        self._tools = tools or NO_TOOLS
         self._model: ModelChannel | None = None
         self._opened: ModelChannel | None = None  # connected, not yet taken into use by the core
         self._replaced: ModelChannel | None = None  # taken out of use, to be closed
@@ -157,6 +188,11 @@ class CallBridge:
     def wind_down(self, reason: str) -> None:
         """Say goodbye and end the call (draining, limits)."""
         self._apply(self.core.wind_down(reason, self._clock.now()))
+        self._spawn(self._flush(), "flush")
+
+    def operator(self, act: Callable[[float], list[Action]]) -> None:
+        """An operator steps in: ``act(now)`` is one of the core's ``operator_*`` inputs (or ``hang_up``)."""
+        self._apply(act(self._clock.now()))
         self._spawn(self._flush(), "flush")
 
     async def end(self, reason: str) -> None:
@@ -237,6 +273,8 @@ class CallBridge:
                     self.log.log(level, event, **fields)
                 case ConnectModel():
                     self._spawn(self._open_model(), "connect")
+                case RunTool(call_id=call_id, name=name, arguments=arguments):
+                    self._spawn(self._run_tool(call_id, name, arguments), f"tool {name}")
                 case UseNewModel():
                     self._use_opened()
                 case DropNewModel():
@@ -246,6 +284,12 @@ class CallBridge:
                 case _:
                     assert_never(action)
         self._arm_timer()
+
+    async def _run_tool(self, call_id: str, name: str, arguments: str) -> None:
+        """A tool runs beside the call (audio never waits for it); the teardown cancels it."""
+        result = await self._tools.run(name, arguments)
+        self._apply(self.core.tool_finished(call_id, result.output, self._clock.now(), error=result.error))
+        await self._flush()
 
     def _use_opened(self) -> None:
         """The session just opened becomes the one commands go to; the one it replaces is closed later."""

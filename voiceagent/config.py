@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +53,13 @@ class Settings:
     model_connects_per_minute: int = 120
     calls_per_number_per_minute: int = 5
     caller_audio_pace: float = 1.25
+    tool_modules: tuple[str, ...] = ()
+    tools_file: str | None = None
+    tool_timeout_seconds: float = 10.0
+    end_call: bool = True
+    transfer_to: dict[str, str] = field(default_factory=dict)  # name -> number or SIP URI; "" if only one
+    transfer_caller_id: str | None = None  # None: the number that was called
+    dtmf_to_model: bool = True
     busy_message: str = "Sorry, all our lines are busy right now. Please call again later."
     unavailable_message: str = "Sorry, our assistant is not available right now. Please call again later."
 
@@ -104,13 +112,49 @@ def _optional_int(env: Mapping[str, str], name: str, *, low: int, high: int) -> 
     return None if value is None else int(value)
 
 
-def _flag(env: Mapping[str, str], name: str) -> bool:
+def _flag(env: Mapping[str, str], name: str, *, default: bool = False) -> bool:
     raw = (_text(env, name) or "").lower()
-    if raw in ("", "0", "false", "no", "off"):
+    if raw == "":
+        return default
+    if raw in ("0", "false", "no", "off"):
         return False
     if raw in ("1", "true", "yes", "on"):
         return True
     raise ConfigError(f"{name}={raw!r} must be true or false")
+
+
+def _choice(env: Mapping[str, str], name: str, choices: tuple[str, ...], default: str) -> str:
+    value = (_text(env, name) or default).lower()
+    if value not in choices:
+        raise ConfigError(f"{name}={value!r} must be one of {', '.join(choices)}")
+    return value
+
+
+_DESTINATION = re.compile(r"\+[1-9][0-9]{6,14}|sip:[^\s,=]+", re.ASCII)
+_DESTINATION_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
+
+
+def _transfer_targets(env: Mapping[str, str]) -> dict[str, str]:
+    """``+15551230001`` (one destination) or ``sales=+15551230001,support=sip:desk@pbx.example.com``."""
+    raw = _text(env, "VOICEAGENT_TRANSFER_TO")
+    if raw is None:
+        return {}
+    if "=" not in raw:
+        if not _DESTINATION.fullmatch(raw):
+            raise ConfigError(f"VOICEAGENT_TRANSFER_TO={raw!r} must be an E.164 number (+15551230001) or a sip: URI")
+        return {"": raw}
+    targets: dict[str, str] = {}
+    for entry in raw.split(","):
+        name, _, destination = (part.strip() for part in entry.partition("="))
+        if not _DESTINATION_NAME.fullmatch(name) or not _DESTINATION.fullmatch(destination):
+            raise ConfigError(
+                f"VOICEAGENT_TRANSFER_TO entry {entry.strip()!r} must be name=+15551230001 or name=sip:… "
+                "(names: lowercase letters, digits, _)"
+            )
+        if name in targets:
+            raise ConfigError(f"VOICEAGENT_TRANSFER_TO names {name!r} twice")
+        targets[name] = destination
+    return targets
 
 
 def _base_url(env: Mapping[str, str], name: str) -> str | None:
@@ -225,6 +269,13 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_connects_per_minute=_int(env, "VOICEAGENT_MODEL_CONNECTS_PER_MINUTE", 120, low=1),
         calls_per_number_per_minute=_int(env, "VOICEAGENT_CALLS_PER_NUMBER_PER_MINUTE", 5, low=1),
         caller_audio_pace=_float(env, "VOICEAGENT_CALLER_AUDIO_PACE", 1.25, low=1.0, high=100.0),
+        tool_modules=tuple(m.strip() for m in (_text(env, "VOICEAGENT_TOOLS") or "").split(",") if m.strip()),
+        tools_file=_text(env, "VOICEAGENT_TOOLS_FILE"),
+        tool_timeout_seconds=_float(env, "VOICEAGENT_TOOL_TIMEOUT_SECONDS", 10.0, low=0.1, high=300.0),
+        end_call=_flag(env, "VOICEAGENT_END_CALL", default=True),
+        transfer_to=_transfer_targets(env),
+        transfer_caller_id=_text(env, "VOICEAGENT_TRANSFER_CALLER_ID"),
+        dtmf_to_model=_choice(env, "VOICEAGENT_DTMF", ("model", "ignore"), "model") == "model",
         busy_message=_text(env, "VOICEAGENT_BUSY_MESSAGE") or Settings.busy_message,
         unavailable_message=_text(env, "VOICEAGENT_UNAVAILABLE_MESSAGE") or Settings.unavailable_message,
     )

@@ -13,7 +13,7 @@ from voiceagent.transcripts import TranscriptLine
 
 __all__ = ["conversation_so_far", "goodbye_instructions", "greeting_instructions"]
 
-_SPEAKERS = {"caller": "Caller", "agent": "You"}
+_SPEAKERS = {"caller": "Caller", "agent": "You", "tool": "Tool result"}
 
 
 def greeting_instructions(prompt: str, greeting: str) -> str:

@@ -6,17 +6,21 @@ One ``Service`` per app (never a module global), so tests can run several side b
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import OrderedDict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from voiceagent.bridge import CallBridge, Clock, LoopClock, ModelChannel, ModelConnector
 from voiceagent.call import CallCore, CallOptions, EndCall
+from voiceagent.call.core import END_CALL, TRANSFER_CALL
+from voiceagent.call_control import builtin_tools
 from voiceagent.config import Settings
 from voiceagent.limits import RateLimit, RecentKeys
 from voiceagent.logs import CallLog
 from voiceagent.realtime.connection import ModelConnectError, ModelConnection
+from voiceagent.tools import ToolBox, load_toolbox
 from voiceagent.transcripts import LogTranscriptSink, TranscriptSink
 from voiceagent.twilio.security import SignatureChecker, StreamTokens
 
@@ -39,9 +43,20 @@ class Service:
     sink: TranscriptSink = field(default_factory=LogTranscriptSink)
     connector: ModelConnector | None = None  # default: a real ModelConnection to settings.model
     clock: Clock | None = None  # default: the event loop's clock
+    tools: ToolBox | None = None  # default: the operator's tools from the settings (validated here)
 
     def __post_init__(self) -> None:
         settings = self.settings
+        if self.tools is None:
+            self.tools = load_toolbox(
+                modules=settings.tool_modules,
+                tools_file=settings.tools_file,
+                env=os.environ,
+                timeout_seconds=settings.tool_timeout_seconds,
+                reserved_names=(END_CALL, TRANSFER_CALL),
+            )
+        declared = builtin_tools(end_call=settings.end_call, transfer_to=settings.transfer_to) + self.tools.specs
+        self.session = replace(settings.session, tools=declared)
         self.signatures = SignatureChecker(None if settings.insecure_skip_validation else settings.twilio_auth_token)
         self.tokens = StreamTokens(settings.twilio_auth_token)
         self.calls: dict[str, CallBridge] = {}
@@ -60,7 +75,7 @@ class Service:
     def call_options(self) -> CallOptions:
         settings = self.settings
         return CallOptions(
-            session=settings.session,
+            session=self.session,
             greeting=settings.greeting,
             max_call_seconds=settings.max_call_seconds,
             caller_silence_seconds=settings.caller_silence_seconds,
@@ -72,6 +87,9 @@ class Service:
             playback_report_grace_seconds=PLAYBACK_REPORT_GRACE_SECONDS,
             caller_audio_pace=settings.caller_audio_pace,
             answer_timeout_seconds=ANSWER_TIMEOUT_SECONDS,
+            end_call_tool=settings.end_call,
+            transfer_targets=settings.transfer_to,
+            dtmf_to_model=settings.dtmf_to_model,
         )
 
     async def _connect(self) -> ModelChannel:
@@ -91,7 +109,14 @@ class Service:
     def _new_call(self, call_sid: str) -> CallBridge:
         clock = self.clock or LoopClock()
         core = CallCore(self.call_options(), call_sid=call_sid, now=clock.now())
-        bridge = CallBridge(core, connect=self._connect_within_budget, sink=self.sink, clock=clock, on_end=self._forget)
+        bridge = CallBridge(
+            core,
+            connect=self._connect_within_budget,
+            sink=self.sink,
+            clock=clock,
+            tools=self.tools,
+            on_end=self._forget,
+        )
         self.calls[call_sid] = bridge
         bridge.start()
         return bridge
@@ -140,9 +165,11 @@ class Service:
         log.info("drained")
 
     async def close(self) -> None:
-        """End every call (process shutdown)."""
+        """End every call (process shutdown), then release the tools' HTTP client."""
         for bridge in list(self.calls.values()):
             await bridge.end("the service is shutting down")
+        if self.tools is not None:
+            await self.tools.aclose()
 
     def now(self) -> float:
         """Wall-clock time, for stream token expiry (tokens cross processes: no monotonic clock)."""

@@ -15,7 +15,7 @@ from voiceagent.logs import CallLog
 @dataclass(frozen=True, slots=True)
 class TranscriptLine:
     call_sid: str | None
-    role: str  # "caller" | "agent"
+    role: str  # "caller" | "agent" | "tool" (a tool call and its result, or the agent hanging up or transferring)
     text: str
     interrupted: bool = False
     heard_ms: int | None = None  # agent lines cut off: how much of the audio the caller heard

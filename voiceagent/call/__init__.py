@@ -15,6 +15,7 @@ from voiceagent.call.actions import (
     Log,
     PlayAudio,
     RecordLine,
+    RunTool,
     SendToModel,
     UseNewModel,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "PlayAudio",
     "PlayedUpTo",
     "RecordLine",
+    "RunTool",
     "SendToModel",
     "StreamStarted",
     "TransportEvent",

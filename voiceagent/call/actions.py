@@ -20,6 +20,7 @@ __all__ = [
     "Log",
     "PlayAudio",
     "RecordLine",
+    "RunTool",
     "SendToModel",
     "UseNewModel",
 ]
@@ -73,6 +74,15 @@ class ConnectModel:
 
 
 @dataclass(frozen=True, slots=True)
+class RunTool:
+    """Run one of the operator's tools; report back with ``CallCore.tool_finished(call_id, ...)``."""
+
+    call_id: str
+    name: str
+    arguments: str  # JSON text from the model, unchecked
+
+
+@dataclass(frozen=True, slots=True)
 class UseNewModel:
     """Route model commands to the session that just opened from now on; close the one it replaces."""
 
@@ -88,6 +98,7 @@ class Farewell(Enum):
     HANG_UP = "hang_up"  # nothing more: the agent already said goodbye, or the caller hung up
     UNAVAILABLE = "unavailable"  # the model could not be reached or failed: VOICEAGENT_UNAVAILABLE_MESSAGE
     BUSY = "busy"  # refused at capacity or while draining: VOICEAGENT_BUSY_MESSAGE
+    TRANSFER = "transfer"  # hand the caller to a person: <Dial> to ``EndCall.transfer_to``
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,6 +107,8 @@ class EndCall:
 
     reason: str
     farewell: Farewell = Farewell.HANG_UP
+    transfer_to: str | None = None  # with Farewell.TRANSFER: a phone number or a SIP URI
+    summary: dict[str, Any] = field(default_factory=dict, compare=False)  # the call's figures (call_ended)
 
     @property
     def model_unreachable(self) -> bool:
@@ -103,5 +116,14 @@ class EndCall:
 
 
 Action = (
-    PlayAudio | ClearPlayback | SendToModel | RecordLine | Log | ConnectModel | UseNewModel | DropNewModel | EndCall
+    PlayAudio
+    | ClearPlayback
+    | SendToModel
+    | RecordLine
+    | Log
+    | ConnectModel
+    | UseNewModel
+    | DropNewModel
+    | RunTool
+    | EndCall
 )

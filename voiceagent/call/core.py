@@ -14,6 +14,7 @@ past what the model produced, never past what the caller heard.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field, replace
 from typing import assert_never
 
@@ -29,6 +30,7 @@ from voiceagent.call.actions import (
     Log,
     PlayAudio,
     RecordLine,
+    RunTool,
     SendToModel,
     UseNewModel,
 )
@@ -45,6 +47,7 @@ from voiceagent.call.inputs import (
 )
 from voiceagent.call.phases import GOODBYE_PHASES, CallPhase, ModelPhase
 from voiceagent.call.playback import AgentItem, Playback
+from voiceagent.call.tool_calls import ToolCalls
 from voiceagent.prompts import conversation_so_far, goodbye_instructions, greeting_instructions
 from voiceagent.realtime import events as ev
 from voiceagent.transcripts import TranscriptLine
@@ -52,6 +55,20 @@ from voiceagent.transcripts import TranscriptLine
 __all__ = ["CallCore", "CallOptions"]
 
 UNINTELLIGIBLE = "(unintelligible)"  # a caller turn whose transcription failed
+END_CALL = "end_call"  # the built-in tools (voiceagent.call_control declares them to the model)
+TRANSFER_CALL = "transfer_call"
+TOOL_LINE_CHARS = 500  # a tool's output in the transcript
+
+
+def _destination(arguments: str, targets: dict[str, str]) -> str | None:
+    """The number to transfer to: the only one, or the one the model named; None if unknown."""
+    if list(targets) == [""]:
+        return targets[""]
+    try:
+        named = json.loads(arguments).get("destination")
+    except (ValueError, AttributeError):
+        return None
+    return targets.get(named) if isinstance(named, str) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +95,10 @@ class CallOptions:
     short_session_seconds: float = 10.0  # a session lost sooner than this counts as a failed connect
     max_connects_per_minute: int = 10  # per call, however they fail
     warnings_per_kind: int = 5  # the same warning logged this often per call, then only counted
+    # What the agent may do (the tools themselves are declared in ``session.tools``).
+    end_call_tool: bool = False  # the model may hang up (built-in ``end_call``)
+    transfer_targets: dict[str, str] = field(default_factory=dict)  # name -> number/SIP URI ("" if only one)
+    dtmf_to_model: bool = False  # keypad presses reach the model as caller input
 
 
 class CallCore:
@@ -108,6 +129,9 @@ class CallCore:
         self._pace = None if pace is None else CallerPace(pace, options.bytes_per_ms, now)
         self._answer_due: float | None = None
         self._warnings = WarningLimiter(options.warnings_per_kind)
+        self._tool_calls = ToolCalls()
+        self._closing: EndCall | None = None  # the agent ended or transferred the call: how, once it is heard
+        self._operator_lines: list[str] = []  # what an operator asked the agent to say, in order
         self._history: list[TranscriptLine] = []
         self._created_at = now
         self._last_activity = now
@@ -139,8 +163,35 @@ class CallCore:
         return [Log("info", "winding_down", {"reason": reason}), *self._maybe_say_goodbye()]
 
     def hang_up(self, reason: str, now: float) -> list[Action]:
-        """End the call at once (internal error, shutdown of a call nobody is on)."""
+        """End the call at once (internal error, shutdown of a call nobody is on, an operator)."""
         return self._end(reason, now)
+
+    # ------------------------------------------------------------ an operator steps in
+
+    def operator_say(self, text: str, now: float) -> list[Action]:
+        """The agent says ``text`` now (after the response under way, if any)."""
+        if self.phase is not CallPhase.IN_CALL or self.model_phase is not ModelPhase.READY:
+            return [Log("warning", "operator_say_refused", {"phase": self.phase.name.lower()})]
+        self._operator_lines.append(text)
+        return [Log("info", "operator_say", {"chars": len(text)}), *self._say_operator_lines()]
+
+    def operator_note(self, text: str, now: float) -> list[Action]:
+        """Context for the model, without a response."""
+        if self.model_phase is not ModelPhase.READY:
+            return [Log("warning", "operator_note_refused", {"phase": self.model_phase.name.lower()})]
+        note = f"(A note from the human operator, not said by the caller: {text})"
+        return [Log("info", "operator_note", {"chars": len(text)}), SendToModel(ev.CreateTextItem("system", note))]
+
+    def operator_transfer(self, destination: str, now: float) -> list[Action]:
+        return self._end("an operator transferred the call", now, farewell=Farewell.TRANSFER, transfer_to=destination)
+
+    def _say_operator_lines(self) -> list[Action]:
+        if not self._operator_lines or self._live_response is not None:
+            return []
+        text = self._operator_lines.pop(0)
+        prompt = self.options.session.instructions
+        words = f"{prompt}\n\nSay exactly this to the caller now, and nothing else: {text}"
+        return [SendToModel(ev.CreateResponse(words))]
 
     # ------------------------------------------------------------ the transport (caller) side
 
@@ -163,8 +214,8 @@ class CallCore:
                 actions = self._stream_started(now)
             case CallerHungUp(detail=detail):
                 return self._end(detail, now)
-            case Digit():
-                actions = [Log("info", "dtmf", {"digit": "*"})]  # which key is the caller's secret
+            case Digit(digit=digit):
+                actions = self._keypad(digit)
             case BadInput(reason=reason):
                 actions = self._bad_input(reason, now)
             case _:
@@ -240,6 +291,7 @@ class CallCore:
             self._recycle_at = now + self.options.recycle_seconds
         if self.phase in (CallPhase.GOODBYE_REQUESTED, CallPhase.GOODBYE_SPEAKING):
             self.phase = CallPhase.GOODBYE_PENDING  # ask the new session for the goodbye
+        self._tool_calls.orphan_all()
         prompt = self.options.session.instructions
         self._session_config = replace(self.options.session, instructions=conversation_so_far(prompt, self._history))
         return [
@@ -339,6 +391,8 @@ class CallCore:
             case ev.TextDelta(response_id=response_id, delta=delta):
                 self._text_answers[response_id] = self._text_answers.get(response_id, "") + delta
                 actions = []
+            case ev.FunctionCall(response_id=response_id, call_id=call_id, name=name, arguments=arguments):
+                actions = self._function_call(response_id, call_id, name, arguments, now)
             case ev.SessionRejected(code=code, message=message):
                 rejected = Log("error", "model_session_rejected", {"code": code, "message": message})
                 actions = [
@@ -377,6 +431,7 @@ class CallCore:
         self._caller_speaking = True
         self._last_activity = now
         self.figures.caller_stopped_at = self._answer_due = None
+        self._tool_calls.caller_spoke()
         actions: list[Action] = []
         speaking = self._playback.speaking()
         if speaking:
@@ -437,6 +492,8 @@ class CallCore:
             item = self._playback.items[item_id]
             item.audio_done = item.text_done = True
             actions += self._maybe_record(item)
+        self._tool_calls.response_done(event.response_id)
+        actions += self._send_tool_outputs(event.response_id) + self._say_operator_lines()
         return actions + self._maybe_say_goodbye() + self._maybe_hang_up(now)
 
     def _answered_in_text(self, response_id: str) -> list[Action]:
@@ -459,6 +516,67 @@ class CallCore:
         if item_id not in items:
             items.append(item_id)
         return item
+
+    # ------------------------------------------------------------ the agent acts: tools, hang-up, transfer, keypad
+
+    def _function_call(self, response_id: str, call_id: str, name: str, arguments: str, now: float) -> list[Action]:
+        if name == END_CALL and self.options.end_call_tool:
+            return self._agent_closes(EndCall("the agent ended the call"), f"{END_CALL}()", now)
+        if name == TRANSFER_CALL and self.options.transfer_targets:
+            destination = _destination(arguments, self.options.transfer_targets)
+            if destination is not None:
+                transfer = EndCall("the agent transferred the call", Farewell.TRANSFER, destination)
+                return self._agent_closes(transfer, f"{TRANSFER_CALL}() to {destination}", now)
+            self._tool_calls.started(response_id, call_id, name, now)
+            known = ", ".join(sorted(self.options.transfer_targets))
+            return self.tool_finished(call_id, json.dumps({"error": f"unknown destination; known: {known}"}), now)
+        self._tool_calls.started(response_id, call_id, name, now)
+        return [RunTool(call_id, name, arguments)]
+
+    def tool_finished(self, call_id: str, output: str, now: float, *, error: str | None = None) -> list[Action]:
+        """An operator's tool answered (``error``: it failed, and ``output`` says so to the model)."""
+        if self.phase is CallPhase.ENDED:
+            return []
+        known = self._tool_calls.finished(call_id, output)
+        if known is None:
+            return []
+        response_id, name, started_at = known
+        facts = {"name": name, "ok": error is None, "duration_ms": round((now - started_at) * 1000)}
+        actions: list[Action] = [Log("info", "tool_called", facts | ({"error": error} if error else {}))]
+        line = TranscriptLine(self.call_sid, "tool", f"{name} → {output[:TOOL_LINE_CHARS]}")
+        self._history.append(line)
+        return [*actions, RecordLine(line), *self._send_tool_outputs(response_id)]
+
+    def _send_tool_outputs(self, response_id: str) -> list[Action]:
+        ready = self._tool_calls.ready(response_id)
+        if ready is None or self.model_phase is not ModelPhase.READY:
+            return []
+        actions: list[Action] = [SendToModel(ev.FunctionOutput(call_id, out)) for call_id, out in ready.outputs]
+        if ready.ask_again and self._live_response is None and not self._caller_speaking:
+            actions.append(SendToModel(ev.CreateResponse()))
+        return actions
+
+    def _agent_closes(self, end: EndCall, line_text: str, now: float) -> list[Action]:
+        """The model hung up or transferred: its closing words are heard in full, then the call ends."""
+        if self.phase is not CallPhase.IN_CALL:
+            return []
+        self._closing, self._wind_down_reason = end, end.reason
+        self.phase = CallPhase.GOODBYE_SPEAKING
+        self._goodbye_deadline = now + self.options.goodbye_grace_seconds
+        line = TranscriptLine(self.call_sid, "tool", line_text)
+        self._history.append(line)
+        facts = {"farewell": end.farewell.value}
+        return [Log("info", "agent_closing", facts), RecordLine(line), *self._maybe_hang_up(now)]
+
+    def _keypad(self, digit: str) -> list[Action]:
+        actions: list[Action] = [Log("info", "dtmf", {"key": "*"})]  # which key is the caller's secret
+        if not self.options.dtmf_to_model or self.model_phase is not ModelPhase.READY:
+            return actions
+        line = TranscriptLine(self.call_sid, "caller", "(pressed a key)")
+        actions += [RecordLine(line), SendToModel(ev.CreateTextItem("user", f"(The caller pressed {digit}.)"))]
+        if self._live_response is None:
+            actions.append(SendToModel(ev.CreateResponse()))
+        return actions
 
     # ------------------------------------------------------------ transcripts
 
@@ -495,7 +613,12 @@ class CallCore:
     @property
     def _quiet(self) -> bool:
         """Nobody is talking and nothing is being generated: a safe moment to swap model sessions."""
-        return self._live_response is None and not self._caller_speaking and not self._playback.agent_audible
+        return (
+            self._live_response is None
+            and not self._caller_speaking
+            and not self._playback.agent_audible
+            and not self._tool_calls.running
+        )
 
     def next_deadline(self) -> float | None:
         """When ``handle_timer`` next has something to do (monotonic seconds), or None."""
@@ -553,7 +676,7 @@ class CallCore:
                 return actions + self._end("no media stream arrived for the pre-warmed session", now)
         elif self.phase in GOODBYE_PHASES:
             if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
-                return actions + self._end(self._wind_down_reason, now)
+                return actions + self._end_closing(now)
         else:
             started = self.figures.stream_started_at or self._created_at
             if options.max_call_seconds is not None and now >= started + options.max_call_seconds:
@@ -612,9 +735,18 @@ class CallCore:
             return []
         if self._live_response is not None or self._playback.agent_audible:
             return []
+        return self._end_closing(now)
+
+    def _end_closing(self, now: float) -> list[Action]:
+        """End a call whose goodbye (or the agent's closing words) is over."""
+        if self._closing is not None:
+            closing = self._closing
+            return self._end(closing.reason, now, farewell=closing.farewell, transfer_to=closing.transfer_to)
         return self._end(self._wind_down_reason, now)
 
-    def _end(self, reason: str, now: float, *, farewell: Farewell = Farewell.HANG_UP) -> list[Action]:
+    def _end(
+        self, reason: str, now: float, *, farewell: Farewell = Farewell.HANG_UP, transfer_to: str | None = None
+    ) -> list[Action]:
         """The one way out: record every agent line not recorded yet, sum the call up, end it."""
         if self.phase is CallPhase.ENDED:
             return []
@@ -626,4 +758,4 @@ class CallCore:
         summary = {"reason": reason, "duration_s": duration, **self.figures.summary()}
         if not_logged := self._warnings.not_logged():
             summary["warnings_not_logged"] = not_logged
-        return [*actions, Log("info", "call_ended", summary), EndCall(reason, farewell)]
+        return [*actions, Log("info", "call_ended", summary), EndCall(reason, farewell, transfer_to, summary)]

@@ -34,6 +34,8 @@ from voiceagent.realtime.events import (
     CancelResponse,
     CreateResponse,
     CreateTextItem,
+    FunctionCall,
+    FunctionOutput,
     Ignored,
     ModelCommand,
     ModelError,
@@ -243,6 +245,11 @@ class BaseDialect(ABC):
     def __init__(self) -> None:
         self._counter = itertools.count(1)
         self._session_update_ids: set[str] = set()  # errors naming one of these reject our configuration
+        self._function_names: dict[str, str] = {}  # function_call item id -> name (preview omits it later)
+        self._stateful_decoders: dict[str, Decoder] = {  # per connection: they remember what they saw
+            "response.output_item.added": self._output_item_added,
+            "response.function_call_arguments.done": self._function_call,
+        }
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name}>"
@@ -279,9 +286,32 @@ class BaseDialect(ABC):
                 return {"type": "response.create", "response": {"instructions": instructions}}
             case CreateTextItem(role=role, text=content):
                 return {"type": "conversation.item.create", "item": self.text_item(role, content)}
+            case FunctionOutput(call_id=call_id, output=output):
+                item = {"type": "function_call_output", "call_id": call_id, "output": output}
+                return {"type": "conversation.item.create", "item": item}
             case UpdateSession(config=config):
                 return {"type": "session.update", "session": self.session_update(config)}
         raise TypeError(f"not a Realtime command: {command!r}")
+
+    def _output_item_added(self, event: dict[str, Any]) -> ModelEvent:
+        item = child(event, "item")
+        if item.get("type") == "function_call":
+            self._function_names[text(item, "id")] = text(item, "name")
+        return Ignored(event["type"])
+
+    def _function_call(self, event: dict[str, Any]) -> ModelEvent:
+        """GA names the function here; preview does not, so the name comes from the output item."""
+        item_id = text(event, "item_id")
+        name = optional_text(event, "name") or self._function_names.get(item_id)
+        if name is None:
+            raise Malformed("function call arguments for an unknown item")
+        self._function_names.pop(item_id, None)
+        return FunctionCall(
+            response_id=text(event, "response_id"),
+            call_id=text(event, "call_id"),
+            name=name,
+            arguments=text(event, "arguments"),
+        )
 
     @abstractmethod
     def session_update(self, config: SessionConfig) -> dict[str, Any]:
@@ -302,7 +332,7 @@ class BaseDialect(ABC):
         kind = event.get("type") if isinstance(event, dict) else None
         if not isinstance(kind, str):
             return ModelError(code=MALFORMED, message="server event without a string type")
-        decoder = self.decoders.get(kind)
+        decoder = self._stateful_decoders.get(kind) or self.decoders.get(kind)
         if decoder is None:
             return Ignored(kind)
         try:
@@ -312,6 +342,17 @@ class BaseDialect(ABC):
         if isinstance(decoded, ModelError) and decoded.client_event_id in self._session_update_ids:
             return SessionRejected(code=decoded.code, message=decoded.message)
         return decoded
+
+
+def tools_of(config: SessionConfig) -> dict[str, Any]:
+    """``tools`` and ``tool_choice`` for ``session.update`` (the same in both dialects), if any."""
+    if not config.tools:
+        return {}
+    tools = [
+        {"type": "function", "name": spec.name, "description": spec.description, "parameters": spec.parameters}
+        for spec in config.tools
+    ]
+    return {"tools": tools, "tool_choice": "auto"}
 
 
 def server_vad(config: SessionConfig) -> dict[str, Any]:

@@ -110,6 +110,16 @@ class SessionRejected:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionCall:
+    """The model calls a function: ``arguments`` is the JSON text it produced (possibly invalid)."""
+
+    response_id: str
+    call_id: str
+    name: str
+    arguments: str
+
+
+@dataclass(frozen=True, slots=True)
 class ModelError:
     """An ``error`` event. ``routine``: the dialect knows this code as part of a normal call (a cancel
     that raced the end of a response, a session cap announced before the close): a warning, not an error."""
@@ -139,6 +149,7 @@ ModelEvent = (
     | AgentTranscriptDone
     | CallerTranscript
     | CallerTranscriptFailed
+    | FunctionCall
     | TextDelta
     | SessionRejected
     | ModelError
@@ -146,6 +157,16 @@ ModelEvent = (
 )
 
 # ---------------------------------------------------------------- commands we send the model
+
+
+@dataclass(frozen=True, slots=True)
+class ToolSpec:
+    """A function the model may call, as declared in ``session.update``: ``parameters`` is a JSON schema
+    object."""
+
+    name: str
+    description: str
+    parameters: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,6 +180,7 @@ class SessionConfig:
     vad_prefix_padding_ms: int | None = None
     vad_silence_ms: int | None = None
     transcription_model: str = "whisper-1"
+    tools: tuple[ToolSpec, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,6 +210,14 @@ class CreateResponse:
 
 
 @dataclass(frozen=True, slots=True)
+class FunctionOutput:
+    """The result of a function call, for the model (``output`` is what it reads, usually JSON)."""
+
+    call_id: str
+    output: str
+
+
+@dataclass(frozen=True, slots=True)
 class CreateTextItem:
     """Replays one utterance of the conversation (after a reconnect)."""
 
@@ -195,4 +225,6 @@ class CreateTextItem:
     text: str
 
 
-ModelCommand = UpdateSession | AppendAudio | Truncate | CancelResponse | CreateResponse | CreateTextItem
+ModelCommand = (
+    UpdateSession | AppendAudio | Truncate | CancelResponse | CreateResponse | CreateTextItem | FunctionOutput
+)

@@ -20,6 +20,7 @@ from voiceagent.realtime.dialect import (
     server_vad,
     session_updated,
     text_delta,
+    tools_of,
     transcript_delta,
     transcript_done,
 )
@@ -77,4 +78,5 @@ class GADialect(BaseDialect):
                 },
                 "output": {"format": {"type": PCMU_FORMAT}, "voice": config.voice},
             },
+            **tools_of(config),
         }

@@ -21,6 +21,7 @@ from voiceagent.realtime.dialect import (
     server_vad,
     session_updated,
     text_delta,
+    tools_of,
     transcript_delta,
     transcript_done,
 )
@@ -62,4 +63,5 @@ class PreviewDialect(BaseDialect):
             "output_audio_format": PCMU_FORMAT,
             "input_audio_transcription": {"model": config.transcription_model},
             "turn_detection": server_vad(config),
+            **tools_of(config),
         }

@@ -42,3 +42,14 @@ def say_and_hang_up(message: str) -> str:
         response.say(message)
     response.hangup()
     return str(response)
+
+
+def dial(destination: str, caller_id: str | None) -> str:
+    """Hand the caller to a person: ``<Dial>`` a phone number, or a SIP URI (``sip:…``)."""
+    response = VoiceResponse()
+    bridge = response.dial(caller_id=caller_id) if caller_id else response.dial()
+    if destination.lower().startswith("sip:"):
+        bridge.sip(destination)
+    else:
+        bridge.number(destination)
+    return str(response)

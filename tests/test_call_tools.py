@@ -1,0 +1,182 @@
+"""The agent acts, as the core sees it: function calls out and back, hanging up and transferring after
+the closing words were heard, the keypad as caller input. Injected time, no I/O."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+from voiceagent.call import (
+    Action,
+    CallCore,
+    CallOptions,
+    Digit,
+    EndCall,
+    Farewell,
+    Log,
+    PlayAudio,
+    PlayedUpTo,
+    RecordLine,
+    RunTool,
+    SendToModel,
+    StreamStarted,
+)
+from voiceagent.realtime import events as ev
+
+T0 = 100.0
+CALL = "CA" + "1" * 32
+READY = ev.SessionUpdated(ev.PCMU, ev.PCMU)
+
+
+def of(actions: list[Action], kind: type[Any]) -> list[Any]:
+    return [action for action in actions if isinstance(action, kind)]
+
+
+def to_model(actions: list[Action]) -> list[ev.ModelCommand]:
+    return [action.command for action in of(actions, SendToModel)]
+
+
+def in_call(options: CallOptions | None = None) -> CallCore:
+    core = CallCore(options or CallOptions(), call_sid=CALL, now=T0)
+    core.start(T0)
+    core.model_connected(T0)
+    core.model_event(READY, T0)
+    core.transport_event(StreamStarted(), T0)
+    return core
+
+
+def b64(n: int) -> str:
+    return base64.b64encode(b"\x55" * n).decode()
+
+
+def test_several_calls_in_one_response_run_at_once_and_answer_together_then_one_response() -> None:
+    core = in_call()
+    core.model_event(ev.ResponseCreated("r1"), T0)
+    first = core.model_event(ev.FunctionCall("r1", "c1", "check_availability", '{"party_size": 2}'), T0)
+    second = core.model_event(ev.FunctionCall("r1", "c2", "opening_hours", "{}"), T0)
+    assert of(first, RunTool) == [RunTool("c1", "check_availability", '{"party_size": 2}')]
+    assert of(second, RunTool) == [RunTool("c2", "opening_hours", "{}")]
+    assert to_model(core.tool_finished("c2", '{"open": "18:00"}', T0 + 0.2)) == []  # c1 still running
+    assert to_model(core.model_event(ev.ResponseDone("r1", "completed"), T0 + 0.3)) == []
+    actions = core.tool_finished("c1", '{"tables": 2}', T0 + 0.5)
+    assert to_model(actions) == [
+        ev.FunctionOutput("c1", '{"tables": 2}'),
+        ev.FunctionOutput("c2", '{"open": "18:00"}'),
+        ev.CreateResponse(),
+    ]
+    [log] = [log for log in of(actions, Log) if log.event == "tool_called"]
+    assert log.fields == {"name": "check_availability", "ok": True, "duration_ms": 500}
+    assert [a.line.role for a in of(actions, RecordLine)] == ["tool"]
+
+
+def test_outputs_finished_before_the_response_ended_wait_for_it() -> None:
+    core = in_call()
+    core.model_event(ev.ResponseCreated("r1"), T0)
+    core.model_event(ev.FunctionCall("r1", "c1", "lookup", "{}"), T0)
+    assert to_model(core.tool_finished("c1", "{}", T0 + 0.1)) == []
+    done = core.model_event(ev.ResponseDone("r1", "completed"), T0 + 0.2)
+    assert to_model(done) == [ev.FunctionOutput("c1", "{}"), ev.CreateResponse()]
+
+
+def test_a_caller_who_spoke_meanwhile_gets_the_answer_in_their_turn_and_no_result_is_lost() -> None:
+    core = in_call()
+    core.model_event(ev.ResponseCreated("r1"), T0)
+    core.model_event(ev.FunctionCall("r1", "c1", "lookup", "{}"), T0)
+    core.model_event(ev.ResponseDone("r1", "completed"), T0)
+    core.model_event(ev.SpeechStarted("u", 0), T0 + 0.1)  # a barge-in while the tool runs
+    assert to_model(core.tool_finished("c1", '{"found": true}', T0 + 0.3)) == [
+        ev.FunctionOutput("c1", '{"found": true}')
+    ]
+
+
+def test_a_failed_tool_reaches_the_model_as_an_error_and_the_call_goes_on() -> None:
+    core = in_call()
+    core.model_event(ev.ResponseCreated("r1"), T0)
+    core.model_event(ev.FunctionCall("r1", "c1", "book", "{not json"), T0)
+    core.model_event(ev.ResponseDone("r1", "completed"), T0)
+    error = json.dumps({"error": "arguments are not valid JSON"})
+    actions = core.tool_finished("c1", error, T0 + 0.1, error="invalid arguments")
+    assert to_model(actions)[0] == ev.FunctionOutput("c1", error)
+    assert [log.fields["ok"] for log in of(actions, Log) if log.event == "tool_called"] == [False]
+    assert of(actions, EndCall) == []
+
+
+def test_end_call_hangs_up_only_after_the_closing_words_were_heard_in_full() -> None:
+    core = in_call(CallOptions(end_call_tool=True))
+    core.model_event(ev.ResponseCreated("r1"), T0)
+    [play] = of(core.model_event(ev.AudioDelta("r1", "bye", b64(8000)), T0), PlayAudio)
+    assert of(core.model_event(ev.FunctionCall("r1", "c1", "end_call", "{}"), T0), EndCall) == []
+    assert of(core.model_event(ev.ResponseDone("r1", "completed"), T0 + 0.1), EndCall) == []  # still playing
+    assert of(core.transport_event(PlayedUpTo("bye", play.end // 2), T0 + 0.5), EndCall) == []
+    [end] = of(core.transport_event(PlayedUpTo("bye", play.end), T0 + 1), EndCall)
+    assert end == EndCall("the agent ended the call", Farewell.HANG_UP)
+
+
+def test_transfer_call_dials_the_named_destination_after_the_hand_over_line() -> None:
+    targets = {"sales": "+15551230001", "support": "+15551230002"}
+    core = in_call(CallOptions(transfer_targets=targets))
+    core.model_event(ev.ResponseCreated("r1"), T0)
+    [play] = of(core.model_event(ev.AudioDelta("r1", "x", b64(800)), T0), PlayAudio)
+    core.model_event(ev.FunctionCall("r1", "c1", "transfer_call", '{"destination": "support"}'), T0)
+    core.model_event(ev.ResponseDone("r1", "completed"), T0)
+    [end] = of(core.transport_event(PlayedUpTo("x", play.end), T0 + 0.2), EndCall)
+    assert (end.farewell, end.transfer_to) == (Farewell.TRANSFER, "+15551230002")
+
+
+def test_a_transfer_to_an_unknown_destination_is_an_error_for_the_model_not_a_hang_up() -> None:
+    core = in_call(CallOptions(transfer_targets={"sales": "+15551230001"}))
+    core.model_event(ev.ResponseCreated("r1"), T0)
+    core.model_event(ev.FunctionCall("r1", "c1", "transfer_call", '{"destination": "billing"}'), T0)
+    actions = core.model_event(ev.ResponseDone("r1", "completed"), T0)
+    [output] = [c for c in to_model(actions) if isinstance(c, ev.FunctionOutput)]
+    assert "unknown destination" in output.output and of(actions, EndCall) == []
+
+
+def test_a_single_transfer_destination_needs_no_argument() -> None:
+    core = in_call(CallOptions(transfer_targets={"": "sip:desk@pbx.example.com"}))
+    core.model_event(ev.ResponseCreated("r1"), T0)
+    core.model_event(ev.FunctionCall("r1", "c1", "transfer_call", "{}"), T0)
+    [end] = of(core.model_event(ev.ResponseDone("r1", "completed"), T0), EndCall)
+    assert end.transfer_to == "sip:desk@pbx.example.com"
+
+
+def test_keypad_presses_reach_the_model_as_caller_input_but_never_a_log_line() -> None:
+    core = in_call(CallOptions(dtmf_to_model=True))
+    actions = core.transport_event(Digit("4"), T0)
+    assert to_model(actions) == [ev.CreateTextItem("user", "(The caller pressed 4.)"), ev.CreateResponse()]
+    assert "4" not in repr(of(actions, Log)) and "4" not in repr(of(actions, RecordLine))
+    ignored = in_call(CallOptions(dtmf_to_model=False)).transport_event(Digit("4"), T0)
+    assert to_model(ignored) == []
+
+
+def test_tool_results_are_part_of_the_conversation_a_new_session_is_given() -> None:
+    core = in_call()
+    core.model_event(ev.FunctionCall("r1", "c1", "book_table", '{"party_size": 2}'), T0)
+    core.tool_finished("c1", '{"booked": "19:30"}', T0 + 0.1)
+    core.model_lost(1006, "", T0 + 60)
+    [update] = [c for c in to_model(core.model_connected(T0 + 60.2)) if isinstance(c, ev.UpdateSession)]
+    assert 'book_table → {"booked": "19:30"}' in update.config.instructions
+
+
+def test_an_operator_can_make_the_agent_speak_after_the_response_under_way() -> None:
+    core = in_call()
+    core.model_event(ev.ResponseCreated("r1"), T0)
+    queued = core.operator_say("Your table is ready.", T0)
+    assert [c for c in to_model(queued) if isinstance(c, ev.CreateResponse)] == []  # not over the live one
+    [say] = [
+        c
+        for c in to_model(core.model_event(ev.ResponseDone("r1", "completed"), T0))
+        if isinstance(c, ev.CreateResponse)
+    ]
+    assert say.instructions is not None and say.instructions.endswith("Your table is ready.")
+
+
+def test_an_operators_note_is_context_without_a_response_and_a_transfer_ends_with_a_dial() -> None:
+    core = in_call()
+    assert to_model(core.operator_note("VIP guest", T0)) == [
+        ev.CreateTextItem("system", "(A note from the human operator, not said by the caller: VIP guest)")
+    ]
+    [end] = of(core.operator_transfer("+15551230009", T0), EndCall)
+    assert (end.farewell, end.transfer_to) == (Farewell.TRANSFER, "+15551230009")
+    assert end.summary["reason"] == "an operator transferred the call"
