@@ -31,10 +31,10 @@ async def whole_call_in_real_time(dialect: str) -> None:
             [session] = model.sessions
             assert session.dialect == dialect
 
-            # the caller talks over the greeting after 1 s of it: Twilio is cleared, the item truncated
+            # the caller talks over the greeting after 0.8 s of it: Twilio is cleared, the item truncated
             # where the caller stopped hearing it (within a tick and a mark)
-            await caller.wait_until(played_more_than(caller, 1000 * 8), timeout=WAIT)
-            await caller.say("caller_interrupt")
+            await caller.wait_until(played_more_than(caller, 800 * 8), timeout=WAIT)
+            await caller.say("caller_transfer")
             [(item_id, audio_end_ms)] = await model.wait_for(lambda: session.truncations, timeout=WAIT)
             [clear] = await caller.wait_until(lambda: caller.clears, timeout=WAIT)
             assert abs(audio_end_ms - clear.played_bytes / 8) <= 40, (dialect, audio_end_ms, clear.played_bytes / 8)
@@ -52,7 +52,7 @@ async def whole_call_in_real_time(dialect: str) -> None:
         assert bytes(session.audio_received) == bytes(caller.sent_audio)
         assert caller.violations == [] and model.violations == [] and model.self_violations == []
         lines = [(line.role, line.text, line.interrupted) for line in app.transcripts.lines]
-        assert ("caller", FIXTURE_TEXTS["caller_interrupt"], False) in lines
+        assert ("caller", FIXTURE_TEXTS["caller_transfer"], False) in lines
         assert ("agent", FIXTURE_TEXTS["agent_goodbye"], False) in lines
         [cut] = [line for line in app.transcripts.lines if line.interrupted]
         assert cut.role == "agent" and cut.heard_ms == audio_end_ms and cut.text

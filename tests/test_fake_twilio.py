@@ -345,13 +345,13 @@ async def test_inbound_frames_are_160_bytes_with_string_fields_and_consecutive_n
 
 
 @on_the_module_loop
-async def test_says_queue_back_to_back_and_pause_sends_silence(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
-    caller, _ = call
-    first, second = load_fixture("caller_interrupt")[:1000], load_fixture("caller_goodbye")[:1000]
-    await asyncio.gather(caller.say(first), caller.say(second))
-    assert first + second in caller.sent_audio
-    sent_before, ms_before = len(caller.sent_audio), caller.media_ms
-    await caller.pause(200)
+async def test_says_queue_back_to_back_and_pause_sends_silence(fake_app: FakeApp) -> None:
+    async with streaming(fake_app, speed=8.0) as (caller, _):  # queueing does not depend on the speed
+        first, second = load_fixture("caller_interrupt")[:1000], load_fixture("caller_goodbye")[:1000]
+        await asyncio.gather(caller.say(first), caller.say(second))
+        assert first + second in caller.sent_audio
+        sent_before, ms_before = len(caller.sent_audio), caller.media_ms
+        await caller.pause(200)
     assert caller.media_ms - ms_before >= 200
     assert set(caller.sent_audio[sent_before:]) <= {SILENCE_BYTE}
     assert len(caller.sent_audio) - sent_before >= 200 * 8

@@ -72,7 +72,7 @@ def start() -> tw.Start:
     return tw.Start(STREAM, CALL, "AC" + "e" * 32)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(st.lists(twilio_frames(), max_size=30))
 def test_the_adapter_and_the_core_never_raise_on_junk(frames: list[str | bytes]) -> None:
     now = 1000.0
@@ -153,7 +153,7 @@ def well_formed_media_before_stop(frames: list[str | bytes]) -> int:
     return count
 
 
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(twilio_frames(), max_size=25))
 def test_a_call_bridge_survives_any_stream_of_junk(frames: list[str | bytes]) -> None:
     async def scenario() -> None:

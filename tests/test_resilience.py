@@ -105,12 +105,12 @@ async def test_a_call_longer_than_the_recycle_interval_carries_on_across_it() ->
 
 
 async def test_an_unreachable_model_gets_the_caller_an_apology() -> None:
-    async with call_stack(refuse_next=10, env={"VOICEAGENT_CONNECT_ATTEMPTS": "3"}) as stack:
+    async with call_stack(refuse_next=10, env={"VOICEAGENT_CONNECT_ATTEMPTS": "2"}) as stack:
         model, app = stack.model, stack.app
         async with stack.caller() as caller:
             assert await caller.dial()
             await caller.wait_closed(timeout=WAIT)
-        assert caller.closed_by_server and model.connection_attempts == 3
+        assert caller.closed_by_server and model.connection_attempts == 2
         # Twilio now asks the <Connect action> what to do: apologise and hang up
         url = app.base_url + "/twilio/stream-ended"
         params = {"CallSid": caller.call_sid, "AccountSid": caller.account_sid}
@@ -134,7 +134,7 @@ async def test_beyond_max_calls_the_webhook_says_the_lines_are_busy() -> None:
 
 @pytest.mark.parametrize(
     "limit",
-    [{"VOICEAGENT_CALLER_SILENCE_SECONDS": "1"}, {"VOICEAGENT_MAX_CALL_SECONDS": "2"}],
+    [{"VOICEAGENT_CALLER_SILENCE_SECONDS": "1"}, {"VOICEAGENT_MAX_CALL_SECONDS": "1.5"}],
     ids=["silence", "length"],
 )
 async def test_a_limit_ends_the_call_after_a_goodbye_heard_in_full(limit: dict[str, str]) -> None:
@@ -173,19 +173,19 @@ async def test_no_secret_appears_in_the_logs_of_a_full_call(caplog_json: Any) ->
 
 
 async def test_the_servers_session_cap_is_survived_again_and_again() -> None:
-    """The fake closes every session after 2 s the way the real one does at 30/60 minutes (a
+    """The fake closes every session after 1.5 s the way the real one does at 30/60 minutes (a
     ``session_expired`` error, then close 1001); the call goes on across several sessions. (Sessions that
     short look like a failing server to the app: each loss counts as a failed connect and the next one
     waits a back-off, so the test allows more attempts than the two it needs.)"""
     env = {"VOICEAGENT_CONNECT_ATTEMPTS": "5"}
-    async with call_stack(session_max_seconds=2, replies=("agent_goodbye",), env=env) as stack:
+    async with call_stack(session_max_seconds=1.5, replies=("agent_goodbye",), env=env) as stack:
         model, app = stack.model, stack.app
         async with stack.caller() as caller:
             assert await caller.dial()
             await caller.wait_until(lambda: len(caller.played) >= len(GREETING), timeout=WAIT)
 
             # two replacements, each set up and told the conversation so far (the third session has only
-            # just been opened when this holds: the caller's turn below fits well within its 2 s)
+            # just been opened when this holds: the caller's turn below, ~0.4 s at FAST, fits in its 1.5 s)
             def replaced_twice() -> list[FakeModelSession]:
                 later = model.sessions[1:3]
                 return later if len(later) == 2 and all(told(session) for session in later) else []
