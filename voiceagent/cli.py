@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import sys
 
 from voiceagent.config import ConfigError, Settings, configuration_warnings, load_settings
@@ -35,12 +36,62 @@ def serve(settings: Settings) -> int:
     return 0
 
 
-def main(argv: list[str] | None = None) -> int:
+def demo(args: argparse.Namespace) -> int:
+    """A whole call on this machine: the service, the fake model and a simulated caller."""
+    try:
+        from voiceagent.demo import run_demo
+        from voiceagent.testing import FakeRealtimeServer  # noqa: F401  (the test kit's extra dependencies)
+    except ImportError as exc:
+        from voiceagent.simulated_call import missing_testing_extra
+
+        print(f"voiceagent demo: {missing_testing_extra(exc)}", file=sys.stderr)
+        return 2
+    try:
+        result = asyncio.run(run_demo(out=args.out, log_file=args.log, speed=args.speed))
+    except TimeoutError:
+        print("voiceagent demo: the call did not finish within a minute; see the log for why", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return 1 if result.problems else 0
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if not (0 < value <= 64):
+        raise argparse.ArgumentTypeError("must be between 0 and 64")
+    return value
+
+
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voiceagent", description="A phone agent on the OpenAI Realtime API.")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="run the service (HOST/PORT from the environment)")
     commands.add_parser("check-config", help="validate the environment and exit")
-    args = parser.parse_args(argv)
+    demo_cmd = commands.add_parser(
+        "demo",
+        help="hear a whole call on this machine: no account, no configuration",
+        description="Runs the service, the bundled fake model and a simulated caller on loopback, plays a "
+        "short scripted call, prints the transcript as it happens and writes what it sounded like to a WAV.",
+    )
+    demo_cmd.add_argument("--out", default="demo-heard.wav", help="the WAV to write (default: %(default)s)")
+    demo_cmd.add_argument(
+        "--log", default="demo-service.log", help="where the service's JSON log goes (default: %(default)s)"
+    )
+    demo_cmd.add_argument(
+        "--speed", type=_positive, default=1.0, help="how much faster than real time the call runs (default: 1)"
+    )
+    return parser
+
+
+# commands that need no service configuration from the environment
+_STANDALONE = {"demo": demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command in _STANDALONE:
+        return _STANDALONE[args.command](args)
     try:
         settings = load_settings()
     except ConfigError as exc:
