@@ -2,9 +2,20 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
+import re
+import signal
+import socket
 import subprocess
 import sys
+from dataclasses import replace
+
+import pytest
+
+from voiceagent.realtime.connection import ModelConnectError, ModelConnection
+from voiceagent.realtime.events import SessionConfig, SessionUpdated, UpdateSession
+from voiceagent.realtime.target import ModelTarget
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
@@ -31,3 +42,69 @@ def test_check_config_accepts_a_complete_environment():
     assert result.returncode == 0, result.stderr
     assert "azure ga gpt-realtime" in result.stdout
     assert "secret" not in result.stdout + result.stderr
+
+
+# ---------------------------------------------------------------- voiceagent fake-model
+
+
+async def start_command(*args: str, env: dict[str, str] | None = None) -> asyncio.subprocess.Process:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_", "TWILIO_", "VOICEAGENT_"))}
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voiceagent",
+        *args,
+        env={**clean, "PYTHONUNBUFFERED": "1", **(env or {})},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+
+
+async def read_until(process: asyncio.subprocess.Process, pattern: str, timeout: float = 30.0) -> re.Match[str]:
+    """Read the process's output line by line until one matches ``pattern`` (bounded)."""
+    assert process.stdout is not None
+    seen: list[str] = []
+    async with asyncio.timeout(timeout):
+        while line := (await process.stdout.readline()).decode():
+            seen.append(line)
+            if found := re.search(pattern, line):
+                return found
+    raise AssertionError(f"no line matched {pattern!r}; the command printed:\n{''.join(seen)}")
+
+
+async def test_fake_model_serves_the_realtime_protocol_until_sigterm() -> None:
+    process = await start_command("fake-model", "--port", "0", "--api-key", "local-key")
+    try:
+        endpoint = (await read_until(process, r"AZURE_OPENAI_ENDPOINT=(http://127\.0\.0\.1:\d+)")).group(1)
+        key = (await read_until(process, r"AZURE_OPENAI_API_KEY=(\S+)")).group(1)
+        assert key == "local-key"
+        target = ModelTarget(provider="azure", endpoint=endpoint, deployment="gpt-realtime", api_key=key)
+        connection = await ModelConnection.open(target, timeout=10)
+        try:
+            await connection.send(UpdateSession(SessionConfig(instructions="Be brief.", voice="alloy")))
+            async with asyncio.timeout(10):
+                async for event in connection:
+                    if isinstance(event, SessionUpdated):
+                        break
+            assert (event.input_format, event.output_format) == ("pcmu", "pcmu")
+        finally:
+            await connection.close()
+        with pytest.raises(ModelConnectError) as refused:  # it holds to its key, like the real service
+            await ModelConnection.open(replace(target, api_key="wrong"), timeout=10)
+        assert refused.value.status == 401
+    finally:
+        process.send_signal(signal.SIGTERM)
+        async with asyncio.timeout(15):
+            code = await process.wait()
+    assert code == 0
+    assert process.stdout is not None
+    assert "Stopped after 1 session(s)" in (await process.stdout.read()).decode()
+
+
+def test_fake_model_names_a_port_it_cannot_take() -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        result = run({}, "fake-model", "--port", str(taken.getsockname()[1]))
+    assert result.returncode == 1
+    assert "cannot listen on 127.0.0.1:" in result.stderr

@@ -56,6 +56,25 @@ def demo(args: argparse.Namespace) -> int:
     return 1 if result.problems else 0
 
 
+def fake_model(args: argparse.Namespace) -> int:
+    """The fake Realtime model on its own, for a service (or anything else) to talk to."""
+    try:
+        from voiceagent.demo import serve_fake_model
+    except ImportError as exc:
+        from voiceagent.simulated_call import missing_testing_extra
+
+        print(f"voiceagent fake-model: {missing_testing_extra(exc)}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(serve_fake_model(host=args.host, port=args.port, api_key=args.api_key, speed=args.speed))
+    except OSError as exc:
+        print(
+            f"voiceagent fake-model: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr
+        )
+        return 1
+    return 0
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not (0 < value <= 64):
@@ -81,11 +100,22 @@ def _parser() -> argparse.ArgumentParser:
     demo_cmd.add_argument(
         "--speed", type=_positive, default=1.0, help="how much faster than real time the call runs (default: 1)"
     )
+    fake = commands.add_parser(
+        "fake-model",
+        help="run the bundled fake Realtime model on its own (point AZURE_OPENAI_ENDPOINT at it)",
+        description="Serves the test kit's fake Realtime model (both protocols) until Ctrl-C or SIGTERM.",
+    )
+    fake.add_argument("--port", type=int, default=0, help="the port to listen on (default: a free one)")
+    fake.add_argument("--host", default="127.0.0.1", help="the address to listen on (default: %(default)s)")
+    fake.add_argument("--api-key", default="test-key", help="the key it accepts (default: %(default)s)")
+    fake.add_argument(
+        "--speed", type=_positive, default=4.0, help="how much faster than real time it speaks (default: 4)"
+    )
     return parser
 
 
 # commands that need no service configuration from the environment
-_STANDALONE = {"demo": demo}
+_STANDALONE = {"demo": demo, "fake-model": fake_model}
 
 
 def main(argv: list[str] | None = None) -> int:

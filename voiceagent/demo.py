@@ -18,10 +18,13 @@ import contextlib
 import logging
 import os
 import secrets
+import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
+
+from websockets.asyncio.server import serve
 
 from voiceagent.simulated_call import (
     BYTES_PER_MS,
@@ -32,6 +35,8 @@ from voiceagent.simulated_call import (
     serve_on_loopback,
     write_wav,
 )
+from voiceagent.testing import TEST_API_KEY, FakeRealtimeServer, FakeTwilioCaller, load_fixture, wait_until
+from voiceagent.testing.fake_realtime.server import MAX_MESSAGE_BYTES
 from voiceagent.transcripts import TranscriptLine
 
 GREETING = "Thank you for calling the Riverside Bistro. How can I help you today?"
@@ -120,11 +125,12 @@ async def run_demo(
 ) -> DemoResult:
     """Play the scripted call and return what happened. ``speed``: how much faster than real time the
     caller talks and listens (1: a real call's pace); ``log_file``: where the service's JSON log goes
-    (``None``: nowhere). Raises ``TimeoutError`` after ``wall_limit`` seconds."""
+    (``None``: nowhere). Raises ``TimeoutError`` after ``wall_limit`` seconds.
+
+    Needs the ``testing`` extra (the fakes use numpy and the ``openai`` package's event types)."""
     from voiceagent.app import create_app
     from voiceagent.config import load_settings
     from voiceagent.logs import LOGGER_NAME, configure_logging
-    from voiceagent.testing import FakeRealtimeServer, FakeTwilioCaller, load_fixture, wait_until
 
     printer = Printer(stream)
     result = DemoResult()
@@ -232,3 +238,57 @@ async def _script(caller: Any, printer: Printer, load_fixture: Any) -> HeardAudi
 
 def _open_log(path: str | Path | None) -> TextIO:
     return open(path if path is not None else os.devnull, "a", encoding="utf-8")
+
+
+# ---------------------------------------------------------------- voiceagent fake-model
+
+
+class BoundFakeRealtimeServer(FakeRealtimeServer):
+    """``FakeRealtimeServer`` on a chosen host and port (the test kit's own binds 127.0.0.1 on a free
+    port, which is what tests want and a person at a terminal does not)."""
+
+    def __init__(self, *, host: str = "127.0.0.1", port: int = 0, **options: Any) -> None:
+        super().__init__(**options)
+        self.host, self.bind_port = host, port
+
+    @property
+    def endpoint(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def start(self) -> None:
+        self._server = await serve(
+            self._serve_session,
+            self.host,
+            self.bind_port,
+            process_request=self._process_request,
+            max_size=MAX_MESSAGE_BYTES,
+        )
+        self.port = next(iter(self._server.sockets)).getsockname()[1]
+
+
+async def serve_fake_model(
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    api_key: str = TEST_API_KEY,
+    speed: float = MODEL_LEAD,
+    stream: TextIO | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    """Run the fake Realtime model on ``host:port`` until ``stop`` is set (by default: until SIGINT or
+    SIGTERM), printing what to put in the service's environment."""
+    printer = Printer(stream)
+    if stop is None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+    async with BoundFakeRealtimeServer(host=host, port=port, api_key=api_key, speed=speed) as fake:
+        printer.line(f"The fake Realtime model is listening on {fake.endpoint} (GA and preview protocols). Set:")
+        printer.line(f"  AZURE_OPENAI_ENDPOINT={fake.endpoint}")
+        printer.line(f"  AZURE_OPENAI_API_KEY={api_key}")
+        printer.line("  AZURE_OPENAI_DEPLOYMENT=gpt-realtime   (any name is accepted)")
+        printer.line("It greets, answers with recorded replies and hears speech by its loudness. Ctrl-C stops it.")
+        await stop.wait()
+        printer.line(f"Stopped after {len(fake.sessions)} session(s).")
