@@ -17,10 +17,18 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from voiceagent.testing.audio import FIXTURE_TEXTS, FRAME_BYTES, load_fixture, silence
-from voiceagent.testing.fake_realtime import FakeModelSession, FakeRealtimeServer, Rejection, Target, parse_target
+from voiceagent.testing import (
+    FIXTURE_TEXTS,
+    FRAME_BYTES,
+    FakeModelSession,
+    FakeRealtimeServer,
+    Rejection,
+    load_fixture,
+    silence,
+    wait_until,
+)
+from voiceagent.testing.fake_realtime import Target, parse_target
 from voiceagent.testing.fake_realtime.audio import VoiceActivityDetector, recognise
-from voiceagent.testing.waiting import wait_until
 
 DIALECTS = ("ga", "preview")
 TIMEOUT = 10.0

@@ -189,3 +189,16 @@ def words_until(text: str, fraction: float) -> str:
     """The first ``fraction`` of ``text``'s words (how much of a reply was spoken by some point)."""
     words = text.split()
     return " ".join(words[: round(len(words) * min(max(fraction, 0.0), 1.0))])
+
+
+def transcription_usage(model: str, audio_ms: float, transcript: str) -> dict[str, Any]:
+    """The ``usage`` of a transcription event: whisper bills by duration, the others by tokens."""
+    if model.startswith("whisper"):
+        return {"type": "duration", "seconds": round(audio_ms / 1000, 3)}
+    input_tokens, output_tokens = max(1, round(audio_ms / 100)), len(transcript.split())
+    return {
+        "type": "tokens",
+        "input_tokens": input_tokens,
+        "output_tokens": output_tokens,
+        "total_tokens": input_tokens + output_tokens,
+    }

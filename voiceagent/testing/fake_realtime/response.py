@@ -20,8 +20,10 @@ from typing import Any, Protocol
 
 from websockets.exceptions import ConnectionClosed
 
+from voiceagent.testing.fake_realtime.audio import words_until
 from voiceagent.testing.fake_realtime.conversation import Conversation
 from voiceagent.testing.fake_realtime.dialect import Dialect
+from voiceagent.testing.fake_realtime.errors import ClientError
 
 logger = logging.getLogger(__name__)
 
@@ -48,6 +50,24 @@ class LiveResponse:
     @property
     def produced_ms(self) -> int:
         return len(self.produced) // self.bytes_per_ms
+
+    def truncate(self, content_index: int, audio_end_ms: int, conversation: Conversation) -> None:
+        """The truncate rule (docs/protocol.md, "### The truncate rule"): the item now ends at
+        ``audio_end_ms`` and keeps only the words heard by then; ``ClientError`` where the real service
+        refuses (nothing produced yet, no such content part, past the audio produced so far)."""
+        if not self.produced:
+            raise ClientError("unsupported_content_type", "Only model output audio messages can be truncated")
+        if content_index != 0:
+            message = f"Invalid 'content_index': item has no content part {content_index}."
+            raise ClientError("invalid_value", message, "content_index")
+        if audio_end_ms > self.produced_ms:
+            message = f"Audio content of {self.produced_ms}ms is already shorter than {audio_end_ms}ms"
+            raise ClientError("invalid_value", message, "audio_end_ms")
+        total_ms = len(self.audio) // self.bytes_per_ms
+        self.heard = words_until(self.text, audio_end_ms / total_ms) if total_ms else ""
+        item = conversation.require(self.item_id)
+        status = item.get("status", "incomplete")
+        conversation.replace(self.spec.assistant_audio_item(self.item_id, status, self.heard))
 
     def request_stop(self, reason: str) -> None:
         if self.stop_reason is None:

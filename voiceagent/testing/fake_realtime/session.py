@@ -29,7 +29,7 @@ from voiceagent.testing.fake_realtime.audio import (
     bytes_per_ms,
     encode_output,
     recognise,
-    words_until,
+    transcription_usage,
 )
 from voiceagent.testing.fake_realtime.conversation import Conversation
 from voiceagent.testing.fake_realtime.dialect import DIALECTS, Dialect
@@ -309,7 +309,7 @@ class FakeModelSession:
                 "item_id": item_id,
                 "content_index": 0,
                 "transcript": transcript,
-                "usage": _transcription_usage(model, len(segment) / BYTES_PER_MS, transcript),
+                "usage": transcription_usage(model, len(segment) / BYTES_PER_MS, transcript),
             }
         )
 
@@ -331,34 +331,20 @@ class FakeModelSession:
         await self.send({"type": "conversation.item.retrieved", "item": item})
 
     async def _on_truncate(self, event: dict[str, Any]) -> None:
-        """The truncate rule (docs/protocol.md, "### The truncate rule")."""
         item_id, audio_end_ms = event["item_id"], event["audio_end_ms"]
-        item = self._conversation.require(item_id)
+        self._conversation.require(item_id)
         response = self._responses.get(item_id)
-        if response is None or not response.produced:
+        if response is None:
             raise ClientError("unsupported_content_type", "Only model output audio messages can be truncated")
-        if event["content_index"] != 0:
-            message = f"Invalid 'content_index': item has no content part {event['content_index']}."
-            raise ClientError("invalid_value", message, "content_index")
-        if audio_end_ms > response.produced_ms:
-            message = f"Audio content of {response.produced_ms}ms is already shorter than {audio_end_ms}ms"
-            raise ClientError("invalid_value", message, "audio_end_ms")
+        response.truncate(event["content_index"], audio_end_ms, self._conversation)
         live = self._live if self._live is response else None
         if live is not None:
             live.request_stop("client_cancelled")  # no further delta of this item
         self.truncations.append((item_id, audio_end_ms))
-        self._cut_transcript(item, response, audio_end_ms)
         truncated = {"item_id": item_id, "content_index": 0, "audio_end_ms": audio_end_ms}
         await self.send({"type": "conversation.item.truncated", **truncated})
         if live is not None and live.task is not None:
             await live.task
-
-    def _cut_transcript(self, item: dict[str, Any], response: LiveResponse, audio_end_ms: int) -> None:
-        """Keep only the words the caller heard, as the real service deletes the unheard transcript."""
-        total_ms = len(response.audio) // response.bytes_per_ms
-        response.heard = words_until(response.text, audio_end_ms / total_ms) if total_ms else ""
-        status = item.get("status", "incomplete")
-        self._conversation.replace(self.spec.assistant_audio_item(item["id"], status, response.heard))
 
     # ------------------------------------------------------------------ responses
 
@@ -414,18 +400,6 @@ class FakeModelSession:
         fixture = self.options.replies[self._replies_used % len(self.options.replies)]
         self._replies_used += 1
         return fixture
-
-
-def _transcription_usage(model: str, audio_ms: float, transcript: str) -> dict[str, Any]:
-    if model.startswith("whisper"):
-        return {"type": "duration", "seconds": round(audio_ms / 1000, 3)}
-    input_tokens, output_tokens = max(1, round(audio_ms / 100)), len(transcript.split())
-    return {
-        "type": "tokens",
-        "input_tokens": input_tokens,
-        "output_tokens": output_tokens,
-        "total_tokens": input_tokens + output_tokens,
-    }
 
 
 def _duration_text(seconds: float) -> str:
