@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import time
 from collections.abc import AsyncIterator
+from enum import Enum
 from typing import Any, assert_never
 
 from starlette.applications import Starlette
@@ -20,7 +22,9 @@ from voiceagent.bridge import Clock, ModelConnector
 from voiceagent.call import EndCall, Farewell
 from voiceagent.config import Settings
 from voiceagent.logs import CallLog, mask_number
+from voiceagent.operator_api import announce, metrics_routes, operator_routes
 from voiceagent.service import Service
+from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox
 from voiceagent.transcripts import TranscriptSink
 from voiceagent.twilio import messages as tw
@@ -107,7 +111,7 @@ async def voice(request: Request) -> Response:
         "from": params.get("From", ""),
         "to": params.get("To", ""),
     }
-    service.prewarm(call_sid)
+    service.prewarm(call_sid, caller=params.get("From"), called=params.get("To"))
     return _xml(twiml.connect(base, stream_params))
 
 
@@ -198,7 +202,13 @@ async def media(websocket: WebSocket) -> None:
         service.remember_end(start.call_sid, EndCall(reason, Farewell.BUSY))
         await _close(websocket, 1000)
         return
-    await service.claim(start.call_sid).run_stream(websocket, MediaStreamAdapter(start))
+    bridge = service.claim(
+        start.call_sid,
+        stream_sid=start.stream_sid,
+        caller=start.parameters.get("from"),
+        called=start.parameters.get("to"),
+    )
+    await bridge.run_stream(websocket, MediaStreamAdapter(start))
 
 
 def _stream_problem(service: Service, start: tw.Start) -> str | None:
@@ -235,6 +245,14 @@ async def readyz(request: Request) -> Response:
     return JSONResponse({"status": "ready"})
 
 
+class _FromEnvironment(Enum):
+    RECORDS = "from the environment"
+
+
+FROM_ENVIRONMENT = _FromEnvironment.RECORDS
+"""``create_app(records=...)``'s default: ``RecordsSettings.from_env(os.environ)``."""
+
+
 def create_app(
     settings: Settings,
     *,
@@ -243,10 +261,15 @@ def create_app(
     connector: ModelConnector | None = None,
     clock: Clock | None = None,
     tools: ToolBox | None = None,
+    records: RecordsSettings | None | _FromEnvironment = FROM_ENVIRONMENT,
 ) -> Starlette:
     """Build the ASGI app. ``credential``: an ``azure.identity.aio`` credential for Entra ID (made here
     when Azure is configured without an API key); ``sink``: where transcripts go (default: the log);
-    ``connector`` and ``clock``: the model seam and the time source (tests put fakes there)."""
+    ``connector`` and ``clock``: the model seam and the time source (tests put fakes there);
+    ``records``: call records, the operator API and the call-ended webhook (default: from the
+    ``VOICEAGENT_*`` variables of the process; ``None``: no records, no API, metrics only)."""
+    if isinstance(records, _FromEnvironment):
+        records = RecordsSettings.from_env(os.environ)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -255,10 +278,14 @@ def create_app(
             from azure.identity.aio import DefaultAzureCredential
 
             owned = app.state.service.credential = DefaultAzureCredential()
+        recorder = app.state.service.recorder
+        await recorder.start()
+        announce(app.state.service)
         try:
             yield
         finally:
             await app.state.service.close()
+            await recorder.stop()  # after the calls: their ends are recorded
             if owned is not None:
                 await owned.close()
 
@@ -269,11 +296,13 @@ def create_app(
             WebSocketRoute(twiml.MEDIA_PATH, media),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
+            *metrics_routes(),
+            *operator_routes(),
         ],
         middleware=[Middleware(WebhookGuard)],
         lifespan=lifespan,
     )
-    service = Service(settings, credential=credential, connector=connector, clock=clock, tools=tools)
+    service = Service(settings, credential=credential, connector=connector, clock=clock, tools=tools, records=records)
     if sink is not None:
         service.sink = sink
     app.state.service = service

@@ -20,6 +20,8 @@ from voiceagent.config import Settings
 from voiceagent.limits import RateLimit, RecentKeys
 from voiceagent.logs import CallLog
 from voiceagent.realtime.connection import ModelConnectError, ModelConnection
+from voiceagent.store.recorder import CallHandle, Recorder
+from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox, load_toolbox
 from voiceagent.transcripts import LogTranscriptSink, TranscriptSink
 from voiceagent.twilio.security import SignatureChecker, StreamTokens
@@ -44,6 +46,7 @@ class Service:
     connector: ModelConnector | None = None  # default: a real ModelConnection to settings.model
     clock: Clock | None = None  # default: the event loop's clock
     tools: ToolBox | None = None  # default: the operator's tools from the settings (validated here)
+    records: RecordsSettings | None = None  # call records, operator API, webhook; None: metrics and live events only
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -67,6 +70,9 @@ class Service:
         self._connects = RateLimit(settings.model_connects_per_minute)
         self.calls_per_number = RateLimit(settings.calls_per_number_per_minute)
         self._log = CallLog()
+        tool_names = [tool.name for tool in declared]
+        self.recorder = Recorder(settings, self.records, tool_names=tool_names)  # started by the app's lifespan
+        self._handles: dict[CallBridge, CallHandle] = {}
 
     @property
     def busy(self) -> bool:
@@ -106,38 +112,56 @@ class Service:
             raise ModelConnectError(f"over the process's budget of {limit} model connects per minute")
         return await (self.connector or self._connect)()
 
-    def _new_call(self, call_sid: str) -> CallBridge:
+    def _new_call(self, call_sid: str, caller: str | None, called: str | None) -> CallBridge:
         clock = self.clock or LoopClock()
         core = CallCore(self.call_options(), call_sid=call_sid, now=clock.now())
+        handle = self.recorder.call_started(call_sid, caller, called)  # records hook: the call exists
         bridge = CallBridge(
             core,
             connect=self._connect_within_budget,
-            sink=self.sink,
+            sink=self.recorder.sink_for(handle, self.sink),
             clock=clock,
             tools=self.tools,
             on_end=self._forget,
         )
+        bridge.log = self.recorder.log_for(handle)  # the same log lines, also seen by the recorder
+        self._handles[bridge] = handle
         self.calls[call_sid] = bridge
         bridge.start()
         return bridge
 
-    def prewarm(self, call_sid: str) -> None:
+    def prewarm(self, call_sid: str, *, caller: str | None = None, called: str | None = None) -> None:
         """Open the model session now (from the webhook), so the greeting is ready when the stream starts.
-        The core gives it up if no stream arrives within ``VOICEAGENT_PREWARM_SECONDS``."""
+        The core gives it up if no stream arrives within ``VOICEAGENT_PREWARM_SECONDS``. ``caller`` and
+        ``called``: the webhook's From and To, for the call's record."""
         if call_sid not in self.calls:
-            self._new_call(call_sid)
+            self._new_call(call_sid, caller, called)
 
-    def claim(self, call_sid: str) -> CallBridge:
+    def claim(
+        self,
+        call_sid: str,
+        *,
+        stream_sid: str | None = None,
+        caller: str | None = None,
+        called: str | None = None,
+    ) -> CallBridge:
         """The call for a stream that just started: the pre-warmed one, or a new one."""
         bridge = self.calls.get(call_sid)
         if bridge is None or bridge.ended is not None:
-            bridge = self._new_call(call_sid)
+            bridge = self._new_call(call_sid, caller, called)
+        handle = self._handles.get(bridge)
+        if handle is not None:
+            self.recorder.stream_started(handle, stream_sid)  # records hook: the call is answered
         return bridge
 
     def _forget(self, bridge: CallBridge) -> None:
         if self.calls.get(bridge.call_sid) is bridge:
             del self.calls[bridge.call_sid]
-        self.remember_end(bridge.call_sid, bridge.ended or EndCall("ended"))
+        end = bridge.ended or EndCall("ended")
+        self.remember_end(bridge.call_sid, end)
+        handle = self._handles.pop(bridge, None)
+        if handle is not None:  # records hook: the call is over, with its figures
+            self.recorder.call_ended(handle, end, bridge.core.figures.turn_latencies_ms)
 
     def end_of(self, call_sid: str) -> EndCall | None:
         """How a call ended, if it ended recently (the stream-ended handler asks, and a late stream)."""
@@ -162,6 +186,7 @@ class Service:
             else:
                 await bridge.end("the service is shutting down")
         await _all_finished(list(self.calls.values()), timeout=None)
+        self.recorder.events.close()  # live-event streams would hold the server's exit up
         log.info("drained")
 
     async def close(self) -> None:

@@ -1,0 +1,193 @@
+"""``VOICEAGENT_CALL_ENDED_WEBHOOK``: after each call, POST its record and transcript as JSON.
+
+The body is signed: ``X-Voiceagent-Signature: sha256=<hex>``, the HMAC-SHA256 of the raw body keyed with
+``VOICEAGENT_WEBHOOK_SECRET`` (check it with ``verify_signature`` or the four lines in its docstring).
+``X-Voiceagent-Delivery`` is the same on every attempt of one delivery, so receivers can drop repeats.
+
+Deliveries never hold a call up: ``submit`` only queues (bounded; beyond ``max_pending`` a delivery is
+dropped and counted). A few workers post with ``httpx.AsyncClient``, retrying timeouts, transport errors,
+408/425/429 and 5xx with exponential back-off and jitter (``Retry-After`` honoured), up to ``attempts``
+times; any other answer ends the delivery. Outcomes are counted in the metrics and logged, never with
+the URL (it may carry credentials) or the body (it carries the transcript).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import random
+import time
+import uuid
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from voiceagent.logs import CallLog
+from voiceagent.metrics import Metrics
+
+__all__ = ["SIGNATURE_HEADER", "CallEndedWebhook", "sign", "verify_signature"]
+
+SIGNATURE_HEADER = "X-Voiceagent-Signature"
+DELIVERY_HEADER = "X-Voiceagent-Delivery"
+EVENT = "call.ended"
+RETRIED_STATUSES = frozenset({408, 425, 429})
+
+
+def sign(secret: str, body: bytes) -> str:
+    """The header value: ``sha256=<hex HMAC-SHA256 of body>``."""
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
+    """For receivers, in constant time::
+
+    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+    ok = hmac.compare_digest(expected, request.headers["X-Voiceagent-Signature"])
+    """
+    return header is not None and hmac.compare_digest(sign(secret, body), header)
+
+
+class CallEndedWebhook:
+    def __init__(
+        self,
+        url: str,
+        secret: str,
+        *,
+        metrics: Metrics | None = None,
+        client: httpx.AsyncClient | None = None,
+        attempts: int = 6,
+        first_delay: float = 1.0,
+        max_delay: float = 60.0,
+        timeout: float = 10.0,
+        max_pending: int = 1000,
+        workers: int = 4,
+    ) -> None:
+        self.url = url
+        self._secret = secret
+        self._metrics = metrics
+        self._client = client
+        self._owns_client = client is None
+        self._attempts = max(1, attempts)
+        self._first_delay = first_delay
+        self._max_delay = max_delay
+        self._timeout = timeout
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(max_pending)
+        self._workers = workers
+        self._tasks: list[asyncio.Task[None]] = []
+        self._host = urlsplit(url).hostname or "?"
+        self._log = CallLog()
+
+    def start(self) -> None:
+        if self._client is None:
+            self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
+        self._tasks = [
+            asyncio.get_running_loop().create_task(self._work(), name=f"call-ended-webhook-{n}")
+            for n in range(self._workers)
+        ]
+
+    def submit(self, call_sid: str, payload: dict[str, Any]) -> bool:
+        """Queue a delivery; never waits. False (logged, counted) when too many are pending."""
+        try:
+            self._queue.put_nowait((call_sid, payload))
+            return True
+        except asyncio.QueueFull:
+            self._outcome("dropped")
+            CallLog(call_sid).error("call_ended_webhook_dropped", reason="too many deliveries pending")
+            return False
+
+    @property
+    def pending(self) -> int:
+        return self._queue.qsize()
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Give what is queued ``grace`` seconds, then stop (what is left is counted as dropped)."""
+        if self._tasks:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._queue.join(), grace)
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            self._tasks = []
+        left = self._queue.qsize()
+        if left:
+            self._outcome("dropped", left)
+            self._log.error("call_ended_webhook_dropped", count=left, reason="shutting down")
+        if self._client is not None and self._owns_client:
+            await self._client.aclose()
+            self._client = None
+
+    async def _work(self) -> None:
+        while True:
+            call_sid, payload = await self._queue.get()
+            try:
+                await self._deliver(call_sid, payload)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a bug here must not stop later deliveries
+                CallLog(call_sid).error("call_ended_webhook_failed", error=f"{type(exc).__name__}: {exc}")
+                self._outcome("failed")
+            finally:
+                self._queue.task_done()
+
+    async def _deliver(self, call_sid: str, payload: dict[str, Any]) -> None:
+        assert self._client is not None
+        log = CallLog(call_sid)
+        delivery = str(uuid.uuid4())
+        body = json.dumps(
+            {"event": EVENT, "delivery_id": delivery, "sent_at": round(time.time(), 3), **payload},
+            separators=(",", ":"),
+            ensure_ascii=False,
+        ).encode()
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(self._secret, body),
+            DELIVERY_HEADER: delivery,
+            "User-Agent": "voiceagent-call-ended-webhook",
+        }
+        delay = self._first_delay
+        problem = ""
+        for attempt in range(1, self._attempts + 1):
+            retry_after: float | None = None
+            try:
+                response = await self._client.post(self.url, content=body, headers=headers, timeout=self._timeout)
+            except httpx.HTTPError as exc:
+                problem = type(exc).__name__
+            else:
+                if 200 <= response.status_code < 300:
+                    self._outcome("delivered")
+                    log.info(
+                        "call_ended_webhook_delivered", host=self._host, status=response.status_code, attempts=attempt
+                    )
+                    return
+                problem = f"HTTP {response.status_code}"
+                if response.status_code not in RETRIED_STATUSES and response.status_code < 500:
+                    self._failed_attempt()
+                    break  # the receiver refuses this delivery: asking again will not change its mind
+                retry_after = _retry_after(response.headers.get("retry-after"))
+            self._failed_attempt()
+            if attempt == self._attempts:
+                break
+            wait = retry_after if retry_after is not None else delay * random.uniform(0.8, 1.2)
+            log.warning("call_ended_webhook_retry", host=self._host, problem=problem, attempt=attempt)
+            await asyncio.sleep(min(wait, self._max_delay))
+            delay = min(delay * 2, self._max_delay)
+        self._outcome("failed")
+        log.error("call_ended_webhook_failed", host=self._host, problem=problem, attempts=attempt)
+
+    def _outcome(self, outcome: str, count: int = 1) -> None:
+        if self._metrics is not None:
+            self._metrics.webhook_deliveries.labels(outcome=outcome).inc(count)
+
+    def _failed_attempt(self) -> None:
+        if self._metrics is not None:
+            self._metrics.webhook_attempts_failed.inc()
+
+
+def _retry_after(value: str | None) -> float | None:
+    if value is None or not value.strip().isdigit():
+        return None
+    return float(int(value.strip()))

@@ -1,0 +1,391 @@
+"""The operator's view of the line: call records, live calls and events, and stepping into a call.
+
+Every route wants ``Authorization: Bearer $VOICEAGENT_API_TOKEN`` (compared in constant time; the token
+is never logged). Without ``VOICEAGENT_API_TOKEN`` the API is off: every route answers 404, and start-up
+says so. Errors are JSON: ``{"error": "…"}``.
+
+    GET  /api/calls?from=&to=&number=&reason=&limit=&cursor=   newest first; next page: ?cursor=<next_cursor>
+    GET  /api/calls/live                                       calls in progress on this instance
+    GET  /api/calls/{sid}                                      the call's record and transcript
+    GET  /api/calls/{sid}/transcript.txt
+    GET  /api/calls/{sid}/recording.wav                        with VOICEAGENT_RECORDINGS=on
+    GET  /api/events                                           server-sent events: call_started, call_answered,
+                                                               utterance, barge_in, tool, call_ended
+    POST /api/calls/{sid}/say       {"text": "…"}              the agent says it (after what it is saying)
+    POST /api/calls/{sid}/note      {"text": "…"}              context for the model, not spoken
+    POST /api/calls/{sid}/hangup
+    POST /api/calls/{sid}/transfer  {"to": "+15551230001" | "sip:…"}
+
+A call this instance does not have in progress answers the call actions with 409 if it is known (the
+store has it, or it ended here) and 404 otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import json
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from voiceagent.bridge import CallBridge
+from voiceagent.call import Action, Log
+from voiceagent.logs import CallLog, mask_number
+from voiceagent.metrics import CONTENT_TYPE_LATEST
+from voiceagent.service import Service
+from voiceagent.store.records import CallRecord, LineRecord, iso_time
+
+__all__ = ["announce", "metrics_routes", "operator_routes"]
+
+CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}", re.ASCII)
+DESTINATION = re.compile(r"\+[1-9][0-9]{6,14}|sip:[^\s,=]{1,250}", re.ASCII)  # as VOICEAGENT_TRANSFER_TO
+MAX_BODY_BYTES = 16 * 1024
+MAX_TEXT_CHARS = 2000
+KEEPALIVE_SECONDS = 15.0
+DEFAULT_LIMIT = 50
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _error(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"error": message}, status_code=status, headers=headers or None)
+
+
+def _service(request: Request) -> Service:
+    service: Service = request.app.state.service
+    return service
+
+
+def _api_token(service: Service) -> str | None:
+    records = service.records
+    return records.api_token if records is not None else None
+
+
+def _bearer_ok(request: Request, token: str) -> bool:
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    # compare_digest on bytes: constant time whatever the input (str needs ASCII)
+    return scheme.lower() == "bearer" and hmac.compare_digest(given.strip().encode(), token.encode())
+
+
+def _unauthorized() -> JSONResponse:
+    return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="voiceagent"'})
+
+
+def _protected(handler: Handler) -> Handler:
+    """The token check in front of every operator route."""
+
+    async def checked(request: Request) -> Response:
+        service = _service(request)
+        token = _api_token(service)
+        if token is None or service.recorder.store is None:
+            return _error(404, "the operator API is off: set VOICEAGENT_API_TOKEN (and keep call records on)")
+        if not _bearer_ok(request, token):
+            return _unauthorized()
+        return await handler(request)
+
+    return checked
+
+
+def announce(service: Service) -> None:
+    """Say at start-up whether the operator API is on (the token itself is never logged)."""
+    log = CallLog()
+    if _api_token(service) is None:
+        log.warning("operator_api_off", detail="VOICEAGENT_API_TOKEN is not set: /api/* answers 404")
+    elif service.recorder.store is None:
+        log.warning("operator_api_off", detail="no call records: /api/* answers 404")
+    else:
+        log.info("operator_api_on", routes="/api/*", auth="bearer")
+    if _api_token(service) is None:
+        log.info("metrics_open", detail="GET /metrics needs no token (set VOICEAGENT_API_TOKEN to require one)")
+
+
+# ------------------------------------------------------------ queries
+
+
+def _time(name: str, raw: str | None) -> float | None:
+    """Unix seconds, or ISO 8601 (a date, or a date and time; UTC unless it says otherwise)."""
+    if raw is None or not raw.strip():
+        return None
+    raw = raw.strip()
+    try:
+        return float(raw)
+    except ValueError:
+        pass
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw[:40]!r} is neither ISO 8601 nor Unix seconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def _number(raw: str | None, full: bool) -> tuple[str, ...]:
+    if raw is None or not raw.strip():
+        return ()
+    number = raw.strip()
+    if raw.startswith(" ") and number.isdigit():
+        number = "+" + number  # an unencoded + in a query string arrives as a space
+    masked = mask_number(number, full=full) or number
+    return tuple(dict.fromkeys((number, masked)))
+
+
+async def list_calls(request: Request) -> Response:
+    service = _service(request)
+    store = service.recorder.store
+    assert store is not None
+    query = request.query_params
+    try:
+        since, until = _time("from", query.get("from")), _time("to", query.get("to"))
+        limit = int(query.get("limit") or DEFAULT_LIMIT)
+        if not 1 <= limit <= 500:
+            raise ValueError("limit must be between 1 and 500")
+        numbers = _number(query.get("number"), service.settings.log_full_numbers)
+        page = await asyncio.to_thread(
+            store.list_calls,
+            since=since,
+            until=until,
+            numbers=numbers,
+            reason=(query.get("reason") or "").strip()[:200] or None,
+            limit=limit,
+            cursor=query.get("cursor") or None,
+        )
+    except ValueError as exc:
+        return _error(400, str(exc))
+    return JSONResponse({"calls": [call.to_json() for call in page.calls], "next_cursor": page.next_cursor})
+
+
+async def live_calls(request: Request) -> Response:
+    service = _service(request)
+    calls = []
+    for handle in list(service.recorder.live.values()):
+        bridge = service.calls.get(handle.call_sid)
+        phase = bridge.core.phase.name.lower() if bridge is not None else "ending"
+        calls.append({**handle.live_json(), "phase": phase})
+    return JSONResponse({"calls": calls})
+
+
+async def _record_and_lines(service: Service, call_sid: str) -> tuple[CallRecord, list[LineRecord]] | None:
+    handle = service.recorder.live.get(call_sid)
+    if handle is not None:  # in progress here: memory is ahead of the store
+        return handle.record, list(handle.lines)
+    store = service.recorder.store
+    assert store is not None
+    record = await asyncio.to_thread(store.get_call, call_sid)
+    if record is None:
+        return None
+    return record, await asyncio.to_thread(store.transcript, call_sid)
+
+
+def _sid(request: Request) -> str | None:
+    sid = str(request.path_params["sid"])
+    return sid if CALL_SID.fullmatch(sid) else None
+
+
+async def get_call(request: Request) -> Response:
+    sid = _sid(request)
+    found = None if sid is None else await _record_and_lines(_service(request), sid)
+    if found is None:
+        return _error(404, "no such call")
+    record, lines = found
+    return JSONResponse({"call": record.to_json(), "transcript": [line.to_json() for line in lines]})
+
+
+async def transcript_text(request: Request) -> Response:
+    sid = _sid(request)
+    found = None if sid is None else await _record_and_lines(_service(request), sid)
+    if found is None:
+        return _error(404, "no such call")
+    record, lines = found
+    return PlainTextResponse(transcript_as_text(record, lines))
+
+
+def transcript_as_text(record: CallRecord, lines: list[LineRecord]) -> str:
+    """A call as people read it: a header, then one line per utterance."""
+    head = [
+        f"Call {record.call_sid}",
+        f"From {record.from_number or '?'} to {record.to_number or '?'}",
+        f"Started {iso_time(record.started_at)}"
+        + (
+            f", ended {iso_time(record.ended_at)} ({record.end_reason})"
+            if record.ended_at is not None
+            else ", in progress"
+        ),
+        "",
+    ]
+    return "\n".join(head + [line.as_text() for line in lines]) + "\n"
+
+
+async def recording(request: Request) -> Response:
+    service = _service(request)
+    sid = _sid(request)
+    records = service.records
+    if sid is None or records is None or not records.recordings:
+        return _error(404, "no recording (recordings are off)" if sid is not None else "no such call")
+    path = Path(records.recordings_dir) / f"{sid}.wav"
+    if not path.is_file():
+        return _error(404, "no recording of this call")
+    return FileResponse(path, media_type="audio/wav", filename=f"{sid}.wav")
+
+
+async def events(request: Request) -> Response:
+    hub = _service(request).recorder.events
+
+    async def stream() -> AsyncIterator[str]:
+        subscription = hub.subscribe()
+        try:
+            yield "retry: 3000\n\n"
+            while True:
+                try:
+                    event = await subscription.next(KEEPALIVE_SECONDS)
+                except EOFError:
+                    if subscription.dropped:
+                        yield 'event: dropped\ndata: {"reason":"this subscriber fell behind"}\n\n'
+                    return
+                yield ": keep-alive\n\n" if event is None else event.sse()
+        finally:
+            hub.unsubscribe(subscription)
+
+    headers = {"Cache-Control": "no-store", "X-Accel-Buffering": "no"}
+    return StreamingResponse(stream(), media_type="text/event-stream", headers=headers)
+
+
+# ------------------------------------------------------------ stepping in
+
+
+async def _json_body(request: Request) -> dict[str, Any]:
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > MAX_BODY_BYTES):
+        raise ValueError("body too large")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise ValueError("body too large")
+    if not body:
+        return {}
+    try:
+        parsed = json.loads(body)
+    except ValueError:
+        raise ValueError("the body is not JSON") from None
+    if not isinstance(parsed, dict):
+        raise ValueError("the body must be a JSON object")
+    return parsed
+
+
+def _text_field(body: dict[str, Any], name: str) -> str:
+    value = body.get(name)
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError(f'"{name}" must be a non-empty string')
+    if len(value) > MAX_TEXT_CHARS:
+        raise ValueError(f'"{name}" must be at most {MAX_TEXT_CHARS} characters')
+    return value.strip()
+
+
+async def _live_bridge(request: Request) -> CallBridge | Response:
+    service = _service(request)
+    sid = _sid(request)
+    if sid is None:
+        return _error(404, "no such call")
+    bridge = service.calls.get(sid)
+    if bridge is not None and bridge.ended is None:
+        return bridge
+    store = service.recorder.store
+    known = service.end_of(sid) is not None
+    if not known and store is not None:
+        known = await asyncio.to_thread(store.get_call, sid) is not None
+    if known:
+        return _error(409, f"call {sid} is not in progress on this instance (it ended, or another instance has it)")
+    return _error(404, "no such call")
+
+
+def _operate(bridge: CallBridge, act: Callable[[float], list[Action]]) -> list[Action]:
+    """Run one of the core's operator inputs through the bridge; return the actions it decided."""
+    decided: list[Action] = []
+
+    def run(now: float) -> list[Action]:
+        decided.extend(act(now))
+        return decided
+
+    bridge.operator(run)
+    return decided
+
+
+def _refusal(bridge: CallBridge, decided: list[Action]) -> Response | None:
+    if any(isinstance(action, Log) and action.event.endswith("_refused") for action in decided):
+        phase = bridge.core.phase.name.lower()
+        return _error(
+            409, f"the call cannot take that now (phase: {phase}, model: {bridge.core.model_phase.name.lower()})"
+        )
+    return None
+
+
+def _action(kind: str) -> Handler:
+    async def handle(request: Request) -> Response:
+        found = await _live_bridge(request)
+        if isinstance(found, Response):
+            return found
+        bridge = found
+        try:
+            body = await _json_body(request) if kind != "hangup" else {}
+            if kind == "say":
+                text = _text_field(body, "text")
+                decided = _operate(bridge, lambda now: bridge.core.operator_say(text, now))
+            elif kind == "note":
+                text = _text_field(body, "text")
+                decided = _operate(bridge, lambda now: bridge.core.operator_note(text, now))
+            elif kind == "transfer":
+                to = _text_field(body, "to")
+                if not DESTINATION.fullmatch(to):
+                    raise ValueError('"to" must be an E.164 number (+15551230001) or a sip: URI')
+                decided = _operate(bridge, lambda now: bridge.core.operator_transfer(to, now))
+            else:
+                decided = _operate(bridge, lambda now: bridge.core.hang_up("an operator hung up", now))
+        except ValueError as exc:
+            return _error(400, str(exc))
+        refused = _refusal(bridge, decided)
+        if refused is not None:
+            return refused
+        return JSONResponse({"status": "accepted", "call_sid": bridge.call_sid, "action": kind}, status_code=202)
+
+    return handle
+
+
+def operator_routes() -> list[BaseRoute]:
+    """The ``/api`` routes (``/api/calls/live`` before ``/api/calls/{sid}``)."""
+    routes: list[tuple[str, Handler, str]] = [
+        ("/api/calls", list_calls, "GET"),
+        ("/api/calls/live", live_calls, "GET"),
+        ("/api/events", events, "GET"),
+        ("/api/calls/{sid}", get_call, "GET"),
+        ("/api/calls/{sid}/transcript.txt", transcript_text, "GET"),
+        ("/api/calls/{sid}/recording.wav", recording, "GET"),
+        ("/api/calls/{sid}/say", _action("say"), "POST"),
+        ("/api/calls/{sid}/note", _action("note"), "POST"),
+        ("/api/calls/{sid}/hangup", _action("hangup"), "POST"),
+        ("/api/calls/{sid}/transfer", _action("transfer"), "POST"),
+    ]
+    return [Route(path, _protected(handler), methods=[method]) for path, handler, method in routes]
+
+
+# ------------------------------------------------------------ metrics
+
+
+async def metrics(request: Request) -> Response:
+    """Prometheus exposition. With ``VOICEAGENT_API_TOKEN`` set, it wants the bearer token too."""
+    service = _service(request)
+    token = _api_token(service)
+    if token is not None and not _bearer_ok(request, token):
+        return _unauthorized()
+    return Response(service.recorder.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+
+
+def metrics_routes() -> list[BaseRoute]:
+    return [Route("/metrics", metrics, methods=["GET"])]

@@ -1,0 +1,164 @@
+"""One database connection, SQLite or PostgreSQL, behind the few calls the store makes.
+
+SQL is written once with ``?`` placeholders (no literal ``?`` or ``%`` in statements); the PostgreSQL
+connection turns them into psycopg's ``%s``. Both connections run in autocommit mode, with explicit
+transactions from ``transaction()``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import sqlite3
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from voiceagent.store.schema import MIGRATIONS, NEWEST_VERSION
+from voiceagent.store.settings import RecordsSettings
+
+__all__ = ["Connection", "StoreError", "connect", "migrate"]
+
+SQLITE_BUSY_TIMEOUT_SECONDS = 5.0
+POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
+MIGRATION_LOCK = 7_205_201_010  # pg_advisory_xact_lock key: one instance migrates at a time
+
+Row = dict[str, Any]
+
+
+class StoreError(RuntimeError):
+    """The store cannot be used (cannot connect, a schema newer than this code, a missing driver)."""
+
+
+class Connection(Protocol):
+    backend: str
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int: ...
+    def transaction(self) -> contextlib.AbstractContextManager[None]: ...
+    def close(self) -> None: ...
+
+
+class SqliteConnection:
+    backend = "sqlite"
+
+    def __init__(self, path: str, *, read_only: bool = False) -> None:
+        if not read_only:
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        target = f"file:{path}?mode=ro" if read_only else f"file:{path}"
+        self._db = sqlite3.connect(
+            target, uri=True, isolation_level=None, check_same_thread=False, timeout=SQLITE_BUSY_TIMEOUT_SECONDS
+        )
+        if not read_only:
+            # WAL: readers (the API, the CLI) never wait for the writer. synchronous=NORMAL: a commit is in
+            # the WAL file, and so survives the process being killed (not a power cut; FULL would fsync)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.execute("PRAGMA foreign_keys=ON")
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        cursor = self._db.execute(sql, tuple(params))
+        names = [column[0] for column in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self._db.execute(sql, tuple(params)).rowcount
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        self._db.execute("BEGIN IMMEDIATE")  # take the write lock now, not half-way through
+        try:
+            yield
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        self._db.execute("COMMIT")
+
+    def close(self) -> None:
+        self._db.close()
+
+
+@functools.lru_cache(maxsize=256)
+def _psycopg_sql(sql: str) -> str:
+    return sql.replace("?", "%s")
+
+
+class PostgresConnection:
+    backend = "postgresql"
+
+    def __init__(self, url: str) -> None:
+        try:
+            import psycopg  # type: ignore[import-not-found, unused-ignore]
+        except ImportError:
+            raise StoreError(
+                "VOICEAGENT_DATABASE_URL names PostgreSQL, but psycopg is not installed: "
+                "pip install 'voiceagent[postgres]'"
+            ) from None
+        try:
+            self._db = psycopg.connect(url, autocommit=True, connect_timeout=POSTGRES_CONNECT_TIMEOUT_SECONDS)
+        except psycopg.Error as exc:
+            # the message names host and port, never the password
+            raise StoreError(f"cannot connect to PostgreSQL: {str(exc).strip()}") from None
+
+    def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._db.cursor() as cursor:
+            cursor.execute(_psycopg_sql(sql), tuple(params))
+            if cursor.description is None:
+                return []
+            names = [column.name for column in cursor.description]
+            return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> int:
+        with self._db.cursor() as cursor:
+            cursor.execute(_psycopg_sql(sql), tuple(params))
+            return int(cursor.rowcount)
+
+    @contextlib.contextmanager
+    def transaction(self) -> Iterator[None]:
+        with self._db.transaction():
+            yield
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def connect(settings: RecordsSettings, *, read_only: bool = False) -> Connection:
+    """A new connection to the store ``settings`` name. ``read_only`` (SQLite): never creates the file."""
+    if settings.backend == "sqlite":
+        path = settings.sqlite_path
+        if read_only and not Path(path).exists():
+            raise StoreError(f"no call records at {path} (VOICEAGENT_DATABASE_URL)")
+        try:
+            return SqliteConnection(path, read_only=read_only)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open the SQLite database {path}: {exc}") from None
+    return PostgresConnection(settings.database_url)
+
+
+def migrate(connection: Connection) -> int:
+    """Bring the schema to the newest version (one transaction); return the version it is at."""
+    with connection.transaction():
+        if connection.backend == "postgresql":
+            connection.query("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK,))
+        connection.execute(
+            "CREATE TABLE IF NOT EXISTS schema_version (version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)"
+            if connection.backend == "sqlite"
+            else "CREATE TABLE IF NOT EXISTS schema_version "
+            "(version INTEGER PRIMARY KEY, applied_at DOUBLE PRECISION NOT NULL)"
+        )
+        [row] = connection.query("SELECT MAX(version) AS version FROM schema_version")
+        current = int(row["version"] or 0)
+        if current > NEWEST_VERSION:
+            raise StoreError(
+                f"the database's schema is at version {current}, newer than this voiceagent knows "
+                f"({NEWEST_VERSION}): run the newer version, or point VOICEAGENT_DATABASE_URL elsewhere"
+            )
+        for version, statements in MIGRATIONS[connection.backend]:
+            if version <= current:
+                continue
+            for statement in statements:
+                connection.execute(statement)
+            connection.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, time.time()))
+            current = version
+    return current
