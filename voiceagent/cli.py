@@ -75,6 +75,53 @@ def fake_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def call(args: argparse.Namespace) -> int:
+    """A simulated Twilio caller against a running instance: says a WAV, records the answer."""
+    import os
+
+    try:
+        from voiceagent.simulated_call import WavError, place_call, read_wav_as_ulaw
+        from voiceagent.testing import FakeTwilioCaller  # noqa: F401  (the test kit's extra dependencies)
+    except ImportError as exc:
+        from voiceagent.simulated_call import missing_testing_extra
+
+        print(f"voiceagent call: {missing_testing_extra(exc)}", file=sys.stderr)
+        return 2
+    token = (os.environ.get("TWILIO_AUTH_TOKEN") or "").strip() or None
+    if token is None and os.environ.get("VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION", "").lower() != "true":
+        print(
+            "voiceagent call: TWILIO_AUTH_TOKEN is not set: the simulated caller signs its requests with it, "
+            "as Twilio does; set it to the service's",
+            file=sys.stderr,
+        )
+        return 2
+    url = args.url or (os.environ.get("PUBLIC_BASE_URL") or "").strip()
+    url = url or f"http://127.0.0.1:{(os.environ.get('PORT') or '').strip() or 8080}"
+    try:
+        question = read_wav_as_ulaw(args.wav)
+    except WavError as exc:
+        print(f"voiceagent call: {exc}", file=sys.stderr)
+        return 2
+    try:
+        report = asyncio.run(
+            place_call(
+                url,
+                auth_token=token,
+                question=question,
+                question_name=args.wav,
+                out=args.out,
+                speed=args.speed,
+                timeout=args.timeout,
+            )
+        )
+    except KeyboardInterrupt:
+        return 130
+    if not report.ok:
+        print(f"voiceagent call: {report.problem}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not (0 < value <= 64):
@@ -111,11 +158,29 @@ def _parser() -> argparse.ArgumentParser:
     fake.add_argument(
         "--speed", type=_positive, default=4.0, help="how much faster than real time it speaks (default: 4)"
     )
+    caller = commands.add_parser(
+        "call",
+        help="call a running instance as Twilio would, say a WAV file and record the answer",
+        description="A simulated caller over the real signed webhook and Media Stream: waits for the greeting, "
+        "streams the WAV at real time, listens to the answer and writes what it heard to a WAV file. "
+        "Signs with TWILIO_AUTH_TOKEN, like Twilio.",
+    )
+    caller.add_argument("--wav", required=True, help="what the caller says: any WAV (PCM, μ-law or A-law; any rate)")
+    caller.add_argument(
+        "--url", help="the service's base URL (default: PUBLIC_BASE_URL, else http://127.0.0.1:$PORT, PORT 8080)"
+    )
+    caller.add_argument(
+        "--out", default="heard.wav", help="where to write what the caller heard (default: %(default)s)"
+    )
+    caller.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole call (default: 120)")
+    caller.add_argument(
+        "--speed", type=_positive, default=1.0, help="media clock speed: 1 is a real call (faster only against fakes)"
+    )
     return parser
 
 
 # commands that need no service configuration from the environment
-_STANDALONE = {"demo": demo, "fake-model": fake_model}
+_STANDALONE = {"demo": demo, "fake-model": fake_model, "call": call}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -299,3 +299,187 @@ def missing_testing_extra(exc: ImportError) -> str:
     """What to tell someone whose install lacks the ``testing`` extra (the simulated caller and the
     fake model need numpy and openai)."""
     return f"this command needs the test kit's extra dependencies ({exc.name or exc}): {TESTING_EXTRA_HINT}"
+
+
+# ---------------------------------------------------------------- voiceagent call
+
+
+@dataclass
+class CallReport:
+    """What a simulated call found: ``ok`` when the agent answered the question."""
+
+    ok: bool = False
+    problem: str | None = None
+    heard_bytes: int = 0
+    answer_bytes: int = 0  # heard after the question started
+    clears: int = 0
+    marks_echoed: int = 0
+    call_seconds: float = 0.0
+    out: Path | None = None
+
+
+async def place_call(
+    url: str,
+    *,
+    auth_token: str | None,
+    question: bytes,
+    question_name: str = "the question",
+    out: str | Path = "heard.wav",
+    speed: float = 1.0,
+    greeting_wait: float = 6.0,
+    quiet: float = 2.0,
+    timeout: float = 90.0,
+    stream: Any = None,
+) -> CallReport:
+    """Call the service at ``url`` as Twilio would, say ``question`` (μ-law) after the greeting (if any:
+    at most ``greeting_wait`` seconds of waiting for it), listen until the agent has been quiet for
+    ``quiet`` seconds after answering, hang up and write what was heard to ``out``. ``timeout``: wall
+    seconds for the whole call. Needs the ``testing`` extra (``FakeTwilioCaller``)."""
+    import httpx
+
+    from voiceagent.testing import FakeTwilioCaller
+
+    printer = Printer(stream)
+    report = CallReport()
+    heard = HeardAudio()
+    caller = FakeTwilioCaller(url, auth_token=auth_token, speed=speed)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    printer.line(f"Calling {caller.base_url}{caller.voice_path} as Twilio would (CallSid {caller.call_sid}) ...")
+    async with caller:
+        try:
+            dialled = await asyncio.wait_for(caller.dial(), timeout)
+        except (httpx.HTTPError, OSError) as exc:
+            report.problem = f"cannot reach {caller.base_url}: {type(exc).__name__}: {exc} (is the service running?)"
+            return report
+        if not dialled:
+            report.problem = _explain_refusal(caller.refusal or "refused", caller.http_status)
+            return report
+        printer.line(f"  the webhook answered {caller.http_status} with a <Connect><Stream>; the Media Stream is open")
+        monitor = _CallMonitor(caller, heard, printer)
+        watcher = asyncio.create_task(monitor.run())
+        try:
+            await _listen(caller, heard, greeting_wait * 1000, min(deadline, loop.time() + greeting_wait / speed + 30))
+            if caller.streaming:
+                if heard.heard_bytes:
+                    printer.line(f"  greeting heard ({heard.heard_bytes / BYTES_PER_MS / 1000:.1f} s)")
+                before = heard.heard_bytes
+                printer.line(f"  saying {question_name} ({len(question) / BYTES_PER_MS / 1000:.1f} s) ...")
+                await asyncio.wait_for(caller.say(question), max(0.1, deadline - loop.time()))
+                await _answered(caller, heard, before, quiet * 1000, deadline)
+                report.answer_bytes = heard.heard_bytes - before
+            await caller.hangup()
+        except TimeoutError:
+            report.problem = f"the call did not finish within {timeout:g} s"
+        finally:
+            watcher.cancel()
+            await asyncio.gather(watcher, return_exceptions=True)
+            heard.observe(caller)
+    report.heard_bytes = heard.heard_bytes
+    report.clears = len(caller.clears)
+    report.marks_echoed = len(caller.marks_echoed)
+    report.call_seconds = caller.media_ms / 1000
+    report.out = write_wav(out, heard.track())
+    if caller.closed_by_server and report.problem is None and not report.answer_bytes:
+        report.problem = f"the service ended the call (WebSocket close code {caller.close_code})"
+    if report.problem is None and not report.answer_bytes:
+        report.problem = "the agent did not answer the question"
+    report.ok = report.problem is None
+    printer.line(
+        f"  call over after {report.call_seconds:.1f} s: heard {report.heard_bytes / BYTES_PER_MS / 1000:.1f} s of "
+        f"the agent ({report.heard_bytes:,} bytes; {report.answer_bytes:,} after the question), "
+        f"{report.clears} clear(s), {report.marks_echoed} mark(s) echoed"
+    )
+    printer.line(f"  what the caller heard: {report.out}")
+    for violation in caller.violations:
+        printer.line(f"  Twilio would have complained: {violation}")
+    return report
+
+
+def _explain_refusal(refusal: str, status: int | None) -> str:
+    if status == 403:
+        return (
+            f"{refusal}: the signature was refused. The service checks X-Twilio-Signature against its "
+            "PUBLIC_BASE_URL: call the URL it names (--url), with the same TWILIO_AUTH_TOKEN as the service"
+        )
+    return refusal
+
+
+async def _listen(caller: FakeTwilioCaller, heard: HeardAudio, greeting_wait_ms: float, deadline: float) -> None:
+    """Until the greeting is over (heard, then a second of quiet), or none came in ``greeting_wait_ms``."""
+
+    def done() -> bool:
+        heard.observe(caller)
+        if not caller.streaming:
+            return True
+        if heard.heard_bytes:
+            return heard.quiet_ms() >= 1000 and not caller.pending_marks
+        return caller.media_ms >= greeting_wait_ms
+
+    await _wait(caller, done, deadline)
+
+
+async def _answered(caller: FakeTwilioCaller, heard: HeardAudio, before: int, quiet_ms: float, deadline: float) -> None:
+    """Until the agent has said something after ``before`` bytes and then been quiet for ``quiet_ms``."""
+
+    def done() -> bool:
+        heard.observe(caller)
+        if not caller.streaming:
+            return True
+        return heard.heard_bytes > before and heard.quiet_ms() >= quiet_ms and not caller.pending_marks
+
+    await _wait(caller, done, deadline)
+
+
+async def _wait(caller: FakeTwilioCaller, done: Callable[[], bool], deadline: float) -> None:
+    remaining = deadline - asyncio.get_running_loop().time()
+    if remaining <= 0:
+        raise TimeoutError
+    try:
+        await caller.wait_until(done, timeout=remaining)
+    except AssertionError:
+        raise TimeoutError from None
+
+
+class _CallMonitor:
+    """Prints what the caller side can see as it happens: the agent starting and stopping, clears, the
+    stream closing; and a progress line (elapsed, bytes heard)."""
+
+    def __init__(self, caller: FakeTwilioCaller, heard: HeardAudio, printer: Printer) -> None:
+        self.caller, self.heard, self.printer = caller, heard, printer
+        self._timeline_seen = len(caller.timeline)
+        self._speaking = False
+        self._spoken_from = 0
+        self._next_progress_ms = 5000
+
+    async def run(self) -> None:
+        while True:
+            await asyncio.sleep(0.25)
+            self.look()
+
+    def look(self) -> None:
+        caller, heard, at = self.caller, self.heard, f"{self.caller.media_ms / 1000:6.1f}s"
+        heard.observe(caller)
+        for _ms, kind, detail in caller.timeline[self._timeline_seen :]:
+            if kind == "clear":
+                self.printer.line(f"{at}  the service cleared playback (the caller talked over the agent): {detail}")
+            elif kind == "closed":
+                self.printer.line(f"{at}  the stream closed ({detail})")
+        self._timeline_seen = len(caller.timeline)
+        if not self._speaking and heard.quiet_ms() == 0 and heard.heard_bytes > self._spoken_from:
+            self._speaking = True
+            self.printer.line(f"{at}  the agent speaks ...")
+        elif self._speaking and heard.quiet_ms() >= 700:
+            self._speaking = False
+            said = (heard.heard_bytes - self._spoken_from) / BYTES_PER_MS / 1000
+            self._spoken_from = heard.heard_bytes
+            self.printer.line(f"{at}  ... the agent stops ({said:.1f} s heard)")
+        progress = (
+            f"{at}  said {len(caller.sent_audio) / BYTES_PER_MS / 1000:.1f} s, heard {heard.heard_bytes:,} bytes "
+            f"({heard.heard_bytes / BYTES_PER_MS / 1000:.1f} s), {len(caller.clears)} clear(s)"
+        )
+        if self.printer.tty:
+            self.printer.status(progress)
+        elif caller.media_ms >= self._next_progress_ms:
+            self._next_progress_ms += 5000
+            self.printer.line(progress)
