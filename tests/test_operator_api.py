@@ -1,0 +1,285 @@
+"""The operator API: off without a token, refuses without it (and never logs it), lists and shows calls
+from the store, shows live calls and events, and steps into a live call — ``say`` makes the agent speak
+in a real end-to-end call (the real app between the fake caller and the fake model)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from helpers import GREETING, WAIT, call_stack, event_types, heard_in_full
+
+from voiceagent.call import Farewell
+from voiceagent.store import CallRecord
+from voiceagent.store.live import EventHub
+from voiceagent.testing import FIXTURE_TEXTS, load_fixture, wait_until
+
+TOKEN = "operator-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+@pytest.fixture
+def records_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The app under test reads its records settings from the process environment (``create_app``'s
+    default): a store in this test's directory, and the API token."""
+    monkeypatch.setenv("VOICEAGENT_DATABASE_URL", f"sqlite:///{tmp_path / 'calls.db'}")
+    monkeypatch.setenv("VOICEAGENT_API_TOKEN", TOKEN)
+    return tmp_path
+
+
+def api(base_url: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=base_url, timeout=10)
+
+
+async def test_without_a_token_the_api_is_off_and_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog_json: Callable[[], list[dict[str, Any]]]
+) -> None:
+    monkeypatch.setenv("VOICEAGENT_DATABASE_URL", f"sqlite:///{tmp_path / 'calls.db'}")
+    monkeypatch.delenv("VOICEAGENT_API_TOKEN", raising=False)
+    async with call_stack() as stack, api(stack.app.base_url) as http:
+        for method, path in (
+            ("GET", "/api/calls"),
+            ("GET", "/api/events"),
+            ("POST", "/api/calls/CA" + "0" * 32 + "/say"),
+        ):
+            response = await http.request(method, path, headers={"Authorization": "Bearer anything-at-all"})
+            assert response.status_code == 404
+            assert "VOICEAGENT_API_TOKEN" in response.json()["error"]
+        assert (await http.get("/metrics")).status_code == 200  # no token set: metrics are open
+    off = [line for line in caplog_json() if line["event"] == "operator_api_off"]
+    assert off and "VOICEAGENT_API_TOKEN" in off[0]["detail"]
+
+
+async def test_the_api_refuses_without_the_token_and_never_logs_it(
+    records_env: Path, caplog_json: Callable[[], list[dict[str, Any]]]
+) -> None:
+    sid = "CA" + "1" * 32
+    routes = [
+        ("GET", "/api/calls"),
+        ("GET", "/api/calls/live"),
+        ("GET", f"/api/calls/{sid}"),
+        ("GET", f"/api/calls/{sid}/transcript.txt"),
+        ("GET", f"/api/calls/{sid}/recording.wav"),
+        ("GET", "/api/events"),
+        ("POST", f"/api/calls/{sid}/say"),
+        ("POST", f"/api/calls/{sid}/note"),
+        ("POST", f"/api/calls/{sid}/hangup"),
+        ("POST", f"/api/calls/{sid}/transfer"),
+        ("GET", "/metrics"),  # with a token set, metrics want it too
+    ]
+    wrong: list[dict[str, str | bytes]] = [
+        {},
+        {"Authorization": TOKEN},  # no scheme
+        {"Authorization": f"Basic {TOKEN}"},
+        {"Authorization": f"Bearer {TOKEN[:-1]}"},
+        {"Authorization": f"Bearer {TOKEN}x"},
+        {"Authorization": "Bearer é".encode("latin-1")},  # not ASCII: still a plain 401, not a 500
+    ]
+    async with call_stack() as stack, api(stack.app.base_url) as http:
+        for method, path in routes:
+            for headers in wrong:
+                response = await http.request(method, path, headers=headers)
+                assert response.status_code == 401, (method, path, headers, response.text)
+                assert response.json() == {"error": "missing or wrong bearer token"}
+                assert response.headers["www-authenticate"].startswith("Bearer")
+        response = await http.get("/api/calls", headers=AUTH)
+        assert response.status_code == 200 and response.json() == {"calls": [], "next_cursor": None}
+        assert (await http.get("/metrics", headers=AUTH)).status_code == 200
+    assert any(line["event"] == "operator_api_on" for line in caplog_json())
+    assert TOKEN not in caplog_json.text()  # type: ignore[attr-defined]
+    assert TOKEN[:-1] not in caplog_json.text()  # type: ignore[attr-defined]
+
+
+@contextlib.asynccontextmanager
+async def listening(http: httpx.AsyncClient) -> AsyncIterator[list[tuple[str, dict[str, Any]]]]:
+    """Server-sent events from /api/events, collected as (event, data) while the block runs."""
+    received: list[tuple[str, dict[str, Any]]] = []
+    connected = asyncio.Event()
+
+    async def read() -> None:
+        async with http.stream("GET", "/api/events", headers=AUTH, timeout=None) as response:
+            assert response.status_code == 200
+            assert response.headers["content-type"].startswith("text/event-stream")
+            connected.set()
+            kind = None
+            async for line in response.aiter_lines():
+                if line.startswith("event: "):
+                    kind = line[len("event: ") :]
+                elif line.startswith("data: ") and kind is not None:
+                    received.append((kind, json.loads(line[len("data: ") :])))
+
+    task = asyncio.create_task(read())
+    await asyncio.wait_for(connected.wait(), WAIT)
+    try:
+        yield received
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def test_say_makes_the_agent_speak_in_a_live_call_and_the_operator_sees_it_all(records_env: Path) -> None:
+    async with call_stack(replies=("agent_goodbye",)) as stack, api(stack.app.base_url) as http:
+        async with listening(http) as events, stack.caller() as caller:
+            assert await caller.dial(), caller.refusal
+            sid = caller.call_sid
+            await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+            [session] = stack.model.sessions
+            await stack.model.wait_for(lambda: not session.response_live, timeout=WAIT)
+
+            live = (await http.get("/api/calls/live", headers=AUTH)).json()["calls"]
+            assert [(call["call_sid"], call["phase"], call["in_progress"]) for call in live] == [(sid, "in_call", True)]
+            assert live[0]["from_number"] == "+1555***4567"
+
+            # the agent says what the operator typed: one response, asked for in those words, heard in full
+            text = "Your table for two is confirmed for eight o'clock."
+            response = await http.post(f"/api/calls/{sid}/say", headers=AUTH, json={"text": text})
+            assert response.status_code == 202, response.text
+            creates = await stack.model.wait_for(
+                lambda: event_types(session.received, "response.create")[1:], WAIT
+            )  # the first asked for the greeting
+            assert len(creates) == 1 and text in json.dumps(creates[0])
+            spoken = load_fixture("agent_goodbye")  # what the fake model says to any response.create
+            await caller.wait_until(heard_in_full(caller, len(GREETING) + len(spoken)), timeout=WAIT)
+            assert bytes(caller.played) == GREETING + spoken
+
+            # a note reaches the model as context, and nobody speaks
+            response = await http.post(f"/api/calls/{sid}/note", headers=AUTH, json={"text": "VIP guest"})
+            assert response.status_code == 202
+            await stack.model.wait_for(
+                lambda: any(
+                    "VIP guest" in json.dumps(e) for e in event_types(session.received, "conversation.item.create")
+                ),
+                WAIT,
+            )
+            assert len(event_types(session.received, "response.create")) == 2  # the greeting's and say's
+
+            # bad requests are refused with a reason
+            for body, problem in (({"text": ""}, "non-empty"), ({"words": "hi"}, "non-empty"), ([1], "JSON object")):
+                response = await http.post(f"/api/calls/{sid}/say", headers=AUTH, json=body)
+                assert response.status_code == 400 and problem in response.json()["error"]
+            response = await http.post(f"/api/calls/{sid}/transfer", headers=AUTH, json={"to": "5551230001"})
+            assert response.status_code == 400 and "E.164" in response.json()["error"]
+
+            # the record while the call goes on: in progress, with the lines so far
+            shown = (await http.get(f"/api/calls/{sid}", headers=AUTH)).json()
+            assert shown["call"]["in_progress"] and shown["call"]["answered_at"] is not None
+            said = [(line["role"], line["text"]) for line in shown["transcript"]]
+            assert said == [("agent", FIXTURE_TEXTS["agent_greeting"]), ("agent", FIXTURE_TEXTS["agent_goodbye"])]
+
+            response = await http.post(f"/api/calls/{sid}/hangup", headers=AUTH)
+            assert response.status_code == 202
+            await caller.wait_closed(timeout=WAIT)
+        await wait_until(lambda: sid not in stack.app.service.calls, WAIT)
+        await wait_until(lambda: any(kind == "call_ended" for kind, _ in events), WAIT)
+
+        # the call is over: actions say so (409), unknown calls are 404
+        response = await http.post(f"/api/calls/{sid}/say", headers=AUTH, json={"text": "hello?"})
+        assert response.status_code == 409 and "not in progress on this instance" in response.json()["error"]
+        for unknown in ("CA" + "f" * 32, "not-a-sid"):
+            assert (await http.post(f"/api/calls/{unknown}/hangup", headers=AUTH)).status_code == 404
+            assert (await http.get(f"/api/calls/{unknown}", headers=AUTH)).status_code == 404
+
+        store = stack.app.service.recorder.store
+        assert store is not None and await asyncio.to_thread(store.flush, WAIT)
+        shown = (await http.get(f"/api/calls/{sid}", headers=AUTH)).json()
+        assert shown["call"]["end_reason"] == "an operator hung up" and not shown["call"]["in_progress"]
+        assert [line["text"] for line in shown["transcript"]][:2] == [
+            FIXTURE_TEXTS["agent_greeting"],
+            FIXTURE_TEXTS["agent_goodbye"],
+        ]
+        text_form = (await http.get(f"/api/calls/{sid}/transcript.txt", headers=AUTH)).text
+        assert text_form.startswith(f"Call {sid}\nFrom +1555***4567 to +1555***4321\n")
+        assert f"agent: {FIXTURE_TEXTS['agent_greeting']}" in text_form and "(an operator hung up)" in text_form
+        listed = (await http.get("/api/calls", headers=AUTH)).json()
+        assert [call["call_sid"] for call in listed["calls"]] == [sid]
+        response = await http.get(f"/api/calls/{sid}/recording.wav", headers=AUTH)
+        assert response.status_code == 404 and "recordings are off" in response.json()["error"]
+
+    kinds = [kind for kind, data in events if data.get("call_sid") == sid]
+    assert kinds[0] == "call_started" and kinds[-1] == "call_ended"
+    assert kinds.count("utterance") == 2 and "call_answered" in kinds
+    ended = [data for kind, data in events if kind == "call_ended"]
+    assert ended[0]["reason"] == "an operator hung up"
+
+
+async def test_transfer_hands_the_caller_over_and_the_answer_dials(records_env: Path) -> None:
+    async with call_stack() as stack, api(stack.app.base_url) as http:
+        async with stack.caller() as caller:
+            assert await caller.dial(), caller.refusal
+            await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+            response = await http.post(
+                f"/api/calls/{caller.call_sid}/transfer", headers=AUTH, json={"to": "sip:desk@pbx.example.com"}
+            )
+            assert response.status_code == 202
+            await caller.wait_closed(timeout=WAIT)
+        end = await wait_until(lambda: stack.app.service.end_of(caller.call_sid), WAIT)
+        assert end.farewell is Farewell.TRANSFER and end.transfer_to == "sip:desk@pbx.example.com"
+
+
+async def test_a_call_the_store_knows_but_another_instance_has_is_a_conflict(records_env: Path) -> None:
+    async with call_stack() as stack, api(stack.app.base_url) as http:
+        store = stack.app.service.recorder.store
+        assert store is not None
+        elsewhere = "CA" + "e" * 32
+        store.call_started(CallRecord(call_sid=elsewhere, instance="other-host:8080", started_at=time.time()))
+        assert await asyncio.to_thread(store.flush, WAIT)
+        response = await http.post(f"/api/calls/{elsewhere}/say", headers=AUTH, json={"text": "hello"})
+        assert response.status_code == 409 and "another instance" in response.json()["error"]
+        shown = (await http.get(f"/api/calls/{elsewhere}", headers=AUTH)).json()
+        assert shown["call"]["in_progress"] and shown["call"]["instance"] == "other-host:8080"
+
+
+async def test_calls_are_paged_with_an_opaque_cursor_and_filtered(records_env: Path) -> None:
+    async with call_stack() as stack, api(stack.app.base_url) as http:
+        store = stack.app.service.recorder.store
+        assert store is not None
+        t0 = time.time() - 3600
+        for n in range(7):
+            number = "+1555***0001" if n % 2 else "+1555***0002"
+            record = CallRecord(call_sid=f"CA{n:032x}", instance="x", started_at=t0 + n, from_number=number)
+            store.call_started(record)
+        assert await asyncio.to_thread(store.flush, WAIT)
+        seen: list[str] = []
+        cursor = ""
+        for _ in range(10):
+            page = (await http.get(f"/api/calls?limit=3&cursor={cursor}", headers=AUTH)).json()
+            seen += [call["call_sid"] for call in page["calls"]]
+            if page["next_cursor"] is None:
+                break
+            cursor = page["next_cursor"]
+        assert seen == [f"CA{n:032x}" for n in reversed(range(7))]
+        # a full number is matched through its masked form; an unencoded + arrives as a space
+        for query in ("number=%2B15551230001", "number=+15551230001"):
+            found = (await http.get(f"/api/calls?{query}", headers=AUTH)).json()["calls"]
+            assert sorted(call["call_sid"] for call in found) == [f"CA{n:032x}" for n in (1, 3, 5)]
+        since = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(t0 + 5))
+        found = (await http.get(f"/api/calls?from={since}", headers=AUTH)).json()["calls"]
+        assert [call["call_sid"] for call in found] == [f"CA{n:032x}" for n in (6, 5)]
+        for query, problem in (("cursor=garbage", "cursor"), ("limit=0", "limit"), ("from=yesterday", "ISO 8601")):
+            response = await http.get(f"/api/calls?{query}", headers=AUTH)
+            assert response.status_code == 400 and problem in response.json()["error"]
+
+
+async def test_a_slow_subscriber_is_dropped_and_the_others_keep_receiving() -> None:
+    dropped: list[int] = []
+    hub = EventHub(limit=3, on_drop=lambda: dropped.append(1))
+    slow, fast = hub.subscribe(), hub.subscribe()
+    for n in range(5):
+        hub.publish("utterance", {"n": n})
+        event = await fast.next(timeout=1)
+        assert event is not None and event.data["n"] == n
+    assert slow.dropped and dropped == [1] and hub.subscribers == 1
+    with pytest.raises(EOFError):
+        await slow.next(timeout=1)
+    hub.close()
+    with pytest.raises(EOFError):
+        await fast.next(timeout=1)
+    assert hub.subscribe().closed  # after shutdown, a new stream ends at once
