@@ -126,6 +126,8 @@ class CallEndedWebhook:
             try:
                 await self._deliver(call_sid, payload)
             except asyncio.CancelledError:
+                self._outcome("dropped")  # shutting down mid-delivery
+                CallLog(call_sid).error("call_ended_webhook_dropped", reason="shutting down")
                 raise
             except Exception as exc:  # a bug here must not stop later deliveries
                 CallLog(call_sid).error("call_ended_webhook_failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,171 @@
+"""The call-ended webhook: after a real call, a receiver on loopback gets the call's record and
+transcript, signed (HMAC-SHA256 over the raw body), retried after a failure with the same delivery id;
+and a receiver that is slow, down or refusing never holds a call up."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import json
+import socket
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+import uvicorn
+from helpers import GREETING, WAIT, call_stack, heard_in_full
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from voiceagent.call_webhook import SIGNATURE_HEADER, CallEndedWebhook, verify_signature
+from voiceagent.metrics import Metrics
+from voiceagent.testing import FIXTURE_TEXTS, wait_until
+
+SECRET = "webhook-secret-0123456789abcdef"
+
+
+@dataclass
+class Receiver:
+    url: str
+    statuses: list[int]  # answers, in order; then 200
+    received: list[tuple[bytes, dict[str, str]]] = field(default_factory=list)
+
+
+@contextlib.asynccontextmanager
+async def receiver(*statuses: int) -> AsyncIterator[Receiver]:
+    """An HTTP endpoint on 127.0.0.1 that keeps every request and answers ``statuses`` then 200."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    state = Receiver(f"http://127.0.0.1:{sock.getsockname()[1]}/hooks/call-ended", list(statuses))
+
+    async def hook(request: Request) -> Response:
+        state.received.append((await request.body(), dict(request.headers)))
+        return Response(status_code=state.statuses.pop(0) if state.statuses else 200)
+
+    app = Starlette(routes=[Route("/hooks/call-ended", hook, methods=["POST"])])
+    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    try:
+        await wait_until(lambda: server.started, WAIT)
+        yield state
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(task, WAIT)
+        sock.close()
+
+
+def expected_signature(body: bytes) -> str:
+    """What a receiver computes, written out independently of voiceagent.call_webhook."""
+    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+
+
+async def test_after_a_call_the_receiver_gets_its_record_and_transcript_signed_and_retried(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with receiver(503) as hooks:
+        monkeypatch.setenv("VOICEAGENT_DATABASE_URL", f"sqlite:///{tmp_path / 'calls.db'}")
+        monkeypatch.setenv("VOICEAGENT_CALL_ENDED_WEBHOOK", hooks.url)
+        monkeypatch.setenv("VOICEAGENT_WEBHOOK_SECRET", SECRET)
+        async with call_stack() as stack:
+            async with stack.caller() as caller:
+                assert await caller.dial(), caller.refusal
+                await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+                await caller.hangup()
+            await wait_until(lambda: len(hooks.received) == 2, WAIT)  # 503, then (after ~1 s) delivered
+            metrics = stack.app.service.recorder.metrics.exposition().decode()
+    assert 'voiceagent_call_ended_webhook_deliveries_total{outcome="delivered"} 1.0' in metrics
+    assert "voiceagent_call_ended_webhook_failed_attempts_total 1.0" in metrics
+
+    (first, first_headers), (body, headers) = hooks.received
+    assert first == body  # the same delivery, again
+    assert headers["x-voiceagent-delivery"] == first_headers["x-voiceagent-delivery"]
+    assert headers["content-type"] == "application/json"
+    assert headers[SIGNATURE_HEADER.lower()] == expected_signature(body)
+    assert verify_signature(SECRET, body, headers[SIGNATURE_HEADER.lower()])
+    assert not verify_signature(SECRET, body + b" ", headers[SIGNATURE_HEADER.lower()])
+    assert not verify_signature("another-secret-0123456789", body, headers[SIGNATURE_HEADER.lower()])
+
+    payload = json.loads(body)
+    assert payload["event"] == "call.ended" and payload["delivery_id"] == headers["x-voiceagent-delivery"]
+    call = payload["call"]
+    assert call["call_sid"] == caller.call_sid and call["end_reason"] == "caller hung up"
+    assert call["from_number"] == "+1555***4567" and call["in_progress"] is False
+    assert call["model"] == "gpt-realtime" and call["summary"]["reason"] == "caller hung up"
+    assert [(line["role"], line["text"]) for line in payload["transcript"]] == [
+        ("agent", FIXTURE_TEXTS["agent_greeting"])
+    ]
+
+
+def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(handler))
+
+
+def outcomes(metrics: Metrics) -> dict[str, float]:
+    samples = metrics.webhook_deliveries.collect()[0].samples
+    return {s.labels["outcome"]: s.value for s in samples if s.name.endswith("_total")}
+
+
+async def test_server_errors_are_retried_with_back_off_and_a_refusal_is_final() -> None:
+    attempts: dict[str, int] = {}
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        sid = json.loads(request.content)["call"]["call_sid"]
+        attempts[sid] = attempts.get(sid, 0) + 1
+        if sid == "CAdown":
+            return httpx.Response(500)
+        if sid == "CAbusy" and attempts[sid] == 1:
+            return httpx.Response(429, headers={"Retry-After": "0"})
+        if sid == "CAgone":
+            return httpx.Response(410)
+        if sid == "CAslowconnect":
+            raise httpx.ConnectError("refused")
+        return httpx.Response(204)
+
+    metrics = Metrics()
+    client = mock_client(handler)
+    webhook = CallEndedWebhook(
+        "https://hooks.example.com/x", SECRET, metrics=metrics, client=client, attempts=3, first_delay=0.01
+    )
+    webhook.start()
+    for sid in ("CAok", "CAdown", "CAbusy", "CAgone", "CAslowconnect"):
+        assert webhook.submit(sid, {"call": {"call_sid": sid}, "transcript": []})
+    await wait_until(lambda: sum(outcomes(metrics).values()) == 5, WAIT)
+    await webhook.aclose()
+    await client.aclose()
+    assert attempts == {"CAok": 1, "CAdown": 3, "CAbusy": 2, "CAgone": 1, "CAslowconnect": 3}
+    assert outcomes(metrics) == {"delivered": 2, "failed": 3}
+
+
+async def test_a_receiver_that_hangs_never_holds_a_call_up_and_the_queue_is_bounded() -> None:
+    release = asyncio.Event()
+
+    async def handler(request: httpx.Request) -> httpx.Response:
+        await release.wait()
+        return httpx.Response(200)
+
+    metrics = Metrics()
+    client = httpx.AsyncClient(transport=httpx.MockTransport(handler))
+    webhook = CallEndedWebhook(
+        "https://hooks.example.com/x", SECRET, metrics=metrics, client=client, max_pending=3, workers=1
+    )
+    webhook.start()
+    assert webhook.submit("CA0", {"call": {}, "transcript": []})
+    await wait_until(lambda: webhook.pending == 0, WAIT)  # with the (hung) receiver
+    started = time.perf_counter()
+    accepted = [webhook.submit(f"CA{n}", {"call": {}, "transcript": []}) for n in range(1, 6)]
+    assert time.perf_counter() - started < 0.05  # submitting is queueing, nothing else
+    # three wait; the other two were dropped and counted
+    assert accepted == [True, True, True, False, False] and outcomes(metrics) == {"dropped": 2}
+    started = time.perf_counter()
+    await webhook.aclose(grace=0.1)  # shutting down does not wait for the receiver either
+    assert time.perf_counter() - started < 2
+    assert outcomes(metrics) == {"dropped": 2 + 3 + 1}  # and what it gave up is counted
+    release.set()
+    await client.aclose()
