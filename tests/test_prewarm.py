@@ -3,8 +3,6 @@ unclaimed session is discarded; a stream that lands on another process connects 
 
 from __future__ import annotations
 
-import asyncio
-
 import httpx
 from twilio.request_validator import RequestValidator
 
@@ -12,6 +10,7 @@ from voiceagent.testing.audio import load_fixture
 from voiceagent.testing.fake_realtime import FakeRealtimeServer
 from voiceagent.testing.fake_twilio import FakeTwilioCaller, new_sid, webhook_params
 from voiceagent.testing.harness import TEST_AUTH_TOKEN, app_environment, serve_app
+from voiceagent.testing.waiting import wait_until
 
 WAIT = 60.0
 GREETING = load_fixture("agent_greeting")
@@ -49,8 +48,7 @@ async def test_an_unclaimed_prewarmed_session_is_discarded():
             async with httpx.AsyncClient() as client:
                 await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
             await model.wait_for(lambda: model.sessions and model.sessions[0].closed, timeout=WAIT)
-            while app.service.calls:
-                await asyncio.sleep(0.05)
+            await wait_until(lambda: not app.service.calls, WAIT)
             assert model.connection_attempts == 1
 
 
@@ -60,7 +58,9 @@ async def test_a_stream_that_lands_on_another_process_connects_there():
             # a second process behind the same public URL (and auth token)
             env = app_environment(model.endpoint, PUBLIC_BASE_URL=front.base_url)
             async with serve_app(env) as other:
-                caller = FakeTwilioCaller(front.base_url, auth_token=TEST_AUTH_TOKEN, stream_via=other.base_url)
+                caller = FakeTwilioCaller(
+                    front.base_url, auth_token=TEST_AUTH_TOKEN, stream_via=other.base_url, speed=16
+                )
                 async with caller:
                     assert await caller.dial(), caller.refusal
                     await caller.wait_until(lambda: len(caller.played) >= len(GREETING), timeout=WAIT)

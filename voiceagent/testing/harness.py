@@ -23,10 +23,12 @@ from voiceagent.app import create_app
 from voiceagent.config import Settings, load_settings
 from voiceagent.server import uvicorn_config
 from voiceagent.service import Service
+from voiceagent.testing.waiting import wait_until
 from voiceagent.transcripts import FanoutSink, LogTranscriptSink, MemoryTranscriptSink
 
 TEST_AUTH_TOKEN = "test-twilio-auth-token-0123456789"
 TEST_API_KEY = "test-key"
+STARTUP_SECONDS = 30.0  # generous: a loaded machine, never reached when the app can start
 PREVIEW_API_VERSION = "2025-04-01-preview"  # the preview protocol is deprecated; GA is the default
 
 
@@ -81,10 +83,9 @@ async def serve_app(env: Mapping[str, str], *, credential: Any = None) -> AsyncI
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        while not server.started:
-            if task.done():
-                task.result()
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: server.started or task.done(), STARTUP_SECONDS)
+        if task.done():
+            task.result()  # the server could not start: its own error
         yield RunningApp(app, settings, base_url.rstrip("/"), memory)
     finally:
         server.should_exit = True
