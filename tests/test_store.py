@@ -547,3 +547,77 @@ async def test_the_recorder_fills_the_row_from_the_summary_and_masks_numbers(tmp
         assert 'voiceagent_tool_calls_total{outcome="error",tool="unknown"} 1.0' in exposition
         assert "voiceagent_model_reconnects_total 1.0" in exposition
         assert "voiceagent_turn_latency_seconds_count 2.0" in exposition
+
+
+# ------------------------------------------------------------ voiceagent calls list | show | export
+
+
+def test_the_records_cli_lists_shows_and_exports_from_the_same_store(tmp_path: Path) -> None:
+    import argparse
+    import csv
+    import io
+    import json
+
+    from voiceagent.records_cli import add_calls_command, export, list_calls, run_calls_command, show_call
+
+    settings = RecordsSettings.sqlite(tmp_path / "calls.db", instance=INSTANCE)
+    store = CallStore(settings)
+    store.open()
+    t0 = 1_763_800_000.0
+    done, live = sid(1), sid(2)
+    store.call_started(started(done, t0, from_number="+1555***4567", to_number="+1555***4321"))
+    store.line(done, line(0, t0 + 1, "agent", "Thank you for calling."))
+    store.line(done, line(1, t0 + 3, "caller", 'A table, "for two", please.'))
+    ended = started(done, t0, from_number="+1555***4567", to_number="+1555***4321", ended_at=t0 + 9)
+    ended.end_reason, ended.duration_s, ended.turns, ended.summary = "caller hung up", 9.0, 1, {"turns": 1}
+    store.call_ended(ended)
+    store.call_started(started(live, t0 + 60, from_number="+1555***0000"))
+    store.close()
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        parser = argparse.ArgumentParser(prog="voiceagent")
+        add_calls_command(parser.add_subparsers(dest="command", required=True))
+        out, err = io.StringIO(), io.StringIO()
+        env = {"VOICEAGENT_DATABASE_URL": settings.database_url}
+        status = run_calls_command(parser.parse_args(list(argv)), env, out=out, err=err)
+        return status, out.getvalue(), err.getvalue()
+
+    status, out, _ = run("calls", "list")
+    assert status == 0
+    assert [row.split()[2] for row in out.splitlines()] == [live, done]  # newest first
+    assert "(in progress)" in out.splitlines()[0] and "caller hung up" in out.splitlines()[1]
+    status, out, _ = run("calls", "list", "--number", "+15551234567", "--json")
+    assert status == 0 and [json.loads(row)["call_sid"] for row in out.splitlines()] == [done]
+    status, out, _ = run("calls", "list", "--from", "2025-11-22T08:27:00")
+    assert [row.split()[2] for row in out.splitlines()] == [live]
+    assert run("calls", "list", "--from", "last tuesday")[0] == 2
+
+    status, out, _ = run("calls", "show", done)
+    assert status == 0 and out.startswith(f"Call {done}\nFrom +1555***4567 to +1555***4321\n")
+    assert '[00:01.0] caller: A table, "for two", please.' in out and "turns=1" in out
+    status, _, err = run("calls", "show", sid(3))
+    assert status == 1 and "no call" in err
+
+    status, out, _ = run("calls", "export", "--format", "jsonl")
+    exported = [json.loads(row) for row in out.splitlines()]
+    assert [doc["call"]["call_sid"] for doc in exported] == [live, done]
+    assert [x["text"] for x in exported[1]["transcript"]] == ["Thank you for calling.", 'A table, "for two", please.']
+    target = tmp_path / "calls.csv"
+    assert run("calls", "export", "--format", "csv", "--output", str(target))[0] == 0
+    with open(target, newline="", encoding="utf-8") as file:
+        rows = list(csv.DictReader(file))
+    assert [row["call_sid"] for row in rows] == [live, done]
+    assert rows[1]["transcript"] == 'agent: Thank you for calling.\ncaller: A table, "for two", please.'
+    assert json.loads(rows[1]["summary"]) == {"turns": 1} and rows[1]["end_reason"] == "caller hung up"
+
+    # the functions the CLI calls, directly; and a store that is not there is an error, not a new file
+    out_io = io.StringIO()
+    assert (
+        list_calls(settings, limit=1, out=out_io, err=io.StringIO()) == 0 and len(out_io.getvalue().splitlines()) == 1
+    )
+    assert show_call(settings, done, as_json=True, out=(out_io := io.StringIO())) == 0
+    assert json.loads(out_io.getvalue())["call"]["end_reason"] == "caller hung up"
+    missing = RecordsSettings.sqlite(tmp_path / "missing.db")
+    assert export(missing, format="jsonl", out=io.StringIO(), err=(err_io := io.StringIO())) == 2
+    assert "no call records" in err_io.getvalue() and not (tmp_path / "missing.db").exists()
+    assert export(settings, format="xml", out=io.StringIO(), err=io.StringIO()) == 2

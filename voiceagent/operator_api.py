@@ -27,7 +27,6 @@ import hmac
 import json
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +36,10 @@ from starlette.routing import BaseRoute, Route
 
 from voiceagent.bridge import CallBridge
 from voiceagent.call import Action, Log
-from voiceagent.logs import CallLog, mask_number
+from voiceagent.logs import CallLog
 from voiceagent.metrics import CONTENT_TYPE_LATEST
 from voiceagent.service import Service
-from voiceagent.store.records import CallRecord, LineRecord, iso_time
+from voiceagent.store.records import CallRecord, LineRecord, call_as_text, number_filter, parse_time
 
 __all__ = ["announce", "metrics_routes", "operator_routes"]
 
@@ -109,45 +108,17 @@ def announce(service: Service) -> None:
 # ------------------------------------------------------------ queries
 
 
-def _time(name: str, raw: str | None) -> float | None:
-    """Unix seconds, or ISO 8601 (a date, or a date and time; UTC unless it says otherwise)."""
-    if raw is None or not raw.strip():
-        return None
-    raw = raw.strip()
-    try:
-        return float(raw)
-    except ValueError:
-        pass
-    try:
-        moment = datetime.fromisoformat(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw[:40]!r} is neither ISO 8601 nor Unix seconds") from None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
-
-
-def _number(raw: str | None, full: bool) -> tuple[str, ...]:
-    if raw is None or not raw.strip():
-        return ()
-    number = raw.strip()
-    if raw.startswith(" ") and number.isdigit():
-        number = "+" + number  # an unencoded + in a query string arrives as a space
-    masked = mask_number(number, full=full) or number
-    return tuple(dict.fromkeys((number, masked)))
-
-
 async def list_calls(request: Request) -> Response:
     service = _service(request)
     store = service.recorder.store
     assert store is not None
     query = request.query_params
     try:
-        since, until = _time("from", query.get("from")), _time("to", query.get("to"))
+        since, until = parse_time("from", query.get("from")), parse_time("to", query.get("to"))
         limit = int(query.get("limit") or DEFAULT_LIMIT)
         if not 1 <= limit <= 500:
             raise ValueError("limit must be between 1 and 500")
-        numbers = _number(query.get("number"), service.settings.log_full_numbers)
+        numbers = number_filter(query.get("number"), full=service.settings.log_full_numbers)
         page = await asyncio.to_thread(
             store.list_calls,
             since=since,
@@ -204,23 +175,7 @@ async def transcript_text(request: Request) -> Response:
     if found is None:
         return _error(404, "no such call")
     record, lines = found
-    return PlainTextResponse(transcript_as_text(record, lines))
-
-
-def transcript_as_text(record: CallRecord, lines: list[LineRecord]) -> str:
-    """A call as people read it: a header, then one line per utterance."""
-    head = [
-        f"Call {record.call_sid}",
-        f"From {record.from_number or '?'} to {record.to_number or '?'}",
-        f"Started {iso_time(record.started_at)}"
-        + (
-            f", ended {iso_time(record.ended_at)} ({record.end_reason})"
-            if record.ended_at is not None
-            else ", in progress"
-        ),
-        "",
-    ]
-    return "\n".join(head + [line.as_text() for line in lines]) + "\n"
+    return PlainTextResponse(call_as_text(record, lines))
 
 
 async def recording(request: Request) -> Response:

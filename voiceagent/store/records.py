@@ -7,11 +7,23 @@ all three agree on field names.
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field, fields
 from datetime import UTC, datetime
 from typing import Any
 
-__all__ = ["CALL_COLUMNS", "FIGURES", "CallRecord", "LineRecord", "iso_time"]
+from voiceagent.logs import mask_number
+
+__all__ = [
+    "CALL_COLUMNS",
+    "FIGURES",
+    "CallRecord",
+    "LineRecord",
+    "call_as_text",
+    "iso_time",
+    "number_filter",
+    "parse_time",
+]
 
 FIGURES = (
     "turns",
@@ -133,3 +145,50 @@ class LineRecord:
         cut = f" (interrupted, heard {self.heard_ms} ms)" if self.interrupted and self.heard_ms is not None else ""
         cut = cut or (" (interrupted)" if self.interrupted else "")
         return f"[{stamp}] {self.role}: {self.text}{cut}"
+
+
+def call_as_text(record: CallRecord, lines: list[LineRecord]) -> str:
+    """A call as people read it: a header, then one line per utterance."""
+    ended = (
+        f", ended {iso_time(record.ended_at)} ({record.end_reason})" if record.ended_at is not None else ", in progress"
+    )
+    head = [
+        f"Call {record.call_sid}",
+        f"From {record.from_number or '?'} to {record.to_number or '?'}",
+        f"Started {iso_time(record.started_at)}{ended}",
+        "",
+    ]
+    return "\n".join(head + [line.as_text() for line in lines]) + "\n"
+
+
+def parse_time(name: str, raw: str | None) -> float | None:
+    """Unix seconds, or ISO 8601 (a date, or a date and time; UTC unless it says otherwise)."""
+    if raw is None or not raw.strip():
+        return None
+    raw = raw.strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        pass
+    else:
+        if not math.isfinite(seconds):
+            raise ValueError(f"{name}={raw[:40]!r} is not a time")
+        return seconds
+    try:
+        moment = datetime.fromisoformat(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw[:40]!r} is neither ISO 8601 nor Unix seconds") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.timestamp()
+
+
+def number_filter(raw: str | None, *, full: bool) -> tuple[str, ...]:
+    """The forms a number is stored in (as given, and masked unless full numbers are kept)."""
+    if raw is None or not raw.strip():
+        return ()
+    number = raw.strip()
+    if raw.startswith(" ") and number.isdigit():
+        number = "+" + number  # an unencoded + in a query string arrives as a space
+    masked = mask_number(number, full=full) or number
+    return tuple(dict.fromkeys((number, masked)))
