@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from voiceagent.bridge import CallBridge, Clock, LoopClock, ModelChannel, ModelConnector
 from voiceagent.call import CallCore, CallOptions, EndCall
-from voiceagent.call.core import END_CALL, TRANSFER_CALL
+from voiceagent.call.acts import END_CALL, TRANSFER_CALL
 from voiceagent.call_control import builtin_tools
 from voiceagent.config import Settings
 from voiceagent.limits import RateLimit, RecentKeys

@@ -14,28 +14,22 @@ past what the model produced, never past what the caller heard.
 
 from __future__ import annotations
 
-import json
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import assert_never
 
 from voiceagent.audio import b64_decoded_length
 from voiceagent.call.actions import (
     Action,
     ClearPlayback,
-    ConnectModel,
     ConnectPurpose,
     DropNewModel,
-    EndCall,
     Farewell,
     Log,
     PlayAudio,
-    RecordLine,
-    RunTool,
     SendToModel,
     UseNewModel,
 )
-from voiceagent.call.figures import CallFigures
-from voiceagent.call.guards import CallerBacklog, CallerPace, ConnectPolicy, WarningLimiter
+from voiceagent.call.acts import AgentActs
 from voiceagent.call.inputs import (
     BadInput,
     CallerAudio,
@@ -45,105 +39,20 @@ from voiceagent.call.inputs import (
     StreamStarted,
     TransportEvent,
 )
-from voiceagent.call.phases import GOODBYE_PHASES, CallPhase, ModelPhase
-from voiceagent.call.playback import AgentItem, Playback
-from voiceagent.call.tool_calls import ToolCalls
-from voiceagent.prompts import conversation_so_far, goodbye_instructions, greeting_instructions
+from voiceagent.call.options import CallOptions
+from voiceagent.call.phases import CallPhase, ModelPhase
+from voiceagent.call.playback import AgentItem
+from voiceagent.call.timers import Timers
+from voiceagent.prompts import conversation_so_far, greeting_instructions
 from voiceagent.realtime import events as ev
-from voiceagent.transcripts import TranscriptLine
 
 __all__ = ["CallCore", "CallOptions"]
 
 UNINTELLIGIBLE = "(unintelligible)"  # a caller turn whose transcription failed
-END_CALL = "end_call"  # the built-in tools (voiceagent.call_control declares them to the model)
-TRANSFER_CALL = "transfer_call"
-TOOL_LINE_CHARS = 500  # a tool's output in the transcript
 
 
-def _destination(arguments: str, targets: dict[str, str]) -> str | None:
-    """The number to transfer to: the only one, or the one the model named; None if unknown."""
-    if list(targets) == [""]:
-        return targets[""]
-    try:
-        named = json.loads(arguments).get("destination")
-    except (ValueError, AttributeError):
-        return None
-    return targets.get(named) if isinstance(named, str) else None
-
-
-@dataclass(frozen=True, slots=True)
-class CallOptions:
-    session: ev.SessionConfig = field(default_factory=lambda: ev.SessionConfig(instructions="", voice="alloy"))
-    greeting: str = ""  # what the agent says first; empty: wait for the caller
-    bytes_per_ms: int = 8  # the transport's audio format (μ-law 8 kHz: 8)
-    server_interrupts: bool = True  # turn detection cancels the live response itself on speech
-    max_call_seconds: float | None = None  # then the agent says goodbye and the call ends
-    caller_silence_seconds: float | None = None  # nobody spoke for this long: goodbye, end
-    goodbye_grace_seconds: float = 20.0  # a goodbye that has not finished by then is cut short
-    stream_wait_seconds: float | None = None  # pre-warmed, and no stream by then: give the session up
-    recycle_seconds: float | None = None  # replace the model session at a quiet moment after this long
-    connect_attempts: int = 3  # consecutive failed connects before the caller hears the apology
-    retry_delay_seconds: float = 0.5  # first back-off; doubles each failure
-    max_bad_inputs: int = 50  # the transport is not what it claims: end the call
-    session_ready_seconds: float = 5.0  # a session not confirmed (μ-law both ways) by then is not a call
-    caller_backlog_seconds: float = 15.0  # caller audio kept while no session is ready; the oldest goes first
-    # Guards against broken or hostile peers (None: off). The service turns them all on.
-    stream_silence_seconds: float | None = None  # no caller audio for this long: the stream is dead
-    playback_report_grace_seconds: float | None = None  # reports this late after audio must have played: gone
-    caller_audio_pace: float | None = None  # caller audio faster than this × real time is dropped
-    answer_timeout_seconds: float | None = None  # the caller stopped speaking and no response started
-    short_session_seconds: float = 10.0  # a session lost sooner than this counts as a failed connect
-    max_connects_per_minute: int = 10  # per call, however they fail
-    warnings_per_kind: int = 5  # the same warning logged this often per call, then only counted
-    # What the agent may do (the tools themselves are declared in ``session.tools``).
-    end_call_tool: bool = False  # the model may hang up (built-in ``end_call``)
-    transfer_targets: dict[str, str] = field(default_factory=dict)  # name -> number/SIP URI ("" if only one)
-    dtmf_to_model: bool = False  # keypad presses reach the model as caller input
-
-
-class CallCore:
+class CallCore(AgentActs, Timers):
     """The decisions of one call. Feed it inputs with ``now``; carry out the actions it returns, in order."""
-
-    def __init__(self, options: CallOptions, *, call_sid: str, now: float) -> None:
-        self.options = options
-        self.call_sid = call_sid
-        self.phase = CallPhase.AWAITING_STREAM
-        self.model_phase = ModelPhase.CONNECTING
-        self.figures = CallFigures()
-        self._playback = Playback(options.bytes_per_ms)
-        self._session_config = options.session  # what the current session was asked for
-        self._configuring_since: float | None = None
-        self._backlog = CallerBacklog(int(options.caller_backlog_seconds * 1000 * options.bytes_per_ms))
-        self._responses_with_audio: set[str] = set()
-        self._text_answers: dict[str, str] = {}  # response id -> text of an answer that came as text
-        self._text_recoveries = 0
-        self._connected_at: float | None = None
-        self._connects = ConnectPolicy(
-            attempts=options.connect_attempts,
-            first_delay=options.retry_delay_seconds,
-            per_minute=options.max_connects_per_minute,
-            seed=call_sid,
-        )
-        self._last_caller_audio = now
-        pace = options.caller_audio_pace
-        self._pace = None if pace is None else CallerPace(pace, options.bytes_per_ms, now)
-        self._answer_due: float | None = None
-        self._warnings = WarningLimiter(options.warnings_per_kind)
-        self._tool_calls = ToolCalls()
-        self._closing: EndCall | None = None  # the agent ended or transferred the call: how, once it is heard
-        self._operator_lines: list[str] = []  # what an operator asked the agent to say, in order
-        self._history: list[TranscriptLine] = []
-        self._created_at = now
-        self._last_activity = now
-        self._session = 0  # model sessions opened so far; the current one's number
-        self._pending_connect: ConnectPurpose | None = None
-        self._retry_at: float | None = None
-        self._recycle_at: float | None = None
-        self._live_response: str | None = None
-        self._response_items: dict[str, list[str]] = {}
-        self._caller_speaking = False
-        self._wind_down_reason = ""
-        self._goodbye_deadline: float | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -151,47 +60,9 @@ class CallCore:
         """The call exists (webhook or stream): open the first model session."""
         return self._connect(ConnectPurpose.FIRST, now)
 
-    def wind_down(self, reason: str, now: float) -> list[Action]:
-        """End the call politely: the agent says goodbye, then the call ends (or at the grace deadline)."""
-        if self.phase in GOODBYE_PHASES or self.phase is CallPhase.ENDED:
-            return []
-        if self.phase is CallPhase.AWAITING_STREAM or self.model_phase is not ModelPhase.READY:
-            return self._end(reason, now)
-        self.phase = CallPhase.GOODBYE_PENDING
-        self._wind_down_reason = reason
-        self._goodbye_deadline = now + self.options.goodbye_grace_seconds
-        return [Log("info", "winding_down", {"reason": reason}), *self._maybe_say_goodbye()]
-
     def hang_up(self, reason: str, now: float) -> list[Action]:
         """End the call at once (internal error, shutdown of a call nobody is on, an operator)."""
         return self._end(reason, now)
-
-    # ------------------------------------------------------------ an operator steps in
-
-    def operator_say(self, text: str, now: float) -> list[Action]:
-        """The agent says ``text`` now (after the response under way, if any)."""
-        if self.phase is not CallPhase.IN_CALL or self.model_phase is not ModelPhase.READY:
-            return [Log("warning", "operator_say_refused", {"phase": self.phase.name.lower()})]
-        self._operator_lines.append(text)
-        return [Log("info", "operator_say", {"chars": len(text)}), *self._say_operator_lines()]
-
-    def operator_note(self, text: str, now: float) -> list[Action]:
-        """Context for the model, without a response."""
-        if self.model_phase is not ModelPhase.READY:
-            return [Log("warning", "operator_note_refused", {"phase": self.model_phase.name.lower()})]
-        note = f"(A note from the human operator, not said by the caller: {text})"
-        return [Log("info", "operator_note", {"chars": len(text)}), SendToModel(ev.CreateTextItem("system", note))]
-
-    def operator_transfer(self, destination: str, now: float) -> list[Action]:
-        return self._end("an operator transferred the call", now, farewell=Farewell.TRANSFER, transfer_to=destination)
-
-    def _say_operator_lines(self) -> list[Action]:
-        if not self._operator_lines or self._live_response is not None:
-            return []
-        text = self._operator_lines.pop(0)
-        prompt = self.options.session.instructions
-        words = f"{prompt}\n\nSay exactly this to the caller now, and nothing else: {text}"
-        return [SendToModel(ev.CreateResponse(words))]
 
     # ------------------------------------------------------------ the transport (caller) side
 
@@ -221,11 +92,6 @@ class CallCore:
             case _:
                 assert_never(event)
         return actions + self._maybe_recycle(now)
-
-    def _warn(self, event: str, fields: dict[str, object]) -> list[Action]:
-        """A warning, logged the first few times per call and then only counted (see ``WarningLimiter``)."""
-        count = self._warnings.admit(event)
-        return [] if count is None else [Log("warning", event, {**fields, "count": count})]
 
     def _keep_for_later(self, audio: CallerAudio) -> list[Action]:
         """No session is ready (connecting, configuring, reconnecting): hold the caller's audio, bounded."""
@@ -516,246 +382,3 @@ class CallCore:
         if item_id not in items:
             items.append(item_id)
         return item
-
-    # ------------------------------------------------------------ the agent acts: tools, hang-up, transfer, keypad
-
-    def _function_call(self, response_id: str, call_id: str, name: str, arguments: str, now: float) -> list[Action]:
-        if name == END_CALL and self.options.end_call_tool:
-            return self._agent_closes(EndCall("the agent ended the call"), f"{END_CALL}()", now)
-        if name == TRANSFER_CALL and self.options.transfer_targets:
-            destination = _destination(arguments, self.options.transfer_targets)
-            if destination is not None:
-                transfer = EndCall("the agent transferred the call", Farewell.TRANSFER, destination)
-                return self._agent_closes(transfer, f"{TRANSFER_CALL}() to {destination}", now)
-            self._tool_calls.started(response_id, call_id, name, now)
-            known = ", ".join(sorted(self.options.transfer_targets))
-            return self.tool_finished(call_id, json.dumps({"error": f"unknown destination; known: {known}"}), now)
-        self._tool_calls.started(response_id, call_id, name, now)
-        return [RunTool(call_id, name, arguments)]
-
-    def tool_finished(self, call_id: str, output: str, now: float, *, error: str | None = None) -> list[Action]:
-        """An operator's tool answered (``error``: it failed, and ``output`` says so to the model)."""
-        if self.phase is CallPhase.ENDED:
-            return []
-        known = self._tool_calls.finished(call_id, output)
-        if known is None:
-            return []
-        response_id, name, started_at = known
-        facts = {"name": name, "ok": error is None, "duration_ms": round((now - started_at) * 1000)}
-        actions: list[Action] = [Log("info", "tool_called", facts | ({"error": error} if error else {}))]
-        line = TranscriptLine(self.call_sid, "tool", f"{name} → {output[:TOOL_LINE_CHARS]}")
-        self._history.append(line)
-        return [*actions, RecordLine(line), *self._send_tool_outputs(response_id)]
-
-    def _send_tool_outputs(self, response_id: str) -> list[Action]:
-        ready = self._tool_calls.ready(response_id)
-        if ready is None or self.model_phase is not ModelPhase.READY:
-            return []
-        actions: list[Action] = [SendToModel(ev.FunctionOutput(call_id, out)) for call_id, out in ready.outputs]
-        if ready.ask_again and self._live_response is None and not self._caller_speaking:
-            actions.append(SendToModel(ev.CreateResponse()))
-        return actions
-
-    def _agent_closes(self, end: EndCall, line_text: str, now: float) -> list[Action]:
-        """The model hung up or transferred: its closing words are heard in full, then the call ends."""
-        if self.phase is not CallPhase.IN_CALL:
-            return []
-        self._closing, self._wind_down_reason = end, end.reason
-        self.phase = CallPhase.GOODBYE_SPEAKING
-        self._goodbye_deadline = now + self.options.goodbye_grace_seconds
-        line = TranscriptLine(self.call_sid, "tool", line_text)
-        self._history.append(line)
-        facts = {"farewell": end.farewell.value}
-        return [Log("info", "agent_closing", facts), RecordLine(line), *self._maybe_hang_up(now)]
-
-    def _keypad(self, digit: str) -> list[Action]:
-        actions: list[Action] = [Log("info", "dtmf", {"key": "*"})]  # which key is the caller's secret
-        if not self.options.dtmf_to_model or self.model_phase is not ModelPhase.READY:
-            return actions
-        line = TranscriptLine(self.call_sid, "caller", "(pressed a key)")
-        actions += [RecordLine(line), SendToModel(ev.CreateTextItem("user", f"(The caller pressed {digit}.)"))]
-        if self._live_response is None:
-            actions.append(SendToModel(ev.CreateResponse()))
-        return actions
-
-    # ------------------------------------------------------------ transcripts
-
-    def _caller_said(self, text: str) -> list[Action]:
-        if not text:
-            return []
-        line = TranscriptLine(self.call_sid, "caller", text)
-        self._history.append(line)
-        return [RecordLine(line)]
-
-    def _maybe_record(self, item: AgentItem) -> list[Action]:
-        if item.recorded or item.truncated or not (item.audio_done and item.text_done):
-            return []
-        if item.played < item.received:
-            return []  # still playing: it may yet be interrupted
-        return self._record_agent(item)
-
-    def _record_agent(self, item: AgentItem) -> list[Action]:
-        if item.recorded:
-            return []
-        item.recorded = True
-        text = item.text.strip()
-        if not text and not item.received:
-            return []
-        interrupted = item.truncated or item.played < item.received
-        heard_ms = item.heard_ms(self.options.bytes_per_ms) if interrupted else None
-        line = TranscriptLine(self.call_sid, "agent", text, interrupted, heard_ms)
-        if text:
-            self._history.append(line)
-        return [RecordLine(line)]
-
-    # ------------------------------------------------------------ time
-
-    @property
-    def _quiet(self) -> bool:
-        """Nobody is talking and nothing is being generated: a safe moment to swap model sessions."""
-        return (
-            self._live_response is None
-            and not self._caller_speaking
-            and not self._playback.agent_audible
-            and not self._tool_calls.running
-        )
-
-    def next_deadline(self) -> float | None:
-        """When ``handle_timer`` next has something to do (monotonic seconds), or None."""
-        options = self.options
-        deadlines: list[float] = []
-        if self.phase is CallPhase.AWAITING_STREAM and options.stream_wait_seconds is not None:
-            deadlines.append(self._created_at + options.stream_wait_seconds)
-        elif self.phase is CallPhase.IN_CALL:
-            started = self.figures.stream_started_at or self._created_at
-            if options.max_call_seconds is not None:
-                deadlines.append(started + options.max_call_seconds)
-            if options.caller_silence_seconds is not None and self._quiet:
-                deadlines.append(self._last_activity + options.caller_silence_seconds)
-            if self._recycle_at is not None and self._pending_connect is None and self._quiet:
-                deadlines.append(self._recycle_at)
-        elif self.phase in GOODBYE_PHASES and self._goodbye_deadline is not None:
-            deadlines.append(self._goodbye_deadline)
-        if self.model_phase is ModelPhase.RETRY_WAIT and self._retry_at is not None:
-            deadlines.append(self._retry_at)
-        if self.model_phase is ModelPhase.CONFIGURING and self._configuring_since is not None:
-            deadlines.append(self._configuring_since + options.session_ready_seconds)
-        if self.phase is not CallPhase.AWAITING_STREAM and self.phase is not CallPhase.ENDED:
-            if options.stream_silence_seconds is not None:
-                deadlines.append(self._last_caller_audio + options.stream_silence_seconds)
-            if options.playback_report_grace_seconds is not None and self._playback.in_flight:
-                deadlines.append(self._playback.playing_until + options.playback_report_grace_seconds)
-        if self._answer_due is not None and self.model_phase is ModelPhase.READY:
-            deadlines.append(self._answer_due)
-        return min(deadlines, default=None)
-
-    def handle_timer(self, now: float) -> list[Action]:
-        """Do what is due at ``now``: limits, goodbyes cut short, connect retries, session recycling."""
-        options = self.options
-        if self.phase is CallPhase.ENDED:
-            return []
-        actions: list[Action] = []
-        if self.phase is not CallPhase.AWAITING_STREAM:
-            silent = options.stream_silence_seconds
-            if silent is not None and now >= self._last_caller_audio + silent:
-                gone = Log("warning", "stream_stopped_sending", {"silent_s": round(now - self._last_caller_audio, 3)})
-                return [gone, *self._end("the media stream stopped sending audio", now)]
-            grace = options.playback_report_grace_seconds
-            if grace is not None and self._playback.in_flight and now >= self._playback.playing_until + grace:
-                actions += [Log("warning", "playback_reports_missing", {"late_s": grace})]
-                for item in self._playback.assume_played():
-                    actions += self._maybe_record(item)
-                actions += self._maybe_hang_up(now)
-        if self._answer_due is not None and self.model_phase is ModelPhase.READY and now >= self._answer_due:
-            waited = Log("error", "model_unresponsive", {"waited_s": options.answer_timeout_seconds})
-            return [*actions, waited, *self._end("the model stopped answering", now, farewell=Farewell.UNAVAILABLE)]
-        if any(isinstance(action, EndCall) for action in actions):
-            return actions  # the missing reports ended a goodbye: nothing else is due
-        if self.phase is CallPhase.AWAITING_STREAM:
-            if options.stream_wait_seconds is not None and now >= self._created_at + options.stream_wait_seconds:
-                return actions + self._end("no media stream arrived for the pre-warmed session", now)
-        elif self.phase in GOODBYE_PHASES:
-            if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
-                return actions + self._end_closing(now)
-        else:
-            started = self.figures.stream_started_at or self._created_at
-            if options.max_call_seconds is not None and now >= started + options.max_call_seconds:
-                return actions + self.wind_down("the call reached its maximum length", now)
-            silence = options.caller_silence_seconds
-            if silence is not None and self._quiet and now >= self._last_activity + silence:
-                return actions + self.wind_down("the caller was silent", now)
-        if self.model_phase is ModelPhase.CONFIGURING and self._configuring_since is not None:
-            if now >= self._configuring_since + options.session_ready_seconds:
-                unconfirmed = Log("error", "model_session_unconfirmed", {"waited_s": options.session_ready_seconds})
-                return [
-                    unconfirmed,
-                    *self._end("the model never confirmed the session", now, farewell=Farewell.UNAVAILABLE),
-                ]
-        if self.model_phase is ModelPhase.RETRY_WAIT and self._retry_at is not None and now >= self._retry_at:
-            self._retry_at = None
-            actions += self._connect(self._pending_connect or ConnectPurpose.RECONNECT, now)
-        return actions + self._maybe_recycle(now)
-
-    def _maybe_recycle(self, now: float) -> list[Action]:
-        if self._recycle_at is None or now < self._recycle_at:
-            return []  # the common case, checked after every input: one comparison
-        if self.phase is not CallPhase.IN_CALL or self.model_phase is not ModelPhase.READY:
-            return []
-        if self._pending_connect is not None or not self._quiet:
-            return []
-        self._recycle_at = None
-        return self._connect(ConnectPurpose.RECYCLE, now)
-
-    def _connect(self, purpose: ConnectPurpose, now: float) -> list[Action]:
-        self._pending_connect = purpose
-        wait_until = self._connects.next_allowed(now)
-        if wait_until is not None:
-            if purpose is ConnectPurpose.RECYCLE:
-                self._pending_connect, self._recycle_at = None, wait_until
-                return []
-            self.model_phase, self._retry_at = ModelPhase.RETRY_WAIT, wait_until
-            return self._warn("model_connects_rate_limited", {"per_minute": self.options.max_connects_per_minute})
-        if purpose is not ConnectPurpose.RECYCLE:
-            self.model_phase = ModelPhase.CONNECTING
-        return [ConnectModel(purpose)]
-
-    # ------------------------------------------------------------ goodbyes and the end
-
-    def _maybe_say_goodbye(self) -> list[Action]:
-        if self.phase is not CallPhase.GOODBYE_PENDING or self._live_response is not None:
-            return []
-        if self.model_phase is not ModelPhase.READY:
-            return []
-        self.phase = CallPhase.GOODBYE_REQUESTED
-        prompt = self.options.session.instructions
-        return [SendToModel(ev.CreateResponse(goodbye_instructions(prompt, self._wind_down_reason)))]
-
-    def _maybe_hang_up(self, now: float) -> list[Action]:
-        if self.phase is not CallPhase.GOODBYE_SPEAKING:
-            return []
-        if self._live_response is not None or self._playback.agent_audible:
-            return []
-        return self._end_closing(now)
-
-    def _end_closing(self, now: float) -> list[Action]:
-        """End a call whose goodbye (or the agent's closing words) is over."""
-        if self._closing is not None:
-            closing = self._closing
-            return self._end(closing.reason, now, farewell=closing.farewell, transfer_to=closing.transfer_to)
-        return self._end(self._wind_down_reason, now)
-
-    def _end(
-        self, reason: str, now: float, *, farewell: Farewell = Farewell.HANG_UP, transfer_to: str | None = None
-    ) -> list[Action]:
-        """The one way out: record every agent line not recorded yet, sum the call up, end it."""
-        if self.phase is CallPhase.ENDED:
-            return []
-        self.phase = CallPhase.ENDED
-        actions: list[Action] = []
-        for item in self._playback.items.values():
-            actions += self._record_agent(item)
-        duration = round(now - (self.figures.stream_started_at or self._created_at), 3)
-        summary = {"reason": reason, "duration_s": duration, **self.figures.summary()}
-        if not_logged := self._warnings.not_logged():
-            summary["warnings_not_logged"] = not_logged
-        return [*actions, Log("info", "call_ended", summary), EndCall(reason, farewell, transfer_to, summary)]
