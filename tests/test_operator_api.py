@@ -283,3 +283,24 @@ async def test_a_slow_subscriber_is_dropped_and_the_others_keep_receiving() -> N
     with pytest.raises(EOFError):
         await fast.next(timeout=1)
     assert hub.subscribe().closed  # after shutdown, a new stream ends at once
+
+
+async def test_draining_ends_the_event_streams_so_that_the_server_can_exit(records_env: Path) -> None:
+    """An open event stream is a request that never finishes: uvicorn would wait for it for ever."""
+    async with call_stack() as stack, api(stack.app.base_url) as http:
+        hub = stack.app.service.recorder.events
+
+        async def read() -> list[str]:
+            async with http.stream("GET", "/api/events", headers=AUTH, timeout=None) as response:
+                return [line async for line in response.aiter_lines()]
+
+        reader = asyncio.create_task(read())
+        try:
+            await wait_until(lambda: hub.subscribers == 1, WAIT)
+            await stack.app.service.drain()  # what SIGTERM does (no calls: at once)
+            lines = await asyncio.wait_for(reader, WAIT)
+        finally:
+            reader.cancel()
+        assert lines[0] == "retry: 3000" and hub.subscribers == 0
+        response = await http.get("/api/events", headers=AUTH)  # a new stream ends at once, too
+        assert response.status_code == 200 and response.text == "retry: 3000\n\n"

@@ -6,6 +6,7 @@ skipped, and say so in the summary."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import statistics
@@ -42,12 +43,9 @@ def sid(n: int | None = None) -> str:
     return "CA" + (f"{n:032x}" if n is not None else uuid.uuid4().hex)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordsSettings]:
-    """Settings for an empty store: a SQLite file, or a fresh schema in the test PostgreSQL."""
-    if request.param == "sqlite":
-        yield RecordsSettings.sqlite(tmp_path / "calls.db", instance=INSTANCE)
-        return
+@contextlib.contextmanager
+def postgres_schema() -> Iterator[RecordsSettings]:
+    """Settings for a fresh schema in the test PostgreSQL (dropped afterwards)."""
     if not POSTGRES_URL:
         pytest.skip(NO_POSTGRES)
     import psycopg
@@ -61,6 +59,16 @@ def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordsS
     finally:
         with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[RecordsSettings]:
+    """Settings for an empty store: a SQLite file, or a fresh schema in the test PostgreSQL."""
+    if request.param == "sqlite":
+        yield RecordsSettings.sqlite(tmp_path / "calls.db", instance=INSTANCE)
+        return
+    with postgres_schema() as settings:
+        yield settings
 
 
 @pytest.fixture
@@ -490,6 +498,35 @@ def test_a_database_that_is_away_holds_the_writes_until_it_is_back(tmp_path: Pat
         reader.close()
     assert total(metrics.store_failures) >= 2  # retried with back-off, counted ...
     assert total(metrics.store_lost) == 0  # ... and nothing lost
+
+
+def test_postgresql_dropping_the_connections_loses_no_write() -> None:
+    """A PostgreSQL restart (or a proxy's idle timeout) as the writer and the reader see it: every backend
+    connection is terminated; writes are retried on a new connection, reads reconnect."""
+    import psycopg
+
+    with postgres_schema() as settings:
+        metrics = Metrics()
+        store = CallStore(settings, observer=metrics)
+        store.open()
+        try:
+            call_sid = sid()
+            store.call_started(started(call_sid, time.time()))
+            assert store.flush(WAIT) and store.get_call(call_sid) is not None
+            assert POSTGRES_URL is not None
+            with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
+                killed = admin.execute(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                ).fetchone()
+            assert killed is not None and killed[0] >= 2  # the writer's and the reader's
+            for seq in range(5):
+                store.line(call_sid, line(seq, time.time()))
+            assert store.flush(WAIT)
+            assert [x.seq for x in store.transcript(call_sid)] == [0, 1, 2, 3, 4]
+            assert total(metrics.store_failures) >= 1 and total(metrics.store_lost) == 0
+        finally:
+            store.close()
 
 
 def test_a_write_the_database_refuses_loses_only_itself(store: CallStore) -> None:

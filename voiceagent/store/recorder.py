@@ -99,8 +99,14 @@ class Recorder:
         """Open the store (migrations, calls a dead predecessor left open), start the periodic jobs."""
         if self.store is not None:
             store = self.store
-            await asyncio.to_thread(store.open)
             assert self.records is not None
+            try:
+                await asyncio.to_thread(store.open)
+            except Exception as exc:
+                # refuse to start rather than answer calls nobody can look up later; once running, a
+                # database that goes away only delays writes (the writer retries)
+                self._log.error("call_records_unavailable", backend=self.records.backend, error=str(exc))
+                raise
             self._log.info(
                 "call_records_open",
                 backend=self.records.backend,
@@ -204,7 +210,8 @@ class Recorder:
                 handle.tool_calls += 1
             if self.store is not None:
                 self.store.line(handle.call_sid, entry)
-            self.events.publish("utterance", {"call_sid": handle.call_sid, **entry.to_json()})
+            if self.events.subscribers:  # the JSON is only worth making for someone watching
+                self.events.publish("utterance", {"call_sid": handle.call_sid, **entry.to_json()})
 
         self._guarded("line", handle.call_sid, record)
 
