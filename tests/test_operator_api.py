@@ -304,3 +304,57 @@ async def test_draining_ends_the_event_streams_so_that_the_server_can_exit(recor
         assert lines[0] == "retry: 3000" and hub.subscribers == 0
         response = await http.get("/api/events", headers=AUTH)  # a new stream ends at once, too
         assert response.status_code == 200 and response.text == "retry: 3000\n\n"
+
+
+async def test_a_recorded_call_has_the_caller_left_and_what_the_caller_heard_right(
+    records_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import io
+    import warnings
+    import wave
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+
+    monkeypatch.setenv("VOICEAGENT_RECORDINGS", "on")
+    monkeypatch.setenv("VOICEAGENT_RECORDINGS_DIR", str(records_env / "recordings"))
+    async with call_stack(replies=("agent_goodbye",)) as stack, api(stack.app.base_url) as http:
+        async with stack.caller() as caller:
+            assert await caller.dial(), caller.refusal
+            await caller.wait_until(lambda: len(caller.played) > 1500 * 8, timeout=WAIT)
+            await caller.say("caller_interrupt")  # talks over the greeting: the rest of it is cleared
+            [clear] = await caller.wait_until(lambda: caller.clears, timeout=WAIT)
+            [session] = stack.model.sessions
+            await stack.model.wait_for(lambda: len(session.produced) >= 2 and not session.response_live, timeout=WAIT)
+            await caller.wait_until(lambda: not caller.pending_marks and caller.buffered_bytes == 0, timeout=WAIT)
+            await caller.pause(200)
+            await caller.hangup()
+        await wait_until(lambda: not stack.app.service.calls, WAIT)
+        wav_path = records_env / "recordings" / f"{caller.call_sid}.wav"
+        size = 44 + 4 * len(caller.sent_audio)  # the header, and 4 bytes per sample of the caller's timeline
+        await wait_until(lambda: wav_path.exists() and wav_path.stat().st_size == size, WAIT)
+        response = await http.get(f"/api/calls/{caller.call_sid}/recording.wav", headers=AUTH)
+        assert response.status_code == 200 and response.headers["content-type"] == "audio/wav"
+        unauthorized = await http.get(f"/api/calls/{caller.call_sid}/recording.wav")
+        assert unauthorized.status_code == 401
+
+    with wave.open(io.BytesIO(response.content)) as wav:
+        assert (wav.getnchannels(), wav.getframerate(), wav.getsampwidth()) == (2, 8000, 2)
+        pcm = wav.readframes(wav.getnframes())
+    left, right = audioop.tomono(pcm, 2, 1, 0), audioop.tomono(pcm, 2, 0, 1)
+    assert left == audioop.ulaw2lin(bytes(caller.sent_audio), 2)  # the caller, to the sample
+
+    # the greeting starts the agent's track (within 100 ms of the stream's start) ...
+    greeting = audioop.ulaw2lin(GREETING, 2)
+    start = right.find(greeting[: 2 * 4000])
+    assert 0 <= start <= 2 * 800, start
+    # ... and stops about where the caller stopped hearing it: what was cleared is not in the recording
+    heard = clear.played_bytes
+    assert right[start : start + 2 * (heard - 400)] == greeting[: 2 * (heard - 400)]
+    after_cut = slice(start + 2 * (heard + 1600), start + 2 * (heard + 3200))
+    assert audioop.rms(greeting[after_cut.start - start : after_cut.stop - start], 2) > 100  # speech was cut ...
+    assert audioop.rms(right[after_cut], 2) == 0  # ... and is not in the recording
+    # the answer is in it, whole
+    answer = audioop.ulaw2lin(load_fixture("agent_goodbye"), 2)
+    assert right.find(answer) > start + 2 * heard

@@ -658,3 +658,64 @@ def test_the_records_cli_lists_shows_and_exports_from_the_same_store(tmp_path: P
     assert export(missing, format="jsonl", out=io.StringIO(), err=(err_io := io.StringIO())) == 2
     assert "no call records" in err_io.getvalue() and not (tmp_path / "missing.db").exists()
     assert export(settings, format="xml", out=io.StringIO(), err=io.StringIO()) == 2
+
+
+# ------------------------------------------------------------ recordings
+
+
+def test_a_recording_puts_agent_audio_where_it_was_played_and_leaves_cleared_audio_out(tmp_path: Path) -> None:
+    import stat
+    import warnings
+    import wave
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        import audioop
+
+    from voiceagent.store.recording import CallRecording, RecordingFiles
+
+    files = RecordingFiles(tmp_path / "recordings")
+    files.start()
+    path = files.directory / f"{sid(5)}.wav"
+    recording = CallRecording(path, files)
+    frame = bytes([0x10]) * 160  # 20 ms of the caller
+
+    def caller_until(samples: int) -> None:
+        while caller_at[0] < samples:
+            recording.caller_audio(frame)
+            caller_at[0] += len(frame)
+
+    caller_at = [0]
+    caller_until(1600)  # 200 ms in, the agent speaks: two chunks, queued one after the other
+    recording.agent_audio(bytes([0x20]) * 800)
+    recording.agent_audio(bytes([0x30]) * 800)
+    caller_until(2080)  # 60 ms of the first chunk heard, then a barge-in clears the rest
+    recording.cleared()
+    caller_until(4000)
+    recording.agent_audio(bytes([0x40]) * 400)  # the answer, played at once
+    caller_until(12000)
+    for _ in range(200):  # the first second is on disk: a valid file already, as after kill -9
+        if path.exists() and path.stat().st_size > 44:
+            break
+        time.sleep(0.01)
+    with wave.open(str(path)) as early:
+        assert early.getnframes() >= 8000 and early.getnchannels() == 2
+    caller_until(16000)
+    recording.agent_audio(bytes([0x50]) * 800)  # queued when the caller hangs up: never heard
+    recording.finish()
+    files.stop()
+
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with wave.open(str(path)) as wav:
+        assert (wav.getnchannels(), wav.getframerate(), wav.getsampwidth()) == (2, 8000, 2)
+        assert wav.getnframes() == 16000  # the caller's timeline, to the sample
+        pcm = wav.readframes(wav.getnframes())
+    left, right = audioop.tomono(pcm, 2, 1, 0), audioop.tomono(pcm, 2, 0, 1)
+    assert left == audioop.ulaw2lin(bytes([0x10]) * 16000, 2)
+
+    def agent(value: int, count: int) -> bytes:
+        return audioop.ulaw2lin(bytes([value]) * count, 2)
+
+    silence = bytes(2)
+    expected = silence * 1600 + agent(0x20, 480) + silence * 1920 + agent(0x40, 400) + silence * 11600
+    assert right == expected

@@ -29,7 +29,6 @@ from voiceagent.tools import ToolBox
 from voiceagent.transcripts import TranscriptSink
 from voiceagent.twilio import messages as tw
 from voiceagent.twilio import twiml
-from voiceagent.twilio.media_stream import MediaStreamAdapter
 from voiceagent.twilio.security import TOKEN_PARAMETER
 from voiceagent.twilio.webhook_guard import WebhookGuard
 
@@ -208,7 +207,7 @@ async def media(websocket: WebSocket) -> None:
         caller=start.parameters.get("from"),
         called=start.parameters.get("to"),
     )
-    await bridge.run_stream(websocket, MediaStreamAdapter(start))
+    await bridge.run_stream(websocket, service.media_adapter(bridge, start))
 
 
 def _stream_problem(service: Service, start: tw.Start) -> str | None:

@@ -24,6 +24,8 @@ from voiceagent.store.recorder import CallHandle, Recorder
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox, load_toolbox
 from voiceagent.transcripts import LogTranscriptSink, TranscriptSink
+from voiceagent.twilio import messages as tw
+from voiceagent.twilio.media_stream import MediaStreamAdapter
 from voiceagent.twilio.security import SignatureChecker, StreamTokens
 
 if TYPE_CHECKING:
@@ -153,6 +155,11 @@ class Service:
         if handle is not None:
             self.recorder.stream_started(handle, stream_sid)  # records hook: the call is answered
         return bridge
+
+    def media_adapter(self, bridge: CallBridge, start: tw.Start) -> MediaStreamAdapter:
+        """The Twilio adapter for a claimed call's stream (recording it when recordings are on)."""
+        handle = self._handles.get(bridge)
+        return MediaStreamAdapter(start) if handle is None else self.recorder.media_adapter(handle, start)
 
     def _forget(self, bridge: CallBridge) -> None:
         if self.calls.get(bridge.call_sid) is bridge:

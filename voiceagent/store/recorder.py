@@ -23,10 +23,13 @@ from voiceagent.config import Settings
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.metrics import Metrics
 from voiceagent.store.live import EventHub
+from voiceagent.store.recording import CallRecording, RecordingFiles, RecordingMediaStream
 from voiceagent.store.records import FIGURES, CallRecord, LineRecord
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.store.store import HEARTBEAT_SECONDS, CallStore
 from voiceagent.transcripts import TranscriptLine, TranscriptSink
+from voiceagent.twilio import messages as tw
+from voiceagent.twilio.media_stream import MediaStreamAdapter
 
 __all__ = ["CallHandle", "Recorder"]
 
@@ -43,6 +46,7 @@ class CallHandle:
     lines: list[LineRecord] = field(default_factory=list)
     barge_ins: int = 0
     tool_calls: int = 0
+    recording: CallRecording | None = None
 
     @property
     def call_sid(self) -> str:
@@ -89,6 +93,8 @@ class Recorder:
         if webhook is None and records is not None and records.call_ended_webhook and records.webhook_secret:
             webhook = CallEndedWebhook(records.call_ended_webhook, records.webhook_secret, metrics=self.metrics)
         self.webhook = webhook
+        recording = records is not None and records.recordings
+        self.recordings = RecordingFiles(records.recordings_dir) if records is not None and recording else None
         self._maintenance: asyncio.Task[None] | None = None
         self._log = CallLog()
         self.started = False
@@ -120,6 +126,9 @@ class Recorder:
             self._log.info("call_records_off", detail="no store configured: calls are not recorded")
         if self.webhook is not None:
             self.webhook.start()
+        if self.recordings is not None:
+            self.recordings.start()
+            self._log.info("call_recordings_on", directory=str(self.recordings.directory))
         self.started = True
 
     async def stop(self) -> None:
@@ -132,6 +141,11 @@ class Recorder:
             self._maintenance = None
         if self.webhook is not None:
             await self.webhook.aclose()
+        if self.recordings is not None:
+            for handle in list(self.live.values()):
+                if handle.recording is not None:
+                    handle.recording.finish()
+            await asyncio.to_thread(self.recordings.stop, STOP_TIMEOUT_SECONDS)
         if self.store is not None and self.started:
             await asyncio.to_thread(self.store.close, STOP_TIMEOUT_SECONDS)
         self.started = False
@@ -240,8 +254,18 @@ class Recorder:
 
         self._guarded("logged", handle.call_sid, observe)
 
+    def media_adapter(self, handle: CallHandle, start: tw.Start) -> MediaStreamAdapter:
+        """The Twilio adapter for the call's stream: with recording taps when recordings are on."""
+        if self.recordings is None or handle.recording is not None:
+            return MediaStreamAdapter(start)
+        path = self.recordings.directory / f"{handle.call_sid}.wav"  # a checked CallSid: a safe name
+        handle.recording = CallRecording(path, self.recordings)
+        return RecordingMediaStream(start, handle.recording)
+
     def call_ended(self, handle: CallHandle, end: EndCall, turn_latencies_ms: Iterable[int] = ()) -> None:
         def ended() -> None:
+            if handle.recording is not None:
+                handle.recording.finish()
             record = handle.record
             summary = dict(end.summary)
             record.ended_at = self._now()

@@ -1,0 +1,203 @@
+"""Call recordings (``VOICEAGENT_RECORDINGS=on``): one stereo WAV per call, 8 kHz, 16-bit, the caller on
+the left and the agent on the right, on the call's timeline as the caller heard it.
+
+The taps sit in the Twilio adapter (``RecordingMediaStream``), where audio crosses the wire:
+
+* the caller's audio, every frame Twilio sends (it sends silence too, every 20 ms), *is* the timeline:
+  sample ``n`` of the left channel is the ``n``-th caller byte;
+* agent audio sent to Twilio is played right after whatever Twilio still has queued, or at once if
+  nothing is: each chunk is placed at ``max(end of queued agent audio, caller position now)``;
+* a ``clear`` drops everything queued past the caller's position: cleared audio was never heard, so it
+  is not in the recording (nor is agent audio still queued when the call ends).
+
+Audio is decoded from μ-law with ``audioop`` (stdlib on 3.11 and 3.12; the ``audioop-lts`` package
+from 3.13). A second of audio at a time is finished and handed to one writer thread, which appends it
+and rewrites the WAV header's sizes, so a file is valid up to its last second even after ``kill -9``.
+Files are created ``0600``: a recording is as private as a call.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import queue
+import struct
+import threading
+import warnings
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)  # 3.11/3.12 warn that audioop leaves the stdlib
+    import audioop
+
+from voiceagent.call.actions import ClearPlayback, PlayAudio
+from voiceagent.call.inputs import CallerAudio, TransportEvent
+from voiceagent.logs import CallLog
+from voiceagent.twilio import messages as tw
+from voiceagent.twilio.media_stream import MediaStreamAdapter
+
+__all__ = ["CallRecording", "RecordingFiles", "RecordingMediaStream", "wav_header"]
+
+RATE = 8000
+CHANNELS = 2
+SAMPLE_BYTES = 2
+FLUSH_SAMPLES = RATE  # a second of the timeline per write
+ULAW_SILENCE = b"\xff"
+HEADER_BYTES = 44
+
+
+def wav_header(data_bytes: int) -> bytes:
+    """A 44-byte PCM WAV header for ``data_bytes`` of stereo 16-bit 8 kHz audio."""
+    block = CHANNELS * SAMPLE_BYTES
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + data_bytes)
+        + b"WAVEfmt "
+        + struct.pack("<IHHIIHH", 16, 1, CHANNELS, RATE, RATE * block, block, SAMPLE_BYTES * 8)
+        + b"data"
+        + struct.pack("<I", data_bytes)
+    )
+
+
+class RecordingFiles:
+    """The one thread that writes recordings: ``open``, ``append`` and ``close`` are queued, never wait."""
+
+    def __init__(self, directory: str | os.PathLike[str]) -> None:
+        self.directory = Path(directory)
+        self._queue: queue.SimpleQueue[tuple[str, Path, bytes] | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._files: dict[Path, Any] = {}
+        self._sizes: dict[Path, int] = {}
+        self._log = CallLog()
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._thread = threading.Thread(target=self._run, name="voiceagent-recordings", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join(timeout)
+            self._thread = None
+
+    def put(self, op: str, path: Path, data: bytes = b"") -> None:
+        self._queue.put((op, path, data))
+
+    def _run(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                for file in self._files.values():
+                    file.close()
+                self._files.clear()
+                return
+            op, path, data = item
+            try:
+                self._do(op, path, data)
+            except OSError as exc:
+                self._log.error("recording_write_failed", file=path.name, error=str(exc))
+
+    def _do(self, op: str, path: Path, data: bytes) -> None:
+        if op == "open":
+            descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            file = os.fdopen(descriptor, "wb")
+            file.write(wav_header(0))
+            file.flush()
+            self._files[path], self._sizes[path] = file, 0
+        elif op == "append" and path in self._files:
+            file = self._files[path]
+            file.write(data)
+            self._sizes[path] += len(data)
+            end = file.tell()
+            file.seek(0)
+            file.write(wav_header(self._sizes[path]))  # valid up to here, whatever happens next
+            file.seek(end)
+            file.flush()
+        elif op == "close" and path in self._files:
+            self._files.pop(path).close()
+            self._sizes.pop(path, None)
+
+
+class CallRecording:
+    """The two tracks of one call, aligned on the caller's timeline (one μ-law byte = one sample)."""
+
+    def __init__(self, path: Path, files: RecordingFiles) -> None:
+        self.path = path
+        self._files = files
+        self._caller = bytearray()  # caller samples not yet written, from ``_written``
+        self._agent = bytearray()  # agent samples placed on the timeline, from ``_written``
+        self._written = 0  # timeline samples already handed to the writer
+        self._caller_at = 0  # the timeline's "now": caller samples received
+        self._agent_until = 0  # where queued agent audio ends on the timeline
+        self.finished = False
+        files.put("open", path)
+
+    def caller_audio(self, ulaw: bytes) -> None:
+        if self.finished:
+            return
+        self._caller += ulaw
+        self._caller_at += len(ulaw)
+        if self._caller_at - self._written >= FLUSH_SAMPLES:
+            self._flush(self._caller_at)
+
+    def agent_audio(self, ulaw: bytes) -> None:
+        if self.finished:
+            return
+        start = max(self._agent_until, self._caller_at)  # after what is queued, or now
+        gap = start - self._written - len(self._agent)  # >= 0: the buffer never reaches past ``start``
+        self._agent += ULAW_SILENCE * gap + ulaw
+        self._agent_until = start + len(ulaw)
+
+    def cleared(self) -> None:
+        """Twilio drops what it has not played: nothing past the caller's position was heard."""
+        if self._agent_until > self._caller_at:
+            del self._agent[self._caller_at - self._written :]
+            self._agent_until = self._caller_at
+
+    def finish(self) -> None:
+        """The call is over: write up to the caller's last frame (agent audio still queued was not heard)."""
+        if self.finished:
+            return
+        self._flush(self._caller_at)
+        self.finished = True
+        self._files.put("close", self.path)
+
+    def _flush(self, until: int) -> None:
+        count = until - self._written
+        if count <= 0:
+            return
+        caller = bytes(self._caller[:count])
+        agent = bytes(self._agent[:count])
+        if len(agent) < count:
+            agent += ULAW_SILENCE * (count - len(agent))
+        del self._caller[:count]
+        del self._agent[:count]
+        self._written = until
+        left = audioop.tostereo(audioop.ulaw2lin(caller, SAMPLE_BYTES), SAMPLE_BYTES, 1, 0)
+        right = audioop.tostereo(audioop.ulaw2lin(agent, SAMPLE_BYTES), SAMPLE_BYTES, 0, 1)
+        self._files.put("append", self.path, audioop.add(left, right, SAMPLE_BYTES))
+
+
+class RecordingMediaStream(MediaStreamAdapter):
+    """The Twilio adapter, unchanged, with the audio that crosses it shown to a ``CallRecording``."""
+
+    def __init__(self, start: tw.Start, recording: CallRecording) -> None:
+        super().__init__(start)
+        self.recording = recording
+
+    def receive(self, message: Mapping[str, Any]) -> TransportEvent | None:
+        event = super().receive(message)
+        if isinstance(event, CallerAudio):
+            self.recording.caller_audio(base64.b64decode(event.payload))
+        return event
+
+    def send(self, action: PlayAudio | ClearPlayback) -> list[str]:
+        frames = super().send(action)
+        if isinstance(action, PlayAudio):
+            self.recording.agent_audio(base64.b64decode(action.payload))
+        else:
+            self.recording.cleared()
+        return frames
