@@ -93,8 +93,8 @@ class Recorder:
         if webhook is None and records is not None and records.call_ended_webhook and records.webhook_secret:
             webhook = CallEndedWebhook(records.call_ended_webhook, records.webhook_secret, metrics=self.metrics)
         self.webhook = webhook
-        recording = records is not None and records.recordings
-        self.recordings = RecordingFiles(records.recordings_dir) if records is not None and recording else None
+        on = records is not None and records.recordings
+        self.recordings = RecordingFiles(records.recordings_dir) if records is not None and on else None
         self._maintenance: asyncio.Task[None] | None = None
         self._log = CallLog()
         self.started = False
