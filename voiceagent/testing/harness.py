@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import socket
+import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +25,7 @@ from voiceagent.app import create_app
 from voiceagent.config import Settings, load_settings
 from voiceagent.server import uvicorn_config
 from voiceagent.service import Service
+from voiceagent.store.settings import RecordsSettings
 from voiceagent.testing.waiting import wait_until
 from voiceagent.transcripts import FanoutSink, LogTranscriptSink, MemoryTranscriptSink
 
@@ -78,7 +81,12 @@ async def serve_app(env: Mapping[str, str], *, credential: Any = None) -> AsyncI
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     settings = load_settings({"PUBLIC_BASE_URL": base_url, **env})
     memory = MemoryTranscriptSink()
-    app = create_app(settings, credential=credential, sink=FanoutSink(LogTranscriptSink(), memory))
+    scratch = tempfile.TemporaryDirectory(prefix="voiceagent-test-")
+    # call records go to a throwaway SQLite file unless the test (or its environment) names a store
+    source = {**os.environ, **env}
+    source.setdefault("VOICEAGENT_DATABASE_URL", f"sqlite:///{scratch.name}/voiceagent.db")
+    records = RecordsSettings.from_env(source)
+    app = create_app(settings, credential=credential, sink=FanoutSink(LogTranscriptSink(), memory), records=records)
     config = uvicorn_config(app, settings, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
@@ -92,3 +100,4 @@ async def serve_app(env: Mapping[str, str], *, credential: Any = None) -> AsyncI
         with contextlib.suppress(Exception):
             await asyncio.wait_for(task, timeout=15)
         sock.close()
+        scratch.cleanup()
