@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_every_environment_variable_is_documented():
-    source = (ROOT / "voiceagent" / "config.py").read_text(encoding="utf-8")
-    variables = set(re.findall(r'"((?:AZURE|OPENAI|TWILIO|VOICEAGENT|PUBLIC|HOST|PORT)[A-Z_]*)"', source))
+    modules = [path for path in (ROOT / "voiceagent").rglob("*.py") if "testing" not in path.parts]
+    source = "\n".join(path.read_text(encoding="utf-8") for path in modules)
+    variables = set(re.findall(r'"((?:AZURE|OPENAI|TWILIO|VOICEAGENT|PUBLIC|HOST|PORT)_?[A-Z_]*)"', source))
     assert len(variables) > 25
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     missing = sorted(v for v in variables if f"`{v}`" not in readme and f"`{v} " not in readme)
