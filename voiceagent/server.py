@@ -66,6 +66,7 @@ def uvicorn_config(app: Starlette, settings: Settings, **overrides: Any) -> uvic
         "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
         "limit_concurrency": max(MAX_CONNECTIONS, settings.max_calls * 4),
         "timeout_keep_alive": 5,
+        "ws_per_message_deflate": False,  # the Media Stream is base64 audio: compression is CPU for nothing
     }
     return uvicorn.Config(app, **(options | overrides))
 

@@ -182,6 +182,7 @@ class ModelConnection:
                 ping_interval=PING_INTERVAL_SECONDS,
                 ping_timeout=PING_INTERVAL_SECONDS,
                 close_timeout=CLOSE_TIMEOUT_SECONDS,
+                compression=None,  # base64 audio barely compresses; deflating every frame costs real CPU
                 logger=_RedactingLogger(logging.getLogger("websockets.client"), secrets),
             )
         except Exception as exc:  # refused, rejected, timed out, bad URI...: one scrubbed type
