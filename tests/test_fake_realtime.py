@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import math
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -311,7 +310,9 @@ async def test_response_streams_the_greeting(open_session: Opener, dialect: str)
     deltas = client.of(audio_delta_type(dialect))
     audio = b"".join(base64.b64decode(delta["delta"]) for delta in deltas)
     assert audio == greeting
-    assert len(deltas) == math.ceil(len(greeting) / 160)  # chunk_ms=20 → 160 bytes each
+    sizes = [len(base64.b64decode(delta["delta"])) for delta in deltas]
+    assert all(40 * 8 <= size <= 240 * 8 for size in sizes[:-1]) and 0 < sizes[-1] <= 240 * 8  # the default
+    assert len(set(sizes)) > len(sizes) // 2  # uneven, as the real service's are
     item_id = deltas[0]["item_id"]
     assert session.produced[item_id] == greeting
 
@@ -731,3 +732,199 @@ async def test_wait_until_awaits_a_coroutine_predicate_within_the_deadline() -> 
 
     with pytest.raises(AssertionError, match="hangs"):
         await wait_until(hangs, 0.05)
+
+
+# ---------------------------------------------------------------------------------------------- like the real one
+
+
+async def test_connect_delay_holds_the_handshake(servers: Callable[..., Awaitable[FakeRealtimeServer]]) -> None:
+    fake = await servers(connect_delay=0.3)
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    async with connect(realtime_url(fake, "ga"), additional_headers={"api-key": "test-key"}) as ws:
+        assert loop.time() - began >= 0.3  # never sooner (a loaded machine may make it later)
+        assert json.loads(await ws.recv())["type"] == "session.created"
+    assert fake.connection_attempts == 1
+
+
+async def greeting_delta_sizes(fake: FakeRealtimeServer, open_session: Opener) -> list[int]:
+    client, _ = await open_session("ga", fake=fake)
+    await client.send({"type": "response.create"})
+    await client.next("response.done")
+    return [len(base64.b64decode(delta["delta"])) for delta in client.of("response.output_audio.delta")]
+
+
+async def test_audio_deltas_are_fixed_or_drawn_from_a_range_repeatably(
+    servers: Callable[..., Awaitable[FakeRealtimeServer]], open_session: Opener
+) -> None:
+    fixed = await greeting_delta_sizes(await servers(delta_ms=100), open_session)
+    assert set(fixed[:-1]) == {800} and 0 < fixed[-1] <= 800
+    assert await greeting_delta_sizes(await servers(chunk_ms=20), open_session) == [160] * 222 + [51]
+    uneven = await greeting_delta_sizes(await servers(delta_ms=(50, 300), seed=3), open_session)
+    assert all(400 <= size <= 2400 for size in uneven[:-1]) and len(set(uneven)) > len(uneven) // 2
+    assert sum(uneven) == len(load_fixture("agent_greeting"))
+    assert await greeting_delta_sizes(await servers(delta_ms=(50, 300), seed=3), open_session) == uneven
+    assert await greeting_delta_sizes(await servers(delta_ms=(50, 300), seed=4), open_session) != uneven
+    for bad in (0, (300, 50), (-1, 5)):
+        with pytest.raises(ValueError, match="delta_ms"):
+            FakeRealtimeServer(delta_ms=bad)
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_failed_transcription_says_so_instead_of_completing(open_session: Opener, dialect: str) -> None:
+    client, session = await open_session(dialect, fail_transcription=True)
+    await user_turn(client, "caller_book_table")
+    committed = await client.next("input_audio_buffer.committed")
+    failed = await client.next("conversation.item.input_audio_transcription.failed")
+    assert (failed["item_id"], failed["content_index"]) == (committed["item_id"], 0)
+    assert set(failed["error"]) == {"type", "code", "message", "param"} and failed["error"]["message"]
+    await client.next("response.done")  # the model heard the audio all the same, and answers
+    assert "conversation.item.input_audio_transcription.completed" not in client.types()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_voice_the_deployment_lacks_refuses_the_whole_update(open_session: Opener, dialect: str) -> None:
+    client, session = await open_session(dialect, configure=False, voices=("alloy", "echo", "shimmer"))
+    update = {**mulaw_update(dialect), "event_id": "evt_update"}
+    if dialect == "ga":
+        update["session"]["audio"]["output"]["voice"] = "coral"
+    else:
+        update["session"]["voice"] = "coral"
+    await client.send(update)
+    error = (await client.next("error"))["error"]
+    assert error == {
+        "type": "invalid_request_error",
+        "code": "invalid_value",
+        "message": "Invalid value: 'coral'. Supported values are: 'alloy', 'echo', and 'shimmer'.",
+        "param": "session.audio.output.voice" if dialect == "ga" else "session.voice",
+        "event_id": "evt_update",
+    }
+    assert formats(dialect, session.effective) == formats(dialect, client.of("session.created")[0]["session"])
+    assert "session.updated" not in client.types() and session.violations == []
+
+
+async def test_preview_models_have_no_marin(open_session: Opener) -> None:
+    client, session = await open_session("preview", configure=False)
+    await client.send({"type": "session.update", "session": {"voice": "marin"}})
+    assert "'marin'" in (await client.next("error"))["error"]["message"]
+    await client.send({"type": "session.update", "session": {"voice": "verse"}})
+    assert (await client.next("session.updated"))["session"]["voice"] == "verse"
+
+
+async def test_a_session_that_is_never_confirmed(open_session: Opener) -> None:
+    client, session = await open_session("ga", configure=False, confirm_session=False)
+    await client.send(mulaw_update("ga"))
+    await client.send({"type": "response.create"})  # answered: the update was read, just never confirmed
+    await client.next("response.done")
+    assert "session.updated" not in client.types()
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_assistant_text_items_switch_the_model_to_text_answers(open_session: Opener, dialect: str) -> None:
+    client, session = await open_session(dialect, text_after_assistant_text=True)
+    await client.send({"type": "response.create"})
+    await client.next("response.done")  # before any assistant text: it speaks
+    assert not session.answers_in_text and len(session.produced) == 1
+    text = "output_text" if dialect == "ga" else "text"
+    item = {"type": "message", "role": "assistant", "content": [{"type": text, "text": "We open at noon."}]}
+    await client.send({"type": "conversation.item.create", "item": item})
+    await client.send({"type": "response.create"})
+    done = await client.next("response.done")
+
+    assert session.answers_in_text and len(session.produced) == 1  # no audio at all
+    written = client.events[client.events.index(client.of("response.created")[-1]) :]
+    kinds = [event["type"] for event in written]
+    prefix = "response.output_text" if dialect == "ga" else "response.text"
+    assert f"{prefix}.delta" in kinds and f"{prefix}.done" in kinds
+    assert not any("audio" in kind for kind in kinds)
+    words = "".join(event["delta"] for event in written if event["type"] == f"{prefix}.delta")
+    assert words == FIXTURE_TEXTS["agent_reply_long"] == client.of(f"{prefix}.done")[-1]["text"]
+    [output] = done["response"]["output"]
+    assert output["content"] == [{"type": text, "text": words}]
+
+
+SCRIPTED = {
+    "caller_book_table": [
+        "agent_goodbye",
+        ("check_availability", {"party_size": 2, "time": "19:30"}),
+        ("book_table", '{"party_size": 2,'),  # malformed on purpose: sent as written
+    ]
+}
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_scripted_turn_speaks_then_calls_functions_as_the_real_service_does(
+    open_session: Opener, dialect: str
+) -> None:
+    client, session = await open_session(dialect, function_calls=SCRIPTED)
+    await user_turn(client, "caller_book_table")
+    done = (await client.next("response.done"))["response"]
+
+    first, second = session.function_calls
+    assert (first["name"], json.loads(first["arguments"])) == ("check_availability", {"party_size": 2, "time": "19:30"})
+    assert (second["name"], second["arguments"]) == ("book_table", '{"party_size": 2,')
+    assert [item["type"] for item in done["output"]] == ["message", "function_call", "function_call"]
+    assert done["output"][1:] == [first, second] and done["status"] == "completed"
+    assert len(next(iter(session.produced.values()))) == len(load_fixture("agent_goodbye"))  # said first
+
+    for index, call in enumerate((first, second), start=1):
+        events = [
+            e for e in client.events if e.get("item_id") == call["id"] or e.get("item", {}).get("id") == call["id"]
+        ]
+        kinds = [event["type"] for event in events if event["type"].startswith("response.")]
+        deltas = [e["delta"] for e in events if e["type"] == "response.function_call_arguments.delta"]
+        assert kinds[0] == "response.output_item.added" and kinds[-1] == "response.output_item.done"
+        assert set(kinds[1:-1]) == {"response.function_call_arguments.delta", "response.function_call_arguments.done"}
+        [added] = [e for e in events if e["type"] == "response.output_item.added"]
+        assert added["item"]["arguments"] == "" and added["item"]["name"] == call["name"]
+        assert added["output_index"] == index
+        [arguments_done] = [e for e in events if e["type"] == "response.function_call_arguments.done"]
+        assert "".join(deltas) == arguments_done["arguments"] == call["arguments"]
+        assert ("name" in arguments_done) is (dialect == "ga")  # preview names the function only in the item
+        assert arguments_done["call_id"] == call["call_id"] and call["call_id"].startswith("call_")
+
+    for call, output in ((first, '{"tables": 2}'), (second, '{"error": "arguments are not JSON"}')):
+        item = {"type": "function_call_output", "call_id": call["call_id"], "output": output}
+        await client.send({"type": "conversation.item.create", "item": item})
+    await client.send({"type": "response.create"})
+    after = (await client.next("response.done"))["response"]
+    assert session.function_outputs == {
+        first["call_id"]: '{"tables": 2}',
+        second["call_id"]: '{"error": "arguments are not JSON"}',
+    }
+    assert [item["type"] for item in after["output"]] == ["message"]  # the answer about the results: audio
+    assert len(session.produced) == 2 and len(session.function_calls) == 2
+    assert session.violations == []
+
+
+async def test_a_function_call_output_for_no_call_is_refused(open_session: Opener) -> None:
+    client, session = await open_session("ga")
+    item = {"type": "function_call_output", "call_id": "call_nope", "output": "{}"}
+    await client.send({"type": "conversation.item.create", "item": item, "event_id": "evt_out"})
+    error = (await client.next("error"))["error"]
+    assert error["event_id"] == "evt_out" and "call_nope" in error["message"]
+    assert session.function_outputs == {} and len(session.violations) == 1
+
+
+async def test_a_scripted_call_interrupted_while_speaking_is_never_made(open_session: Opener) -> None:
+    client, session = await open_session(
+        "ga", speed=1.0, function_calls={"caller_goodbye": ["agent_reply_long", ("end_call", {})]}
+    )
+    await user_turn(client, "caller_goodbye", tail_ms=600)
+    await client.next("response.output_audio.delta")
+    await client.send({"type": "response.cancel"})
+    done = (await client.next("response.done"))["response"]
+    assert done["status"] == "cancelled" and [item["type"] for item in done["output"]] == ["message"]
+    assert session.function_calls == []
+
+
+def test_function_call_scripts_are_checked() -> None:
+    for bad in (
+        {"caller_nobody": [("f", {})]},
+        {"line_noise": [("f", {})]},
+        {"caller_goodbye": ["agent_goodbye"]},
+        {"caller_goodbye": [("f", {}), "agent_goodbye"]},
+        {"caller_goodbye": ["agent_nobody", ("f", {})]},
+    ):
+        with pytest.raises(ValueError, match="function_calls"):
+            FakeRealtimeServer(function_calls=bad)

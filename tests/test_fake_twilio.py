@@ -10,6 +10,7 @@ import asyncio
 import base64
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
 from voiceagent.testing import FRAME_BYTES, SILENCE_BYTE, FakeTwilioCaller, load_fixture, wait_until, webhook_params
-from voiceagent.testing.twilio_dial import TwimlRefused, parse_twiml
+from voiceagent.testing.twilio_dial import Dial, Hangup, OtherVerb, Say, TwimlRefused, parse_after_stream, parse_twiml
 from voiceagent.testing.twilio_wire import (
     OutboundClear,
     OutboundMark,
@@ -100,9 +101,9 @@ class ServerPeer:
         self._changed = asyncio.Event()
 
 
-def connect_stream_twiml(stream_url: str) -> str:
+def connect_stream_twiml(stream_url: str, **connect_attributes: str) -> str:
     response = VoiceResponse()
-    connect = Connect()
+    connect = Connect(**connect_attributes)
     stream = connect.stream(url=stream_url)
     for name, value in STREAM_PARAMETERS.items():
         stream.parameter(name=name, value=value)
@@ -124,11 +125,24 @@ class FakeApp:
         self.stream_url: str | None = None
         self.webhooks: list[WebhookCall] = []
         self.peers: asyncio.Queue[ServerPeer] = asyncio.Queue()
+        self.actions: list[WebhookCall] = []  # requests to the <Connect action> (/twilio/after)
+        self.action_answer = Response(
+            '<?xml version="1.0"?><Response><Hangup/></Response>', media_type="application/xml"
+        )
 
     def asgi(self) -> Starlette:
         return Starlette(
-            routes=[Route("/twilio/voice", self.voice, methods=["POST"]), WebSocketRoute("/twilio/media", self.media)]
+            routes=[
+                Route("/twilio/voice", self.voice, methods=["POST"]),
+                Route("/twilio/after", self.after, methods=["GET", "POST"]),
+                WebSocketRoute("/twilio/media", self.media),
+            ]
         )
+
+    async def after(self, request: Request) -> Response:
+        form = {key: str(value) for key, value in (await request.form()).items()}
+        self.actions.append(WebhookCall(str(request.url), form, dict(request.headers)))
+        return self.action_answer
 
     async def voice(self, request: Request) -> Response:
         form = {key: str(value) for key, value in (await request.form()).items()}
@@ -698,3 +712,130 @@ def test_playback_echoes_each_mark_once_in_order_and_only_when_its_audio_is_gone
         assert all(positions[name] <= consumed for name in echoed)
         assert all(positions[name] > consumed for name in playback.pending_marks)
     assert echoed + playback.pending_marks == list(positions)
+
+
+# ------------------------------------------------------------------------------ after the stream
+
+
+@on_the_module_loop
+async def test_when_the_app_ends_the_stream_twilio_asks_the_connect_action_and_runs_its_answer(
+    fake_app: FakeApp,
+) -> None:
+    fake_app.twiml = lambda url: connect_stream_twiml(url, action="/twilio/after")  # relative: to the voice URL
+    answer = VoiceResponse()
+    answer.say("Connecting you now.")
+    answer.dial(caller_id="+15557654321").number("+15551230002")
+    fake_app.action_answer = Response(str(answer), media_type="text/xml")
+    async with streaming(fake_app) as (caller, peer):
+        await peer.websocket.close(code=1000)
+        after = await caller.wait_after_stream(timeout=WAIT)
+    [action] = fake_app.actions
+    url = fake_app.base_url + "/twilio/after"
+    assert after.url == action.url == url and after.status == 200 and after.error is None
+    assert RequestValidator(AUTH_TOKEN).validate(url, action.form, action.headers["x-twilio-signature"])
+    expected = webhook_params(
+        account_sid=caller.account_sid,
+        call_sid=caller.call_sid,
+        from_number=caller.from_number,
+        to_number=caller.to_number,
+        call_status="in-progress",
+    )
+    assert action.form == expected and action.form["Direction"] == "inbound"
+    assert after.verbs == (Say("Connecting you now."), Dial(number="+15551230002", sip=None, caller_id="+15557654321"))
+    assert after.said == ["Connecting you now."] and after.dialled == after.verbs[1] and not after.hung_up
+
+
+@on_the_module_loop
+async def test_a_get_action_carries_the_parameters_in_its_signed_query_string(fake_app: FakeApp) -> None:
+    fake_app.twiml = lambda url: connect_stream_twiml(url, action=fake_app.base_url + "/twilio/after", method="GET")
+    async with streaming(fake_app) as (caller, peer):
+        await peer.websocket.close(code=1000)
+        after = await caller.wait_after_stream(timeout=WAIT)
+    [action] = fake_app.actions
+    assert action.form == {} and action.url.startswith(fake_app.base_url + "/twilio/after?")
+    assert f"CallSid={caller.call_sid}" in action.url
+    assert RequestValidator(AUTH_TOKEN).validate(action.url, {}, action.headers["x-twilio-signature"])
+    assert after.verbs == (Hangup(),) and after.hung_up, after
+
+
+@on_the_module_loop
+async def test_no_action_request_when_the_caller_hangs_up_or_there_is_no_action(fake_app: FakeApp) -> None:
+    fake_app.twiml = lambda url: connect_stream_twiml(url, action="/twilio/after")
+    async with streaming(fake_app) as (caller, peer):
+        await caller.hangup()
+    assert caller.after_stream is None
+    fake_app.twiml = connect_stream_twiml  # no action: closing the stream ends the call
+    async with streaming(fake_app) as (caller, peer):
+        await peer.websocket.close(code=1000)
+        await caller.wait_closed(timeout=WAIT)
+    assert caller.after_stream is None and fake_app.actions == []
+
+
+@on_the_module_loop
+async def test_an_action_answer_twilio_cannot_run_is_recorded_as_its_error(fake_app: FakeApp) -> None:
+    fake_app.twiml = lambda url: connect_stream_twiml(url, action="/twilio/after")
+    fake_app.action_answer = Response("oops", status_code=500)
+    async with streaming(fake_app) as (caller, peer):
+        await peer.websocket.close(code=1000)
+        after = await caller.wait_after_stream(timeout=WAIT)
+    assert after.status == 500 and after.error is not None and after.error.startswith("11200")
+    assert after.verbs == () and not after.hung_up
+
+
+def test_after_stream_verbs_run_until_hangup() -> None:
+    response = VoiceResponse()
+    response.say("Goodbye.")
+    response.hangup()
+    response.say("never said")
+    assert parse_after_stream(str(response)) == (Say("Goodbye."), Hangup())
+    dial = VoiceResponse()
+    dial.dial().sip("sip:desk@example.com")
+    dial.redirect("/elsewhere")
+    assert parse_after_stream(str(dial)) == (Dial(None, "sip:desk@example.com", None), OtherVerb("Redirect"))
+    assert parse_after_stream("<Response><Dial>+15551230001</Dial></Response>") == (Dial("+15551230001", None, None),)
+    with pytest.raises(TwimlRefused, match="12100"):
+        parse_after_stream("<Response><Say>")
+
+
+# ------------------------------------------------------------------------------ behind a proxy
+
+
+@on_the_module_loop
+async def test_behind_a_proxy_twilio_signs_the_public_urls_and_the_proxy_adds_its_headers(fake_app: FakeApp) -> None:
+    public = fake_app.base_url.replace("http://", "https://")
+    fake_app.twiml = lambda url: connect_stream_twiml(url.replace("ws://", "wss://"), action="/twilio/after")
+    caller = FakeTwilioCaller(
+        fake_app.base_url,
+        auth_token=AUTH_TOKEN,
+        public_base_url=public,
+        proxy_headers={"X-Forwarded-Proto": "https"},
+        upgrade_proxy_headers={"X-Forwarded-Proto": "wss"},
+    )
+    async with caller:
+        assert await caller.dial(), caller.refusal
+        peer = await fake_app.next_peer()
+        await peer.websocket.close(code=1000)
+        await caller.wait_after_stream(timeout=WAIT)
+    validator = RequestValidator(AUTH_TOKEN)
+    [webhook], [action] = fake_app.webhooks, fake_app.actions
+    assert webhook.headers["x-forwarded-proto"] == action.headers["x-forwarded-proto"] == "https"
+    assert validator.validate(public + "/twilio/voice", webhook.form, webhook.headers["x-twilio-signature"])
+    assert validator.validate(public + "/twilio/after", action.form, action.headers["x-twilio-signature"])
+    assert caller.stream_url is not None and caller.stream_url.startswith("wss://")
+    assert peer.headers["x-forwarded-proto"] == "wss"
+    assert validator.validate(caller.stream_url, {}, peer.headers["x-twilio-signature"])
+
+
+# ------------------------------------------------------------------------------ a busy event loop
+
+
+@on_the_module_loop
+async def test_time_the_media_clock_loses_to_a_busy_loop_is_counted(call: tuple[FakeTwilioCaller, ServerPeer]) -> None:
+    caller, peer = call
+    await caller.wait_until(lambda: caller.media_ms >= 100, timeout=WAIT)
+    before = caller.slipped_ms()  # (a loaded machine may already have lost a little)
+    time.sleep(0.3)  # noqa: ASYNC251  (the point: the whole event loop stalls, no tick for 300 ms)
+    at = caller.media_ms
+    await caller.wait_until(lambda: caller.media_ms >= at + 40, timeout=WAIT)
+    assert caller.slipped_ms() - before >= 300 - 2 * 20 - 20  # all of it but the two ticks caught up (and one)
+    assert any(ms >= at and lost >= 200 for ms, lost in caller.clock_slips)  # counted where it happened

@@ -11,7 +11,8 @@
                 await caller.wait_until(lambda: len(caller.played) >= len(load_fixture("agent_greeting")))
 
 * ``FakeRealtimeServer``: the Realtime API (both dialects), one ``FakeModelSession`` per WebSocket.
-* ``FakeTwilioCaller``: Twilio placing a call and running its Media Stream, at real time or ``speed`` × it.
+* ``FakeTwilioCaller``: Twilio placing a call and running its Media Stream, at real time or ``speed`` × it;
+  once the app ends the stream, the ``<Connect action>`` answer (``AfterStream``: ``Say``, ``Hangup``, ``Dial``).
 * ``serve_app`` / ``app_environment`` / ``RunningApp``: the real app on a loopback port.
 * ``wait_until``: the one bounded wait; the fakes' ``wait_for`` / ``wait_until`` use it.
 * ``load_fixture`` / ``FIXTURE_TEXTS``: the bundled recordings and their words.
@@ -35,7 +36,17 @@ from voiceagent.testing.audio import (
 from voiceagent.testing.fake_realtime import FakeModelSession, FakeRealtimeServer, Rejection, SessionOptions
 from voiceagent.testing.fake_twilio import FakeTwilioCaller
 from voiceagent.testing.harness import TEST_API_KEY, TEST_AUTH_TOKEN, RunningApp, app_environment, serve_app
-from voiceagent.testing.twilio_dial import StreamInstruction, TwimlRefused, parse_twiml, webhook_params
+from voiceagent.testing.twilio_dial import (
+    AfterStream,
+    Dial,
+    Hangup,
+    Say,
+    StreamInstruction,
+    TwimlRefused,
+    parse_after_stream,
+    parse_twiml,
+    webhook_params,
+)
 from voiceagent.testing.twilio_wire import ClearRecord, EchoRecord, ProtocolViolation, new_sid
 from voiceagent.testing.validation import validate_client_event, validate_server_event
 from voiceagent.testing.waiting import wait_until
@@ -76,6 +87,11 @@ __all__ = [
     "StreamInstruction",
     "TwimlRefused",
     "ProtocolViolation",
+    "AfterStream",
+    "Say",
+    "Hangup",
+    "Dial",
+    "parse_after_stream",
     # validation
     "validate_client_event",
     "validate_server_event",

@@ -11,13 +11,20 @@ would not accept:
   ``clear`` drops the buffer and echoes every pending mark.
 * Anything the app sends that is not exactly one of Twilio's three outbound shapes is recorded in
   ``violations`` and ignored.
+* When the app ends the stream (closes the WebSocket), Twilio requests the ``<Connect action>`` URL (a
+  signed webhook with the call's standard parameters) and runs the TwiML it gets: ``after_stream``
+  records the request and the verbs (``Say``, ``Hangup``, ``Dial``), ``wait_after_stream`` waits for it.
+* Behind a TLS-terminating proxy (``public_base_url``, ``proxy_headers``, ``upgrade_proxy_headers``):
+  Twilio signs every request for the public URL, and the request reaches the app over plain HTTP with
+  the headers the proxy adds (e.g. ``X-Forwarded-Proto``).
 
 A tick is 20 ms of *emulated* time. At ``speed=1`` (the default) ticks come every 20 ms of wall time,
 as on a real call; at ``speed=S`` every 20/S ms, so the caller speaks and listens S times faster than
 real time (S × 8 bytes per wall millisecond each way). Everything the caller records — ``media_ms``,
 played bytes, mark echoes, the timeline — is in emulated time, so a test asserts the same numbers at
 any speed. Tests measure against the media clock and byte counts, never against wall clocks: on a
-loaded machine the emulated time slows down instead of jumping.
+loaded machine the emulated time slows down instead of jumping (``clock_slips`` says by how much: a
+test of latency against real time adds it to its tolerance).
 
 The pure parts (``InboundMessages``, ``parse_outbound``, ``Playback``, ``InboundAudio`` in ``twilio_wire``;
 ``parse_twiml`` in ``twilio_dial``) hold no I/O; ``FakeTwilioCaller`` drives them from the test's event loop.
@@ -28,9 +35,10 @@ from __future__ import annotations
 import asyncio
 import json
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from types import TracebackType
 from typing import TypeVar
+from urllib.parse import urljoin
 
 import httpx
 from twilio.request_validator import RequestValidator
@@ -39,9 +47,12 @@ from websockets.exceptions import ConnectionClosed
 
 from voiceagent.testing.audio import BYTES_PER_MS, FRAME_BYTES, FRAME_MS, SILENCE_BYTE, load_fixture
 from voiceagent.testing.twilio_dial import (
+    AfterStream,
+    StreamInstruction,
     StreamRefused,
     TwimlRefused,
     open_stream,
+    parse_after_stream,
     parse_twiml,
     post_webhook,
     twiml_of,
@@ -70,6 +81,8 @@ __all__ = ["FakeTwilioCaller", "new_sid", "webhook_params"]
 
 T = TypeVar("T")
 
+AFTER_STREAM_WAIT_SECONDS = 5.0  # how long closing the caller waits for a <Connect action> answer still due
+
 
 class FakeTwilioCaller:
     """Twilio placing one inbound call to the app at ``base_url`` and streaming its audio.
@@ -92,6 +105,9 @@ class FakeTwilioCaller:
         http_client: httpx.AsyncClient | None = None,
         stream_via: str | None = None,
         speed: float = 1.0,
+        public_base_url: str | None = None,
+        proxy_headers: Mapping[str, str] | None = None,
+        upgrade_proxy_headers: Mapping[str, str] | None = None,
     ) -> None:
         if not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a positive finite number, not {speed!r}")
@@ -106,9 +122,14 @@ class FakeTwilioCaller:
         self.stream_sid = new_sid("MZ")
         self._validator = RequestValidator(auth_token) if auth_token else None
         self._http_client = http_client
+        # behind a proxy: Twilio requests (and signs) the public URL, the proxy passes it on to base_url
+        self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
+        self._http_via = self.base_url if self.public_base_url else None
+        self._proxy_headers = dict(proxy_headers or {})
+        self._upgrade_headers = dict(self._proxy_headers if upgrade_proxy_headers is None else upgrade_proxy_headers)
         # like a load balancer: open the stream on this host (e.g. another process of the app) while
         # signing the URL exactly as the TwiML wrote it
-        self._stream_via = stream_via
+        self._stream_via = stream_via or self._http_via
 
         # what dial() found
         self.webhook_form: dict[str, str] = {}
@@ -117,6 +138,7 @@ class FakeTwilioCaller:
         self.stream_url: str | None = None
         self.parameters: dict[str, str] = {}
         self.refusal: str | None = None
+        self.after_stream: AfterStream | None = None  # the <Connect action> request, once the app ended the stream
 
         # accounting, in emulated time
         self.sent_audio = bytearray()
@@ -131,6 +153,7 @@ class FakeTwilioCaller:
         self.closed_by_server = False
         self.close_code: int | None = None
         self.timeline: list[tuple[int, str, str]] = []
+        self.clock_slips: list[tuple[int, float]] = []  # (media_ms, emulated ms lost) when the loop fell behind
 
         # machinery
         self._ws: ClientConnection | None = None
@@ -147,6 +170,9 @@ class FakeTwilioCaller:
         self._clock_stopped = False
         self._ending_locally = False
         self._closed = False
+        self._webhook_url = ""
+        self._instruction: StreamInstruction | None = None
+        self._after_stream_task: asyncio.Task[None] | None = None
 
     # -------------------------------------------------------------- state
 
@@ -176,12 +202,19 @@ class FakeTwilioCaller:
         False (see ``refusal``) when Twilio would not get as far as a stream."""
         if self.webhook_form:
             raise RuntimeError("this caller already dialled; make a new FakeTwilioCaller per call")
-        url = self.base_url + self.voice_path
+        url = self._webhook_url = (self.public_base_url or self.base_url) + self.voice_path
         self.webhook_form = webhook_params(
             account_sid=self.account_sid, call_sid=self.call_sid, from_number=self.from_number, to_number=self.to_number
         )
         self._record("webhook", url)
-        response = await post_webhook(url, self.webhook_form, validator=self._validator, http_client=self._http_client)
+        response = await post_webhook(
+            url,
+            self.webhook_form,
+            validator=self._validator,
+            http_client=self._http_client,
+            via=self._http_via,
+            headers=self._proxy_headers,
+        )
         self.http_status, self.twiml_text = response.status_code, response.text
         self._record("twiml", f"{response.status_code} {response.text}")
         try:
@@ -189,10 +222,13 @@ class FakeTwilioCaller:
         except TwimlRefused as refusal:
             return self._refuse(str(refusal))
         self.stream_url, self.parameters = instruction.url, instruction.parameters
+        self._instruction = instruction
         for warning in instruction.warnings:
             self._violate(warning)
         try:
-            self._ws = await open_stream(instruction.url, validator=self._validator, via=self._stream_via)
+            self._ws = await open_stream(
+                instruction.url, validator=self._validator, via=self._stream_via, headers=self._upgrade_headers
+            )
         except StreamRefused as refusal:
             return self._refuse(str(refusal))
         await self._send(lambda: [self._messages.connected(), self._messages.start(self.parameters)])
@@ -252,6 +288,16 @@ class FakeTwilioCaller:
         """Wait until the WebSocket has closed (see ``closed_by_server`` and ``close_code``)."""
         await self.wait_until(lambda: self._closed, timeout)
 
+    async def wait_after_stream(self, timeout: float = 10.0) -> AfterStream:
+        """Wait until the app has ended the stream and answered the ``<Connect action>`` request."""
+        await self.wait_until(lambda: self.after_stream is not None, timeout)
+        assert self.after_stream is not None
+        return self.after_stream
+
+    def slipped_ms(self, since_ms: int = 0) -> float:
+        """Emulated ms the media clock lost (a busy event loop) after media time ``since_ms``."""
+        return sum(lost for at_ms, lost in self.clock_slips if at_ms >= since_ms)
+
     async def hangup(self) -> None:
         """The caller hangs up: the media clock stops, ``stop`` is sent, the socket closes."""
         if not self.streaming:
@@ -279,6 +325,10 @@ class FakeTwilioCaller:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._after_stream_task is not None:  # let an answer already under way arrive, within reason
+            await asyncio.wait({self._after_stream_task}, timeout=AFTER_STREAM_WAIT_SECONDS)
+            self._after_stream_task.cancel()
+            await asyncio.gather(self._after_stream_task, return_exceptions=True)
 
     async def __aenter__(self) -> FakeTwilioCaller:
         return self
@@ -303,7 +353,9 @@ class FakeTwilioCaller:
             await asyncio.sleep(max(0.0, scheduled - loop.time()))
             if self._clock_stopped or not await self._tick():
                 return
-            scheduled = next_tick_at(scheduled, loop.time(), self.tick_seconds)
+            due, scheduled = scheduled + self.tick_seconds, next_tick_at(scheduled, loop.time(), self.tick_seconds)
+            if scheduled > due:  # the schedule restarted: that much emulated time is lost
+                self.clock_slips.append((self.media_ms, (scheduled - due) * 1000 * self.speed))
 
     async def _tick(self) -> bool:
         """One 20 ms step: send a frame of caller audio, play a frame of app audio, echo due marks."""
@@ -390,6 +442,43 @@ class FakeTwilioCaller:
         self.closed_by_server = not self._ending_locally
         self._record("closed", f"code {self.close_code} by {'server' if self.closed_by_server else 'caller'}")
         self._wake_speakers(everyone=True)
+        if self.closed_by_server and self._instruction is not None and self._instruction.action:
+            self._after_stream_task = asyncio.create_task(
+                self._request_action(self._instruction), name=f"twilio-action-{self.call_sid}"
+            )
+        self._notify()
+
+    async def _request_action(self, instruction: StreamInstruction) -> None:
+        """``<Connect>`` is over: ask its ``action`` what to do next, as Twilio does, and record the answer."""
+        assert instruction.action is not None
+        url = urljoin(self._webhook_url, instruction.action)
+        form = webhook_params(
+            account_sid=self.account_sid,
+            call_sid=self.call_sid,
+            from_number=self.from_number,
+            to_number=self.to_number,
+            call_status="in-progress",
+        )
+        self._record("action", f"{instruction.method} {url}")
+        try:
+            response = await post_webhook(
+                url,
+                form,
+                validator=self._validator,
+                http_client=self._http_client,
+                via=self._http_via,
+                headers=self._proxy_headers,
+                method=instruction.method,
+            )
+        except httpx.HTTPError as exc:
+            self.after_stream = AfterStream(url, None, "", (), f"11200 request failed: {exc!r}")
+        else:
+            try:
+                verbs, error = parse_after_stream(twiml_of(response)), None
+            except TwimlRefused as refusal:
+                verbs, error = (), str(refusal)
+            self.after_stream = AfterStream(url, response.status_code, response.text, verbs, error)
+        self._record("after_stream", f"{self.after_stream.status} {self.after_stream.twiml or self.after_stream.error}")
         self._notify()
 
     # -------------------------------------------------------------- sending

@@ -1,18 +1,20 @@
 """Placing a call the way Twilio does, up to the first media message: the voice webhook's form and
 signature, the checks Twilio makes on the answer, the TwiML verbs it runs up to ``<Connect><Stream>``, and
 the signed WebSocket upgrade (docs/protocol.md, "## 1. Twilio Media Streams": "### TwiML",
-"### Signatures").
+"### Signatures"); and what comes after the stream, when the server ends it: the ``<Connect action>``
+request and the verbs of its answer ("### After the stream: Connect action").
 
 The form and TwiML parts are pure; ``post_webhook`` and ``open_stream`` do the I/O.
-``FakeTwilioCaller.dial`` strings them together; what happens on the stream is its business.
+``FakeTwilioCaller`` strings them together; what happens on the stream is its business.
 """
 
 from __future__ import annotations
 
 import uuid
 import xml.etree.ElementTree as ElementTree
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlencode, urlsplit, urlunsplit
 
 import httpx
 from twilio.request_validator import RequestValidator
@@ -33,15 +35,18 @@ _CALL_ENDING_VERBS = frozenset({"Hangup", "Reject"})
 # ------------------------------------------------------------------------------ the webhook and its TwiML
 
 
-def webhook_params(*, account_sid: str, call_sid: str, from_number: str, to_number: str) -> dict[str, str]:
-    """The form fields Twilio posts to a voice URL when a call comes in."""
+def webhook_params(
+    *, account_sid: str, call_sid: str, from_number: str, to_number: str, call_status: str = "ringing"
+) -> dict[str, str]:
+    """The form fields Twilio posts to a voice URL when a call comes in (``call_status="in-progress"``: the
+    standard parameters of a later request on the same call, such as the ``<Connect action>``)."""
     caller_geo = {"City": "SAN FRANCISCO", "State": "CA", "Zip": "94105", "Country": "US"}
     called_geo = {"City": "OAKLAND", "State": "CA", "Zip": "94612", "Country": "US"}
     params = {
         "AccountSid": account_sid,
         "ApiVersion": API_VERSION,
         "CallSid": call_sid,
-        "CallStatus": "ringing",
+        "CallStatus": call_status,
         "Called": to_number,
         "Caller": from_number,
         "Direction": "inbound",
@@ -62,6 +67,8 @@ class StreamInstruction:
     url: str
     parameters: dict[str, str]
     warnings: list[str] = field(default_factory=list)  # accepted, but Twilio would complain
+    action: str | None = None  # <Connect action>: requested once the server ends the stream (as written)
+    method: str = "POST"
 
 
 class TwimlRefused(ValueError):
@@ -106,7 +113,99 @@ def _connect_stream(connect_verb: ElementTree.Element) -> StreamInstruction:
         if not name or len(name) >= MAX_PARAMETER_CHARS or len(value) >= MAX_PARAMETER_CHARS:
             warnings.append(f"<Parameter name={name[:40]!r}>: name and value must be 1-499 chars")
         parameters[name] = value
-    return StreamInstruction(url=url, parameters=parameters, warnings=warnings)
+    method = connect_verb.get("method", "POST").upper()
+    if method not in ("GET", "POST"):
+        warnings.append(f"<Connect method={method!r}>: only GET and POST are allowed; Twilio uses POST")
+        method = "POST"
+    action = connect_verb.get("action") or None
+    return StreamInstruction(url=url, parameters=parameters, warnings=warnings, action=action, method=method)
+
+
+# ------------------------------------------------------------------------------ after the stream
+
+
+@dataclass(frozen=True, slots=True)
+class Say:
+    text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Hangup:
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Dial:
+    """``<Dial>`` to a number (its text or a ``<Number>``) or a ``<Sip>`` URI."""
+
+    number: str | None
+    sip: str | None
+    caller_id: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class OtherVerb:
+    """A verb the fake does not follow (``<Connect>``, ``<Redirect>``, ...): recorded, not run."""
+
+    tag: str
+
+
+Verb = Say | Hangup | Dial | OtherVerb
+
+
+@dataclass(frozen=True, slots=True)
+class AfterStream:
+    """What Twilio did once the server ended the stream: the ``<Connect action>`` request and its answer."""
+
+    url: str  # as Twilio requested (and signed) it
+    status: int | None  # the HTTP status; None when the request failed
+    twiml: str
+    verbs: tuple[Verb, ...]  # the answer's verbs, in order (empty when it was refused: see ``error``)
+    error: str | None = None  # the Twilio error the answer would cause, or why the request failed
+
+    @property
+    def said(self) -> list[str]:
+        return [verb.text for verb in self.verbs if isinstance(verb, Say)]
+
+    @property
+    def hung_up(self) -> bool:
+        """The answer ends the call: ``<Hangup/>``, or nothing left to run after its verbs."""
+        return self.error is None and not any(isinstance(verb, (Dial, OtherVerb)) for verb in self.verbs)
+
+    @property
+    def dialled(self) -> Dial | None:
+        return next((verb for verb in self.verbs if isinstance(verb, Dial)), None)
+
+
+def parse_after_stream(text: bytes | str) -> tuple[Verb, ...]:
+    """The verbs of a ``<Connect action>`` answer, or ``TwimlRefused`` (error 12100) for a broken document.
+    ``<Hangup>`` ends the document: nothing after it runs."""
+    try:
+        root = ElementTree.fromstring(text)
+    except ElementTree.ParseError as exc:
+        raise TwimlRefused(f"12100 document parse failure: {exc}") from None
+    if root.tag != "Response":
+        raise TwimlRefused(f"12100 root element is <{root.tag}>, not <Response>")
+    verbs: list[Verb] = []
+    for verb in root:
+        if verb.tag == "Say":
+            verbs.append(Say((verb.text or "").strip()))
+        elif verb.tag == "Hangup":
+            verbs.append(Hangup())
+            break
+        elif verb.tag == "Dial":
+            number, sip = verb.find("Number"), verb.find("Sip")
+            direct = (verb.text or "").strip() or None
+            verbs.append(
+                Dial(
+                    number=(number.text or "").strip() if number is not None else direct,
+                    sip=(sip.text or "").strip() if sip is not None else None,
+                    caller_id=verb.get("callerId"),
+                )
+            )
+        else:
+            verbs.append(OtherVerb(verb.tag))
+    return tuple(verbs)
 
 
 # ------------------------------------------------------------------------------ I/O
@@ -129,14 +228,24 @@ async def post_webhook(
     *,
     validator: RequestValidator | None,
     http_client: httpx.AsyncClient | None = None,
+    via: str | None = None,
+    headers: Mapping[str, str] | None = None,
+    method: str = "POST",
 ) -> httpx.Response:
-    """POST the voice webhook form as Twilio does (signed when there is a ``validator``)."""
-    headers = {"User-Agent": HTTP_USER_AGENT, "I-Twilio-Idempotency-Token": str(uuid.uuid4())}
-    headers |= signature_headers(validator, url, form, "X-Twilio-Signature")
+    """Request a webhook as Twilio does: the form as the POST body (``method="GET"``: as the query string),
+    signed for ``url`` when there is a ``validator``. ``via`` (a proxy or load balancer in between): the
+    request goes to that scheme and host instead, still signed for ``url``; ``headers``: what it adds."""
+    sent = {"User-Agent": HTTP_USER_AGENT, "I-Twilio-Idempotency-Token": str(uuid.uuid4()), **(headers or {})}
+    if method == "GET":
+        parts = urlsplit(url)
+        url = urlunsplit(parts._replace(query="&".join(filter(None, (parts.query, urlencode(form))))))
+        form = {}
+    sent |= signature_headers(validator, url, form, "X-Twilio-Signature")
+    target = rehost(url, via, websocket=False) if via else url
     if http_client is not None:
-        return await http_client.post(url, data=form, headers=headers)
+        return await http_client.request(method, target, data=form or None, headers=sent)
     async with httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_SECONDS, trust_env=False) as client:
-        return await client.post(url, data=form, headers=headers)
+        return await client.request(method, target, data=form or None, headers=sent)
 
 
 def twiml_of(response: httpx.Response) -> bytes:
@@ -149,20 +258,28 @@ def twiml_of(response: httpx.Response) -> bytes:
     return response.content
 
 
-def rehost(url: str, base: str) -> str:
-    """``url`` with the scheme and host of ``base`` (http → ws, https → wss)."""
+def rehost(url: str, base: str, *, websocket: bool = True) -> str:
+    """``url`` with the scheme and host of ``base`` (for a WebSocket: http → ws, https → wss)."""
     target, parts = urlsplit(base), urlsplit(url)
-    scheme = {"http": "ws", "https": "wss"}.get(target.scheme, target.scheme)
+    scheme = target.scheme
+    if websocket:
+        scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
     return urlunsplit((scheme, target.netloc, parts.path, parts.query, ""))
 
 
-async def open_stream(url: str, *, validator: RequestValidator | None, via: str | None = None) -> ClientConnection:
+async def open_stream(
+    url: str,
+    *,
+    validator: RequestValidator | None,
+    via: str | None = None,
+    headers: Mapping[str, str] | None = None,
+) -> ClientConnection:
     """Open the stream's WebSocket, signed for ``url``; ``via`` (like a load balancer) opens it on another
-    host while the signature still covers ``url`` as the TwiML wrote it."""
+    host while the signature still covers ``url`` as the TwiML wrote it; ``headers``: what a proxy adds."""
     try:
         return await connect(
             rehost(url, via) if via else url,
-            additional_headers=signature_headers(validator, url, {}, "x-twilio-signature"),
+            additional_headers={**(headers or {}), **signature_headers(validator, url, {}, "x-twilio-signature")},
             user_agent_header=WS_USER_AGENT,
             compression=None,
             proxy=None,

@@ -160,15 +160,20 @@ def _signatures() -> dict[str, tuple[bytes, ...]]:
     return found
 
 
-def recognise(segment: bytes | bytearray) -> str:
-    """The words of the fixtures whose bytes appear in ``segment``, in order; ``""`` if none does."""
+def recognised_fixtures(segment: bytes | bytearray) -> list[str]:
+    """The names of the fixtures whose bytes appear in ``segment``, in the order they were said."""
     heard: list[tuple[int, str]] = []
     data = bytes(segment)
     for name, windows in _signatures().items():
         positions = [pos for pos in (data.find(w) for w in windows) if pos >= 0]
         if windows and len(positions) >= _RECOGNISED_FRACTION * len(windows):
-            heard.append((min(positions), FIXTURE_TEXTS[name]))
-    return " ".join(text for _, text in sorted(heard))
+            heard.append((min(positions), name))
+    return [name for _, name in sorted(heard)]
+
+
+def recognise(segment: bytes | bytearray) -> str:
+    """The words of the fixtures whose bytes appear in ``segment``, in order; ``""`` if none does."""
+    return " ".join(FIXTURE_TEXTS[name] for name in recognised_fixtures(segment))
 
 
 def bytes_per_ms(audio_format: str) -> int:

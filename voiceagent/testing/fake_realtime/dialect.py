@@ -25,6 +25,9 @@ SERVER_VAD_DEFAULTS: dict[str, Any] = {
 SEMANTIC_VAD_DEFAULTS: dict[str, Any] = {"eagerness": "auto", "create_response": True, "interrupt_response": True}
 DEFAULT_INSTRUCTIONS = "You are a helpful, witty, and friendly AI."
 DEFAULT_VOICE = "alloy"
+# The voices each dialect's models offer (docs/protocol.md §2, "Known traps"); others are refused.
+GA_VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
+PREVIEW_VOICES = GA_VOICES[:8]
 _PREVIEW_MODELS = frozenset(typing.get_args(typing.get_args(_PreviewSession.model_fields["model"].annotation)[0]))
 _PREVIEW_DEFAULT_MODEL = "gpt-4o-realtime-preview-2024-12-17"
 
@@ -48,8 +51,12 @@ class Dialect:
     audio_done: str
     transcript_delta: str
     transcript_done: str
+    text_delta: str  # a text answer (the model has stopped speaking: docs/protocol.md §2, "Known traps")
+    text_done: str
     audio_content_type: str  # content type of an assistant audio part inside an item
     text_content_type: str  # content type of an assistant text part inside an item
+    voices: tuple[str, ...]  # the voices its models offer
+    voice_param: str  # where a session.update names the voice, as the real error's ``param`` says it
 
     @property
     def is_ga(self) -> bool:
@@ -156,6 +163,14 @@ class Dialect:
             return None
         return config.get("model") or "whisper-1"
 
+    def requested_voice(self, update: dict[str, Any]) -> str | None:
+        """The voice a ``session.update``'s ``session`` asks for, if it names one."""
+        if self.is_ga:
+            voice = ((update.get("audio") or {}).get("output") or {}).get("voice")
+        else:
+            voice = update.get("voice")
+        return voice if isinstance(voice, str) else None
+
     def voice(self, session: dict[str, Any]) -> str:
         if self.is_ga:
             voice = ((session.get("audio") or {}).get("output") or {}).get("voice")
@@ -197,6 +212,35 @@ class Dialect:
             "role": "assistant",
             "content": content,
         }
+
+    def assistant_text_item(self, item_id: str, status: str, text: str | None) -> dict[str, Any]:
+        """An assistant message answered in text (no audio part)."""
+        content = [] if text is None else [{"type": self.text_content_type, "text": text}]
+        return {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "message",
+            "status": status,
+            "role": "assistant",
+            "content": content,
+        }
+
+    @staticmethod
+    def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
+        return {
+            "id": item_id,
+            "object": "realtime.item",
+            "type": "function_call",
+            "status": status,
+            "call_id": call_id,
+            "name": name,
+            "arguments": arguments,
+        }
+
+    def arguments_done(self, ids: dict[str, Any], name: str, arguments: str) -> dict[str, Any]:
+        """``response.function_call_arguments.done``: GA names the function here, preview does not."""
+        event = {**ids, "type": "response.function_call_arguments.done", "arguments": arguments}
+        return {**event, "name": name} if self.is_ga else event
 
     # ------------------------------------------------------------------ responses
 
@@ -251,8 +295,12 @@ GA = Dialect(
     audio_done="response.output_audio.done",
     transcript_delta="response.output_audio_transcript.delta",
     transcript_done="response.output_audio_transcript.done",
+    text_delta="response.output_text.delta",
+    text_done="response.output_text.done",
     audio_content_type="output_audio",
     text_content_type="output_text",
+    voices=GA_VOICES,
+    voice_param="session.audio.output.voice",
 )
 PREVIEW = Dialect(
     name="preview",
@@ -260,7 +308,11 @@ PREVIEW = Dialect(
     audio_done="response.audio.done",
     transcript_delta="response.audio_transcript.delta",
     transcript_done="response.audio_transcript.done",
+    text_delta="response.text.delta",
+    text_done="response.text.done",
     audio_content_type="audio",
     text_content_type="text",
+    voices=PREVIEW_VOICES,
+    voice_param="session.voice",
 )
 DIALECTS: dict[str, Dialect] = {"ga": GA, "preview": PREVIEW}

@@ -1,8 +1,10 @@
-"""One streaming response of the fake Realtime server: a fixture spoken in paced audio deltas.
+"""One streaming response of the fake Realtime server: a fixture spoken in paced audio deltas of uneven
+sizes (or, once the model has switched to text, written as text), then any scripted function calls.
 
 Runs as its own task so the session keeps reading client events while it streams. Stopping is
 cooperative: ``LiveResponse.request_stop`` wakes the pacing sleep, the stream sends no further delta
-and closes the response with the usual ``*.done`` events and ``response.done`` (status ``cancelled``).
+and closes the response with the usual ``*.done`` events and ``response.done`` (status ``cancelled``);
+a cancelled response makes no function call.
 
 A response sees its session only through ``ResponseOutlet`` (send an event, say it has finished, report
 a crash) and the session's ``Conversation``; everything else it needs is in its ``LiveResponse``.
@@ -14,7 +16,7 @@ import asyncio
 import base64
 import contextlib
 import logging
-import math
+import random
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -24,6 +26,7 @@ from voiceagent.testing.fake_realtime.audio import words_until
 from voiceagent.testing.fake_realtime.conversation import Conversation
 from voiceagent.testing.fake_realtime.dialect import Dialect
 from voiceagent.testing.fake_realtime.errors import ClientError
+from voiceagent.testing.fake_realtime.script import ScriptedCall, argument_deltas, delta_sizes
 
 logger = logging.getLogger(__name__)
 
@@ -33,17 +36,20 @@ class LiveResponse:
     """A response in progress and what it has said so far."""
 
     response_id: str
-    item_id: str
-    fixture: str
+    item_id: str  # its message item, when it says something
+    fixture: str | None  # what it says; None: it only calls functions
     text: str
     audio: bytes  # the whole reply, already in the session's output format
     bytes_per_ms: int
     spec: Dialect
     config: dict[str, Any]  # the session configuration when the response was created
+    in_text: bool = False  # the model has switched to text: it writes ``text`` and says nothing
+    calls: tuple[ScriptedCall, ...] = ()  # function calls after what it says
+    made_calls: list[dict[str, Any]] = field(default_factory=list)  # the function_call items it produced
     produced: bytearray = field(default_factory=bytearray)  # audio sent so far
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     stop_reason: str | None = None  # turn_detected | client_cancelled
-    transcript: str = ""  # transcript deltas sent so far
+    transcript: str = ""  # transcript (or, in text, text) deltas sent so far
     heard: str | None = None  # what the caller heard, once the client truncated the item
     task: asyncio.Task[None] | None = None
 
@@ -87,27 +93,40 @@ class ResponseOutlet(Protocol):
     def fake_crashed(self, what: str) -> None:
         """A bug in the fake: record it where the test will see it."""
 
+    def new_id(self, prefix: str) -> str:
+        """A fresh id in the real service's style (``item_…``, ``call_…``)."""
+
 
 @dataclass(frozen=True)
 class Pacing:
-    """How audio deltas are cut and paced: ``chunk_ms`` of audio every ``chunk_ms / speed`` ms."""
+    """How audio deltas are cut and paced: each ``delta_ms`` long (a range: drawn from ``rng``), the next
+    one sent after its own duration / ``speed``."""
 
-    chunk_ms: int
+    delta_ms: tuple[int, int]
     speed: float
+    rng: random.Random
 
-    @property
-    def pause_seconds(self) -> float:
-        return self.chunk_ms / self.speed / 1000
+    def pause_seconds(self, size: int, bytes_per_ms: int) -> float:
+        return size / bytes_per_ms / self.speed / 1000
 
 
 async def stream_response(
     live: LiveResponse, outlet: ResponseOutlet, conversation: Conversation, pacing: Pacing
 ) -> None:
-    """Announce the response and its item, stream the audio, then close both."""
+    """Announce the response, say (or write) its fixture, make its function calls, then close it."""
     try:
-        previous_item_id = await _open(live, outlet, conversation)
-        await _stream_audio(live, outlet, pacing)
-        await _close(live, outlet, conversation, previous_item_id)
+        response = live.spec.response(live.response_id, live.config, status="in_progress", output=[])
+        await outlet.send({"type": "response.created", "response": response})
+        output: list[dict[str, Any]] = []
+        if live.fixture is not None:
+            previous_item_id = await _open(live, outlet, conversation)
+            await (_stream_text(live, outlet) if live.in_text else _stream_audio(live, outlet, pacing))
+            output.append(await _close(live, outlet, conversation, previous_item_id))
+        for call in live.calls:
+            if live.stop.is_set():
+                break
+            output.append(await _function_call(live, call, len(output), outlet, conversation))
+        await _done(live, outlet, output)
     except ConnectionClosed:
         pass
     except Exception as exc:  # a bug in the fake: make it visible to the test, do not hang the session
@@ -119,40 +138,50 @@ async def stream_response(
 
 async def _open(live: LiveResponse, outlet: ResponseOutlet, conversation: Conversation) -> str | None:
     spec = live.spec
-    response = spec.response(live.response_id, live.config, status="in_progress", output=[])
-    await outlet.send({"type": "response.created", "response": response})
-    item = spec.assistant_audio_item(live.item_id, "in_progress", None)
+    if live.in_text:
+        item, part = spec.assistant_text_item(live.item_id, "in_progress", None), {"type": "text", "text": ""}
+    else:
+        item, part = spec.assistant_audio_item(live.item_id, "in_progress", None), {"type": "audio", "transcript": ""}
     previous_item_id = conversation.add(item)
     await outlet.send(
         {"type": "response.output_item.added", "response_id": live.response_id, "output_index": 0, "item": item}
     )
     for event in spec.item_added_events(item, previous_item_id):
         await outlet.send(event)
-    await outlet.send(
-        {**_part_ids(live), "type": "response.content_part.added", "part": {"type": "audio", "transcript": ""}}
-    )
+    await outlet.send({**_part_ids(live), "type": "response.content_part.added", "part": part})
     return previous_item_id
 
 
 async def _stream_audio(live: LiveResponse, outlet: ResponseOutlet, pacing: Pacing) -> None:
-    chunk_bytes = max(1, pacing.chunk_ms * live.bytes_per_ms)
-    chunks = max(1, math.ceil(len(live.audio) / chunk_bytes))
+    sizes = delta_sizes(len(live.audio), live.bytes_per_ms, pacing.delta_ms, pacing.rng)
     words = live.text.split()
     said = 0
-    for index in range(chunks):
+    for size in sizes:
         if live.stop.is_set():
             return
-        piece = live.audio[index * chunk_bytes : (index + 1) * chunk_bytes]
+        piece = live.audio[len(live.produced) : len(live.produced) + size]
         live.produced.extend(piece)
         delta = base64.b64encode(piece).decode("ascii")
         await outlet.send({**_part_ids(live), "type": live.spec.audio_delta, "delta": delta})
-        due = round(len(words) * (index + 1) / chunks)
+        due = round(len(words) * len(live.produced) / len(live.audio)) if live.audio else len(words)
         if due > said:
             text = (" " if said else "") + " ".join(words[said:due])
             said = due
             live.transcript += text
             await outlet.send({**_part_ids(live), "type": live.spec.transcript_delta, "delta": text})
-        await _pause(live, pacing.pause_seconds)
+        await _pause(live, pacing.pause_seconds(size, live.bytes_per_ms))
+
+
+async def _stream_text(live: LiveResponse, outlet: ResponseOutlet) -> None:
+    """The known trap: the model writes its answer (a few words per delta, quickly) and says nothing."""
+    words = live.text.split()
+    for start in range(0, len(words), 4):
+        if live.stop.is_set():
+            return
+        text = (" " if start else "") + " ".join(words[start : start + 4])
+        live.transcript += text
+        await outlet.send({**_part_ids(live), "type": live.spec.text_delta, "delta": text})
+        await asyncio.sleep(0)
 
 
 async def _pause(live: LiveResponse, seconds: float) -> None:
@@ -165,30 +194,67 @@ async def _pause(live: LiveResponse, seconds: float) -> None:
 
 async def _close(
     live: LiveResponse, outlet: ResponseOutlet, conversation: Conversation, previous_item_id: str | None
-) -> None:
+) -> dict[str, Any]:
+    """Close the message item; returns it as it ends the response."""
     spec = live.spec
-    cancelled = live.stop_reason is not None
-    transcript = live.transcript
-    await outlet.send({**_part_ids(live), "type": spec.audio_done})
-    await outlet.send({**_part_ids(live), "type": spec.transcript_done, "transcript": transcript})
-    await outlet.send(
-        {**_part_ids(live), "type": "response.content_part.done", "part": {"type": "audio", "transcript": transcript}}
-    )
-    status = "incomplete" if cancelled else "completed"
-    item = spec.assistant_audio_item(live.item_id, status, transcript)
-    conversation.replace(item if live.heard is None else spec.assistant_audio_item(live.item_id, status, live.heard))
+    status = "incomplete" if live.stop_reason is not None else "completed"
+    said = live.transcript
+    if live.in_text:
+        await outlet.send({**_part_ids(live), "type": spec.text_done, "text": said})
+        part: dict[str, Any] = {"type": "text", "text": said}
+        item = spec.assistant_text_item(live.item_id, status, said)
+        conversation.replace(item)
+    else:
+        await outlet.send({**_part_ids(live), "type": spec.audio_done})
+        await outlet.send({**_part_ids(live), "type": spec.transcript_done, "transcript": said})
+        part = {"type": "audio", "transcript": said}
+        item = spec.assistant_audio_item(live.item_id, status, said)
+        heard = live.heard
+        conversation.replace(item if heard is None else spec.assistant_audio_item(live.item_id, status, heard))
+    await outlet.send({**_part_ids(live), "type": "response.content_part.done", "part": part})
     await outlet.send(
         {"type": "response.output_item.done", "response_id": live.response_id, "output_index": 0, "item": item}
     )
     for event in spec.item_done_events(item, previous_item_id):
         await outlet.send(event)
+    return item
+
+
+async def _function_call(
+    live: LiveResponse, call: ScriptedCall, output_index: int, outlet: ResponseOutlet, conversation: Conversation
+) -> dict[str, Any]:
+    """One function call item (docs/protocol.md §2, "Function calling"): added with empty arguments, the
+    arguments streamed in pieces, done (with the name on GA only), the item done."""
+    spec = live.spec
+    item_id, call_id = outlet.new_id("item"), outlet.new_id("call")
+    item = spec.function_call_item(item_id, call_id, call.name, "", "in_progress")
+    previous_item_id = conversation.add(item)
+    placed = {"response_id": live.response_id, "output_index": output_index}
+    await outlet.send({"type": "response.output_item.added", **placed, "item": item})
+    for event in spec.item_added_events(item, previous_item_id):
+        await outlet.send(event)
+    ids = {**placed, "item_id": item_id, "call_id": call_id}
+    for piece in argument_deltas(call.arguments):
+        await outlet.send({**ids, "type": "response.function_call_arguments.delta", "delta": piece})
+    await outlet.send(spec.arguments_done(ids, call.name, call.arguments))
+    done = spec.function_call_item(item_id, call_id, call.name, call.arguments, "completed")
+    conversation.replace(done)
+    live.made_calls.append(done)
+    await outlet.send({"type": "response.output_item.done", **placed, "item": done})
+    for event in spec.item_done_events(done, previous_item_id):
+        await outlet.send(event)
+    return done
+
+
+async def _done(live: LiveResponse, outlet: ResponseOutlet, output: list[dict[str, Any]]) -> None:
+    cancelled = live.stop_reason is not None
     details = {"type": "cancelled", "reason": live.stop_reason} if cancelled else None
-    response = spec.response(
+    response = live.spec.response(
         live.response_id,
         live.config,
         status="cancelled" if cancelled else "completed",
         status_details=details,
-        output=[item],
+        output=output,
         usage=_usage(live),
     )
     outlet.response_finished(live)  # before response.done: a client may answer it at once
@@ -201,7 +267,7 @@ def _part_ids(live: LiveResponse) -> dict[str, Any]:
 
 def _usage(live: LiveResponse) -> dict[str, Any]:
     audio_tokens = live.produced_ms // 50  # ~20 audio tokens per second
-    text_tokens = len(live.transcript.split())
+    text_tokens = len(live.transcript.split()) + sum(len(item["arguments"]) // 4 for item in live.made_calls)
     input_tokens = 120
     return {
         "total_tokens": input_tokens + audio_tokens + text_tokens,

@@ -2,8 +2,8 @@
 
 It speaks both wire dialects (GA and the legacy preview, chosen by the URL), checks every client
 event against the ``openai`` package's types, hears speech by its energy (server VAD), recognises the
-bundled caller fixtures, answers with the bundled agent fixtures in paced audio deltas, and applies
-the truncate rule exactly as the real service does::
+bundled caller fixtures, answers with the bundled agent fixtures in paced audio deltas of uneven sizes,
+and applies the truncate rule exactly as the real service does::
 
     async with FakeRealtimeServer() as fake:
         settings = ...(AZURE_OPENAI_ENDPOINT=fake.endpoint, AZURE_OPENAI_API_KEY="test-key")
@@ -14,11 +14,26 @@ the truncate rule exactly as the real service does::
 Defaults follow the real service: a new session uses PCM 24 kHz audio both ways and ``server_vad``
 turn detection (threshold 0.5, prefix 300 ms, silence 500 ms, create and interrupt responses) until a
 ``session.update`` says otherwise. The VAD ignores ``threshold`` and uses ``speech_dbfs`` instead.
+
+How the real services misbehave, on request (docs/protocol.md §2):
+
+* ``connect_delay``: seconds each handshake takes before it is accepted (the real one: hundreds of ms).
+* ``delta_ms``: audio delta lengths, fixed (``100``) or drawn in a range (``(40, 240)``, the default;
+  ``seed`` makes the draw repeatable); ``speed``: how much faster than real time they are sent.
+* ``voices``: the voices the deployment offers; a ``session.update`` naming another is refused with the
+  real error (its ``error.event_id`` names the update) and the session stays as it was (PCM 24 kHz).
+* ``confirm_session=False``: ``session.update`` is never answered with ``session.updated``.
+* ``fail_transcription``: caller turns get ``conversation.item.input_audio_transcription.failed``.
+* ``text_after_assistant_text``: once assistant text items are created in a session, it answers in text
+  only (``response.output_text.*`` on GA, ``response.text.*`` on preview), never in audio.
+* ``function_calls``: function calls scripted per caller fixture (see ``script``); the outputs a client
+  sends back are in ``session.function_outputs``, the calls made in ``session.function_calls``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import asyncio
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
 from typing import TypeVar
 
@@ -27,6 +42,7 @@ from websockets.http11 import Request, Response
 
 from voiceagent.testing.audio import FIXTURE_TEXTS
 from voiceagent.testing.fake_realtime.handshake import Rejection, Target, check_auth, parse_target
+from voiceagent.testing.fake_realtime.script import DeltaMs, Step, delta_range, parse_scripts
 from voiceagent.testing.fake_realtime.session import FakeModelSession, SessionOptions
 from voiceagent.testing.waiting import wait_until
 
@@ -43,7 +59,9 @@ class FakeRealtimeServer:
         *,
         api_key: str | None = "test-key",
         bearer_tokens: Iterable[str] = (),
-        chunk_ms: int = 20,
+        delta_ms: DeltaMs = (40, 240),
+        chunk_ms: int | None = None,
+        seed: int = 0,
         speed: float = 4.0,
         greeting: str = "agent_greeting",
         replies: Sequence[str] = ("agent_reply_long", "agent_goodbye"),
@@ -51,24 +69,41 @@ class FakeRealtimeServer:
         ignore_audio_format: bool = False,
         session_max_seconds: float | None = None,
         refuse_next: int = 0,
+        connect_delay: float = 0.0,
+        voices: Iterable[str] | None = None,
+        confirm_session: bool = True,
+        fail_transcription: bool = False,
+        text_after_assistant_text: bool = False,
+        function_calls: Mapping[str, Sequence[Step]] | None = None,
     ) -> None:
+        """See the module docstring. ``chunk_ms``: the older name of a fixed ``delta_ms``."""
         for name in (greeting, *replies):
             if name not in FIXTURE_TEXTS:
                 raise ValueError(f"unknown fixture {name!r}; have {sorted(FIXTURE_TEXTS)}")
-        if chunk_ms <= 0 or speed <= 0:
-            raise ValueError("chunk_ms and speed must be positive")
+        if speed <= 0 or connect_delay < 0:
+            raise ValueError("speed must be positive and connect_delay not negative")
+        offered = tuple(voices) if voices is not None else None
+        if offered == ():
+            raise ValueError("voices: a deployment offers at least one voice")
         self.api_key = api_key
         self.bearer_tokens = frozenset(bearer_tokens)
         self.options = SessionOptions(
-            chunk_ms=chunk_ms,
+            delta_ms=delta_range(chunk_ms if chunk_ms is not None else delta_ms),
             speed=speed,
             greeting=greeting,
             replies=tuple(replies),
             speech_dbfs=speech_dbfs,
             ignore_audio_format=ignore_audio_format,
             session_max_seconds=session_max_seconds,
+            seed=seed,
+            voices=offered,
+            confirm_session=confirm_session,
+            fail_transcription=fail_transcription,
+            text_after_assistant_text=text_after_assistant_text,
+            function_calls=parse_scripts(function_calls),
         )
         self.refuse_next = refuse_next
+        self.connect_delay = connect_delay
         self.port = 0
         self.connection_attempts = 0  # every handshake, accepted or refused
         self.rejections: list[Rejection] = []  # refused handshakes (not violations)
@@ -138,8 +173,10 @@ class FakeRealtimeServer:
 
     # ------------------------------------------------------------------ handshake
 
-    def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
+    async def _process_request(self, connection: ServerConnection, request: Request) -> Response | None:
         self.connection_attempts += 1
+        if self.connect_delay > 0:  # the real handshake (TLS, routing, session set-up) takes its time
+            await asyncio.sleep(self.connect_delay)
         rejection = self._rejection(request)
         if rejection is None:
             return None
@@ -168,6 +205,7 @@ class FakeRealtimeServer:
             path=request.path,
             headers=headers,
             options=self.options,
+            index=len(self.sessions),
         )
         if target.dialect == "ga" and "openai-beta" in headers:
             session.violations.append(f"GA connection sent OpenAI-Beta: {headers['openai-beta']}")

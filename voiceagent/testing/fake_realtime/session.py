@@ -12,10 +12,11 @@ import base64
 import binascii
 import json
 import logging
+import random
 import secrets
 import string
-from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
@@ -29,17 +30,27 @@ from voiceagent.testing.fake_realtime.audio import (
     bytes_per_ms,
     encode_output,
     recognise,
+    recognised_fixtures,
     transcription_usage,
 )
 from voiceagent.testing.fake_realtime.conversation import Conversation
 from voiceagent.testing.fake_realtime.dialect import DIALECTS, Dialect
 from voiceagent.testing.fake_realtime.errors import ClientError, describe_problem
 from voiceagent.testing.fake_realtime.response import LiveResponse, Pacing, stream_response
+from voiceagent.testing.fake_realtime.script import TurnScript
 from voiceagent.testing.validation import validate_client_event, validate_server_event
 
 logger = logging.getLogger(__name__)
 
 MIN_COMMIT_MS = 100
+# What a failed transcription says on Azure when the transcription model names no deployment of the resource.
+TRANSCRIPTION_ERROR = {
+    "type": "invalid_request_error",
+    "code": "DeploymentNotFound",
+    "message": "The API deployment for this resource does not exist. If you created the deployment within "
+    "the last 5 minutes, please wait a moment and try again.",
+    "param": None,
+}
 _ID_ALPHABET = string.ascii_letters + string.digits
 
 
@@ -47,13 +58,19 @@ _ID_ALPHABET = string.ascii_letters + string.digits
 class SessionOptions:
     """How the fake behaves; set on ``FakeRealtimeServer`` and shared by its sessions."""
 
-    chunk_ms: int = 20
+    delta_ms: tuple[int, int] = (40, 240)  # audio delta lengths: drawn at random in this range (seeded)
     speed: float = 4.0
     greeting: str = "agent_greeting"
     replies: tuple[str, ...] = ("agent_reply_long", "agent_goodbye")
     speech_dbfs: float = -38.0
     ignore_audio_format: bool = False
     session_max_seconds: float | None = None
+    seed: int = 0
+    voices: tuple[str, ...] | None = None  # the voices the deployment offers (None: the dialect's own list)
+    confirm_session: bool = True  # False: a session.update is never answered with session.updated
+    fail_transcription: bool = False  # caller turns get input_audio_transcription.failed
+    text_after_assistant_text: bool = False  # assistant text items switch the session to text answers
+    function_calls: Mapping[str, TurnScript] = field(default_factory=dict)  # caller fixture -> what answers it
 
 
 class FakeModelSession:
@@ -69,6 +86,7 @@ class FakeModelSession:
         path: str,
         headers: dict[str, str],
         options: SessionOptions,
+        index: int = 0,
     ) -> None:
         self.dialect = dialect
         self.model = model
@@ -83,6 +101,9 @@ class FakeModelSession:
         self.produced: dict[str, bytearray] = {}  # assistant item id -> audio bytes sent for it
         self.truncations: list[tuple[str, int]] = []
         self.errors_sent: list[dict[str, Any]] = []
+        self.responses: list[LiveResponse] = []  # every response, in order
+        self.function_outputs: dict[str, str] = {}  # call_id -> output, from function_call_output items
+        self.answers_in_text = False  # the text-only switch has tripped (docs/protocol.md §2, "Known traps")
         self.closed = False
         self.effective: dict[str, Any] = self.spec.default_session(model, self.new_id("sess"))
         if options.ignore_audio_format:
@@ -95,6 +116,8 @@ class FakeModelSession:
         self._responses: dict[str, LiveResponse] = {}  # assistant audio item id -> its response
         self._responses_started = 0
         self._replies_used = 0
+        self._heard: dict[str, list[str]] = {}  # user audio item id -> the caller fixtures recognised in it
+        self._rng = random.Random(f"{options.seed}:{index}")
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "session.update": self._on_session_update,
@@ -127,6 +150,11 @@ class FakeModelSession:
 
     def item(self, item_id: str) -> dict[str, Any] | None:
         return self._conversation.get(item_id)
+
+    @property
+    def function_calls(self) -> list[dict[str, Any]]:
+        """Every function_call item the model produced (``call_id``, ``name``, ``arguments``), in order."""
+        return [item for response in self.responses for item in response.made_calls]
 
     def new_id(self, prefix: str) -> str:
         return prefix + "_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(21))
@@ -224,13 +252,18 @@ class FakeModelSession:
     # ------------------------------------------------------------------ session
 
     async def _on_session_update(self, event: dict[str, Any]) -> None:
+        voice, voices = self.spec.requested_voice(event["session"]), self.options.voices or self.spec.voices
+        if voice is not None and voice not in voices:  # refused whole: the session keeps what it had
+            message = f"Invalid value: '{voice}'. Supported values are: {_listing(voices)}."
+            raise ClientError("invalid_value", message, self.spec.voice_param)
         self.effective = self.spec.merge_session(self.effective, event["session"])
         if self.options.ignore_audio_format:
             self.effective = self.spec.force_pcm(self.effective)
         if self.spec.turn_detection(self.effective) is None:
             self._input.stop_listening()
             self._speech_item_id = None
-        await self.send({"type": "session.updated", "session": self.effective})
+        if self.options.confirm_session:
+            await self.send({"type": "session.updated", "session": self.effective})
 
     async def _expire(self, seconds: float) -> None:
         await asyncio.sleep(seconds)
@@ -296,10 +329,15 @@ class FakeModelSession:
         await self.send({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
         item = self.spec.user_audio_item(item_id)
         self._conversation.add(item)
+        self._heard[item_id] = recognised_fixtures(segment)
         for event in self.spec.item_added_events(item, previous) + self.spec.item_done_events(item, previous):
             await self.send(event)
         model = self.spec.transcription_model(self.effective)
         if model is None:
+            return
+        if self.options.fail_transcription:
+            failed = {"item_id": item_id, "content_index": 0, "error": TRANSCRIPTION_ERROR}
+            await self.send({"type": "conversation.item.input_audio_transcription.failed", **failed})
             return
         transcript = recognise(segment)
         self._conversation.replace(self.spec.user_audio_item(item_id, transcript))
@@ -318,7 +356,15 @@ class FakeModelSession:
     async def _on_item_create(self, event: dict[str, Any]) -> None:
         item = {**event["item"], "object": "realtime.item", "status": "completed"}
         item.setdefault("id", self.new_id("item"))
+        if item["type"] == "function_call_output":
+            if item["call_id"] not in {call["call_id"] for call in self.function_calls}:
+                self.violations.append(f"function_call_output for call_id {item['call_id']!r}, which no call has")
+                raise ClientError("invalid_value", f"Tool call ID '{item['call_id']}' not found in conversation.")
+            self.function_outputs[item["call_id"]] = item["output"]
         previous = self._conversation.create(item, event.get("previous_item_id"))
+        writes = {part.get("type") for part in item.get("content") or []} & {"text", "output_text"}
+        if self.options.text_after_assistant_text and item.get("role") == "assistant" and writes:
+            self.answers_in_text = True  # the known trap: from now on it answers in text
         for added in self.spec.item_added_events(item, previous) + self.spec.item_done_events(item, previous):
             await self.send(added)
 
@@ -366,23 +412,28 @@ class FakeModelSession:
                 )
                 raise ClientError("conversation_already_has_active_response", message)
             return
-        fixture = self._next_fixture()
+        script = self._script()
+        fixture = script.say if script is not None else self._next_fixture()
         audio_format = self.spec.output_format(self.effective)
         live = LiveResponse(
             response_id=self.new_id("resp"),
             item_id=self.new_id("item"),
             fixture=fixture,
-            text=FIXTURE_TEXTS[fixture],
-            audio=encode_output(load_fixture(fixture), audio_format),
+            text=FIXTURE_TEXTS[fixture] if fixture else "",
+            audio=encode_output(load_fixture(fixture), audio_format) if fixture and not self.answers_in_text else b"",
             bytes_per_ms=bytes_per_ms(audio_format),
             spec=self.spec,
             config=self.effective,
+            in_text=self.answers_in_text,
+            calls=script.calls if script is not None else (),
         )
         self._responses_started += 1
-        self.produced[live.item_id] = live.produced
+        self.responses.append(live)
+        if fixture is not None and not live.in_text:
+            self.produced[live.item_id] = live.produced
         self._responses[live.item_id] = live
         self._live = live
-        pacing = Pacing(self.options.chunk_ms, self.options.speed)
+        pacing = Pacing(self.options.delta_ms, self.options.speed, self._rng)
         live.task = self._spawn(stream_response(live, self, self._conversation, pacing))
 
     async def _stop_response(self, reason: str) -> None:
@@ -392,6 +443,12 @@ class FakeModelSession:
         live.request_stop(reason)
         if live.task is not None:
             await live.task
+
+    def _script(self) -> TurnScript | None:
+        """The scripted answer to the caller's last turn, if this response answers one that has a script."""
+        last = self._conversation.items[-1] if self._conversation.items else None
+        heard = self._heard.get(last["id"], []) if last is not None and last.get("role") == "user" else []
+        return next((self.options.function_calls[name] for name in heard if name in self.options.function_calls), None)
 
     def _next_fixture(self) -> str:
         has_user_item = any(item.get("role") == "user" for item in self._conversation.items)
@@ -407,3 +464,9 @@ def _duration_text(seconds: float) -> str:
         minutes = int(seconds // 60)
         return f"{minutes} minute" + ("s" if minutes != 1 else "")
     return f"{seconds:g} seconds"
+
+
+def _listing(names: tuple[str, ...]) -> str:
+    """``'a', 'b', and 'c'``, as the real service lists supported values."""
+    quoted = [f"'{name}'" for name in names]
+    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
