@@ -59,6 +59,8 @@ async def test_the_demo_plays_a_whole_call_with_a_barge_in_and_writes_what_it_so
         seconds = wav.getnframes() / 8000
     assert result.wav == out
     assert abs(seconds - result.call_seconds) < 0.5
-    heard = len(load_fixture("agent_greeting")) + heard_ms * 8 + len(load_fixture("agent_goodbye"))
-    assert abs(result.heard_bytes - heard) <= 2 * 160
+    # the caller heard the greeting, the start of the answer and the goodbye; the truncation never claims
+    # more of the answer than was played, and trails it by less than the audio between two marks
+    of_the_answer = result.heard_bytes - len(load_fixture("agent_greeting")) - len(load_fixture("agent_goodbye"))
+    assert -8 < of_the_answer - heard_ms * 8 < 250 * 8  # (heard_ms is whole milliseconds)
     assert peak_dbfs(read_wav_as_ulaw(out)) > -20
