@@ -44,6 +44,26 @@ def test_check_config_accepts_a_complete_environment():
     assert "secret" not in result.stdout + result.stderr
 
 
+def test_check_config_lists_every_problem_at_once() -> None:
+    env = {
+        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
+        "AZURE_OPENAI_API_VERSION": "2024-10-01-preview",
+        "PUBLIC_BASE_URL": "http://voice.example.com",
+        "HOST": "0.0.0.0:8080",
+    }
+    result = run(env, "check-config")
+    assert result.returncode == 2
+    problems = [line for line in result.stderr.splitlines() if line.startswith("  - ")]
+    named = sorted(line[4:].split("=")[0].split(" ")[0] for line in problems)
+    assert named == [
+        "AZURE_OPENAI_API_VERSION",
+        "AZURE_OPENAI_DEPLOYMENT",
+        "HOST",
+        "PUBLIC_BASE_URL",
+        "TWILIO_AUTH_TOKEN",
+    ]
+
+
 # ---------------------------------------------------------------- voiceagent fake-model
 
 

@@ -23,8 +23,8 @@ def test_azure_defaults_to_the_ga_protocol():
 
 
 def test_an_api_version_selects_the_preview_protocol():
-    settings = load_settings({**AZURE, "AZURE_OPENAI_API_VERSION": "2024-10-01-preview"})
-    assert settings.model.dialect == "preview" and settings.model.api_version == "2024-10-01-preview"
+    settings = load_settings({**AZURE, "AZURE_OPENAI_API_VERSION": "2025-04-01-preview"})
+    assert settings.model.dialect == "preview" and settings.model.api_version == "2025-04-01-preview"
 
 
 def test_without_an_api_key_azure_uses_entra_id():
@@ -130,3 +130,117 @@ def test_semantic_vad_on_azure_is_warned_about() -> None:
 def test_numbers_must_be_finite(value: str) -> None:
     with pytest.raises(ConfigError, match="VOICEAGENT_MAX_CALL_SECONDS"):
         load_settings({**AZURE, "VOICEAGENT_MAX_CALL_SECONDS": value})
+
+
+# ---------------------------------------------------------------- holes closed (issue 12)
+
+
+@pytest.mark.parametrize("version", ["2024-12-17-preview", "2025-04-01-preview"])
+def test_known_preview_versions_are_accepted(version: str) -> None:
+    assert load_settings({**AZURE, "AZURE_OPENAI_API_VERSION": version}).model.api_version == version
+
+
+@pytest.mark.parametrize(
+    ("version", "says"),
+    [
+        ("2024-10-01-preview", "is retired"),  # Azure retired it: every connect would fail
+        ("2025-01-01-preview", "is not a Realtime preview version"),  # a real Azure version, not a Realtime one
+        ("2025-04-01", "is not YYYY-MM-DD-preview"),
+        ("latest", "is not YYYY-MM-DD-preview"),
+    ],
+)
+def test_unknown_and_retired_api_versions_are_refused_naming_the_variable(version: str, says: str) -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**AZURE, "AZURE_OPENAI_API_VERSION": version})
+    message = str(refused.value)
+    assert message.startswith("AZURE_OPENAI_API_VERSION=") and version in message
+    assert says in message and "unset AZURE_OPENAI_API_VERSION" in message
+
+
+def test_the_test_kits_preview_environment_stays_valid() -> None:
+    from voiceagent.testing import app_environment
+
+    settings = load_settings(
+        {**app_environment("http://127.0.0.1:9", dialect="preview"), "PUBLIC_BASE_URL": "http://127.0.0.1:8"}
+    )
+    assert settings.model.dialect == "preview"
+
+
+@pytest.mark.parametrize("url", ["http://voice.example.com", "http://203.0.113.7:8080", "http://0.0.0.0:8080"])
+def test_a_plain_http_public_base_url_is_refused(url: str) -> None:
+    with pytest.raises(ConfigError, match="PUBLIC_BASE_URL=.*plain http.*HTTPS.*WSS"):
+        load_settings({**AZURE, "PUBLIC_BASE_URL": url})
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://voice.example.com",
+        "https://voice.example.com:8443/agent",
+        "http://127.0.0.1:8080",
+        "http://127.9.9.9",
+        "http://[::1]:8080",
+        "http://localhost:8080",
+        "http://voice.test",  # RFC 6761 names never resolve on the internet: Twilio could not be pointed there
+    ],
+)
+def test_https_or_a_loopback_public_base_url_is_accepted(url: str) -> None:
+    assert load_settings({**AZURE, "PUBLIC_BASE_URL": url}).public_base_url == url
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "127.0.0.1", "::", "::1", "localhost", "voice-1.internal", "a" * 63])
+def test_host_takes_addresses_and_host_names(host: str) -> None:
+    assert load_settings({**AZURE, "HOST": host}).host == host
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0:8080", "http://0.0.0.0", "my host", "-bad.example.com", "a" * 64, "256.1.1"])
+def test_a_bad_host_is_refused_naming_it(host: str) -> None:
+    with pytest.raises(ConfigError, match=r"^HOST=.* is neither an IP address nor a host name"):
+        load_settings({**AZURE, "HOST": host})
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    env = {k: v for k, v in AZURE.items() if k != "TWILIO_AUTH_TOKEN"}
+    env |= {
+        "PORT": "eighty",
+        "HOST": "not a host",
+        "VOICEAGENT_VOICE": "robot",
+        "VOICEAGENT_VAD_THRESHOLD": "2",
+        "AZURE_OPENAI_API_VERSION": "2024-10-01-preview",
+        "PUBLIC_BASE_URL": "http://voice.example.com",
+        "VOICEAGENT_MAX_CALLS": "0",
+    }
+    with pytest.raises(ConfigError) as refused:
+        load_settings(env)
+    named = [problem.split("=")[0].split(" ")[0] for problem in refused.value.problems]
+    assert sorted(named) == sorted(
+        [
+            "AZURE_OPENAI_API_VERSION",
+            "VOICEAGENT_VOICE",
+            "VOICEAGENT_VAD_THRESHOLD",
+            "TWILIO_AUTH_TOKEN",
+            "HOST",
+            "PORT",
+            "PUBLIC_BASE_URL",
+            "VOICEAGENT_MAX_CALLS",
+        ]
+    )
+    message = str(refused.value)
+    assert message.startswith("8 problems in the configuration:")
+    assert all(f"  - {problem}" in message for problem in refused.value.problems)
+
+
+def test_one_problem_is_reported_as_itself() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings({**AZURE, "PORT": "eighty"})
+    assert str(refused.value) == "PORT='eighty' is not a valid int"
+    assert refused.value.problems == [str(refused.value)]
+
+
+def test_azure_without_a_deployment_also_reports_a_bad_endpoint() -> None:
+    with pytest.raises(ConfigError) as refused:
+        load_settings({"AZURE_OPENAI_ENDPOINT": "res.openai.azure.com", "TWILIO_AUTH_TOKEN": "t" * 32})
+    assert [problem.split("=")[0].split(" ")[0] for problem in refused.value.problems] == [
+        "AZURE_OPENAI_ENDPOINT",
+        "AZURE_OPENAI_DEPLOYMENT",
+    ]

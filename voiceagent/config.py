@@ -6,12 +6,14 @@ reads ``os.environ``.
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 from urllib.parse import urlsplit
 
 from voiceagent.realtime.events import SessionConfig
@@ -26,8 +28,48 @@ GA_ONLY_VOICES = ("marin", "cedar")
 VAD_MODES = ("server_vad", "semantic_vad")
 
 
+# Azure's Realtime preview protocol versions (the GA protocol takes no api-version at all).
+PREVIEW_API_VERSIONS = ("2024-12-17-preview", "2025-04-01-preview")
+RETIRED_API_VERSIONS = ("2024-10-01-preview",)
+_PREVIEW_API_VERSION = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}-preview", re.ASCII)
+_HOST_LABEL = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)", re.ASCII)
+_LOCAL_NAMES = ("localhost", "test")  # RFC 6761: never resolvable on the internet, so never Twilio's way in
+
+T = TypeVar("T")
+
+
 class ConfigError(ValueError):
-    """A setting is missing or invalid. The message names the variable."""
+    """One or more settings are missing or invalid. The message names each variable; ``problems`` lists
+    them one by one (all of them, not only the first)."""
+
+    def __init__(self, message: str, problems: Sequence[str] | None = None) -> None:
+        super().__init__(message)
+        self.problems: list[str] = list(problems) if problems else [message]
+
+
+class _Problems:
+    """Collects every ``ConfigError`` while the settings are read, so all of them are reported at once."""
+
+    def __init__(self) -> None:
+        self.found: list[str] = []
+
+    def add(self, problem: str) -> None:
+        self.found.append(problem)
+
+    def read(self, reader: Callable[[], T], fallback: T) -> T:
+        """``reader()``, or ``fallback`` after noting what it refused."""
+        try:
+            return reader()
+        except ConfigError as exc:
+            self.found.extend(exc.problems)
+            return fallback
+
+    def raise_if_any(self) -> None:
+        if len(self.found) == 1:
+            raise ConfigError(self.found[0])
+        if self.found:
+            listed = "\n".join(f"  - {problem}" for problem in self.found)
+            raise ConfigError(f"{len(self.found)} problems in the configuration:\n{listed}", self.found)
 
 
 @dataclass(frozen=True)
@@ -167,31 +209,95 @@ def _base_url(env: Mapping[str, str], name: str) -> str | None:
     return raw.rstrip("/")
 
 
-def _model_target(env: Mapping[str, str]) -> ModelTarget:
-    endpoint = _base_url(env, "AZURE_OPENAI_ENDPOINT")
-    if endpoint:
+def _api_version(env: Mapping[str, str]) -> str | None:
+    """A known Realtime preview version, or None (the GA protocol)."""
+    raw = _text(env, "AZURE_OPENAI_API_VERSION")
+    if raw is None:
+        return None
+    ga = "unset AZURE_OPENAI_API_VERSION to use the GA protocol (recommended; it takes no api-version)"
+    if raw in RETIRED_API_VERSIONS:
+        raise ConfigError(
+            f"AZURE_OPENAI_API_VERSION={raw} is retired: Azure no longer serves the Realtime API at that version; "
+            f"{ga}, or use {PREVIEW_API_VERSIONS[-1]}"
+        )
+    if raw not in PREVIEW_API_VERSIONS:
+        what = (
+            "is not a Realtime preview version" if _PREVIEW_API_VERSION.fullmatch(raw) else "is not YYYY-MM-DD-preview"
+        )
+        raise ConfigError(f"AZURE_OPENAI_API_VERSION={raw!r} {what} (known: {', '.join(PREVIEW_API_VERSIONS)}); {ga}")
+    return raw
+
+
+def _model_target(env: Mapping[str, str], problems: _Problems) -> ModelTarget | None:
+    """The model to use; what is wrong goes to ``problems`` (None when there is nothing to go on)."""
+    if _text(env, "AZURE_OPENAI_ENDPOINT") is not None:
+        endpoint = problems.read(lambda: _base_url(env, "AZURE_OPENAI_ENDPOINT"), None)
         deployment = _text(env, "AZURE_OPENAI_DEPLOYMENT")
         if not deployment:
-            raise ConfigError("AZURE_OPENAI_DEPLOYMENT is not set: name the Realtime deployment (e.g. gpt-realtime)")
+            problems.add("AZURE_OPENAI_DEPLOYMENT is not set: name the Realtime deployment (e.g. gpt-realtime)")
         return ModelTarget(
             provider="azure",
-            endpoint=endpoint,
-            deployment=deployment,
+            endpoint=endpoint or "",
+            deployment=deployment or "",
             api_key=_text(env, "AZURE_OPENAI_API_KEY"),
-            api_version=_text(env, "AZURE_OPENAI_API_VERSION"),
+            # a refused version still says which protocol was meant, for the checks that depend on it
+            api_version=problems.read(lambda: _api_version(env), _text(env, "AZURE_OPENAI_API_VERSION")),
         )
     api_key = _text(env, "OPENAI_API_KEY")
     if api_key:
         return ModelTarget(
             provider="openai",
-            endpoint=_base_url(env, "OPENAI_BASE_URL") or "https://api.openai.com",
+            endpoint=problems.read(lambda: _base_url(env, "OPENAI_BASE_URL"), None) or "https://api.openai.com",
             deployment=_text(env, "OPENAI_REALTIME_MODEL") or "gpt-realtime",
             api_key=api_key,
         )
-    raise ConfigError(
+    problems.add(
         "No model configured: set AZURE_OPENAI_ENDPOINT and AZURE_OPENAI_DEPLOYMENT "
         "(plus AZURE_OPENAI_API_KEY, or sign in for Entra ID), or set OPENAI_API_KEY"
     )
+    return None
+
+
+def _is_local(host: str | None) -> bool:
+    """Loopback addresses and names that can never be reached from the internet."""
+    if not host:
+        return False
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        name = host.lower().rstrip(".")
+        return any(name == local or name.endswith("." + local) for local in _LOCAL_NAMES)
+
+
+def _public_base_url(env: Mapping[str, str]) -> str | None:
+    url = _base_url(env, "PUBLIC_BASE_URL")
+    if url is not None:
+        parts = urlsplit(url)
+        if parts.scheme == "http" and not _is_local(parts.hostname):
+            raise ConfigError(
+                f"PUBLIC_BASE_URL={url!r} is plain http: Twilio calls webhooks over HTTPS and opens streams over "
+                "WSS, so use https://YOUR-HOST (http:// is accepted only for loopback, e.g. http://127.0.0.1:8080)"
+            )
+    return url
+
+
+def _host(env: Mapping[str, str]) -> str:
+    raw = _text(env, "HOST")
+    if raw is None:
+        return "0.0.0.0"
+    try:
+        ipaddress.ip_address(raw)
+        return raw
+    except ValueError:
+        pass
+    name = raw.rstrip(".")
+    labels = name.split(".")
+    if len(name) > 253 or not all(_HOST_LABEL.fullmatch(label) for label in labels) or labels[-1].isdigit():
+        raise ConfigError(
+            f"HOST={raw!r} is neither an IP address nor a host name: the address to listen on, "
+            "e.g. 0.0.0.0 (every interface), 127.0.0.1 or ::"
+        )
+    return raw
 
 
 def _instructions(env: Mapping[str, str]) -> str:
@@ -210,75 +316,98 @@ def _instructions(env: Mapping[str, str]) -> str:
     return inline or DEFAULT_INSTRUCTIONS
 
 
-def _session(env: Mapping[str, str]) -> SessionConfig:
+def _voice(env: Mapping[str, str]) -> str:
     voice = _text(env, "VOICEAGENT_VOICE") or "alloy"
     if voice not in VOICES:
         raise ConfigError(f"VOICEAGENT_VOICE={voice!r} is not a Realtime voice; choose one of {', '.join(VOICES)}")
+    return voice
+
+
+def _vad(env: Mapping[str, str]) -> str:
     vad = _text(env, "VOICEAGENT_VAD") or "server_vad"
     if vad not in VAD_MODES:
         raise ConfigError(f"VOICEAGENT_VAD={vad!r} must be server_vad or semantic_vad")
+    return vad
+
+
+def _session(env: Mapping[str, str], problems: _Problems) -> SessionConfig:
+    """What we ask of every model session; what is wrong goes to ``problems``."""
     return SessionConfig(
-        instructions=_instructions(env),
-        voice=voice,
-        vad=vad,
-        vad_threshold=_optional_float(env, "VOICEAGENT_VAD_THRESHOLD", low=0.0, high=1.0),
-        vad_prefix_padding_ms=_optional_int(env, "VOICEAGENT_VAD_PREFIX_PADDING_MS", low=0, high=10_000),
-        vad_silence_ms=_optional_int(env, "VOICEAGENT_VAD_SILENCE_MS", low=0, high=10_000),
+        instructions=problems.read(lambda: _instructions(env), DEFAULT_INSTRUCTIONS),
+        voice=problems.read(lambda: _voice(env), "alloy"),
+        vad=problems.read(lambda: _vad(env), "server_vad"),
+        vad_threshold=problems.read(lambda: _optional_float(env, "VOICEAGENT_VAD_THRESHOLD", low=0.0, high=1.0), None),
+        vad_prefix_padding_ms=problems.read(
+            lambda: _optional_int(env, "VOICEAGENT_VAD_PREFIX_PADDING_MS", low=0, high=10_000), None
+        ),
+        vad_silence_ms=problems.read(lambda: _optional_int(env, "VOICEAGENT_VAD_SILENCE_MS", low=0, high=10_000), None),
         transcription_model=_text(env, "VOICEAGENT_TRANSCRIPTION_MODEL") or "whisper-1",
     )
 
 
 def load_settings(env: Mapping[str, str] | None = None) -> Settings:
-    """Build the settings from ``env`` (default: the process environment) or raise ConfigError."""
+    """Build the settings from ``env`` (default: the process environment) or raise ConfigError, whose
+    message lists every problem found (each naming its variable), not only the first."""
     env = os.environ if env is None else env
-    model = _model_target(env)
-    session = _session(env)
-    if session.vad == "semantic_vad" and model.dialect == "preview":
-        raise ConfigError("VOICEAGENT_VAD=semantic_vad needs the GA protocol: unset AZURE_OPENAI_API_VERSION")
-    if session.voice in GA_ONLY_VOICES and model.dialect == "preview":
-        raise ConfigError(
-            f"VOICEAGENT_VOICE={session.voice} exists only on GA deployments: choose another voice "
-            "or unset AZURE_OPENAI_API_VERSION"
-        )
-    insecure = _flag(env, "VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION")
+    problems = _Problems()
+    model = _model_target(env, problems)
+    session = _session(env, problems)
+    if model is not None and model.dialect == "preview":
+        if session.vad == "semantic_vad":
+            problems.add("VOICEAGENT_VAD=semantic_vad needs the GA protocol: unset AZURE_OPENAI_API_VERSION")
+        if session.voice in GA_ONLY_VOICES:
+            problems.add(
+                f"VOICEAGENT_VOICE={session.voice} exists only on GA deployments: choose another voice "
+                "or unset AZURE_OPENAI_API_VERSION"
+            )
+    insecure = problems.read(lambda: _flag(env, "VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION"), False)
     auth_token = _text(env, "TWILIO_AUTH_TOKEN")
     if not auth_token and not insecure:
-        raise ConfigError(
+        problems.add(
             "TWILIO_AUTH_TOKEN is not set: it is needed to check that requests come from Twilio "
             "(for local experiments only, VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION=true turns the check off)"
         )
-    return Settings(
-        model=model,
+    read = problems.read
+    settings = Settings(
+        model=model or ModelTarget(provider="azure", endpoint="", deployment=""),  # only read if no problem
         session=session,
         greeting=(env.get("VOICEAGENT_GREETING") or "").strip(),
-        host=_text(env, "HOST") or "0.0.0.0",
-        port=_int(env, "PORT", 8080, low=0, high=65535),
-        public_base_url=_base_url(env, "PUBLIC_BASE_URL"),
+        host=read(lambda: _host(env), "0.0.0.0"),
+        port=read(lambda: _int(env, "PORT", 8080, low=0, high=65535), 8080),
+        public_base_url=read(lambda: _public_base_url(env), None),
         twilio_auth_token=auth_token,
         insecure_skip_validation=insecure,
-        log_full_numbers=_flag(env, "VOICEAGENT_LOG_FULL_NUMBERS"),
-        prewarm_seconds=_float(env, "VOICEAGENT_PREWARM_SECONDS", 10.0, low=0.0, high=120.0),
-        max_calls=_int(env, "VOICEAGENT_MAX_CALLS", 50, low=1),
-        max_call_seconds=_float(env, "VOICEAGENT_MAX_CALL_SECONDS", 3600.0, low=1.0),
-        caller_silence_seconds=_float(env, "VOICEAGENT_CALLER_SILENCE_SECONDS", 120.0, low=1.0),
-        session_recycle_seconds=_float(env, "VOICEAGENT_SESSION_RECYCLE_SECONDS", 25 * 60.0, low=1.0),
-        drain_seconds=_float(env, "VOICEAGENT_DRAIN_SECONDS", 30.0, low=0.0),
-        connect_timeout_seconds=_float(env, "VOICEAGENT_CONNECT_TIMEOUT_SECONDS", 10.0, low=0.1),
-        connect_attempts=_int(env, "VOICEAGENT_CONNECT_ATTEMPTS", 3, low=1, high=10),
-        session_ready_seconds=_float(env, "VOICEAGENT_SESSION_READY_SECONDS", 5.0, low=0.5, high=60.0),
-        model_connects_per_minute=_int(env, "VOICEAGENT_MODEL_CONNECTS_PER_MINUTE", 120, low=1),
-        calls_per_number_per_minute=_int(env, "VOICEAGENT_CALLS_PER_NUMBER_PER_MINUTE", 5, low=1),
-        caller_audio_pace=_float(env, "VOICEAGENT_CALLER_AUDIO_PACE", 1.25, low=1.0, high=100.0),
+        log_full_numbers=read(lambda: _flag(env, "VOICEAGENT_LOG_FULL_NUMBERS"), False),
+        prewarm_seconds=read(lambda: _float(env, "VOICEAGENT_PREWARM_SECONDS", 10.0, low=0.0, high=120.0), 10.0),
+        max_calls=read(lambda: _int(env, "VOICEAGENT_MAX_CALLS", 50, low=1), 50),
+        max_call_seconds=read(lambda: _float(env, "VOICEAGENT_MAX_CALL_SECONDS", 3600.0, low=1.0), 3600.0),
+        caller_silence_seconds=read(lambda: _float(env, "VOICEAGENT_CALLER_SILENCE_SECONDS", 120.0, low=1.0), 120.0),
+        session_recycle_seconds=read(
+            lambda: _float(env, "VOICEAGENT_SESSION_RECYCLE_SECONDS", 25 * 60.0, low=1.0), 25 * 60.0
+        ),
+        drain_seconds=read(lambda: _float(env, "VOICEAGENT_DRAIN_SECONDS", 30.0, low=0.0), 30.0),
+        connect_timeout_seconds=read(lambda: _float(env, "VOICEAGENT_CONNECT_TIMEOUT_SECONDS", 10.0, low=0.1), 10.0),
+        connect_attempts=read(lambda: _int(env, "VOICEAGENT_CONNECT_ATTEMPTS", 3, low=1, high=10), 3),
+        session_ready_seconds=read(
+            lambda: _float(env, "VOICEAGENT_SESSION_READY_SECONDS", 5.0, low=0.5, high=60.0), 5.0
+        ),
+        model_connects_per_minute=read(lambda: _int(env, "VOICEAGENT_MODEL_CONNECTS_PER_MINUTE", 120, low=1), 120),
+        calls_per_number_per_minute=read(lambda: _int(env, "VOICEAGENT_CALLS_PER_NUMBER_PER_MINUTE", 5, low=1), 5),
+        caller_audio_pace=read(lambda: _float(env, "VOICEAGENT_CALLER_AUDIO_PACE", 1.25, low=1.0, high=100.0), 1.25),
         tool_modules=tuple(m.strip() for m in (_text(env, "VOICEAGENT_TOOLS") or "").split(",") if m.strip()),
         tools_file=_text(env, "VOICEAGENT_TOOLS_FILE"),
-        tool_timeout_seconds=_float(env, "VOICEAGENT_TOOL_TIMEOUT_SECONDS", 10.0, low=0.1, high=300.0),
-        end_call=_flag(env, "VOICEAGENT_END_CALL", default=True),
-        transfer_to=_transfer_targets(env),
+        tool_timeout_seconds=read(
+            lambda: _float(env, "VOICEAGENT_TOOL_TIMEOUT_SECONDS", 10.0, low=0.1, high=300.0), 10.0
+        ),
+        end_call=read(lambda: _flag(env, "VOICEAGENT_END_CALL", default=True), True),
+        transfer_to=read(lambda: _transfer_targets(env), dict[str, str]()),
         transfer_caller_id=_text(env, "VOICEAGENT_TRANSFER_CALLER_ID"),
-        dtmf_to_model=_choice(env, "VOICEAGENT_DTMF", ("model", "ignore"), "model") == "model",
+        dtmf_to_model=read(lambda: _choice(env, "VOICEAGENT_DTMF", ("model", "ignore"), "model"), "model") == "model",
         busy_message=_text(env, "VOICEAGENT_BUSY_MESSAGE") or Settings.busy_message,
         unavailable_message=_text(env, "VOICEAGENT_UNAVAILABLE_MESSAGE") or Settings.unavailable_message,
     )
+    problems.raise_if_any()
+    return settings
 
 
 def configuration_warnings(settings: Settings) -> list[tuple[str, str]]:
