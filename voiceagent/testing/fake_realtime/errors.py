@@ -19,6 +19,14 @@ class ClientError(Exception):
         self.param = param
 
 
+def unsupported_value(value: str, supported: tuple[str, ...], param: str) -> ClientError:
+    """The real service's answer to a value outside a fixed set (e.g. a voice the deployment lacks):
+    ``Invalid value: 'nova'. Supported values are: 'alloy', 'ash', and 'verse'.``"""
+    quoted = [f"'{name}'" for name in supported]
+    listed = quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
+    return ClientError("invalid_value", f"Invalid value: '{value}'. Supported values are: {listed}.", param)
+
+
 def describe_problem(problem: str) -> tuple[str, str, str | None]:
     """``(code, message, param)`` of the error the real service answers for a validation problem."""
     kind, _, detail = problem.partition(": ")

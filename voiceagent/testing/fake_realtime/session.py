@@ -35,7 +35,7 @@ from voiceagent.testing.fake_realtime.audio import (
 )
 from voiceagent.testing.fake_realtime.conversation import Conversation
 from voiceagent.testing.fake_realtime.dialect import DIALECTS, Dialect
-from voiceagent.testing.fake_realtime.errors import ClientError, describe_problem
+from voiceagent.testing.fake_realtime.errors import ClientError, describe_problem, unsupported_value
 from voiceagent.testing.fake_realtime.response import LiveResponse, Pacing, stream_response
 from voiceagent.testing.fake_realtime.script import TurnScript
 from voiceagent.testing.validation import validate_client_event, validate_server_event
@@ -254,8 +254,7 @@ class FakeModelSession:
     async def _on_session_update(self, event: dict[str, Any]) -> None:
         voice, voices = self.spec.requested_voice(event["session"]), self.options.voices or self.spec.voices
         if voice is not None and voice not in voices:  # refused whole: the session keeps what it had
-            message = f"Invalid value: '{voice}'. Supported values are: {_listing(voices)}."
-            raise ClientError("invalid_value", message, self.spec.voice_param)
+            raise unsupported_value(voice, voices, self.spec.voice_param)
         self.effective = self.spec.merge_session(self.effective, event["session"])
         if self.options.ignore_audio_format:
             self.effective = self.spec.force_pcm(self.effective)
@@ -357,10 +356,12 @@ class FakeModelSession:
         item = {**event["item"], "object": "realtime.item", "status": "completed"}
         item.setdefault("id", self.new_id("item"))
         if item["type"] == "function_call_output":
-            if item["call_id"] not in {call["call_id"] for call in self.function_calls}:
-                self.violations.append(f"function_call_output for call_id {item['call_id']!r}, which no call has")
-                raise ClientError("invalid_value", f"Tool call ID '{item['call_id']}' not found in conversation.")
-            self.function_outputs[item["call_id"]] = item["output"]
+            call_id, output = item.get("call_id"), item.get("output")
+            if not isinstance(call_id, str) or call_id not in {call["call_id"] for call in self.function_calls}:
+                self.violations.append(f"function_call_output for call_id {call_id!r}, which no call has")
+                message = f"Tool call ID '{call_id}' not found in conversation."
+                raise ClientError("invalid_value", message, "item.call_id")
+            self.function_outputs[call_id] = output if isinstance(output, str) else ""
         previous = self._conversation.create(item, event.get("previous_item_id"))
         writes = {part.get("type") for part in item.get("content") or []} & {"text", "output_text"}
         if self.options.text_after_assistant_text and item.get("role") == "assistant" and writes:
@@ -464,9 +465,3 @@ def _duration_text(seconds: float) -> str:
         minutes = int(seconds // 60)
         return f"{minutes} minute" + ("s" if minutes != 1 else "")
     return f"{seconds:g} seconds"
-
-
-def _listing(names: tuple[str, ...]) -> str:
-    """``'a', 'b', and 'c'``, as the real service lists supported values."""
-    quoted = [f"'{name}'" for name in names]
-    return quoted[0] if len(quoted) == 1 else ", ".join(quoted[:-1]) + f", and {quoted[-1]}"
