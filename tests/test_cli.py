@@ -64,6 +64,21 @@ def test_check_config_lists_every_problem_at_once() -> None:
     ]
 
 
+def test_check_config_and_serve_name_a_tool_that_cannot_be_loaded() -> None:
+    env = {
+        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
+        "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+        "AZURE_OPENAI_API_KEY": "secret-key-value",
+        "TWILIO_AUTH_TOKEN": "secret-auth-token",
+        "VOICEAGENT_TOOLS": "no_such_tools_module",
+    }
+    for command in ("check-config", "serve"):
+        result = run(env, command)
+        assert result.returncode == 2, (command, result.stderr)
+        assert "tools configuration error" in result.stderr and "no_such_tools_module" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
 # ---------------------------------------------------------------- voiceagent fake-model
 
 

@@ -8,6 +8,7 @@ import sys
 
 from voiceagent.config import ConfigError, Settings, configuration_warnings, load_settings
 from voiceagent.logs import CallLog, configure_logging
+from voiceagent.tools import ToolConfigError
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -32,8 +33,45 @@ def serve(settings: Settings) -> int:
         auth="api-key" if settings.model.api_key else "entra-id",
         public_base_url=settings.public_base_url,
     )
-    run_server(create_app(settings), settings)
+    try:
+        app = create_app(settings)
+    except ToolConfigError as exc:
+        print(f"voiceagent: tools configuration error: {exc}", file=sys.stderr)
+        return 2
+    run_server(app, settings)
     return 0
+
+
+def check_config(settings: Settings) -> int:
+    """The environment and the tools, without connecting anywhere."""
+    from voiceagent.checkup import session_with_tools
+
+    print(f"configuration OK: {settings.model.provider} {settings.model.dialect} {settings.model.deployment}")
+    for _event, detail in configuration_warnings(settings):
+        print(f"warning: {detail}")
+    try:
+        session = asyncio.run(session_with_tools(settings))
+    except ToolConfigError as exc:
+        print(f"voiceagent: tools configuration error: {exc}", file=sys.stderr)
+        return 2
+    print(f"tools OK: {', '.join(tool.name for tool in session.tools) or 'none'}")
+    return 0
+
+
+def check(settings: Settings, args: argparse.Namespace) -> int:
+    """Everything check-config does, then a real round trip to the model."""
+    from voiceagent.checkup import run_check, session_with_tools
+
+    code = check_config(settings)
+    if code:
+        return code
+    session = asyncio.run(session_with_tools(settings))
+    report = asyncio.run(run_check(settings, session, speak=not args.no_speech))
+    if report.ok:
+        print("All good: the model answers the way a call needs it to.")
+        return 0
+    print(f"{len(report.problems)} problem(s) with the model; each PROBLEM line above says what to change.")
+    return 1
 
 
 def demo(args: argparse.Namespace) -> int:
@@ -133,7 +171,17 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voiceagent", description="A phone agent on the OpenAI Realtime API.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="run the service (HOST/PORT from the environment)")
-    commands.add_parser("check-config", help="validate the environment and exit")
+    commands.add_parser("check-config", help="validate the environment (and the tools) and exit")
+    check_cmd = commands.add_parser(
+        "check",
+        help="check-config, then a real round trip to the model, explaining whatever is wrong",
+        description="Validates the environment, then connects to the model as a call would, sends the session "
+        "configuration, waits for session.updated (μ-law both ways), says a short test phrase and waits for the "
+        "model to hear, transcribe and start answering it (the answer is cancelled at once).",
+    )
+    check_cmd.add_argument(
+        "--no-speech", action="store_true", help="stop after the session configuration (no test phrase)"
+    )
     demo_cmd = commands.add_parser(
         "demo",
         help="hear a whole call on this machine: no account, no configuration",
@@ -193,10 +241,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"voiceagent: configuration error: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
-        print(f"configuration OK: {settings.model.provider} {settings.model.dialect} {settings.model.deployment}")
-        for _event, detail in configuration_warnings(settings):
-            print(f"warning: {detail}")
-        return 0
+        return check_config(settings)
+    if args.command == "check":
+        return check(settings, args)
     return serve(settings)
 
 
