@@ -160,6 +160,25 @@ def call(args: argparse.Namespace) -> int:
     return 0
 
 
+def twilio(args: argparse.Namespace) -> int:
+    """``twilio setup`` and ``twilio dial``: the Twilio console chores through the REST API."""
+    import os
+
+    from voiceagent.twilio_setup import SetupError, dial_command, setup_command
+
+    try:
+        if args.twilio_command == "setup":
+            lines = setup_command(os.environ, args.number, args.url)
+        else:
+            lines = dial_command(os.environ, args.to, args.from_number, args.url)
+    except SetupError as exc:
+        print(f"voiceagent twilio {args.twilio_command}: {exc}", file=sys.stderr)
+        return 1
+    for line in lines:
+        print(line)
+    return 0
+
+
 def _positive(text: str) -> float:
     value = float(text)
     if not (0 < value <= 64):
@@ -224,11 +243,31 @@ def _parser() -> argparse.ArgumentParser:
     caller.add_argument(
         "--speed", type=_positive, default=1.0, help="media clock speed: 1 is a real call (faster only against fakes)"
     )
+    twilio_cmd = commands.add_parser(
+        "twilio",
+        help="point a Twilio number at this service, or place a call (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)",
+    )
+    twilio_commands = twilio_cmd.add_subparsers(dest="twilio_command", required=True, metavar="COMMAND")
+    setup = twilio_commands.add_parser(
+        "setup",
+        help="point the number's 'A call comes in' webhook at PUBLIC_BASE_URL/twilio/voice (POST)",
+        description="Finds the account's IncomingPhoneNumber and sets its voice URL to PUBLIC_BASE_URL/twilio/voice, "
+        "HTTP POST; prints what it changed.",
+    )
+    setup.add_argument("--number", required=True, help="the Twilio number, E.164 (+15551234567)")
+    setup.add_argument("--url", help="the service's public https:// base URL (default: PUBLIC_BASE_URL)")
+    dial_cmd = twilio_commands.add_parser(
+        "dial",
+        help="call a phone: when it is answered, the agent talks (TwiML from PUBLIC_BASE_URL/twilio/voice)",
+    )
+    dial_cmd.add_argument("to", help="the number to call, E.164 (+15551234567)")
+    dial_cmd.add_argument("--from", dest="from_number", required=True, help="one of the account's numbers")
+    dial_cmd.add_argument("--url", help="the service's public https:// base URL (default: PUBLIC_BASE_URL)")
     return parser
 
 
 # commands that need no service configuration from the environment
-_STANDALONE = {"demo": demo, "fake-model": fake_model, "call": call}
+_STANDALONE = {"demo": demo, "fake-model": fake_model, "call": call, "twilio": twilio}
 
 
 def main(argv: list[str] | None = None) -> int:
