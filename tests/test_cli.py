@@ -10,9 +10,11 @@ import socket
 import subprocess
 import sys
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
+from voiceagent.config import ConfigError, load_settings
 from voiceagent.realtime.connection import ModelConnectError, ModelConnection
 from voiceagent.realtime.events import SessionConfig, SessionUpdated, UpdateSession
 from voiceagent.realtime.target import ModelTarget
@@ -143,3 +145,53 @@ def test_fake_model_names_a_port_it_cannot_take() -> None:
         result = run({}, "fake-model", "--port", str(taken.getsockname()[1]))
     assert result.returncode == 1
     assert "cannot listen on 127.0.0.1:" in result.stderr
+
+
+# ---------------------------------------------------------------- voiceagent.env.example
+
+
+ROOT = Path(__file__).resolve().parent.parent
+SETTING = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
+REQUIRED = {
+    "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
+    "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+    "AZURE_OPENAI_API_KEY": "k" * 32,
+    "TWILIO_AUTH_TOKEN": "t" * 32,
+    "PUBLIC_BASE_URL": "https://voice.example.com",
+}
+
+
+def example_settings() -> list[tuple[bool, str, str]]:
+    """(commented out, name, value) of every VAR=value line of voiceagent.env.example."""
+    lines = (ROOT / "voiceagent.env.example").read_text(encoding="utf-8").splitlines()
+    return [(bool(m.group(1)), m.group(2), m.group(3)) for m in map(SETTING.match, lines) if m]
+
+
+def test_the_env_example_has_every_variable_the_readme_documents_and_no_other() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    rows = re.findall(r"^\| (`[A-Z][A-Z0-9_]*`(?: / `[A-Z][A-Z0-9_]*`)*) \|", readme, flags=re.MULTILINE)
+    documented = {name for row in rows for name in re.findall(r"`([A-Z][A-Z0-9_]*)`", row)}
+    assert len(documented) > 40
+    in_example = [name for _, name, _ in example_settings()]
+    assert len(in_example) == len(set(in_example))  # each once
+    assert sorted(documented - set(in_example)) == []
+    assert sorted(name for name in in_example if f"`{name}`" not in readme) == []
+
+
+def test_the_env_examples_defaults_are_the_services_defaults() -> None:
+    config = (ROOT / "voiceagent" / "config.py").read_text(encoding="utf-8")
+    baseline = load_settings(REQUIRED)
+    checked = 0
+    for commented, name, value in example_settings():
+        if commented and value and f'"{name}"' in config:
+            assert load_settings({**REQUIRED, name: value}) == baseline, f"{name}={value} is not the default"
+            checked += 1
+    assert checked > 20
+
+
+def test_the_env_example_as_shipped_names_what_must_be_filled_in() -> None:
+    shipped = {name: value for commented, name, value in example_settings() if not commented}
+    assert set(shipped) == set(REQUIRED) and not any(shipped.values())
+    with pytest.raises(ConfigError) as refused:
+        load_settings(shipped)
+    assert "AZURE_OPENAI_ENDPOINT" in str(refused.value) and "TWILIO_AUTH_TOKEN" in str(refused.value)

@@ -208,9 +208,7 @@ def _parser() -> argparse.ArgumentParser:
         "short scripted call, prints the transcript as it happens and writes what it sounded like to a WAV.",
     )
     demo_cmd.add_argument("--out", default="demo-heard.wav", help="the WAV to write (default: %(default)s)")
-    demo_cmd.add_argument(
-        "--log", default="demo-service.log", help="where the service's JSON log goes (default: %(default)s)"
-    )
+    demo_cmd.add_argument("--log", help="keep the service's JSON log of the call in this file (default: discard it)")
     demo_cmd.add_argument(
         "--speed", type=_positive, default=1.0, help="how much faster than real time the call runs (default: 1)"
     )

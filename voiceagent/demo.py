@@ -195,6 +195,8 @@ async def run_demo(
     printer.line(f"What it sounded like: {result.wav}  (e.g. `aplay {result.wav}` or `afplay {result.wav}`)")
     if log_file is not None:
         printer.line(f"The service's own JSON log of the call: {log_file}")
+    else:
+        printer.line("(The service's JSON log of the call was discarded; --log FILE keeps it.)")
     for problem in result.problems:
         printer.line(f"protocol problem: {problem}")
     return result
