@@ -96,6 +96,7 @@ def crash(store: CallStore) -> None:
     """What kill -9 leaves: committed writes, no goodbye (the instance row stays)."""
     assert store.flush(WAIT)
     store.writer.stop(WAIT)
+    store.close()  # with the writer stopped this only disconnects: no goodbye, the instance row stays
 
 
 # ------------------------------------------------------------ settings
