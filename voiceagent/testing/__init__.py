@@ -14,7 +14,8 @@
 * ``FakeTwilioCaller``: Twilio placing a call and running its Media Stream, at real time or ``speed`` × it;
   once the app ends the stream, the ``<Connect action>`` answer (``AfterStream``: ``Say``, ``Hangup``, ``Dial``).
 * ``serve_app`` / ``app_environment`` / ``RunningApp``: the real app on a loopback port.
-* ``wait_until``: the one bounded wait; the fakes' ``wait_for`` / ``wait_until`` use it.
+* ``wait_until``: the one bounded wait; the fakes' ``wait_for`` / ``wait_until`` use it. ``LoopLag``: how
+  late the event loop ran, for latency tests on loaded machines.
 * ``load_fixture`` / ``FIXTURE_TEXTS``: the bundled recordings and their words.
 * ``validate_client_event`` / ``validate_server_event``: Realtime events against the ``openai`` types.
 
@@ -49,7 +50,7 @@ from voiceagent.testing.twilio_dial import (
 )
 from voiceagent.testing.twilio_wire import ClearRecord, EchoRecord, ProtocolViolation, new_sid
 from voiceagent.testing.validation import validate_client_event, validate_server_event
-from voiceagent.testing.waiting import wait_until
+from voiceagent.testing.waiting import LoopLag, wait_until
 
 # --- seams: ManualClock, ScriptedModel, ScriptedModelConnection and MemoryTwilioSocket will be imported
 # --- here from voiceagent.testing.seams (and listed in __all__ below) by its owner; nothing else goes here.
@@ -71,6 +72,7 @@ __all__ = [
     "TEST_API_KEY",
     # waiting
     "wait_until",
+    "LoopLag",
     # audio
     "load_fixture",
     "FIXTURE_TEXTS",

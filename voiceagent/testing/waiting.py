@@ -4,6 +4,9 @@ Tests of a call cannot sleep a fixed time and look (too short on a loaded machin
 one), and must never wait without a bound (a hung test tells nothing). ``wait_until`` checks a
 predicate until it holds and fails the test, saying what it waited for, once ``timeout`` has passed.
 The predicate may be a coroutine function (e.g. "the server answers /readyz with 200").
+
+``LoopLag`` measures the other thing a test of latency needs to know: how late the event loop ran while
+it watched (a loaded machine delays every task of the app and of both fakes alike).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from typing import Any, TypeVar, overload
 T = TypeVar("T")
 
 POLL_SECONDS = 0.01
+LAG_PROBE_SECONDS = 0.005
 
 
 @overload
@@ -93,3 +97,29 @@ def _name(predicate: Callable[[], object]) -> str:
         with contextlib.suppress(OSError, TypeError):
             name += f" ({inspect.getsource(predicate).strip()})"
     return name
+
+
+class LoopLag:
+    """``async with LoopLag() as lag:`` — ``lag.worst_ms`` is the longest the event loop was late waking a
+    5 ms sleeper meanwhile: near 0 on an idle machine, tens of ms on a loaded one. A latency test widens
+    its tolerance by it rather than flake, and stays exact when the machine is quiet."""
+
+    def __init__(self) -> None:
+        self.worst_ms = 0.0
+        self._task: asyncio.Task[None] | None = None
+
+    async def _probe(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            began = loop.time()
+            await asyncio.sleep(LAG_PROBE_SECONDS)
+            self.worst_ms = max(self.worst_ms, (loop.time() - began - LAG_PROBE_SECONDS) * 1000)
+
+    async def __aenter__(self) -> LoopLag:
+        self._task = asyncio.create_task(self._probe(), name="loop-lag-probe")
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
