@@ -114,12 +114,12 @@ async def test_an_http_tool_is_called_with_the_arguments_and_the_header_from_the
     assert called["name"] == "update_booking" and called["ok"] is True
 
 
-@pytest.mark.parametrize("dialect", ["ga", "preview"])
-async def test_end_call_hangs_up_only_once_the_goodbye_has_been_heard_in_full(dialect: str) -> None:
+async def test_end_call_hangs_up_only_once_the_goodbye_has_been_heard_in_full() -> None:
     """The model says goodbye and calls ``end_call`` in the same response: every byte of the goodbye is
-    played (its marks echoed), then the stream ends and the ``<Connect action>`` answer hangs up."""
+    played (its marks echoed), then the stream ends and the ``<Connect action>`` answer hangs up. (Preview:
+    the call is named only in its output item; GA's extra ``name`` is covered by the Python tool test.)"""
     scripts = {"caller_goodbye": ["agent_goodbye", ("end_call", {})]}
-    async with call_stack(dialect=dialect, function_calls=scripts) as stack:
+    async with call_stack(dialect="preview", function_calls=scripts) as stack:
         model = stack.model
         async with stack.caller() as caller:
             await greeted(caller)
