@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 
 from voiceagent.config import ConfigError, Settings, configuration_warnings, load_settings
 from voiceagent.logs import CallLog, configure_logging
+from voiceagent.records_cli import add_calls_command, run_calls_command
+from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolConfigError
 
 
@@ -15,11 +18,11 @@ def _secrets(settings: Settings) -> list[str]:
     return [s for s in (settings.model.api_key, settings.twilio_auth_token) if s]
 
 
-def serve(settings: Settings) -> int:
+def serve(settings: Settings, records: RecordsSettings) -> int:
     from voiceagent.app import create_app
     from voiceagent.server import run_server
 
-    configure_logging(_secrets(settings))
+    configure_logging(_secrets(settings) + records.secrets())
     log = CallLog()
     for event, detail in configuration_warnings(settings):
         log.warning(event, detail=detail)
@@ -34,7 +37,7 @@ def serve(settings: Settings) -> int:
         public_base_url=settings.public_base_url,
     )
     try:
-        app = create_app(settings)
+        app = create_app(settings, records=records)
     except ToolConfigError as exc:
         print(f"voiceagent: tools configuration error: {exc}", file=sys.stderr)
         return 2
@@ -190,6 +193,7 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voiceagent", description="A phone agent on the OpenAI Realtime API.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     commands.add_parser("serve", help="run the service (HOST/PORT from the environment)")
+    add_calls_command(commands)
     commands.add_parser("check-config", help="validate the environment (and the tools) and exit")
     check_cmd = commands.add_parser(
         "check",
@@ -272,8 +276,11 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in _STANDALONE:
         return _STANDALONE[args.command](args)
+    if args.command == "calls":
+        return run_calls_command(args, os.environ)  # needs only the store, not the model or Twilio
     try:
         settings = load_settings()
+        records = RecordsSettings.from_env(os.environ)
     except ConfigError as exc:
         print(f"voiceagent: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -281,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(settings)
     if args.command == "check":
         return check(settings, args)
-    return serve(settings)
+    return serve(settings, records)
 
 
 if __name__ == "__main__":
