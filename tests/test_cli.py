@@ -199,10 +199,10 @@ def test_the_env_example_as_shipped_names_what_must_be_filled_in() -> None:
 
 
 def test_calls_needs_only_the_store_and_names_it_when_there_is_none(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     for name in ("AZURE_OPENAI_ENDPOINT", "OPENAI_API_KEY", "TWILIO_AUTH_TOKEN"):
         monkeypatch.delenv(name, raising=False)  # no model, no Twilio: `calls` must not need them
     monkeypatch.setenv("VOICEAGENT_DATABASE_URL", f"sqlite:///{tmp_path}/none.db")
     assert main(["calls", "list"]) == 2
-    assert "VOICEAGENT_DATABASE_URL" in capsys.readouterr().err
+    assert "VOICEAGENT_DATABASE_URL" in capfd.readouterr().err
