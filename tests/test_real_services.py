@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-import pytest
 from helpers import (
     GREETING,
     REAL_TIME,
@@ -110,12 +109,6 @@ async def test_a_refused_session_update_ends_the_call_with_the_apology_and_never
     assert all(line["call_sid"] == caller.call_sid for line in rejected)
 
 
-@pytest.mark.xfail(
-    reason="production bug: Service.claim replaces a pre-warmed call that has ended but is still tearing down "
-    "with a new call (a second model session for one webhook), because media() only consults Service.end_of(), "
-    "which _forget() sets at the end of the teardown",
-    strict=False,  # the race is lost only when the stream starts inside that window (usual here, not certain)
-)
 async def test_a_stream_that_starts_as_a_refused_prewarm_ends_gets_no_second_session() -> None:
     async with call_stack(dialect="preview", voices=("alloy",), env={"VOICEAGENT_VOICE": "coral"}) as stack:
         async with stack.caller() as caller:

@@ -171,7 +171,11 @@ class Service:
             self.recorder.call_ended(handle, end, bridge.core.figures.turn_latencies_ms)
 
     def end_of(self, call_sid: str) -> EndCall | None:
-        """How a call ended, if it ended recently (the stream-ended handler asks, and a late stream)."""
+        """How a call ended, if it ended recently (the stream-ended handler asks, and a late stream) —
+        including a call whose end was decided and whose teardown is still under way."""
+        bridge = self.calls.get(call_sid)
+        if bridge is not None and bridge.ended is not None:
+            return bridge.ended
         return self.ended.get(call_sid)
 
     def remember_end(self, call_sid: str, end: EndCall) -> None:
