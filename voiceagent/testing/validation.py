@@ -16,7 +16,7 @@ try:
     from openai.types import realtime as _ga
     from openai.types.beta import realtime as _preview
 except ImportError as exc:  # pragma: no cover - exercised only without the dev extra
-    raise ImportError("voiceagent.testing needs the 'openai' package: pip install 'voiceagent[dev]'") from exc
+    raise ImportError("voiceagent.testing needs the 'openai' package: pip install 'voiceagent[testing]'") from exc
 
 DIALECTS = ("ga", "preview")
 
@@ -24,7 +24,9 @@ DIALECTS = ("ga", "preview")
 def _discriminated(union: Any) -> TypeAdapter[Any]:
     inner = typing.get_args(union)[0]  # Annotated[Union[...], PropertyInfo] → Union[...]
     members = typing.get_args(inner) or typing.get_args(union)
-    return TypeAdapter(Annotated[Union[members], Field(discriminator="type")])  # noqa: UP007
+    # built at run time from the openai package's members: a type checker cannot see it as a TypeForm
+    discriminated: Any = Annotated[Union[members], Field(discriminator="type")]  # noqa: UP007
+    return TypeAdapter(discriminated)
 
 
 @functools.cache
