@@ -24,6 +24,7 @@ from voiceagent.call import (
     SendToModel,
     StreamStarted,
 )
+from voiceagent.call.state import heard_words
 from voiceagent.prompts import greeting_instructions
 from voiceagent.realtime import events as ev
 
@@ -376,3 +377,13 @@ def test_the_greeting_and_the_goodbye_keep_the_operators_prompt() -> None:
     assert greeting.instructions is not None and greeting.instructions.startswith(session.instructions)
     [goodbye] = [c for c in to_model(core.wind_down("test", T0)) if isinstance(c, ev.CreateResponse)]
     assert goodbye.instructions is not None and goodbye.instructions.startswith(session.instructions)
+
+
+def test_an_interrupted_line_keeps_only_the_words_the_caller_heard() -> None:
+    core = ready()
+    first, _ = deliver(core, "item_a", [800, 800])
+    core.model_event(ev.AgentTranscriptDone("item_a", "Certainly, a table for two at eight tonight."), T0)
+    core.transport_event(PlayedUpTo("item_a", first.end), T0)  # half of the audio heard
+    [line] = lines(core.model_event(ev.SpeechStarted("u", 0), T0))
+    assert line.text == "Certainly, a table for" and line.heard_ms == 100
+    assert heard_words("One two three", 1.0) == "One two three" and heard_words("One two", 0.0) == ""

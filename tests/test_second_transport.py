@@ -210,7 +210,7 @@ def test_a_whole_call_over_a_pcm_playback_clock():
     assert of(barge_in, ClearPlayback) == [ClearPlayback()]
     assert commands(barge_in) == [ev.Truncate("item_answer", heard_ms)]
     [line] = [action.line for action in of(barge_in, RecordLine)]
-    assert line == TranscriptLine(CALL, "agent", "Certainly, for what time would", True, heard_ms)
+    assert line == TranscriptLine(CALL, "agent", "Certainly,", True, heard_ms)  # the words of the audio heard
     assert call.transport.idle, "the transport dropped what was queued"
 
     # late deltas of the truncated item are dropped; the caller hears nothing more of it

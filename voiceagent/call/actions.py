@@ -48,9 +48,10 @@ class SendToModel:
 
 @dataclass(frozen=True, slots=True)
 class RecordLine:
-    """A finished utterance for the transcript."""
+    """A finished utterance for the transcript (``item_id``: the agent item it is, for agent lines)."""
 
     line: TranscriptLine
+    item_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -15,7 +15,23 @@ from voiceagent.prompts import goodbye_instructions
 from voiceagent.realtime import events as ev
 from voiceagent.transcripts import TranscriptLine
 
-__all__ = ["CallState"]
+__all__ = ["CallState", "heard_words"]
+
+
+def heard_words(text: str, fraction: float) -> str:
+    """The words of ``text`` the caller heard, when ``fraction`` of its audio played: the model's words
+    arrive with its audio, so they are cut in the same proportion, at a word boundary. (The server deletes
+    the unheard part of its own transcript on truncate; the transcript we keep says the same.)"""
+    limit = fraction * len(text)
+    words = text.split(" ")
+    kept: list[str] = []
+    end = 0
+    for word in words:
+        end += len(word) + (1 if kept else 0)
+        if end > limit:
+            break
+        kept.append(word)
+    return " ".join(kept)
 
 
 class CallState:
@@ -103,10 +119,12 @@ class CallState:
             return []
         interrupted = item.truncated or item.played < item.received
         heard_ms = item.heard_ms(self.options.bytes_per_ms) if interrupted else None
+        if interrupted and item.received:
+            text = heard_words(text, min(item.played, item.received) / item.received)
         line = TranscriptLine(self.call_sid, "agent", text, interrupted, heard_ms)
         if text:
             self._history.append(line)
-        return [RecordLine(line)]
+        return [RecordLine(line, item.item_id)]
 
     # ------------------------------------------------------------ quiet, goodbyes and the end
 
