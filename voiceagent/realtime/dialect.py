@@ -1,6 +1,6 @@
 """A Realtime *dialect*: the table that turns our vocabulary into wire events and back.
 
-Two dialects exist (see ``PROTOCOLS.md`` §2): GA (``ga.py``) and the legacy preview protocol
+Two dialects exist (see docs/protocol.md §2, "Two dialects"): GA (``ga.py``) and the legacy preview protocol
 (``preview.py``). They share most event names; this module holds what they share, each dialect module
 holds what differs. Nothing outside ``voiceagent.realtime`` knows which one is in use.
 
