@@ -52,6 +52,9 @@ class Clock:
         return self.now
 
 
+READY = ev.SessionUpdated(ev.PCMU, ev.PCMU)  # the model confirms μ-law both ways
+
+
 def b64(size: int, fill: int = 0x55) -> str:
     return base64.b64encode(bytes([fill]) * size).decode()
 

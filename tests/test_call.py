@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-import base64
 from typing import Any
+
+from core_helpers import READY, b64, of
+from core_helpers import commands as to_model
 
 from voiceagent.call import (
     Action,
@@ -21,7 +23,6 @@ from voiceagent.call import (
     PlayAudio,
     PlayedUpTo,
     RecordLine,
-    SendToModel,
     StreamStarted,
 )
 from voiceagent.call.state import heard_words
@@ -30,19 +31,6 @@ from voiceagent.realtime import events as ev
 
 T0 = 100.0
 CALL = "CA" + "1" * 32
-READY = ev.SessionUpdated(ev.PCMU, ev.PCMU)
-
-
-def b64(n: int, fill: int = 0x55) -> str:
-    return base64.b64encode(bytes([fill]) * n).decode()
-
-
-def of(actions: list[Action], kind: type[Any]) -> list[Any]:
-    return [action for action in actions if isinstance(action, kind)]
-
-
-def to_model(actions: list[Action]) -> list[ev.ModelCommand]:
-    return [action.command for action in of(actions, SendToModel)]
 
 
 def lines(actions: list[Action]) -> list[Any]:

@@ -7,7 +7,8 @@ the driver does, so a deadline the core forgot to announce fails here.
 from __future__ import annotations
 
 import base64
-from typing import Any
+
+from core_helpers import READY, of
 
 from voiceagent.call import (
     Action,
@@ -28,11 +29,6 @@ from voiceagent.realtime import events as ev
 
 T0 = 100.0
 CALL = "CA" + "1" * 32
-READY = ev.SessionUpdated(ev.PCMU, ev.PCMU)
-
-
-def of(actions: list[Action], kind: type[Any]) -> list[Any]:
-    return [action for action in actions if isinstance(action, kind)]
 
 
 def asks_goodbye(actions: list[Action]) -> bool:

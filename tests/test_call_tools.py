@@ -3,12 +3,12 @@ the closing words were heard, the keypad as caller input. Injected time, no I/O.
 
 from __future__ import annotations
 
-import base64
 import json
-from typing import Any
+
+from core_helpers import READY, b64, of
+from core_helpers import commands as to_model
 
 from voiceagent.call import (
-    Action,
     CallCore,
     CallOptions,
     Digit,
@@ -19,22 +19,12 @@ from voiceagent.call import (
     PlayedUpTo,
     RecordLine,
     RunTool,
-    SendToModel,
     StreamStarted,
 )
 from voiceagent.realtime import events as ev
 
 T0 = 100.0
 CALL = "CA" + "1" * 32
-READY = ev.SessionUpdated(ev.PCMU, ev.PCMU)
-
-
-def of(actions: list[Action], kind: type[Any]) -> list[Any]:
-    return [action for action in actions if isinstance(action, kind)]
-
-
-def to_model(actions: list[Action]) -> list[ev.ModelCommand]:
-    return [action.command for action in of(actions, SendToModel)]
 
 
 def in_call(options: CallOptions | None = None) -> CallCore:
@@ -44,10 +34,6 @@ def in_call(options: CallOptions | None = None) -> CallCore:
     core.model_event(READY, T0)
     core.transport_event(StreamStarted(), T0)
     return core
-
-
-def b64(n: int) -> str:
-    return base64.b64encode(b"\x55" * n).decode()
 
 
 def test_several_calls_in_one_response_run_at_once_and_answer_together_then_one_response() -> None:
