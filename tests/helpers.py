@@ -81,8 +81,9 @@ async def call_stack(
 
 
 def heard_in_full(caller: FakeTwilioCaller, length: int) -> Callable[[], bool]:
-    """True once ``length`` bytes have been played and every mark echoed (nothing left in flight)."""
-    return lambda: len(caller.played) >= length and not caller.pending_marks
+    """True once ``length`` bytes have been played, every mark echoed and no audio is waiting for its mark
+    (the mark after the last media message may still be on the wire when its audio has played)."""
+    return lambda: len(caller.played) >= length and not caller.pending_marks and not caller.unmarked_bytes
 
 
 def played_more_than(caller: FakeTwilioCaller, length: int) -> Callable[[], bool]:

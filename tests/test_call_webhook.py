@@ -79,8 +79,11 @@ async def test_after_a_call_the_receiver_gets_its_record_and_transcript_signed_a
                 await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
                 await caller.hangup()
             await wait_until(lambda: len(hooks.received) == 2, WAIT)  # 503, then (after ~1 s) delivered
-            metrics = stack.app.service.recorder.metrics.exposition().decode()
-    assert 'voiceagent_call_ended_webhook_deliveries_total{outcome="delivered"} 1.0' in metrics
+            # the receiver holds the request before the sender has read the answer and counted it
+            exposition = stack.app.service.recorder.metrics.exposition
+            delivered = 'voiceagent_call_ended_webhook_deliveries_total{outcome="delivered"} 1.0'
+            await wait_until(lambda: delivered in exposition().decode(), WAIT)
+            metrics = exposition().decode()
     assert "voiceagent_call_ended_webhook_failed_attempts_total 1.0" in metrics
 
     (first, first_headers), (body, headers) = hooks.received

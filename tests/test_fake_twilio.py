@@ -692,13 +692,14 @@ def test_playback_echoes_each_mark_once_in_order_and_only_when_its_audio_is_gone
     added = consumed = 0
     positions: dict[str, int] = {}
     echoed: list[str] = []
+    last_mark_at = 0
     for kind, size in ops:
         if kind == "audio":
             playback.add_audio(b"\x01" * size)
             added += size
         elif kind == "mark":
             name = f"m{len(positions)}"
-            positions[name] = added
+            positions[name] = last_mark_at = added
             echoed += playback.add_mark(name)
         elif kind == "play":
             chunk, due = playback.play(size)
@@ -711,6 +712,7 @@ def test_playback_echoes_each_mark_once_in_order_and_only_when_its_audio_is_gone
         assert consumed + playback.buffered_bytes == added
         assert all(positions[name] <= consumed for name in echoed)
         assert all(positions[name] > consumed for name in playback.pending_marks)
+        assert playback.unmarked_bytes == added - last_mark_at
     assert echoed + playback.pending_marks == list(positions)
 
 

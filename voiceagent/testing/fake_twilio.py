@@ -195,6 +195,11 @@ class FakeTwilioCaller:
     def pending_marks(self) -> list[str]:
         return self._playback.pending_marks
 
+    @property
+    def unmarked_bytes(self) -> int:
+        """Audio received after the newest mark (the app marks each media message right after it)."""
+        return self._playback.unmarked_bytes
+
     # -------------------------------------------------------------- dialling
 
     async def dial(self) -> bool:

@@ -213,10 +213,16 @@ class Playback:
         self._buffer = bytearray()
         self._consumed = 0
         self._marks: deque[tuple[int, str]] = deque()
+        self._last_mark_at = 0  # absolute position of the newest mark
 
     @property
     def buffered_bytes(self) -> int:
         return len(self._buffer)
+
+    @property
+    def unmarked_bytes(self) -> int:
+        """Audio received after the newest mark: its mark, if the app sends one, is still on the way."""
+        return self._consumed + len(self._buffer) - self._last_mark_at
 
     @property
     def pending_marks(self) -> list[str]:
@@ -227,7 +233,8 @@ class Playback:
 
     def add_mark(self, name: str) -> list[str]:
         """Queue a mark; returns the marks due now (this one, when nothing is buffered)."""
-        self._marks.append((self._consumed + len(self._buffer), name))
+        self._last_mark_at = self._consumed + len(self._buffer)
+        self._marks.append((self._last_mark_at, name))
         return self._due()
 
     def play(self, max_bytes: int) -> tuple[bytes, list[str]]:
