@@ -108,13 +108,26 @@ class Clock(Protocol):
 
 
 class LoopClock:
-    """The event loop's monotonic clock."""
+    """The event loop's monotonic clock.
+
+    The loop is looked up once, on first use: ``asyncio.get_running_loop()`` makes a ``getpid()`` system
+    call in CPython, and the clock is read for every frame of every call. A clock belongs to one call,
+    so to one loop.
+    """
+
+    def __init__(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def _running_loop(self) -> asyncio.AbstractEventLoop:
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        return self._loop
 
     def now(self) -> float:
-        return asyncio.get_running_loop().time()
+        return self._running_loop().time()
 
     def call_at(self, when: float, callback: Callable[[], None]) -> TimerHandle:
-        return asyncio.get_running_loop().call_at(when, callback)
+        return self._running_loop().call_at(when, callback)
 
 
 class _Outbox(Generic[T]):
@@ -310,8 +323,16 @@ class CallBridge:
             await self._model_out.flush()
 
     def _arm_timer(self) -> None:
+        """Keep one timer armed for the core's next deadline.
+
+        A timer armed for earlier than the deadline is kept: it fires, the core finds nothing due
+        (``handle_timer`` acts only on deadlines that have passed) and the timer is armed again. Every
+        caller frame pushes the stream-silence deadline later, so re-arming on each move would cancel and
+        schedule a timer 50 times a second per call.
+        """
         due = None if self.ended is not None else self.core.next_deadline()
-        if due == self._timer_due:
+        armed_earlier = due is not None and self._timer_due is not None and self._timer_due <= due
+        if due == self._timer_due or armed_earlier:
             return
         if self._timer is not None:
             self._timer.cancel()
