@@ -169,6 +169,31 @@ async def test_caller_silence_brings_a_goodbye_then_the_hang_up_once_it_was_hear
     assert rig.bridge.ended is not None and rig.bridge.ended.reason == "the caller was silent"
 
 
+async def test_caller_frames_do_not_re_arm_the_timer_yet_a_dead_stream_is_noticed_on_time(
+    rig_factory: RigFactory,
+) -> None:
+    rig = rig_factory(CallOptions(stream_silence_seconds=20))
+    armed: list[float] = []
+    schedule = rig.clock.call_at
+    rig.clock.call_at = lambda when, callback: (armed.append(when), schedule(when, callback))[1]  # type: ignore[method-assign]
+    await rig.connected()
+    session = rig.model.current
+    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    rig.clock.advance(6)  # past the session-ready deadline: the stream's deadline is the only one left
+    before = len(armed)
+    for frames in range(1, 11):  # a frame a second, each pushing the stream's deadline a second later
+        rig.clock.advance(1)
+        rig.socket.media(b64(160))
+        await wait_until(lambda frames=frames: len(session.commands(ev.AppendAudio)) == frames, WAIT)
+    assert len(armed) == before  # the timer armed for the first deadline stays armed
+    last_frame = rig.clock.now()
+    rig.clock.advance(10)  # that timer fires early, finds nothing due and is armed for the real deadline
+    assert armed[before:] == [last_frame + 20] and not rig.ended
+    rig.clock.advance(10)
+    await wait_until(lambda: rig.ended, WAIT)
+    assert rig.bridge.ended is not None and rig.bridge.ended.reason == "the media stream stopped sending audio"
+
+
 async def test_junk_on_the_stream_ends_that_call_at_the_limit(rig_factory: RigFactory) -> None:
     rig = rig_factory(CallOptions(max_bad_inputs=5))
     await rig.connected()
