@@ -11,12 +11,12 @@ the ``websockets`` library's own debug log of the handshake headers (see ``_Reda
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import AsyncIterator, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode, urlsplit, urlunsplit
 
+import orjson
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
@@ -207,7 +207,7 @@ class ModelConnection:
     async def send(self, command: ModelCommand) -> None:
         """Encode and send ``command``. After the connection closed it is dropped, not raised: the end
         of iteration is the one signal that the connection is over."""
-        message = json.dumps(self.dialect.encode(command))
+        message = orjson.dumps(self.dialect.encode(command)).decode()
         try:
             await self._websocket.send(message)
         except ConnectionClosed:
@@ -223,7 +223,7 @@ class ModelConnection:
                     self._log.warning("ignored a binary frame of %d bytes from the model", len(message))
                     continue
                 try:
-                    event = json.loads(message)
+                    event = orjson.loads(message)
                 except ValueError:
                     self._log.warning("ignored a non-JSON text frame of %d characters from the model", len(message))
                     continue

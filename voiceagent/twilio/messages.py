@@ -7,10 +7,11 @@ adapter logs, and the call goes on (or ends cleanly, the adapter decides).
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+import orjson
 
 MAX_MESSAGE_BYTES = 64 * 1024
 
@@ -82,7 +83,7 @@ def parse(frame: str | bytes) -> TwilioEvent:
     if len(frame) > MAX_MESSAGE_BYTES:
         raise BadMessage(f"message of {len(frame)} characters exceeds {MAX_MESSAGE_BYTES}")
     try:
-        message = json.loads(frame)
+        message = orjson.loads(frame)
     except ValueError:
         raise BadMessage("not JSON") from None
     message = _object(message, "message")
@@ -132,7 +133,7 @@ class PlayAudio:
     payload: str  # base64 μ-law, untouched
 
     def to_wire(self, stream_sid: str) -> str:
-        return json.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": self.payload}})
+        return orjson.dumps({"event": "media", "streamSid": stream_sid, "media": {"payload": self.payload}}).decode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,13 +141,13 @@ class SetMark:
     name: str
 
     def to_wire(self, stream_sid: str) -> str:
-        return json.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": self.name}})
+        return orjson.dumps({"event": "mark", "streamSid": stream_sid, "mark": {"name": self.name}}).decode()
 
 
 @dataclass(frozen=True, slots=True)
 class ClearAudio:
     def to_wire(self, stream_sid: str) -> str:
-        return json.dumps({"event": "clear", "streamSid": stream_sid})
+        return orjson.dumps({"event": "clear", "streamSid": stream_sid}).decode()
 
 
 TwilioCommand = PlayAudio | SetMark | ClearAudio
