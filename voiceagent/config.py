@@ -95,6 +95,7 @@ class Settings:
     model_connects_per_minute: int = 120
     calls_per_number_per_minute: int = 5
     caller_audio_pace: float = 1.25
+    caller_audio_batch_ms: int = 20
     tool_modules: tuple[str, ...] = ()
     tools_file: str | None = None
     tool_timeout_seconds: float = 10.0
@@ -394,6 +395,7 @@ def load_settings(env: Mapping[str, str] | None = None) -> Settings:
         model_connects_per_minute=read(lambda: _int(env, "VOICEAGENT_MODEL_CONNECTS_PER_MINUTE", 120, low=1), 120),
         calls_per_number_per_minute=read(lambda: _int(env, "VOICEAGENT_CALLS_PER_NUMBER_PER_MINUTE", 5, low=1), 5),
         caller_audio_pace=read(lambda: _float(env, "VOICEAGENT_CALLER_AUDIO_PACE", 1.25, low=1.0, high=100.0), 1.25),
+        caller_audio_batch_ms=read(lambda: _int(env, "VOICEAGENT_CALLER_AUDIO_BATCH_MS", 20, low=20, high=200), 20),
         tool_modules=tuple(m.strip() for m in (_text(env, "VOICEAGENT_TOOLS") or "").split(",") if m.strip()),
         tools_file=_text(env, "VOICEAGENT_TOOLS_FILE"),
         tool_timeout_seconds=read(

@@ -94,6 +94,7 @@ class Service:
             stream_silence_seconds=STREAM_SILENCE_SECONDS,
             playback_report_grace_seconds=PLAYBACK_REPORT_GRACE_SECONDS,
             caller_audio_pace=settings.caller_audio_pace,
+            caller_audio_batch_ms=settings.caller_audio_batch_ms,
             answer_timeout_seconds=ANSWER_TIMEOUT_SECONDS,
             end_call_tool=settings.end_call,
             transfer_targets=settings.transfer_to,

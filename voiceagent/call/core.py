@@ -14,6 +14,7 @@ past what the model produced, never past what the caller heard.
 
 from __future__ import annotations
 
+import binascii
 from dataclasses import replace
 from typing import assert_never
 
@@ -70,14 +71,14 @@ class CallCore(AgentActs, Timers):
         if self.phase is CallPhase.ENDED:
             return []
         match event:
-            case CallerAudio(payload=payload, size=size):
+            case CallerAudio(size=size):
                 self.figures.bytes_in += size
                 self._last_caller_audio = now
                 if self._pace is not None and not self._pace.admit(size, now):
                     self.figures.caller_bytes_dropped += size
                     return self._warn("caller_audio_too_fast", {"dropped_bytes": self._pace.dropped})
                 if self.model_phase is ModelPhase.READY:
-                    return [SendToModel(ev.AppendAudio(payload))]  # the hot path: nothing else to check
+                    return self._send_caller_audio(event, now)  # the hot path: nothing else to check
                 actions: list[Action] = self._keep_for_later(event)
             case PlayedUpTo(item_id=item_id, offset=offset):
                 actions = self._played(item_id, offset, now)
@@ -93,6 +94,13 @@ class CallCore(AgentActs, Timers):
                 assert_never(event)
         return actions + self._maybe_recycle(now)
 
+    def _send_caller_audio(self, audio: CallerAudio, now: float) -> list[Action]:
+        try:
+            payload = self._batch.add(audio)
+        except binascii.Error:
+            return self._bad_input("caller audio that is not base64", now)
+        return [] if payload is None else [SendToModel(ev.AppendAudio(payload))]
+
     def _keep_for_later(self, audio: CallerAudio) -> list[Action]:
         """No session is ready (connecting, configuring, reconnecting): hold the caller's audio, bounded."""
         self.figures.caller_bytes_dropped += self._backlog.keep(audio)
@@ -101,7 +109,10 @@ class CallCore(AgentActs, Timers):
     def _deliver_backlog(self) -> list[Action]:
         """The session is ready: what the caller said meanwhile goes to it, in order."""
         dropped_ms = self._backlog.dropped // self.options.bytes_per_ms
-        actions: list[Action] = [SendToModel(ev.AppendAudio(audio.payload)) for audio in self._backlog.take()]
+        gathered = self._batch.take()  # the part-filled batch from before the session was lost comes first
+        earlier = [] if gathered is None else [gathered]
+        payloads = earlier + [audio.payload for audio in self._backlog.take()]
+        actions: list[Action] = [SendToModel(ev.AppendAudio(payload)) for payload in payloads]
         if dropped_ms:
             actions.append(Log("warning", "caller_audio_dropped", {"ms": dropped_ms, "reason": "backlog full"}))
         return actions

@@ -1,17 +1,19 @@
 """Small, self-contained policies of the call core: what to do with caller audio the model cannot take
-yet, caller audio that comes too fast, warnings that repeat, and when to (re)connect the model.
+yet, caller audio that comes too fast or in too many small chunks, warnings that repeat, and when to
+(re)connect the model.
 
 Each is pure (time is an argument), so the core stays a function of its inputs.
 """
 
 from __future__ import annotations
 
+import binascii
 import random
 from collections import deque
 
 from voiceagent.call.inputs import CallerAudio
 
-__all__ = ["CallerBacklog", "CallerPace", "ConnectPolicy", "WarningLimiter"]
+__all__ = ["CallerAudioBatch", "CallerBacklog", "CallerPace", "ConnectPolicy", "WarningLimiter"]
 
 
 class CallerBacklog:
@@ -42,6 +44,38 @@ class CallerBacklog:
         self._audio.clear()
         self._bytes = self.dropped = 0
         return audio
+
+
+class CallerAudioBatch:
+    """Caller audio gathered into fewer, larger appends to the model.
+
+    Each append costs a JSON encoding, a masked WebSocket frame and a system call; Twilio sends a frame
+    every 20 ms. Gathering ``batch_bytes`` (say 60 ms) sends a third as many, and delays the caller's
+    audio by up to the batch length less one frame. A batch closes when a frame fills it, so the transport
+    must keep streaming (Twilio sends silence frames; a stream that stops is ended by the silence guard).
+    With ``batch_bytes`` no larger than a frame, every frame is passed on untouched.
+    """
+
+    def __init__(self, batch_bytes: int) -> None:
+        self._batch_bytes = batch_bytes
+        self._pending = bytearray()
+
+    def add(self, audio: CallerAudio) -> str | None:
+        """The base64 payload to send now, or None while the batch is still filling.
+
+        Raises ``binascii.Error`` if the payload is not base64 (nothing is added then)."""
+        if not self._pending and audio.size >= self._batch_bytes:
+            return audio.payload  # no batching, or a chunk as long as a batch: untouched
+        self._pending += binascii.a2b_base64(audio.payload, strict_mode=True)
+        return self.take() if len(self._pending) >= self._batch_bytes else None
+
+    def take(self) -> str | None:
+        """What has been gathered (base64), or None; the batch starts afresh."""
+        if not self._pending:
+            return None
+        payload = binascii.b2a_base64(self._pending, newline=False).decode("ascii")
+        self._pending.clear()
+        return payload
 
 
 class CallerPace:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from voiceagent.call.actions import Action, ConnectPurpose, EndCall, Farewell, Log, RecordLine, SendToModel
 from voiceagent.call.figures import CallFigures
-from voiceagent.call.guards import CallerBacklog, CallerPace, ConnectPolicy, WarningLimiter
+from voiceagent.call.guards import CallerAudioBatch, CallerBacklog, CallerPace, ConnectPolicy, WarningLimiter
 from voiceagent.call.options import CallOptions
 from voiceagent.call.phases import GOODBYE_PHASES, CallPhase, ModelPhase
 from voiceagent.call.playback import AgentItem, Playback
@@ -47,6 +47,7 @@ class CallState:
         self._session_config = options.session  # what the current session was asked for
         self._configuring_since: float | None = None
         self._backlog = CallerBacklog(int(options.caller_backlog_seconds * 1000 * options.bytes_per_ms))
+        self._batch = CallerAudioBatch(options.caller_audio_batch_ms * options.bytes_per_ms)
         self._responses_with_audio: set[str] = set()
         self._text_answers: dict[str, str] = {}  # response id -> text of an answer that came as text
         self._text_recoveries = 0
