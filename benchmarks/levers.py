@@ -1,85 +1,52 @@
-"""`voiceagent serve` with candidate optimisations monkeypatched in, for ``load.py --lever NAME``.
+"""`voiceagent serve` with a candidate change applied in its own process, for ``load.py --lever NAME``.
 
-    python benchmarks/levers.py --lever lazy-timer --lever cached-loop   # then exactly `voiceagent serve`
+    python benchmarks/levers.py --lever batch-60 --lever direct-send   # then exactly `voiceagent serve`
 
-Each lever measures what a change to production code would buy; none of them is that change (the
-production code is not edited by the benchmark). This module imports nothing of the test kit, so the
-server's memory is what ``voiceagent serve`` has.
+Each lever prices a change against the production code as it is; the production code is not edited by
+the benchmark. This module imports nothing of the test kit, so the server's memory is what
+``voiceagent serve`` has. Levers already taken into production (a cached event loop in ``LoopClock``, a
+timer kept armed for earlier than the deadline, orjson) are priced the other way round:
 
-* ``cached-loop``: ``LoopClock`` keeps its event loop instead of calling ``asyncio.get_running_loop()``
-  (in CPython 3.11 a ``getpid()`` system call) at every ``now()`` and ``call_at()``.
-* ``lazy-timer``: ``CallBridge._arm_timer`` re-arms the call's timer only when the core's next deadline
-  moves *earlier*. Every caller frame moves the stream-silence deadline later, so today every frame
-  cancels one timer and schedules another; with this the early timer fires, the core finds nothing due
-  (``handle_timer`` only acts on deadlines that have passed) and the timer is armed again.
-* ``orjson``: the JSON of both sockets (Twilio messages, Realtime events) through orjson.
+* ``stdlib-json``: the JSON of both sockets through the standard library's ``json`` instead of orjson.
+* ``batch-40``, ``batch-60``: ``VOICEAGENT_CALLER_AUDIO_BATCH_MS`` at 40 or 60 (caller audio goes to the
+  model in chunks of 2 or 3 frames; the inbound latency figure includes the wait).
 * ``direct-send``: ``ModelConnection.send`` hands the frame to websockets' sans-I/O protocol and the
   transport directly, skipping ``Connection.send``'s async context manager (state checks, drain), as
   uvicorn does on the server side. Not production-safe as it stands (no back-pressure): it prices the
   wrapper.
-* ``all``: all of the above.
+* ``all``: batch-60 and direct-send.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
+import json
+import os
 from typing import Any
 
-LEVERS = ("cached-loop", "lazy-timer", "orjson", "direct-send")
+LEVERS = ("stdlib-json", "batch-40", "batch-60", "direct-send")
+ALL = ("batch-60", "direct-send")
 
 
-def cached_loop() -> None:
-    from voiceagent.bridge import LoopClock
-
-    def loop_of(clock: Any) -> asyncio.AbstractEventLoop:
-        loop: asyncio.AbstractEventLoop | None = clock.__dict__.get("_loop")
-        if loop is None:
-            loop = clock.__dict__["_loop"] = asyncio.get_running_loop()
-        return loop
-
-    def now(self: Any) -> float:
-        return loop_of(self).time()
-
-    def call_at(self: Any, when: float, callback: Any) -> Any:
-        return loop_of(self).call_at(when, callback)
-
-    LoopClock.now = now  # type: ignore[method-assign]
-    LoopClock.call_at = call_at  # type: ignore[method-assign]
-
-
-def lazy_timer() -> None:
-    from voiceagent.bridge import CallBridge
-
-    def arm_timer(self: Any) -> None:
-        due = None if self.ended is not None else self.core.next_deadline()
-        if due == self._timer_due or (due is not None and self._timer_due is not None and self._timer_due < due):
-            return  # armed for earlier: it fires, the core finds nothing due yet, and it is armed again
-        if self._timer is not None:
-            self._timer.cancel()
-        self._timer_due = due
-        self._timer = None if due is None else self._clock.call_at(due, self._on_timer)
-
-    CallBridge._arm_timer = arm_timer  # type: ignore[method-assign]
-
-
-def fast_json() -> None:
-    import orjson
-
+def stdlib_json() -> None:
     from voiceagent.realtime import connection
     from voiceagent.twilio import messages
 
-    class FastJson:
+    class StdlibJson:
         @staticmethod
-        def dumps(value: Any, **_: Any) -> str:
-            return orjson.dumps(value).decode()
+        def dumps(value: Any) -> bytes:
+            return json.dumps(value).encode()
 
         @staticmethod
         def loads(text: str | bytes) -> Any:
-            return orjson.loads(text)
+            return json.loads(text)
 
-    connection.json = FastJson  # type: ignore[assignment]
-    messages.json = FastJson  # type: ignore[assignment]
+    connection.orjson = StdlibJson  # type: ignore[assignment]
+    messages.orjson = StdlibJson  # type: ignore[assignment]
+
+
+def batch(ms: int) -> None:
+    os.environ["VOICEAGENT_CALLER_AUDIO_BATCH_MS"] = str(ms)
 
 
 def direct_send() -> None:
@@ -89,25 +56,30 @@ def direct_send() -> None:
     from voiceagent.realtime import connection
 
     async def send(self: Any, command: Any) -> None:
-        message = connection.json.dumps(self.dialect.encode(command))
+        message = connection.orjson.dumps(self.dialect.encode(command))
         websocket = self._websocket
         if websocket.protocol.state is not OPEN:
             try:
-                await websocket.send(message)  # the slow path says why
+                await websocket.send(message.decode())  # the slow path says why
             except ConnectionClosed:
                 pass
             return
-        websocket.protocol.send_text(message.encode())
+        websocket.protocol.send_text(message)
         websocket.send_data()
 
     connection.ModelConnection.send = send  # type: ignore[method-assign]
 
 
-APPLY = {"cached-loop": cached_loop, "lazy-timer": lazy_timer, "orjson": fast_json, "direct-send": direct_send}
+APPLY = {
+    "stdlib-json": stdlib_json,
+    "batch-40": lambda: batch(40),
+    "batch-60": lambda: batch(60),
+    "direct-send": direct_send,
+}
 
 
 def apply(name: str) -> None:
-    for lever in LEVERS if name == "all" else [name]:
+    for lever in ALL if name == "all" else [name]:
         if lever not in APPLY:
             raise SystemExit(f"unknown lever {lever!r}; have {', '.join(LEVERS)}, all")
         APPLY[lever]()
