@@ -9,7 +9,7 @@ from core_helpers import Clock, b64, commands, ready_core
 from hypothesis import given
 from hypothesis import strategies as st
 
-from voiceagent.call import CallCore, CallerAudio, CallOptions
+from voiceagent.call import CallCore, CallerAudio, CallerHungUp, CallOptions, EndCall, SendToModel
 from voiceagent.call.guards import CallerAudioBatch
 from voiceagent.realtime import events as ev
 
@@ -90,3 +90,12 @@ def test_the_core_reads_the_option_per_call() -> None:
     now = clock.tick(0.02)
     assert commands(batched.transport_event(frame(1), now)) == []
     assert commands(plain.transport_event(frame(1), now)) == [ev.AppendAudio(b64(160, 1))]
+
+
+def test_at_hang_up_the_part_filled_batch_still_reaches_the_model_before_the_end() -> None:
+    clock = Clock()
+    core = ready_core(CallOptions(caller_audio_batch_ms=60), clock)
+    core.transport_event(frame(1), clock.tick(0.02))
+    actions = core.transport_event(CallerHungUp("caller hung up"), clock.tick(0.02))
+    assert appended(commands(actions)) == bytes([1]) * 160
+    assert isinstance(actions[-1], EndCall) and isinstance(actions[0], SendToModel)

@@ -165,11 +165,13 @@ class CallState:
     def _end(
         self, reason: str, now: float, *, farewell: Farewell = Farewell.HANG_UP, transfer_to: str | None = None
     ) -> list[Action]:
-        """The one way out: record every agent line not recorded yet, sum the call up, end it."""
+        """The one way out: the caller's last words to the model, every agent line not recorded yet
+        recorded, the call summed up and ended."""
         if self.phase is CallPhase.ENDED:
             return []
         self.phase = CallPhase.ENDED
-        actions: list[Action] = []
+        gathered = self._batch.take() if self.model_phase is ModelPhase.READY else None
+        actions: list[Action] = [] if gathered is None else [SendToModel(ev.AppendAudio(gathered))]
         for item in self._playback.items.values():
             actions += self._record_agent(item)
         duration = round(now - (self.figures.stream_started_at or self._created_at), 3)
