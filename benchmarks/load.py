@@ -698,7 +698,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--lever", action="append", default=[], help="monkeypatch a lever into voiceagent (levers.py)")
     parser.add_argument(
         "--compare",
-        help="lever sets to compare on voiceagent alone, e.g. none,batch-60,stdlib-json,batch-60+direct-send (one point)",
+        help="lever sets to compare on voiceagent alone, e.g. none,batch-60,batch-60+direct-send (one point)",
     )
     parser.add_argument("--repeat", type=int, default=1, help="with --compare: rounds, interleaved")
     parser.add_argument(
