@@ -14,6 +14,8 @@ timer kept armed for earlier than the deadline, orjson) are priced the other way
   transport directly, skipping ``Connection.send``'s async context manager (state checks, drain), as
   uvicorn does on the server side. Not production-safe as it stands (no back-pressure): it prices the
   wrapper.
+* ``ws-wsproto``, ``ws-legacy``: uvicorn's other WebSocket implementations for the Twilio socket (wsproto,
+  which must be installed, and websockets' deprecated legacy protocol) instead of websockets' sans-I/O one.
 * ``gc-freeze``: everything imported at start-up moves to the garbage collector's permanent generation
   (``gc.freeze()``), so that a full collection under load walks only what the calls made.
 * ``all``: batch-60 and direct-send.
@@ -27,7 +29,7 @@ import json
 import os
 from typing import Any
 
-LEVERS = ("stdlib-json", "batch-40", "batch-60", "direct-send", "gc-freeze")
+LEVERS = ("stdlib-json", "batch-40", "batch-60", "direct-send", "ws-wsproto", "ws-legacy", "gc-freeze")
 ALL = ("batch-60", "direct-send")
 
 
@@ -73,6 +75,17 @@ def direct_send() -> None:
     connection.ModelConnection.send = send  # type: ignore[method-assign]
 
 
+def websocket_implementation(name: str) -> None:
+    from voiceagent import server
+
+    production = server.uvicorn_config
+
+    def config(app: Any, settings: Any, **overrides: Any) -> Any:
+        return production(app, settings, **{"ws": name, **overrides})
+
+    server.uvicorn_config = config  # type: ignore[assignment]
+
+
 def gc_freeze() -> None:
     import voiceagent.app
     import voiceagent.cli
@@ -87,6 +100,8 @@ APPLY = {
     "batch-40": lambda: batch(40),
     "batch-60": lambda: batch(60),
     "direct-send": direct_send,
+    "ws-wsproto": lambda: websocket_implementation("wsproto"),
+    "ws-legacy": lambda: websocket_implementation("websockets"),
     "gc-freeze": gc_freeze,
 }
 
