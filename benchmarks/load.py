@@ -10,7 +10,10 @@ warms it with one call, reads its idle RSS, then ramps N calls in ``--ramp`` sec
 and the fake model (``FakeRealtimeServer`` at real time) run in other processes (``load_peers.py``), so
 the server's CPU (utime + stime from /proc/PID/stat) over the steady window of ``--seconds`` is its own.
 Latencies come from stamps hidden in near-silent audio (see ``load_peers.py``); lost frames are caller
-frames sent minus frames the fake model received; truncate errors are counted by the fake model.
+frames sent minus frames the fake model received; truncate errors are counted by the fake model. The
+barge-in clear latency pairs the moment the fake model sent each ``speech_started`` with the moment the
+fake caller got the ``clear`` that followed it; RSS growth compares the first and last tenth of the window's
+RSS samples.
 
 Everything listens on 127.0.0.1 and every run stops by itself. The figures are as good as the machine is
 quiet: the peers share it with the server, and the load average is printed with each run.
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import importlib.util
 import json
@@ -47,6 +51,7 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 WARM_CALL_ID = 900_000
 BRIDGES = ("voiceagent", "bare relay")
+RSS_GROWTH_KB = 1  # per call per minute: 10 KB a call over the goal's 10 minutes, 5 % of the 200 KB a call may use
 
 
 # ---------------------------------------------------------------------------------------------- /proc
@@ -204,8 +209,13 @@ class Result:
     idle_rss: int = 0
     rss_mean: int = 0
     rss_peak: int = 0
+    rss_start: int = 0  # mean of the window's first tenth of samples
+    rss_end: int = 0  # mean of its last tenth
+    rss_minutes: float = 0.0  # between the two
     in_us: list[int] = field(default_factory=list)
     out_us: list[int] = field(default_factory=list)
+    clear_us: list[int] = field(default_factory=list)  # speech_started sent -> clear received, paired
+    speech_started: int = 0  # speech_started sent in the window, answered by a clear or not
     frames_sent: int = 0
     frames_received: int = 0
     calls_losing: int = 0
@@ -234,6 +244,13 @@ class Result:
     @property
     def rss_per_call(self) -> float:
         return (self.rss_mean - self.idle_rss) / self.calls
+
+    @property
+    def rss_growth(self) -> float:
+        """Bytes per call per minute, from the start of the window to its end."""
+        if self.rss_minutes <= 0:
+            return math.nan
+        return (self.rss_end - self.rss_start) / self.calls / self.rss_minutes
 
 
 def server_command(bridge: str, levers: list[str]) -> list[str]:
@@ -329,7 +346,9 @@ async def run_together(specs: list[tuple[str, list[str]]], calls: int, options: 
         cpu0, peers0, load0 = [cpu_seconds(p) for p in pids], sum(map(cpu_seconds, peer_pids)), loadavg()
         wait0 = [runqueue_wait(p) for p in pids]
         rss: list[list[int]] = [[] for _ in pids]
+        rss_at: list[float] = []
         while (now := time.monotonic()) < window_end:
+            rss_at.append(now)
             for samples, pid in zip(rss, pids, strict=True):
                 samples.append(rss_bytes(pid))
             await asyncio.sleep(min(0.25, max(0.0, window_end - now)))
@@ -340,6 +359,7 @@ async def run_together(specs: list[tuple[str, list[str]]], calls: int, options: 
             result.waited_s = runqueue_wait(pids[k]) - wait0[k]
             result.peers_cpu_s, result.load = peers_cpu, load
             result.rss_mean, result.rss_peak = int(statistics.mean(rss[k])), max(rss[k])
+            result.rss_start, result.rss_end, result.rss_minutes = rss_ends(rss[k], rss_at)
 
         reports = [[await peer.read(timeout=90) for peer in one.callers] for one in contestants]
         await wait_models_idle(options.models)
@@ -347,7 +367,7 @@ async def run_together(specs: list[tuple[str, list[str]]], calls: int, options: 
             last = one.base + calls - 1
             ask = f"stats {window_ns[0]} {window_ns[1]} {one.base} {last}"
             model_stats = [await model.ask(ask) for model in options.models]
-            summarise(one.result, [c for part in report for c in part["calls"]], model_stats)
+            summarise(one.result, [c for part in report for c in part["calls"]], model_stats, window_ns)
         if profiler is not None:
             await profiler.wait()
     finally:
@@ -388,10 +408,45 @@ async def start_contestant(bridge: str, levers: list[str], base: int, calls: int
     return one
 
 
-def summarise(result: Result, calls: list[dict[str, Any]], model_stats: list[dict[str, Any]]) -> None:
+def rss_ends(samples: list[int], at: list[float]) -> tuple[int, int, float]:
+    """The RSS at the start and at the end of the window (the means of the first and of the last tenth of the
+    samples, so that one sample's noise does not decide) and the minutes between the two tenths' middles."""
+    n = max(1, len(samples) // 10)
+    minutes = (statistics.mean(at[-n:]) - statistics.mean(at[:n])) / 60
+    return int(statistics.mean(samples[:n])), int(statistics.mean(samples[-n:])), minutes
+
+
+def pair_clears(
+    started: dict[int, list[int]], cleared: dict[int, list[int]], window_ns: tuple[int, int]
+) -> tuple[list[int], int]:
+    """µs from each ``speech_started`` the fake model sent to the ``clear`` its caller got for it, for the
+    ``speech_started`` sent in the window; and how many were sent in the window. A clear belongs to the latest
+    ``speech_started`` of its call sent before it; a ``speech_started`` with no clear (voiceagent clears only
+    when the agent's audio is playing) is left out, and so is a second clear after the same one."""
+    took: list[int] = []
+    for call, clears in cleared.items():
+        sent = sorted(started.get(call, []))
+        paired: set[int] = set()
+        for clear in sorted(clears):
+            k = bisect.bisect_right(sent, clear) - 1
+            if k < 0 or k in paired:
+                continue
+            paired.add(k)
+            if window_ns[0] <= sent[k] < window_ns[1]:
+                took.append((clear - sent[k]) // 1000)
+    in_window = sum(window_ns[0] <= at < window_ns[1] for times in started.values() for at in times)
+    return took, in_window
+
+
+def summarise(
+    result: Result, calls: list[dict[str, Any]], model_stats: list[dict[str, Any]], window_ns: tuple[int, int]
+) -> None:
     received: Counter[int] = Counter()
+    started: dict[int, list[int]] = {}
     for stats in model_stats:
         received.update({int(k): v for k, v in stats["frames"].items()})
+        for call, times in stats["speech_started_ns"].items():
+            started.setdefault(int(call), []).extend(times)
         result.in_us += stats["in_latency_us"]
         result.truncates += stats["truncates"]
         result.truncate_errors += stats["truncate_errors"]
@@ -413,6 +468,8 @@ def summarise(result: Result, calls: list[dict[str, Any]], model_stats: list[dic
         result.slipped_ms += call["slipped_ms"]
         if not call["ok"]:
             result.refusals.append(str(call["refusal"]))
+    cleared = {int(call["id"]): call["clear_ns"] for call in calls}
+    result.clear_us, result.speech_started = pair_clears(started, cleared, window_ns)
 
 
 # ---------------------------------------------------------------------------------------------- profile
@@ -487,7 +544,7 @@ def latency(values: list[int]) -> str:
 def table(rows: list[Result]) -> str:
     head = (
         "bridge", "% core/call", "calls/core", "RSS/call", "in p50/p99 ms", "out p50/p99 ms", "lost frames",
-        "truncates (err)", "clears",
+        "truncates (err)", "clears", "clear p50/p99 ms",
     )  # fmt: skip
     body = []
     for r in rows:
@@ -502,6 +559,7 @@ def table(rows: list[Result]) -> str:
                 f"{r.lost} of {r.frames_sent}",
                 f"{r.truncates} ({r.truncate_errors})",
                 str(r.clears),
+                latency(r.clear_us),
             )
         )
     if len(rows) == 2 and rows[1].core_per_call:
@@ -517,6 +575,7 @@ def table(rows: list[Result]) -> str:
                 "",
                 "",
                 "",
+                ratio_of(a.clear_us, b.clear_us),
             )
         )
     widths = [max(len(str(row[i])) for row in (head, *body)) for i in range(len(head))]
@@ -539,10 +598,16 @@ def details(r: Result) -> str:
         f"{r.bridge} ({window}): server CPU {r.cpu_s:.2f} s (idle: {100 * r.idle_cpu:.1f}% of a core); "
         f"RSS idle {r.idle_rss / 2**20:.1f} MiB, window mean {r.rss_mean / 2**20:.1f} MiB, "
         f"peak {r.rss_peak / 2**20:.1f} MiB",
+        f"    RSS over the window: start {r.rss_start / 2**20:.2f} MiB, end {r.rss_end / 2**20:.2f} MiB "
+        f"({(r.rss_end - r.rss_start) / 1024:+.0f} KB in {60 * r.rss_minutes:.0f} s: "
+        f"{r.rss_growth / 1024:+.2f} KB/call/min)",
         f"    calls dialled {r.calls_ok}, up all window {r.calls_whole}; latency samples in {len(r.in_us)} "
         f"(max {percentile(r.in_us, 1.0):.1f} ms), out {len(r.out_us)} (max {percentile(r.out_us, 1.0):.1f} ms); "
         f"calls losing frames {r.calls_losing}; model errors {r.model_errors or 'none'}; "
         f"protocol violations {r.violations}",
+        f"    barge-in: {r.speech_started} speech_started sent in the window, {len(r.clear_us)} answered by a "
+        f"clear, speech_started -> clear p50/p99 {latency(r.clear_us)} ms (max {percentile(r.clear_us, 1.0):.2f}; "
+        f"two loopback hops included)",
         f"    server waited for a CPU {100 * r.waited_s / r.seconds:.1f}% of the window; peers (fake model + callers) "
         f"CPU {100 * r.peers_cpu_s / r.seconds:.0f}% of a core; caller clock slips {r.slipped_ms:.0f} ms in total; "
         f"load average {r.load}",
@@ -572,6 +637,25 @@ def goals(rows: list[Result], at_100: Result | None) -> str:
         line(p_in <= 5 and p_out <= 5, f"latency p99 <= 5 ms each way at 100 calls: in {p_in:.2f}, out {p_out:.2f}")
     line(va.lost == 0, f"0 lost frames: {va.lost}")
     line(va.rss_per_call <= 200 * 1024, f"<= 200 KB RSS per call: {va.rss_per_call / 1024:.0f} KB")
+    if va.clear_us:
+        p99 = percentile(va.clear_us, 0.99)
+        floor = ""
+        if bare is not None and bare.clear_us:
+            floor = f"; the bare relay's {percentile(bare.clear_us, 0.99):.2f} ms"
+        line(
+            p99 <= 2,
+            f"barge-in clear p99 <= 2 ms after speech_started: {p99:.2f} ms over {len(va.clear_us)} barge-ins "
+            f"(model's send to caller's receipt: two loopback hops included{floor})",
+        )
+    else:
+        line(None, "barge-in clear p99 <= 2 ms after speech_started: no barge-in in the window")
+    growth = va.rss_growth / 1024
+    short = f"; a {va.seconds:.0f} s window is noisy, the goal is 10 min at 50 calls" if va.seconds < 600 else ""
+    line(
+        None if math.isnan(growth) else growth < RSS_GROWTH_KB,
+        f"no RSS growth over the window: {growth:+.2f} KB/call/min (pass below {RSS_GROWTH_KB}; "
+        f"{va.rss_start / 2**20:.1f} -> {va.rss_end / 2**20:.1f} MiB{short})",
+    )
     return "\n".join(lines)
 
 

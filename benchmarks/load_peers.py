@@ -14,6 +14,9 @@ written to stdout). Both fakes are the test kit's, extended here (never edited) 
   ``input_audio_buffer.append`` arrives (caller -> model latency) and counts the frames of each call.
 * The fake model stamps every audio delta as it sends it; the caller reads the stamp when the ``media``
   message arrives (model -> caller latency). Both bridges pass payloads through untouched.
+* Barge-in: the fake model notes ``monotonic_ns()`` and the call as it sends each
+  ``input_audio_buffer.speech_started``, the caller notes ``monotonic_ns()`` as each ``clear`` arrives;
+  ``load.py`` pairs them (``clear_ns`` in a call's result, ``speech_started_ns`` in the model's stats).
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from voiceagent.testing.fake_realtime.server import MAX_MESSAGE_BYTES, FakeRealt
 from voiceagent.testing.fake_realtime.session import FakeModelSession
 from voiceagent.testing.fake_twilio import FakeTwilioCaller
 from voiceagent.testing.twilio_wire import InboundAudio
+from voiceagent.testing.validation import validate_server_event
 
 # ---------------------------------------------------------------------------------------------- stamps
 
@@ -98,6 +102,26 @@ def payload_of(frame: str, key: str) -> str:
     return frame[start : start + STAMP_B64_CHARS]
 
 
+class Moments:
+    """When something happened (monotonic ns), and to which call."""
+
+    def __init__(self) -> None:
+        self.at = array("q")
+        self.call = array("q")
+
+    def add(self, at_ns: int, call_id: int) -> None:
+        self.at.append(at_ns)
+        self.call.append(call_id)
+
+    def by_call(self, calls: range) -> dict[str, list[int]]:
+        """The moments of each call in ``calls``, in order (keys are call numbers as text: JSON's keys)."""
+        found: dict[str, list[int]] = {}
+        for at, call in zip(self.at, self.call, strict=True):
+            if call in calls:
+                found.setdefault(str(call), []).append(at)
+        return found
+
+
 class Samples:
     """Latency samples: (when stamped, how long it took), both in ns."""
 
@@ -125,7 +149,8 @@ class Samples:
 
 class BenchModelSession(FakeModelSession):
     """The fake model's session, with probes: appends take a fast path (no pydantic validation, not kept in
-    ``received``: that is the fake's cost, not the bridge's), stamps are read and written, truncates counted."""
+    ``received``: that is the fake's cost, not the bridge's), stamps are read and written, truncates counted,
+    and the moment each ``speech_started`` goes out is noted (for the barge-in clear latency)."""
 
     server: BenchModelServer  # set on the class by BenchModelServer
 
@@ -164,6 +189,15 @@ class BenchModelSession(FakeModelSession):
         if kind == self.spec.transcript_delta:  # frequent and never in question: not validated nor kept
             await self._connection.send(json.dumps({"event_id": self.new_id("event"), **event}))
             return
+        if kind == "input_audio_buffer.speech_started" and self.call_id is not None:
+            # as FakeModelSession.send does (validated, kept), but noting the moment it is handed to the socket
+            event = {"event_id": self.new_id("event"), **event}
+            self.self_violations.extend(validate_server_event(self.dialect, event))
+            self.sent.append(event)
+            text = json.dumps(event)
+            self.server.speech_started.add(time.monotonic_ns(), self.call_id)
+            await self._connection.send(text)
+            return
         await super().send(event)
 
     async def _on_truncate(self, event: dict[str, Any]) -> None:
@@ -182,6 +216,7 @@ class BenchModelServer(FakeRealtimeServer):
         super().__init__(**kwargs)
         self.bind_port = port
         self.in_latency = Samples()
+        self.speech_started = Moments()
         BenchModelSession.server = self
         fake_server_module.FakeModelSession = BenchModelSession  # type: ignore[misc]  # the sessions it makes
 
@@ -200,6 +235,7 @@ class BenchModelServer(FakeRealtimeServer):
     def reset(self) -> None:
         self.sessions[:] = [s for s in self.sessions if not s.closed]
         self.in_latency = Samples()
+        self.speech_started = Moments()
 
     def stats(self, start_ns: int, end_ns: int, calls: range) -> dict[str, Any]:
         """What the sessions of the calls numbered in ``calls`` received and did; sessions that never got a
@@ -220,6 +256,7 @@ class BenchModelServer(FakeRealtimeServer):
             "frames": {str(k): v for k, v in frames.items()},
             "unattributed_frames": sum(len(s.audio_received) // FRAME_BYTES for s in strays),
             "in_latency_us": self.in_latency.within_us(start_ns, end_ns, calls),
+            "speech_started_ns": self.speech_started.by_call(calls),  # all of the call: load.py pairs them
             "truncates": sum(s.truncates for s in mine),
             "truncate_errors": sum(s.truncate_errors for s in mine),
             "responses": sum(len(s.responses) for s in mine),
@@ -269,13 +306,15 @@ class StampingInbound(InboundAudio):
 
 
 class BenchCaller(FakeTwilioCaller):
-    """A fake Twilio caller that stamps its silence and reads the stamps of the audio it is sent."""
+    """A fake Twilio caller that stamps its silence, reads the stamps of the audio it is sent and notes when
+    each ``clear`` arrives."""
 
     def __init__(self, base_url: str, call_id: int, **kwargs: Any) -> None:
         super().__init__(base_url, **kwargs)
         self.call_id = call_id
         self._inbound = StampingInbound(call_id)
         self.out_latency = Samples()
+        self.clear_ns: list[int] = []
         self.timeline_kept = 0
 
     async def _on_frame(self, frame: str | bytes) -> None:
@@ -284,7 +323,10 @@ class BenchCaller(FakeTwilioCaller):
             found = stamp_in_b64(payload_of(frame, "payload"))
             if found is not None:
                 self.out_latency.add(found[0], now)
+        clears = len(self.clears)
         await super()._on_frame(frame)
+        if len(self.clears) > clears:  # the fake parsed a clear (whatever its JSON looks like)
+            self.clear_ns.append(now)
         if len(self.timeline) > 2000:  # a long call's timeline is of no use here; keep memory flat
             del self.timeline[:1000]
 
@@ -336,6 +378,7 @@ async def one_call(
         closed_by_server=caller.closed_by_server,
         close_code=caller.close_code,
         out_latency_us=caller.out_latency.within_us(*window),
+        clear_ns=caller.clear_ns,  # all of the call: load.py pairs them with the model's speech_started
     )
     return result
 
