@@ -127,16 +127,22 @@ class CallCore(AgentActs, Timers):
         held, self._playback.held = self._playback.held, []
         actions: list[Action] = []
         for item_id, payload in held:
-            actions += self._play(self._playback.items[item_id], payload, now)
+            item = self._playback.item(item_id, self._session)
+            if not item.truncated:  # cut before the caller could hear any of it: nothing to play
+                actions += self._play(item, payload, now)
         return actions
 
     def _played(self, item_id: str, offset: int, now: float) -> list[Action]:
         item = self._playback.items.get(item_id)
         if item is None:
+            if self._playback.forgot(item_id):
+                return []  # a late report (after reports were given up on) for an item that is over
             return self._bad_input("a playback report for an unknown item", now)
         self._playback.played(item, offset, now)
         self._last_activity = now
-        return self._maybe_record(item) + self._maybe_hang_up(now)
+        actions = self._maybe_record(item)
+        self._playback.forget_if_over(item)
+        return actions + self._maybe_hang_up(now)
 
     def _bad_input(self, reason: str, now: float) -> list[Action]:
         self.figures.bad_inputs += 1
@@ -366,9 +372,10 @@ class CallCore(AgentActs, Timers):
         level = "warning" if event.status in ("failed", "incomplete") else "info"
         actions: list[Action] = [Log(level, "response_done", facts), *self._answered_in_text(event.response_id)]
         for item_id in self._response_items.pop(event.response_id, []):
-            item = self._playback.items[item_id]
+            item = self._playback.item(item_id, self._session)
             item.audio_done = item.text_done = True
             actions += self._maybe_record(item)
+            self._playback.forget_if_over(item)
         self._tool_calls.response_done(event.response_id)
         actions += self._send_tool_outputs(event.response_id) + self._say_operator_lines()
         return actions + self._maybe_say_goodbye() + self._maybe_hang_up(now)

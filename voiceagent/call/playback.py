@@ -51,14 +51,31 @@ class Playback:
         self.items: OrderedDict[str, AgentItem] = OrderedDict()
         self.held: list[tuple[str, str]] = []  # (item_id, payload) waiting for the stream
         self._in_flight: dict[str, None] = {}  # items with audio at the transport not yet heard, in play order
+        self._forgotten: set[str] = set()  # ids of items whose life is over (see ``forget_if_over``)
         self._last_report_at: float | None = None
         self.playing_until = 0.0  # when everything handed to the transport will have played, at the latest
 
     def item(self, item_id: str, session: int) -> AgentItem:
+        """The item, made on its first event. An event for a forgotten item gets a throwaway stand-in
+        that is already cut and recorded, so whatever comes late is dropped, never played or recorded."""
         item = self.items.get(item_id)
         if item is None:
-            item = self.items[item_id] = AgentItem(item_id, session)
+            item = AgentItem(item_id, session)
+            if item_id in self._forgotten:
+                item.truncated = item.recorded = True
+            else:
+                self.items[item_id] = item
         return item
+
+    def forget_if_over(self, item: AgentItem) -> None:
+        """Drop an item whose life is over: generated in full, heard (or cut) and recorded. A call keeps
+        only its id, so an hour-long call does not hold every answer's accounting."""
+        if item.recorded and item.audio_done and item.text_done and item.item_id not in self._in_flight:
+            if self.items.pop(item.item_id, None) is not None:
+                self._forgotten.add(item.item_id)
+
+    def forgot(self, item_id: str) -> bool:
+        return item_id in self._forgotten
 
     def sent(self, item: AgentItem, size: int, now: float) -> None:
         item.sent += size

@@ -1,0 +1,72 @@
+"""A long call does not hold every answer: an agent item whose life is over (generated in full, heard or
+cut, recorded) is forgotten, and whatever arrives late for it is dropped, never played or recorded."""
+
+from __future__ import annotations
+
+from core_helpers import Clock, b64, of, ready_core
+
+from voiceagent.call import CallCore, CallerHungUp, CallOptions, PlayAudio, PlayedUpTo, RecordLine
+from voiceagent.realtime import events as ev
+
+
+def answer(core: CallCore, clock: Clock, n: int, *, heard: bool = True) -> list[RecordLine]:
+    """Turn ``n``: the model answers with one item in two deltas; the caller hears it (if ``heard``)."""
+    response, item = f"resp_{n}", f"item_{n}"
+    recorded = []
+    plays = []
+    for size in (800, 400):
+        plays += of(core.model_event(ev.AudioDelta(response, item, b64(size)), clock.tick()), PlayAudio)
+    events: list[ev.ModelEvent] = [
+        ev.AudioDone(response, item),
+        ev.AgentTranscriptDone(item, f"Answer number {n}."),
+        ev.ResponseDone(response, "completed"),
+    ]
+    for event in events:
+        recorded += of(core.model_event(event, clock.tick()), RecordLine)
+    if heard:
+        for play in plays:
+            recorded += of(core.transport_event(PlayedUpTo(item, play.end), clock.tick()), RecordLine)
+    return recorded
+
+
+def test_an_hour_of_answers_keeps_only_the_one_still_playing() -> None:
+    clock = Clock()
+    core = ready_core(CallOptions(), clock)
+    for n in range(1000):
+        [line] = answer(core, clock, n)
+        assert line.line.text == f"Answer number {n}." and not line.line.interrupted
+        assert len(core._playback.items) == 0
+    answer(core, clock, 1000, heard=False)  # still playing: kept, and recorded as cut at the end
+    assert list(core._playback.items) == ["item_1000"]
+    [cut] = of(core.transport_event(CallerHungUp("caller hung up"), clock.tick()), RecordLine)
+    assert cut.line.interrupted and cut.line.heard_ms == 0  # none of it was reported heard
+
+
+def test_whatever_comes_late_for_a_forgotten_item_is_neither_played_nor_recorded() -> None:
+    clock = Clock()
+    core = ready_core(CallOptions(), clock)
+    answer(core, clock, 1)
+    late: list[ev.ModelEvent] = [
+        ev.AudioDelta("resp_1", "item_1", b64(800)),
+        ev.AgentTranscriptDelta("item_1", " and more"),
+        ev.AudioDone("resp_1", "item_1"),
+        ev.AgentTranscriptDone("item_1", "Answer number 1, again."),
+        ev.ResponseDone("resp_1", "completed"),
+    ]
+    actions = [action for event in late for action in core.model_event(event, clock.tick())]
+    assert of(actions, PlayAudio) == [] and of(actions, RecordLine) == []
+    assert core.transport_event(PlayedUpTo("item_1", 1200), clock.tick()) == []  # a late report: not junk
+    assert core.figures.bad_inputs == 0
+    assert of(core.transport_event(CallerHungUp("caller hung up"), clock.tick()), RecordLine) == []
+
+
+def test_a_cut_answer_is_forgotten_once_its_response_is_over() -> None:
+    clock = Clock()
+    core = ready_core(CallOptions(), clock)
+    core.model_event(ev.AudioDelta("resp_1", "item_1", b64(8000)), clock.tick())
+    core.model_event(ev.SpeechStarted("item_u", 0), clock.tick(0.2))  # the caller talks over it
+    assert core._playback.items["item_1"].truncated
+    late = core.model_event(ev.AudioDelta("resp_1", "item_1", b64(800)), clock.tick())
+    assert of(late, PlayAudio) == []
+    core.model_event(ev.ResponseDone("resp_1", "cancelled"), clock.tick())
+    assert "item_1" not in core._playback.items
