@@ -1,12 +1,17 @@
-"""A long call does not hold every answer: an agent item whose life is over (generated in full, heard or
-cut, recorded) is forgotten, and whatever arrives late for it is dropped, never played or recorded."""
+"""A long call does not hold everything it ever did: an agent item whose life is over (generated in full,
+heard or cut, recorded) is forgotten, and whatever arrives late for it is dropped, never played or
+recorded; the conversation kept for a replacing session is the latest within a character budget."""
 
 from __future__ import annotations
 
-from core_helpers import Clock, b64, of, ready_core
+from core_helpers import Clock, b64, commands, of, ready_core
+from hypothesis import given
+from hypothesis import strategies as st
 
 from voiceagent.call import CallCore, CallerHungUp, CallOptions, PlayAudio, PlayedUpTo, RecordLine
+from voiceagent.call.history import History
 from voiceagent.realtime import events as ev
+from voiceagent.transcripts import TranscriptLine
 
 
 def answer(core: CallCore, clock: Clock, n: int, *, heard: bool = True) -> list[RecordLine]:
@@ -70,3 +75,30 @@ def test_a_cut_answer_is_forgotten_once_its_response_is_over() -> None:
     assert of(late, PlayAudio) == []
     core.model_event(ev.ResponseDone("resp_1", "cancelled"), clock.tick())
     assert "item_1" not in core._playback.items
+
+
+def test_a_replacing_session_is_told_the_latest_of_a_long_conversation_and_how_much_was_left_out() -> None:
+    clock = Clock()
+    core = ready_core(CallOptions(history_chars=400), clock)
+    for n in range(100):
+        said = f"This is what the caller said, line {n:03d}."
+        core.model_event(ev.CallerTranscript(f"item_u{n}", said), clock.tick())
+    core.model_lost(1006, "dropped", clock.tick(30))  # a healthy session, lost
+    [update] = [c for c in commands(core.model_connected(clock.tick(1))) if isinstance(c, ev.UpdateSession)]
+    told = update.config.instructions
+    assert "line 099." in told and "line 000." not in told
+    kept = told.count("Caller: This is what the caller said")
+    assert 0 < kept * len("This is what the caller said, line 000.") <= 400
+    assert f"(The first {100 - kept} lines of the conversation are left out.)" in told
+
+
+@given(st.lists(st.text(max_size=300), max_size=60), st.integers(min_value=0, max_value=2000))
+def test_history_keeps_the_latest_lines_within_its_budget(texts: list[str], budget: int) -> None:
+    history = History(budget)
+    for text in texts:
+        history.add(TranscriptLine("CA1", "caller", text))
+    kept = [line.text for line in history]
+    assert kept == texts[len(texts) - len(kept) :] and history.left_out == len(texts) - len(kept)
+    assert sum(map(len, kept)) <= budget or len(kept) == 1  # one line is kept whatever its length
+    if history.left_out:  # nothing more could have been kept
+        assert sum(map(len, texts[-len(kept) - 1 :])) > budget

@@ -27,8 +27,9 @@ def goodbye_instructions(prompt: str, reason: str) -> str:
     )
 
 
-def conversation_so_far(prompt: str, lines: Iterable[TranscriptLine]) -> str:
-    """The session prompt for a session that replaces another mid-call.
+def conversation_so_far(prompt: str, lines: Iterable[TranscriptLine], *, left_out: int = 0) -> str:
+    """The session prompt for a session that replaces another mid-call (``left_out``: earlier lines not
+    among ``lines``, which a long call drops to keep the instructions bounded).
 
     The conversation goes in as text in the instructions rather than as replayed items: assistant text
     items in an audio session are known to switch the model to answering in text only (silence for the
@@ -37,9 +38,10 @@ def conversation_so_far(prompt: str, lines: Iterable[TranscriptLine]) -> str:
     said = "\n".join(f"{_SPEAKERS[line.role]}: {line.text}" for line in lines)
     if not said:
         return prompt
+    earlier = f"(The first {left_out} lines of the conversation are left out.)\n" if left_out else ""
     return (
         f"{prompt}\n\n# The conversation so far\n"
         "This phone call is already under way; the connection to you was renewed. Carry on from where it "
         "stopped, speaking as before. Do not greet the caller again and do not repeat yourself.\n\n"
-        f"{said}"
+        f"{earlier}{said}"
     )

@@ -83,7 +83,7 @@ class AgentActs(CallState):
         facts = {"name": name, "ok": error is None, "duration_ms": round((now - started_at) * 1000)}
         actions: list[Action] = [Log("info", "tool_called", facts | ({"error": error} if error else {}))]
         line = TranscriptLine(self.call_sid, "tool", f"{name} → {output[:TOOL_LINE_CHARS]}")
-        self._history.append(line)
+        self._history.add(line)
         return [*actions, RecordLine(line), *self._send_tool_outputs(response_id)]
 
     def _send_tool_outputs(self, response_id: str) -> list[Action]:
@@ -103,7 +103,7 @@ class AgentActs(CallState):
         self.phase = CallPhase.GOODBYE_SPEAKING
         self._goodbye_deadline = now + self.options.goodbye_grace_seconds
         line = TranscriptLine(self.call_sid, "tool", line_text)
-        self._history.append(line)
+        self._history.add(line)
         facts = {"farewell": end.farewell.value}
         return [Log("info", "agent_closing", facts), RecordLine(line), *self._maybe_hang_up(now)]
 

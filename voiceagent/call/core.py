@@ -176,7 +176,8 @@ class CallCore(AgentActs, Timers):
             self.phase = CallPhase.GOODBYE_PENDING  # ask the new session for the goodbye
         self._tool_calls.orphan_all()
         prompt = self.options.session.instructions
-        self._session_config = replace(self.options.session, instructions=conversation_so_far(prompt, self._history))
+        said = conversation_so_far(prompt, self._history, left_out=self._history.left_out)
+        self._session_config = replace(self.options.session, instructions=said)
         return [
             UseNewModel(),
             Log("info", "model_connected", {"purpose": purpose.value, "session": self._session}),

@@ -25,6 +25,7 @@ class CallOptions:
     max_bad_inputs: int = 50  # the transport is not what it claims: end the call
     session_ready_seconds: float = 5.0  # a session not confirmed (μ-law both ways) by then is not a call
     caller_backlog_seconds: float = 15.0  # caller audio kept while no session is ready; the oldest goes first
+    history_chars: int = 16_000  # the conversation a replacing session is told: its latest this many characters
     caller_audio_batch_ms: int = 0  # caller audio sent to the model in chunks of at least this (0: as it comes)
     # Guards against broken or hostile peers (None: off). The service turns them all on.
     stream_silence_seconds: float | None = None  # no caller audio for this long: the stream is dead

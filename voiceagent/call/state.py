@@ -7,6 +7,7 @@ from __future__ import annotations
 from voiceagent.call.actions import Action, ConnectPurpose, EndCall, Farewell, Log, RecordLine, SendToModel
 from voiceagent.call.figures import CallFigures
 from voiceagent.call.guards import CallerAudioBatch, CallerBacklog, CallerPace, ConnectPolicy, WarningLimiter
+from voiceagent.call.history import History
 from voiceagent.call.options import CallOptions
 from voiceagent.call.phases import GOODBYE_PHASES, CallPhase, ModelPhase
 from voiceagent.call.playback import AgentItem, Playback
@@ -66,7 +67,7 @@ class CallState:
         self._tool_calls = ToolCalls()
         self._closing: EndCall | None = None  # the agent ended or transferred the call: how, once it is heard
         self._operator_lines: list[str] = []  # what an operator asked the agent to say, in order
-        self._history: list[TranscriptLine] = []
+        self._history = History(options.history_chars)
         self._created_at = now
         self._last_activity = now
         self._session = 0  # model sessions opened so far; the current one's number
@@ -101,7 +102,7 @@ class CallState:
         if not text:
             return []
         line = TranscriptLine(self.call_sid, "caller", text)
-        self._history.append(line)
+        self._history.add(line)
         return [RecordLine(line)]
 
     def _maybe_record(self, item: AgentItem) -> list[Action]:
@@ -124,7 +125,7 @@ class CallState:
             text = heard_words(text, min(item.played, item.received) / item.received)
         line = TranscriptLine(self.call_sid, "agent", text, interrupted, heard_ms)
         if text:
-            self._history.append(line)
+            self._history.add(line)
         return [RecordLine(line, item.item_id)]
 
     # ------------------------------------------------------------ quiet, goodbyes and the end
