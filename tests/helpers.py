@@ -86,6 +86,15 @@ def heard_in_full(caller: FakeTwilioCaller, length: int) -> Callable[[], bool]:
     return lambda: len(caller.played) >= length and not caller.pending_marks and not caller.unmarked_bytes
 
 
+def slipped_before_the_clear(caller: FakeTwilioCaller) -> float:
+    """Media time (ms) the caller's clock lost between the last playback report before its first clear and
+    that clear. The app assumes Twilio plays in real time, so a clock that slipped (a starved event loop)
+    lets the app's estimate of what was heard run ahead of what was played by at most this."""
+    clear = caller.clears[0]
+    last_report = max((echo.media_ms for echo in caller.echoes if echo.media_ms <= clear.media_ms), default=0)
+    return caller.slipped_ms(last_report)
+
+
 def played_more_than(caller: FakeTwilioCaller, length: int) -> Callable[[], bool]:
     return lambda: len(caller.played) > length
 

@@ -20,6 +20,7 @@ from helpers import (
     event_types,
     heard_in_full,
     played_more_than,
+    slipped_before_the_clear,
 )
 
 from voiceagent.testing import BYTES_PER_MS, FIXTURE_TEXTS, FakeTwilioCaller, LoopLag, load_fixture
@@ -33,8 +34,7 @@ def error_at_the_clear(caller: FakeTwilioCaller, audio_end_ms: int, item_start: 
     (the app assumes Twilio plays in real time, so a clock that slipped makes the app's estimate run ahead)."""
     [clear] = caller.clears
     heard_ms = (clear.played_bytes - item_start) / BYTES_PER_MS
-    last_report = max((echo.media_ms for echo in caller.echoes if echo.media_ms <= clear.media_ms), default=0)
-    return audio_end_ms - heard_ms, caller.slipped_ms(last_report)
+    return audio_end_ms - heard_ms, slipped_before_the_clear(caller)
 
 
 async def barge_in_in_real_time(dialect: str) -> None:
