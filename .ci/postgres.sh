@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# A throwaway PostgreSQL for the store tests (tests/test_store.py and friends).
+# A throwaway PostgreSQL for the store tests (tests/wire/test_store.py and friends).
 #
 #   eval "$(.ci/postgres.sh)"          # installs PostgreSQL if missing, starts a cluster, exports its URL
 #   .ci/postgres.sh --stop             # stops the cluster named by $VOICEAGENT_TEST_POSTGRES_DIR

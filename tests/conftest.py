@@ -1,3 +1,14 @@
+"""The suite's tiers are its folders, and each folder is a marker of the same name (``pytest -m core``):
+
+- ``core``: the sans-I/O call core, driven with lists of inputs and an injected clock (milliseconds);
+- ``adapters``: pure translations (dialects, Twilio messages, TwiML, settings, logs, metrics);
+- ``bridge``: the asyncio driver against in-memory seams, no sockets;
+- ``kit``: the fakes themselves, checked against the vendors' documented behaviour;
+- ``wire``: whole calls over real sockets (uvicorn on loopback, the fake Twilio caller and model).
+
+``kit`` tests speak over sockets too, so they carry ``wire`` as well: ``pytest -m "not wire"`` is the fast tier.
+"""
+
 from __future__ import annotations
 
 import io
@@ -9,6 +20,20 @@ from typing import Any
 import pytest
 
 from voiceagent.logs import CONFIGURED_LOGGERS, configure_logging
+
+TIERS = ("core", "adapters", "bridge", "kit", "wire")
+OVER_SOCKETS = frozenset({"kit", "wire"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with the tier its folder names (and ``wire`` for everything that opens sockets)."""
+    for item in items:
+        tier = next((part for part in item.path.parts[::-1] if part in TIERS), None)
+        if tier is None:
+            raise pytest.UsageError(f"{item.nodeid}: every test lives in one of the tiers' folders {TIERS}")
+        item.add_marker(tier)
+        if tier in OVER_SOCKETS and tier != "wire":
+            item.add_marker("wire")
 
 
 @pytest.fixture(autouse=True)

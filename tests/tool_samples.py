@@ -1,4 +1,4 @@
-"""Tools for tests/test_tools.py, written the way an operator would write them (imported by name, as
+"""Tools for tests/wire/test_tools.py, written the way an operator would write them (imported by name, as
 ``VOICEAGENT_TOOLS=tool_samples`` would)."""
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ from pathlib import Path
 import httpx
 import pytest
 import uvicorn
-from helpers import GREETING, WAIT, call_stack, heard_in_full
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from tests.helpers import GREETING, WAIT, call_stack, heard_in_full
 from voiceagent.call_webhook import SIGNATURE_HEADER, CallEndedWebhook, verify_signature
 from voiceagent.metrics import Metrics
 from voiceagent.testing import FIXTURE_TEXTS, wait_until

@@ -10,9 +10,9 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import WAIT, call_stack, heard_in_full, played_more_than
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.helpers import WAIT, call_stack, heard_in_full, played_more_than
 from voiceagent.metrics import Metrics, reason_label
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]

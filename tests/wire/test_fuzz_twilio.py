@@ -11,10 +11,10 @@ import random
 from collections.abc import AsyncIterator
 from typing import Any
 
-from helpers import GREETING, WAIT, call_stack, heard_in_full, played_more_than
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tests.helpers import GREETING, WAIT, call_stack, heard_in_full, played_more_than
 from voiceagent.bridge import CallBridge
 from voiceagent.call import CallCore, CallOptions, StreamStarted
 from voiceagent.realtime import events as ev

@@ -150,7 +150,7 @@ def test_fake_model_names_a_port_it_cannot_take() -> None:
 # ---------------------------------------------------------------- voiceagent.env.example
 
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 SETTING = re.compile(r"^(#\s*)?([A-Z][A-Z0-9_]*)=(.*)$")
 REQUIRED = {
     "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",

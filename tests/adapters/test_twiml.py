@@ -11,7 +11,7 @@ import pytest
 from voiceagent.config import Settings
 from voiceagent.twilio import twiml
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "twiml"
+EXAMPLES = Path(__file__).resolve().parents[2] / "twiml"
 BASE = "https://voice.example.com"
 
 

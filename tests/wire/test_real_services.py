@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from helpers import (
+from tests.helpers import (
     GREETING,
     REAL_TIME,
     WAIT,
@@ -22,7 +22,6 @@ from helpers import (
     played_more_than,
     slipped_before_the_clear,
 )
-
 from voiceagent.testing import BYTES_PER_MS, FIXTURE_TEXTS, FakeTwilioCaller, LoopLag, load_fixture
 
 UNEVEN = (50, 300)  # ms: audio deltas as uneven as the real service's

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import tool_samples
 import uvicorn
 from jsonschema import Draft202012Validator
 from starlette.applications import Starlette
@@ -25,11 +24,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, PlainTextResponse, RedirectResponse, Response
 from starlette.routing import Route
 
+import tests.tool_samples as tool_samples
 from voiceagent.testing import wait_until
 from voiceagent.tools import Tool, ToolBox, ToolConfigError, ToolResult, load_toolbox, tool
 from voiceagent.tools.base import MAX_OUTPUT_CHARS, REDACTED
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "examples" / "restaurant"
 WAIT = 5.0  # the bound on anything a test waits for
 SECRET = "s3cr3t-booking-token-6f1d2a"  # a header value: must never come back out
@@ -40,7 +40,7 @@ on_the_module_loop = pytest.mark.asyncio(loop_scope="module")
 
 @pytest.fixture(scope="module")
 def samples() -> ToolBox:
-    return load_toolbox(modules=["tool_samples"], env={})
+    return load_toolbox(modules=["tests.tool_samples"], env={})
 
 
 def spec_of(box: ToolBox, name: str) -> dict[str, Any]:
@@ -151,7 +151,7 @@ def test_every_schema_is_a_valid_json_schema_object(samples: ToolBox) -> None:
 def test_specs_keep_the_order_of_the_module(samples: ToolBox) -> None:
     names = [spec.name for spec in samples.specs]
     assert names[:4] == ["check_availability", "book_table", "deliver", "wait_for_gate"]
-    assert [spec.name for spec in load_toolbox(modules=["tool_samples"], env={}).specs] == names
+    assert [spec.name for spec in load_toolbox(modules=["tests.tool_samples"], env={}).specs] == names
 
 
 def test_the_decorator_returns_the_function_itself() -> None:
@@ -257,7 +257,7 @@ async def test_an_async_tool_is_awaited_on_the_loop(samples: ToolBox) -> None:
 
 @pytest.mark.parametrize("name", ["sleep_for", "hang_until_released"])
 async def test_a_tool_that_takes_too_long_is_an_error(name: str) -> None:
-    box = load_toolbox(modules=["tool_samples"], env={}, timeout_seconds=0.05)
+    box = load_toolbox(modules=["tests.tool_samples"], env={}, timeout_seconds=0.05)
     tool_samples.RELEASE.clear()
     started = time.monotonic()
     try:
@@ -371,15 +371,15 @@ def test_a_module_that_does_not_exist_stops_the_start() -> None:
 def test_two_tools_of_one_name_stop_the_start(module_dir: Path) -> None:
     other = write_module(module_dir, "@tool\ndef shout(x: int) -> int:\n    '''Another shout.'''\n    return x\n")
     with pytest.raises(ToolConfigError) as raised:
-        load_toolbox(modules=["tool_samples", other], env={})
+        load_toolbox(modules=["tests.tool_samples", other], env={})
     assert str(raised.value) == (
-        f"two tools are named 'shout': tool 'shout' in module 'tool_samples' and tool 'shout' in module '{other}'"
+        f"two tools are named 'shout': tool 'shout' in module 'tests.tool_samples' and tool 'shout' in module '{other}'"
     )
 
 
 def test_one_function_imported_into_two_listed_modules_is_one_tool(module_dir: Path) -> None:
-    other = write_module(module_dir, "from tool_samples import shout\n")
-    box = load_toolbox(modules=["tool_samples", other], env={})
+    other = write_module(module_dir, "from tests.tool_samples import shout\n")
+    box = load_toolbox(modules=["tests.tool_samples", other], env={})
     assert [spec.name for spec in box.specs].count("shout") == 1
     assert load_toolbox(modules=f"{other}, ", env={}).names() == frozenset({"shout"})  # a comma-separated str
 

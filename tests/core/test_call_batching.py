@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import base64
 
-from core_helpers import Clock, b64, commands, ready_core
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.core_helpers import Clock, b64, commands, ready_core
 from voiceagent.call import CallCore, CallerAudio, CallerHungUp, CallOptions, EndCall, SendToModel
 from voiceagent.call.guards import CallerAudioBatch
 from voiceagent.realtime import events as ev

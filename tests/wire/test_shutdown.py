@@ -17,8 +17,8 @@ from typing import Any, BinaryIO
 
 import httpx
 import pytest
-from helpers import FAST, GREETING, MODEL_LEAD, WAIT
 
+from tests.helpers import FAST, GREETING, MODEL_LEAD, WAIT
 from voiceagent.testing import (
     TEST_AUTH_TOKEN,
     FakeRealtimeServer,

@@ -15,9 +15,9 @@ from collections import deque
 from pathlib import Path
 
 import pytest
-from core_helpers import CALL, Clock, b64, commands, of
 
 import voiceagent
+from tests.core_helpers import CALL, Clock, b64, commands, of
 from voiceagent.call import (
     CallCore,
     CallerAudio,

@@ -14,8 +14,8 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import GREETING, WAIT, call_stack, event_types, heard_in_full
 
+from tests.helpers import GREETING, WAIT, call_stack, event_types, heard_in_full
 from voiceagent.call import Farewell
 from voiceagent.store import CallRecord
 from voiceagent.store.live import EventHub

@@ -7,9 +7,9 @@ from typing import Any
 
 import httpx
 import pytest
-from helpers import GREETING, WAIT, call_stack, event_types, heard_in_full, played_more_than
 from twilio.request_validator import RequestValidator
 
+from tests.helpers import GREETING, WAIT, call_stack, event_types, heard_in_full, played_more_than
 from voiceagent.testing import (
     FIXTURE_TEXTS,
     TEST_API_KEY,

@@ -8,8 +8,7 @@ from __future__ import annotations
 
 import base64
 
-from core_helpers import READY, of
-
+from tests.core_helpers import READY, of
 from voiceagent.call import (
     Action,
     CallCore,

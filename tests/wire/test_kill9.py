@@ -20,8 +20,8 @@ from typing import Any, BinaryIO
 
 import httpx
 import pytest
-from helpers import FAST, GREETING, MODEL_LEAD, WAIT
 
+from tests.helpers import FAST, GREETING, MODEL_LEAD, WAIT
 from voiceagent.store import PROCESS_ENDED, CallStore, RecordsSettings
 from voiceagent.testing import (
     FIXTURE_TEXTS,

@@ -22,7 +22,10 @@ from collections import deque
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from core_helpers import (
+from hypothesis import HealthCheck, Phase, given, note, settings
+from hypothesis import strategies as st
+
+from tests.core_helpers import (
     CALL,
     STREAM,
     Clock,
@@ -35,9 +38,6 @@ from core_helpers import (
     ready_core,
     start_frame,
 )
-from hypothesis import HealthCheck, Phase, given, note, settings
-from hypothesis import strategies as st
-
 from voiceagent.call import (
     CallerAudio,
     CallOptions,

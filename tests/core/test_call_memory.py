@@ -4,10 +4,10 @@ recorded; the conversation kept for a replacing session is the latest within a c
 
 from __future__ import annotations
 
-from core_helpers import Clock, b64, commands, of, ready_core
 from hypothesis import given
 from hypothesis import strategies as st
 
+from tests.core_helpers import Clock, b64, commands, of, ready_core
 from voiceagent.call import CallCore, CallerHungUp, CallOptions, PlayAudio, PlayedUpTo, RecordLine
 from voiceagent.call.history import History
 from voiceagent.realtime import events as ev

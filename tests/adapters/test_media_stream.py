@@ -7,7 +7,8 @@ import json
 from typing import Any
 
 import pytest
-from core_helpers import (
+
+from tests.core_helpers import (
     OTHER_STREAM,
     STREAM,
     b64,
@@ -20,7 +21,6 @@ from core_helpers import (
     stop_frame,
     text,
 )
-
 from voiceagent.call import BadInput, CallerAudio, CallerHungUp, ClearPlayback, Digit, PlayAudio, PlayedUpTo
 from voiceagent.twilio import messages as tw
 from voiceagent.twilio.media_stream import MediaStreamAdapter

@@ -12,7 +12,8 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from helpers import (
+
+from tests.helpers import (
     FAST,
     GREETING,
     REAL_TIME,
@@ -23,7 +24,6 @@ from helpers import (
     played_more_than,
     slipped_before_the_clear,
 )
-
 from voiceagent.testing import FIXTURE_TEXTS, load_fixture
 
 

@@ -13,15 +13,15 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from helpers import GREETING, WAIT, call_stack, event_types, heard_in_full, serve_asgi
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from tests.helpers import GREETING, WAIT, call_stack, event_types, heard_in_full, serve_asgi
 from voiceagent.testing import Dial, FakeModelSession, FakeTwilioCaller, Hangup, load_fixture
 
-TOOLS = {"VOICEAGENT_TOOLS": "tool_samples"}  # tests/tool_samples.py, as an operator's module
+TOOLS = {"VOICEAGENT_TOOLS": "tests.tool_samples"}  # tests/tool_samples.py, as an operator's module (dotted)
 AVAILABILITY = ("check_availability", {"party_size": 2, "time": "19:30"})
 GOODBYE = load_fixture("agent_goodbye")
 

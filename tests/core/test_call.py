@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from core_helpers import READY, b64, of
-from core_helpers import commands as to_model
-
+from tests.core_helpers import READY, b64, of
+from tests.core_helpers import commands as to_model
 from voiceagent.call import (
     Action,
     BadInput,

@@ -8,11 +8,11 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from helpers import WAIT, Stack, call_stack
 from twilio.request_validator import RequestValidator
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from tests.helpers import WAIT, Stack, call_stack
 from voiceagent.testing import TEST_AUTH_TOKEN, RunningApp, new_sid, wait_until, webhook_params
 
 
