@@ -1,11 +1,14 @@
 """``VOICEAGENT_CALL_ENDED_WEBHOOK``: after each call, POST its record and transcript as JSON.
 
-The body is signed: ``X-Voiceagent-Signature: sha256=<hex>``, the HMAC-SHA256 of the raw body keyed with
-``VOICEAGENT_WEBHOOK_SECRET`` (check it with ``verify_signature`` or the four lines in its docstring).
-``X-Voiceagent-Delivery`` is the same on every attempt of one delivery, so receivers can drop repeats.
+The body is signed: ``X-Voiceagent-Signature: t=<unix seconds>,v1=<hex>``, the HMAC-SHA256 of
+``"<t>." + raw body`` keyed with ``VOICEAGENT_WEBHOOK_SECRET``. The timestamp is signed with the body, so a
+receiver that checks it is recent (``verify_signature``: five minutes by default) refuses a captured
+request replayed later. ``X-Voiceagent-Delivery`` is the same on every attempt of one delivery, so
+receivers can drop repeats within the tolerance.
 
 Deliveries never hold a call up: ``submit`` only queues (bounded; beyond ``max_pending`` a delivery is
-dropped and counted). A few workers post with ``httpx.AsyncClient``, retrying timeouts, transport errors,
+dropped and counted). A few workers post with ``httpx.AsyncClient``, each attempt bounded as a whole (a
+receiver dripping one byte at a time cannot hold a worker past ``timeout``), retrying timeouts, transport errors,
 408/425/429 and 5xx with exponential back-off and jitter (``Retry-After`` honoured), up to ``attempts``
 times; any other answer ends the delivery. Outcomes are counted in the metrics and logged, never with
 the URL (it may carry credentials) or the body (it carries the transcript).
@@ -35,20 +38,40 @@ SIGNATURE_HEADER = "X-Voiceagent-Signature"
 DELIVERY_HEADER = "X-Voiceagent-Delivery"
 EVENT = "call.ended"
 RETRIED_STATUSES = frozenset({408, 425, 429})
+SIGNATURE_TOLERANCE_SECONDS = 300.0
 
 
-def sign(secret: str, body: bytes) -> str:
-    """The header value: ``sha256=<hex HMAC-SHA256 of body>``."""
-    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+def sign(secret: str, body: bytes, timestamp: int) -> str:
+    """The header value: ``t=<timestamp>,v1=<hex HMAC-SHA256 of "<timestamp>." + body>``."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
 
 
-def verify_signature(secret: str, body: bytes, header: str | None) -> bool:
-    """For receivers, in constant time::
+def verify_signature(
+    secret: str,
+    body: bytes,
+    header: str | None,
+    *,
+    now: float | None = None,
+    tolerance_seconds: float = SIGNATURE_TOLERANCE_SECONDS,
+) -> bool:
+    """For receivers: the signature is ours and no older (or newer) than ``tolerance_seconds``. In full::
 
-    expected = "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-    ok = hmac.compare_digest(expected, request.headers["X-Voiceagent-Signature"])
+    fields = dict(part.split("=", 1) for part in request.headers["X-Voiceagent-Signature"].split(","))
+    signed = fields["t"].encode() + b"." + body
+    expected = hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+    ok = hmac.compare_digest(expected, fields["v1"]) and abs(time.time() - int(fields["t"])) <= 300
     """
-    return header is not None and hmac.compare_digest(sign(secret, body), header)
+    if header is None:
+        return False
+    fields = dict(part.split("=", 1) for part in header.split(",") if "=" in part)
+    stamp, digest = fields.get("t", ""), fields.get("v1")
+    if digest is None or not stamp.isdigit():
+        return False
+    current = time.time() if now is None else now
+    if abs(current - int(stamp)) > tolerance_seconds:
+        return False
+    return hmac.compare_digest(sign(secret, body, int(stamp)), f"t={stamp},v1={digest}")
 
 
 class CallEndedWebhook:
@@ -146,7 +169,6 @@ class CallEndedWebhook:
         ).encode()
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(self._secret, body),
             DELIVERY_HEADER: delivery,
             "User-Agent": "voiceagent-call-ended-webhook",
         }
@@ -154,8 +176,12 @@ class CallEndedWebhook:
         problem = ""
         for attempt in range(1, self._attempts + 1):
             retry_after: float | None = None
+            headers[SIGNATURE_HEADER] = sign(self._secret, body, int(time.time()))  # fresh on every attempt
             try:
-                response = await self._client.post(self.url, content=body, headers=headers, timeout=self._timeout)
+                async with asyncio.timeout(self._timeout):  # the whole attempt, not each read
+                    response = await self._client.post(self.url, content=body, headers=headers, timeout=self._timeout)
+            except TimeoutError:
+                problem = "timeout"
             except httpx.HTTPError as exc:
                 problem = type(exc).__name__
             else:

@@ -24,7 +24,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from tests.helpers import GREETING, WAIT, call_stack, heard_in_full
-from voiceagent.call_webhook import SIGNATURE_HEADER, CallEndedWebhook, verify_signature
+from voiceagent.call_webhook import SIGNATURE_HEADER, CallEndedWebhook, sign, verify_signature
 from voiceagent.metrics import Metrics
 from voiceagent.testing import FIXTURE_TEXTS, wait_until
 
@@ -61,9 +61,11 @@ async def receiver(*statuses: int) -> AsyncIterator[Receiver]:
         sock.close()
 
 
-def expected_signature(body: bytes) -> str:
+def signature_is_valid(body: bytes, header: str) -> bool:
     """What a receiver computes, written out independently of voiceagent.call_webhook."""
-    return "sha256=" + hmac.new(SECRET.encode(), body, hashlib.sha256).hexdigest()
+    fields = dict(part.split("=", 1) for part in header.split(","))
+    expected = hmac.new(SECRET.encode(), fields["t"].encode() + b"." + body, hashlib.sha256).hexdigest()
+    return hmac.compare_digest(expected, fields["v1"]) and abs(time.time() - int(fields["t"])) <= 300
 
 
 async def test_after_a_call_the_receiver_gets_its_record_and_transcript_signed_and_retried(
@@ -90,10 +92,11 @@ async def test_after_a_call_the_receiver_gets_its_record_and_transcript_signed_a
     assert first == body  # the same delivery, again
     assert headers["x-voiceagent-delivery"] == first_headers["x-voiceagent-delivery"]
     assert headers["content-type"] == "application/json"
-    assert headers[SIGNATURE_HEADER.lower()] == expected_signature(body)
-    assert verify_signature(SECRET, body, headers[SIGNATURE_HEADER.lower()])
-    assert not verify_signature(SECRET, body + b" ", headers[SIGNATURE_HEADER.lower()])
-    assert not verify_signature("another-secret-0123456789", body, headers[SIGNATURE_HEADER.lower()])
+    signature = headers[SIGNATURE_HEADER.lower()]
+    assert signature.startswith("t=") and signature_is_valid(body, signature)
+    assert verify_signature(SECRET, body, signature)
+    assert not verify_signature(SECRET, body + b" ", signature)
+    assert not verify_signature("another-secret-0123456789", body, signature)
 
     payload = json.loads(body)
     assert payload["event"] == "call.ended" and payload["delivery_id"] == headers["x-voiceagent-delivery"]
@@ -172,3 +175,49 @@ async def test_a_receiver_that_hangs_never_holds_a_call_up_and_the_queue_is_boun
     assert outcomes(metrics) == {"dropped": 2 + 3 + 1}  # and what it gave up is counted
     release.set()
     await client.aclose()
+
+
+def test_a_signature_covers_its_timestamp_so_a_replay_later_is_refused() -> None:
+    body = b'{"event":"call.ended"}'
+    signed_at = 1_800_000_000
+    header = sign(SECRET, body, signed_at)
+    assert verify_signature(SECRET, body, header, now=signed_at + 299)
+    assert not verify_signature(SECRET, body, header, now=signed_at + 301)  # replayed six minutes later
+    assert not verify_signature(SECRET, body, header, now=signed_at - 301)
+    moved = header.replace(f"t={signed_at}", f"t={signed_at + 400}")  # a fresh timestamp on an old signature
+    assert not verify_signature(SECRET, body, moved, now=signed_at + 400)
+    for broken in ("", "v1=abc", "t=abc,v1=abc", f"sha256={header.split('v1=')[1]}"):
+        assert not verify_signature(SECRET, body, broken, now=signed_at)
+
+
+async def test_a_receiver_dripping_its_answer_cannot_hold_a_worker_past_the_timeout() -> None:
+    """Each attempt has one deadline as a whole: a byte every 0.3 s never trips a per-read timeout."""
+    drips: list[int] = []
+
+    async def drip(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            for _ in range(1000):
+                writer.write(b"x")
+                await writer.drain()
+                drips.append(1)
+                await asyncio.sleep(0.3)
+        writer.close()
+
+    server = await asyncio.start_server(drip, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    metrics = Metrics()
+    webhook = CallEndedWebhook(
+        f"http://127.0.0.1:{port}/x", SECRET, metrics=metrics, attempts=2, first_delay=0.01, timeout=1.0, workers=1
+    )
+    webhook.start()
+    started = time.perf_counter()
+    assert webhook.submit("CAdrip", {"call": {}, "transcript": []})
+    await wait_until(lambda: outcomes(metrics) == {"failed": 1}, WAIT)
+    elapsed = time.perf_counter() - started
+    await webhook.aclose()
+    server.close()
+    await server.wait_closed()
+    assert drips, "the receiver never started answering"
+    assert elapsed < 30  # two attempts of about a second each; without the deadline, 1000 drips of 0.3 s
