@@ -94,14 +94,27 @@ class NumberChange:
     friendly_name: str
     before: tuple[str | None, str | None]  # voice_url, voice_method
     after: tuple[str | None, str | None]
+    detached: tuple[str, ...] = ()  # what was detached that made Twilio ignore voice_url ("TwiML App AP…")
 
     @property
     def changed(self) -> bool:
-        return self.before != self.after
+        return self.before != self.after or bool(self.detached)
 
 
-def point_number(client: Any, number: str, voice_url: str) -> NumberChange:
-    """Point the IncomingPhoneNumber ``number`` of the client's account at ``voice_url`` (POST)."""
+def _overriding(record: Any) -> dict[str, str]:
+    """What makes Twilio ignore the number's ``voice_url`` (the SDK's docs for the resource: it "will not be
+    used if a voice_application_sid or a trunk_sid is set"): the fields to clear, with what each names."""
+    found: dict[str, str] = {}
+    if application := getattr(record, "voice_application_sid", None):
+        found["voice_application_sid"] = f"TwiML App {application}"
+    if trunk := getattr(record, "trunk_sid", None):
+        found["trunk_sid"] = f"Elastic SIP Trunk {trunk}"
+    return found
+
+
+def point_number(client: Any, number: str, voice_url: str, *, detach: bool = False) -> NumberChange:
+    """Point the IncomingPhoneNumber ``number`` of the client's account at ``voice_url`` (POST). A number
+    attached to a TwiML App or a SIP trunk never reaches the webhook: that is an error unless ``detach``."""
     found = _rest(lambda: client.incoming_phone_numbers.list(phone_number=number, limit=2))
     if not found:
         raise SetupError(
@@ -109,13 +122,23 @@ def point_number(client: Any, number: str, voice_url: str) -> NumberChange:
             "(Phone Numbers > Manage > Active numbers lists the account's numbers)"
         )
     record = found[0]
+    overriding = _overriding(record)
+    if overriding and not detach:
+        names = " and ".join(overriding.values())
+        raise SetupError(
+            f"{number} is attached to {names}, so Twilio ignores its voice URL and calls never reach this "
+            "service. Run again with --detach to detach it and point the number here, or configure "
+            f"{VOICE_PATH} as the voice URL of that {'TwiML App' if 'voice_application_sid' in overriding else 'trunk'}"
+        )
     before = (record.voice_url or None, record.voice_method or None)
-    if before == (voice_url, "POST"):
+    if before == (voice_url, "POST") and not overriding:
         after_record = record
     else:
         resource = client.incoming_phone_numbers(record.sid)
-        after_record = _rest(lambda: resource.update(voice_url=voice_url, voice_method="POST"))
+        cleared = dict.fromkeys(overriding, "")  # an empty value detaches (Twilio's REST API)
+        after_record = _rest(lambda: resource.update(voice_url=voice_url, voice_method="POST", **cleared))
     return NumberChange(
+        detached=tuple(overriding.values()),
         sid=record.sid,
         phone_number=record.phone_number,
         friendly_name=record.friendly_name or "",
@@ -136,6 +159,11 @@ def _rest(request: Any) -> Any:
 
     try:
         return request()
+    except OSError as exc:  # requests' ConnectionError and Timeout are OSErrors: no network, DNS, a proxy
+        raise SetupError(
+            f"the Twilio API could not be reached ({type(exc).__name__}): check this machine's network, DNS "
+            "and any HTTPS proxy setting (HTTPS_PROXY)"
+        ) from None
     except TwilioRestException as exc:
         raise SetupError(_explain(exc.status, exc.code, exc.msg)) from None
     except TwilioException as exc:
@@ -162,13 +190,16 @@ def _explain(status: int, code: int | None, message: str) -> str:
 # ---------------------------------------------------------------- the commands
 
 
-def setup_command(env: Mapping[str, str], number: str, url: str | None, http_client: Any = None) -> list[str]:
+def setup_command(
+    env: Mapping[str, str], number: str, url: str | None, http_client: Any = None, *, detach: bool = False
+) -> list[str]:
     """``voiceagent twilio setup``: the lines to print (SetupError if something must be fixed first)."""
     account = account_from(env)
     voice_url = voice_url_from(env, url)
-    change = point_number(client_for(account, http_client), e164(number, "--number"), voice_url)
+    change = point_number(client_for(account, http_client), e164(number, "--number"), voice_url, detach=detach)
     name = f" ({change.friendly_name})" if change.friendly_name and change.friendly_name != change.phone_number else ""
     lines = [f"{change.phone_number}{name}, {change.sid}:"]
+    lines += [f"  detached from {what}" for what in change.detached]
     for label, old, new in zip(("voice_url", "voice_method"), change.before, change.after, strict=True):
         lines.append(f"  {label}: {old or '(none)'} -> {new}" if old != new else f"  {label}: {new} (unchanged)")
     lines.append(

@@ -60,6 +60,12 @@ class FakeTwilioApi:
             if seen.method == "POST" and seen.path == f"{prefix}/IncomingPhoneNumbers/{sid}.json":
                 number["voice_url"] = seen.form.get("VoiceUrl", number["voice_url"])
                 number["voice_method"] = seen.form.get("VoiceMethod", number["voice_method"])
+                for form_name, field_name in (
+                    ("VoiceApplicationSid", "voice_application_sid"),
+                    ("TrunkSid", "trunk_sid"),
+                ):
+                    if form_name in seen.form:  # an empty value detaches
+                        number[field_name] = seen.form[form_name] or None
                 return 200, number
         if seen.method == "POST" and seen.path == f"{prefix}/Calls.json":
             if self.fail_calls_with is not None:
@@ -79,6 +85,8 @@ def api() -> Iterator[FakeTwilioApi]:
         "friendly_name": "Riverside Bistro",
         "voice_url": "https://demo.twilio.com/welcome/voice/",
         "voice_method": "GET",
+        "voice_application_sid": None,
+        "trunk_sid": None,
     }
 
     class Handler(BaseHTTPRequestHandler):
@@ -93,7 +101,7 @@ def api() -> Iterator[FakeTwilioApi]:
                 self.command,
                 url.path,
                 {k: v[-1] for k, v in parse_qs(url.query).items()},
-                {k: v[-1] for k, v in parse_qs(body).items()},
+                {k: v[-1] for k, v in parse_qs(body, keep_blank_values=True).items()},
                 user,
                 password,
             )
@@ -233,3 +241,48 @@ def test_the_command_reports_what_to_fix_and_exits_1() -> None:
     assert result.returncode == 1
     assert result.stderr.startswith("voiceagent twilio dial: PUBLIC_BASE_URL is not set")
     assert TOKEN not in result.stderr + result.stdout
+
+
+APP_SID = "AP" + "ef" * 16
+TRUNK_SID = "TK" + "12" * 16
+
+
+@pytest.mark.parametrize(
+    ("attached", "names"),
+    [
+        ({"voice_application_sid": APP_SID}, f"TwiML App {APP_SID}"),
+        ({"trunk_sid": TRUNK_SID}, f"Elastic SIP Trunk {TRUNK_SID}"),
+    ],
+)
+def test_a_number_whose_voice_url_twilio_ignores_is_not_reported_as_done(
+    api: FakeTwilioApi, attached: dict[str, str], names: str
+) -> None:
+    """Even when voice_url already points here: with an app or trunk attached, calls never reach us."""
+    api.numbers[NUMBER_SID] |= {"voice_url": VOICE_URL, "voice_method": "POST", **attached}
+    with pytest.raises(SetupError) as refused:
+        setup_command(ENV, NUMBER, None, http_client=Loopback(api.base_url))
+    message = str(refused.value)
+    assert names in message and "ignores its voice URL" in message and "--detach" in message
+    assert [seen.method for seen in api.requests] == ["GET"]  # nothing changed behind the operator's back
+
+    lines = setup_command(ENV, NUMBER, None, http_client=Loopback(api.base_url), detach=True)
+    update = api.requests[-1]
+    assert update.method == "POST" and update.form == {"VoiceUrl": VOICE_URL, "VoiceMethod": "POST"} | {
+        {"voice_application_sid": "VoiceApplicationSid", "trunk_sid": "TrunkSid"}[name]: "" for name in attached
+    }
+    assert api.numbers[NUMBER_SID]["voice_application_sid"] is None and api.numbers[NUMBER_SID]["trunk_sid"] is None
+    assert f"  detached from {names}" in lines and lines[-1] == "A call to this number now reaches the service."
+
+
+def test_an_unreachable_twilio_api_is_one_line_naming_what_to_check() -> None:
+    class Offline(TwilioHttpClient):
+        def request(self, *args: Any, **kwargs: Any) -> Any:
+            import requests
+
+            raise requests.exceptions.ConnectionError("Failed to resolve 'api.twilio.com'")
+
+    with pytest.raises(SetupError) as refused:
+        setup_command(ENV, NUMBER, None, http_client=Offline())
+    message = str(refused.value)
+    assert "could not be reached (ConnectionError)" in message and "network, DNS" in message
+    assert "\n" not in message and TOKEN not in message
