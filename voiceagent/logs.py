@@ -15,6 +15,8 @@ import time
 from collections.abc import Iterable
 from typing import Any, TextIO
 
+from voiceagent.redaction import REDACTED, Redactor
+
 LOGGER_NAME = "voiceagent"
 CONFIGURED_LOGGERS = (
     LOGGER_NAME,
@@ -27,7 +29,6 @@ CONFIGURED_LOGGERS = (
 )
 """Every logger ``configure_logging`` takes over (tests restore them all afterwards)."""
 _BEARER = re.compile(r"(?i)\b(bearer)\s+[A-Za-z0-9._~+/=-]{8,}")
-REDACTED = "[redacted]"
 
 
 def mask_number(number: str | None, *, full: bool = False) -> str | None:
@@ -44,7 +45,7 @@ class JsonFormatter(logging.Formatter):
 
     def __init__(self, secrets: Iterable[str] = ()) -> None:
         super().__init__()
-        self._secrets = sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True)
+        self._redact = Redactor(s for s in secrets if s and len(s) >= 4)
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -61,9 +62,7 @@ class JsonFormatter(logging.Formatter):
         return self.scrub(json.dumps(line, ensure_ascii=False, default=str))
 
     def scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, REDACTED)
-            text = text.replace(json.dumps(secret)[1:-1], REDACTED)
+        text = self._redact(text)  # each secret in every form it can take (plain, JSON-escaped, URL, base64)
         return _BEARER.sub(lambda m: f"{m.group(1)} {REDACTED}", text)
 
 

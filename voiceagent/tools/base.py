@@ -11,7 +11,6 @@ from __future__ import annotations
 import abc
 import json
 import math
-from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,10 +18,10 @@ import httpx
 from pydantic_core import to_jsonable_python
 
 from voiceagent.realtime.events import ToolSpec
+from voiceagent.redaction import REDACTED as REDACTED  # re-exported: what a redacted secret reads as
 
 MAX_OUTPUT_CHARS = 8192  # ~2k tokens: enough for an answer a caller can be told, small next to a session's context
 MAX_MESSAGE_CHARS = 300  # of an exception's message in an error output
-REDACTED = "[redacted]"
 
 
 class ToolConfigError(ValueError):
@@ -135,11 +134,3 @@ def shorten(text: str, limit: int = MAX_MESSAGE_CHARS) -> str:
 def error_result(message: str, *, error: str, **extra: str) -> ToolResult:
     """A failure: ``{"error": message, **extra}`` for the model, ``error`` for the logs."""
     return ToolResult(output=cap(dumps({"error": message, **extra})), ok=False, error=error)
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """``text`` with every occurrence of every secret replaced (longest first, so no part of one survives)."""
-    for secret in sorted(set(secrets), key=len, reverse=True):
-        if secret:
-            text = text.replace(secret, REDACTED)
-    return text

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from types import TracebackType
 
 from voiceagent.realtime.events import ToolSpec
+from voiceagent.text import valid_text
 
 from .base import MAX_MESSAGE_CHARS, Tool, ToolConfigError, ToolContext, ToolResult, error_result, shorten
-from .http import tools_in_file
+from .http import HttpTool, tools_in_file
 from .python import tools_in_module
 
 DEFAULT_TIMEOUT_SECONDS = 10.0
@@ -37,6 +39,10 @@ class ToolBox:
     def names(self) -> frozenset[str]:
         return frozenset(self._tools)
 
+    def secrets(self) -> frozenset[str]:
+        """The values the tools were given from the environment (for the log scrubber)."""
+        return frozenset().union(*(item.secrets for item in self._tools.values() if isinstance(item, HttpTool)))
+
     def __len__(self) -> int:
         return len(self._tools)
 
@@ -52,7 +58,9 @@ class ToolBox:
         seconds = found.timeout_seconds if found.timeout_seconds is not None else self.timeout_seconds
         try:
             async with asyncio.timeout(seconds) as deadline:
-                return await found.invoke(arguments, self._context)
+                result = await found.invoke(arguments, self._context)
+            output = valid_text(result.output)  # a lone surrogate in an answer could not be sent on
+            return result if output is result.output else dataclasses.replace(result, output=output)
         except TimeoutError as exc:
             if deadline.expired():
                 # A sync tool's thread cannot be stopped: it runs on to its end, its answer unused

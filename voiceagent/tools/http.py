@@ -8,10 +8,13 @@
                 "headers": {"Authorization": "Bearer ${BOOKING_API_TOKEN}"}, "timeout_seconds": 5}]}
 
 ``${VAR}`` in the URL and the header values is taken from the environment at start-up (a variable that is
-not set, or empty, stops the start). The arguments are checked against ``parameters`` (jsonschema) and sent
-as the JSON body, or for GET as the query string. The values put in from the environment and the header
-values are secrets: they never appear in an output, an error, a repr or an exception (a response that
-echoes one gets it redacted).
+not set, or empty, stops the start). The arguments are checked against ``parameters`` (jsonschema; with
+``additionalProperties: false`` unless the schema says otherwise, so the model cannot add fields the
+operator did not declare) and sent as the JSON body, or for GET as the query string. The URL's own query
+parameters are fixed: an argument of the same name is refused, never let override them. The values put
+in from the environment and the header values are secrets: they never appear in an output, an error, a
+repr or an exception (a response that echoes one gets it redacted, in every encoding: see
+``voiceagent.redaction``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ from jsonschema import exceptions as jsonschema_exceptions  # type: ignore[impor
 from jsonschema import validators  # type: ignore[import-untyped, unused-ignore]
 
 from voiceagent.realtime.events import ToolSpec
+from voiceagent.redaction import Redactor
+from voiceagent.text import valid_text
 
 from .base import (
     Tool,
@@ -37,7 +42,6 @@ from .base import (
     cap,
     dumps,
     error_result,
-    redact,
     shorten,
 )
 from .python import NAME_PATTERN, invalid_arguments, parse_arguments
@@ -73,7 +77,9 @@ class HttpTool(Tool):
         self.timeout_seconds = timeout_seconds
         self._url = url
         self._headers = dict(headers)
-        self._secrets = secrets
+        self._fixed_query = frozenset(httpx.URL(url).params.keys())
+        self.secrets = secrets
+        self._redact = Redactor(secrets)
         self._validator = validators.validator_for(spec.parameters, default=validators.Draft202012Validator)(
             spec.parameters
         )
@@ -82,18 +88,24 @@ class HttpTool(Tool):
         return f"HttpTool({self.spec.name!r}, method={self.method!r})"
 
     def _safe(self, text: str) -> str:
-        return redact(text, self._secrets)
+        """What may leave this tool: every form of every secret redacted, and valid UTF-8."""
+        return valid_text(self._redact(text))
 
     async def invoke(self, arguments: str, context: ToolContext) -> ToolResult:
         parsed = parse_arguments(arguments)
         if isinstance(parsed, ToolResult):
             return parsed
+        name = self.spec.name
+        if self.method == "GET" and isinstance(parsed, dict) and (fixed := sorted(self._fixed_query & set(parsed))):
+            return error_result(
+                f"{', '.join(fixed)} {'is' if len(fixed) == 1 else 'are'} fixed by the operator and cannot be set",
+                error=f"arguments name fixed parameters of {name}",
+            )
         errors = sorted(self._validator.iter_errors(parsed), key=lambda error: [str(part) for part in error.path])
         if errors:
             return invalid_arguments(
                 self.spec, [(tuple(error.path), str(error.validator), error.message) for error in errors]
             )
-        name = self.spec.name
         try:
             url = httpx.URL(self._url)
             if self.method == "GET":  # merged into the URL's own query (httpx's params= would replace it)
@@ -121,9 +133,10 @@ class HttpTool(Tool):
             return error_result(
                 f"HTTP {status} from {name}{note}",
                 error=f"HTTP {status} from {name}",
-                body=shorten(text, ERROR_BODY_CHARS),
+                body=self._safe(shorten(text, ERROR_BODY_CHARS)),
             )
-        return ToolResult(output=cap(_answer(text, status)), ok=True)
+        # parsing un-escapes what the body escaped (``\/``, ``\uXXXX``): what is sent is redacted again
+        return ToolResult(output=cap(self._safe(_answer(text, status))), ok=True)
 
 
 def _query(arguments: Mapping[str, Any]) -> dict[str, Any]:
@@ -200,9 +213,10 @@ def _tool_from_entry(entry: Any, index: int, path: str, env: Mapping[str, str], 
     for key in _REQUIRED:
         if not isinstance(entry.get(key), str) or not entry[key].strip():
             raise ToolConfigError(f"{where}: {key!r} must be a non-empty string")
-    parameters = entry.get("parameters", {"type": "object", "properties": {}, "additionalProperties": False})
+    parameters = entry.get("parameters", {"type": "object", "properties": {}})
     if not isinstance(parameters, dict) or parameters.get("type") != "object":
         raise ToolConfigError(f"{where}: 'parameters' must be a JSON schema of type 'object'")
+    parameters = {"additionalProperties": False, **parameters}  # only what the operator declared, unless said
     try:
         validators.validator_for(parameters, default=validators.Draft202012Validator).check_schema(parameters)
     except jsonschema_exceptions.SchemaError as exc:
@@ -237,6 +251,10 @@ def _tool_from_entry(entry: Any, index: int, path: str, env: Mapping[str, str], 
         raise ToolConfigError(f"{where}: the URL {entry['url']!r} is not a valid URL") from exc
     if parsed_url.scheme not in ("http", "https") or not parsed_url.host:
         raise ToolConfigError(f"{where}: the URL {entry['url']!r} must be an http:// or https:// URL with a host")
+    declared = parameters.get("properties")
+    clashing = sorted(set(httpx.URL(entry["url"]).params.keys()) & set(declared if isinstance(declared, dict) else ()))
+    if clashing and method.upper() == "GET":
+        raise ToolConfigError(f"{where}: {clashing} are fixed in the URL and cannot be parameters too")
     filled: dict[str, str] = {}
     for header, template in headers.items():
         filled[header] = fill(template, f"header {header!r}")
