@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import os
 import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Literal, Protocol
 
 from voiceagent.store.schema import MIGRATIONS, NEWEST_VERSION
 from voiceagent.store.settings import RecordsSettings
 
-__all__ = ["Connection", "StoreError", "connect", "migrate"]
+__all__ = ["Connection", "StoreError", "connect", "error_kind", "migrate"]
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 5.0
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
@@ -29,6 +30,52 @@ Row = dict[str, Any]
 
 class StoreError(RuntimeError):
     """The store cannot be used (cannot connect, a schema newer than this code, a missing driver)."""
+
+
+ErrorKind = Literal["transient", "data", "unknown"]
+
+# SQLite result codes (``sqlite3.Error.sqlite_errorname``) that pass once the cause goes away: another
+# process holds a lock (a backup, someone in ``sqlite3``), the disk is full or failing, the file is away
+_SQLITE_TRANSIENT = (
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_CANTOPEN",
+    "SQLITE_PROTOCOL",
+)
+# PostgreSQL SQLSTATE classes of the same kind: connection exceptions, insufficient resources (53100 disk
+# full), operator intervention (an admin shutdown, a cancelled query), a lock not granted, serialisation
+_POSTGRES_TRANSIENT_CLASSES = ("08", "53", "57", "58")
+_POSTGRES_TRANSIENT_STATES = frozenset({"40001", "40P01", "55P03"})
+
+
+def error_kind(exc: BaseException) -> ErrorKind:
+    """Whether a failed write will pass if tried again (``transient``: keep it and retry), is refused for
+    what it holds (``data``: retrying cannot help, only that write is lost), or cannot be told."""
+    if isinstance(exc, StoreError | OSError | ConnectionError):
+        return "transient"  # cannot connect, or the connection went away
+    if isinstance(exc, sqlite3.Error):
+        name = getattr(exc, "sqlite_errorname", "") or ""
+        if name.startswith(_SQLITE_TRANSIENT):
+            return "transient"
+        return "data" if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError) else "unknown"
+    state = getattr(exc, "sqlstate", None)  # psycopg.Error, without importing psycopg here
+    if isinstance(state, str) and len(state) == 5:
+        if state[:2] in _POSTGRES_TRANSIENT_CLASSES or state in _POSTGRES_TRANSIENT_STATES:
+            return "transient"
+        return "data" if state[:2] in ("22", "23") else "unknown"
+    if type(exc).__module__.startswith("psycopg") and type(exc).__name__ in ("OperationalError", "InterfaceError"):
+        return "transient"  # a connection lost mid-statement carries no SQLSTATE
+    return "unknown"
+
+
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only: transcripts are personal data. SQLite gives the
+    ``-wal`` and ``-shm`` files the database file's own permissions."""
+    Path(path).parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
 
 
 class Connection(Protocol):
@@ -45,7 +92,7 @@ class SqliteConnection:
 
     def __init__(self, path: str, *, read_only: bool = False) -> None:
         if not read_only:
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
+            _create_private(path)
         target = f"file:{path}?mode=ro" if read_only else f"file:{path}"
         self._db = sqlite3.connect(
             target, uri=True, isolation_level=None, check_same_thread=False, timeout=SQLITE_BUSY_TIMEOUT_SECONDS
@@ -71,7 +118,8 @@ class SqliteConnection:
         try:
             yield
         except BaseException:
-            self._db.execute("ROLLBACK")
+            if self._db.in_transaction:  # SQLite rolls back by itself on some errors (a full disk, SQLITE_FULL)
+                self._db.execute("ROLLBACK")
             raise
         self._db.execute("COMMIT")
 

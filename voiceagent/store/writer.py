@@ -5,9 +5,11 @@ blocks). The writer takes whatever is queued — up to ``batch_size`` items — 
 transaction, straight away: under light load every utterance is committed within a few milliseconds of
 being spoken; under heavy load batches grow and the transaction count stays low.
 
-A database that is away (down, restarting, locked) holds the batch and is retried with back-off; the
-queue meanwhile grows, up to ``max_backlog`` items, beyond which new writes are dropped and counted. A
-batch the database refuses while otherwise answering is split, so one bad write loses only itself.
+A database that is away (down, restarting, locked by another process, its disk full or failing) holds
+the batch, retried with back-off for as long as it takes: the queue meanwhile grows, up to
+``max_backlog`` items (the memory cap), beyond which new writes are dropped, counted and logged. Only a
+batch the database refuses for what it holds (a data error: a constraint, a bad value) is split, so one
+bad write loses only itself; a transient error never splits a batch (``error_kind``).
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from voiceagent.logs import CallLog
-from voiceagent.store.backend import Connection
+from voiceagent.store.backend import Connection, error_kind
 
 __all__ = ["Statement", "StoreWriter", "WriteOp", "WriterObserver"]
 
@@ -91,6 +93,7 @@ class StoreWriter:
         self._give_up_at: float | None = None  # stopping: a database still away by then loses what is queued
         self._log = CallLog()
         self._failing = False
+        self._dropping = False  # the backlog reached max_backlog: logged once, until it has room again
 
     # ------------------------------------------------------------ any thread
 
@@ -106,6 +109,9 @@ class StoreWriter:
         """Queue ``op``; False (and counted) if the backlog is full. Never blocks."""
         if self._queue.qsize() >= self._max_backlog:
             self._observer.writes_lost(1, "backlog full")
+            if not self._dropping:
+                self._dropping = True
+                self._log.error("store_backlog_full", max_backlog=self._max_backlog)
             return False
         self._queue.put((time.perf_counter(), op))
         return True
@@ -163,6 +169,9 @@ class StoreWriter:
                     break
             if batch:
                 self._write(batch)
+                if self._dropping and self._queue.qsize() < self._max_backlog // 2:
+                    self._dropping = False
+                    self._log.info("store_backlog_has_room", backlog=self._queue.qsize())
             for barrier in barriers:
                 barrier.done.set()
             if stop:
@@ -180,10 +189,14 @@ class StoreWriter:
                     self._log.info("store_recovered", attempts=attempts)
                 return
             self._observer.write_failed()
+            kind = error_kind(error)
             if not self._failing:
                 self._failing = True
-                self._log.error("store_write_failed", error=error, batch=len(batch), backlog=self.backlog)
-            if attempts >= 2 and self._database_answers():
+                self._log.error(
+                    "store_write_failed", error=_described(error), kind=kind, batch=len(batch), backlog=self.backlog
+                )
+            refused = kind == "data" or (kind == "unknown" and attempts >= 2 and self._database_answers())
+            if refused:
                 self._one_by_one(batch)  # the database is there but refuses this batch: isolate the bad write
                 self._failing = False
                 return
@@ -194,8 +207,8 @@ class StoreWriter:
             time.sleep(delay)
             delay = min(delay * 2, RETRY_MAX_SECONDS)
 
-    def _try(self, batch: list[tuple[float, WriteOp]]) -> str | None:
-        """Commit ``batch`` in one transaction; None, or what went wrong (safe to log: no data)."""
+    def _try(self, batch: list[tuple[float, WriteOp]]) -> Exception | None:
+        """Commit ``batch`` in one transaction; None, or what went wrong."""
         try:
             connection = self._connection or self._connect()
             self._connection = connection
@@ -211,7 +224,7 @@ class StoreWriter:
             done = time.perf_counter()
         except Exception as exc:
             self._discard_connection()
-            return f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+            return exc
         self._observer.batch_written(len(batch), done - started, done - batch[0][0])
         return None
 
@@ -222,7 +235,7 @@ class StoreWriter:
                 op = item[1]
                 what = op.what if isinstance(op, Statement) else getattr(op, "__name__", "job")
                 self._observer.writes_lost(1, "refused by the database")
-                self._log.error("store_write_refused", what=what, error=error)
+                self._log.error("store_write_refused", what=what, error=_described(error))
 
     def _database_answers(self) -> bool:
         try:
@@ -241,3 +254,8 @@ class StoreWriter:
             except Exception:
                 pass
             self._connection = None
+
+
+def _described(error: Exception) -> str:
+    """What went wrong, safe to log: the driver's message names tables and constraints, never the data."""
+    return f"{type(error).__name__}: {str(error).strip()[:300]}"
