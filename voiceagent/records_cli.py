@@ -29,6 +29,7 @@ from voiceagent.store.store import CallStore
 __all__ = ["add_calls_command", "export", "list_calls", "run_calls_command", "show_call"]
 
 EXPORT_FORMATS = ("jsonl", "csv")
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")  # a spreadsheet runs a cell that starts so as a formula
 CSV_COLUMNS = (*[c for c in CALL_COLUMNS if c != "summary"], "summary", "transcript")
 
 
@@ -149,10 +150,18 @@ def export(
                 row.pop("in_progress")
                 row["summary"] = "" if record.summary is None else json.dumps(record.summary, ensure_ascii=False)
                 row["transcript"] = "\n".join(f"{line.role}: {line.text}" for line in lines)
-                writer.writerow(row)
+                writer.writerow({column: _inert(value) for column, value in row.items()})
     except StoreError as exc:
         return _fail(str(exc), err)
     return 0
+
+
+def _inert(value: Any) -> Any:
+    """A cell a spreadsheet shows as text: one that would start a formula (what a caller said, a masked
+    ``+1555***4567``) gets a leading ``'`` (OWASP's advice for CSV injection)."""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
 
 
 # ------------------------------------------------------------ the argparse wiring (for voiceagent.cli)

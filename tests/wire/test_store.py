@@ -647,6 +647,7 @@ def test_the_records_cli_lists_shows_and_exports_from_the_same_store(tmp_path: P
     assert [row["call_sid"] for row in rows] == [live, done]
     assert rows[1]["transcript"] == 'agent: Thank you for calling.\ncaller: A table, "for two", please.'
     assert json.loads(rows[1]["summary"]) == {"turns": 1} and rows[1]["end_reason"] == "caller hung up"
+    assert rows[1]["from_number"] == "'+1555***4567"  # would start a formula in a spreadsheet
 
     # the functions the CLI calls, directly; and a store that is not there is an error, not a new file
     out_io = io.StringIO()

