@@ -180,7 +180,8 @@ async def test_session_starts_pcm_and_updates_to_mulaw(open_session: Opener, dia
     )
     assert updated == session.effective
     turn_detection = updated["audio"]["input"]["turn_detection"] if dialect == "ga" else updated["turn_detection"]
-    assert turn_detection["silence_duration_ms"] == 500  # defaults filled in, as the real service does
+    assert turn_detection["silence_duration_ms"] == 200  # defaults filled in, as the real service does
+    assert (turn_detection["threshold"], turn_detection["prefix_padding_ms"]) == (0.5, 300)
     assert session.dialect == dialect and session.violations == []
 
 
