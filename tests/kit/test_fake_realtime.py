@@ -28,6 +28,8 @@ from voiceagent.testing import (
 )
 from voiceagent.testing.fake_realtime import Target, parse_target
 from voiceagent.testing.fake_realtime.audio import VoiceActivityDetector, recognise
+from voiceagent.testing.fake_realtime.outcomes import Failed, Incomplete
+from voiceagent.testing.validation import validate_server_event
 
 DIALECTS = ("ga", "preview")
 TIMEOUT = 10.0
@@ -180,7 +182,8 @@ async def test_session_starts_pcm_and_updates_to_mulaw(open_session: Opener, dia
     )
     assert updated == session.effective
     turn_detection = updated["audio"]["input"]["turn_detection"] if dialect == "ga" else updated["turn_detection"]
-    assert turn_detection["silence_duration_ms"] == 500  # defaults filled in, as the real service does
+    assert turn_detection["silence_duration_ms"] == 200  # defaults filled in, as the real service does
+    assert (turn_detection["threshold"], turn_detection["prefix_padding_ms"]) == (0.5, 300)
     assert session.dialect == dialect and session.violations == []
 
 
@@ -928,3 +931,175 @@ def test_function_call_scripts_are_checked() -> None:
     ):
         with pytest.raises(ValueError, match="function_calls"):
             FakeRealtimeServer(function_calls=bad)
+
+
+# ---------------------------------------------------------------------------------------------- one response at a time
+
+
+def error_of(client: Client, event_id: str) -> dict[str, Any]:
+    [error] = [event["error"] for event in client.of("error") if event["error"]["event_id"] == event_id]
+    return error
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_response_created_comes_after_the_delay_on_the_fakes_clock(open_session: Opener, dialect: str) -> None:
+    loop = asyncio.get_running_loop()
+    for speed, delay_ms in ((1.0, 150.0), (8.0, 400.0)):
+        client, session = await open_session(dialect, speed=speed, response_delay_ms=delay_ms)
+        sent_at = loop.time()
+        await client.send({"type": "response.create"})
+        await client.next("response.created")
+        assert loop.time() - sent_at >= 0.9 * delay_ms / 1000 / speed
+        await client.send({"type": "response.cancel"})
+        await client.next("response.done")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_request_before_the_first_is_created_is_refused_as_the_service_does(
+    open_session: Opener, dialect: str
+) -> None:
+    client, session = await open_session(dialect, speed=1.0)
+    await client.send({"type": "response.create", "event_id": "evt_first"})
+    await client.send({"type": "response.create", "event_id": "evt_second"})
+    await client.next("error")
+    created = await client.next("response.created")
+    resp_id = created["response"]["id"]
+    assert error_of(client, "evt_second") == {
+        "type": "invalid_request_error",
+        "code": "conversation_already_has_active_response",
+        "message": f"Conversation already has an active response in progress: {resp_id}. "
+        "Wait until the response is finished before creating a new one.",
+        "param": None,
+        "event_id": "evt_second",
+    }
+    [refusal] = session.refused_responses
+    assert (refusal.client_event_id, refusal.active_response_id) == ("evt_second", resp_id)
+    assert not refusal.active_created  # refused in the window before response.created
+    await client.send({"type": "response.cancel"})
+    await client.next("response.done")
+    assert len(session.responses) == 1 and session.created_by_request == 1  # nothing of the second happened
+    assert client.types().index("error") < client.types().index("response.created")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_the_server_answers_a_caller_turn_itself_and_refuses_a_racing_request(
+    open_session: Opener, dialect: str
+) -> None:
+    client, session = await open_session(dialect, speed=1.0)
+    await user_turn(client, "caller_goodbye")
+    await client.next("input_audio_buffer.committed")
+    await client.send({"type": "response.create", "event_id": "evt_racing"})
+    created = await client.next("response.created")
+    assert error_of(client, "evt_racing")["code"] == "conversation_already_has_active_response"
+    order = client.types()
+    assert order.index("input_audio_buffer.speech_stopped") < order.index("input_audio_buffer.committed")
+    assert order.index("input_audio_buffer.committed") < order.index("response.created")
+    assert (session.created_by_vad, session.created_by_request) == (1, 0)
+    [refusal] = session.refused_responses
+    assert (refusal.active_origin, refusal.active_response_id) == ("vad", created["response"]["id"])
+    await client.send({"type": "response.cancel"})
+    await client.next("response.done")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_failed_response_says_nothing_and_the_next_one_completes(open_session: Opener, dialect: str) -> None:
+    failure = Failed(type="rate_limit_exceeded", code="rate_limit_exceeded", message="Rate limit reached.")
+    client, session = await open_session(dialect, outcomes=[failure])
+    await client.send({"type": "response.create"})
+    failed = (await client.next("response.done"))["response"]
+    assert failed["status"] == "failed" and failed["output"] == []
+    assert failed["status_details"] == {"type": "failed", "error": failure.status_details()["error"]}
+    assert client.of(audio_delta_type(dialect)) == [] and session.produced[session.responses[0].item_id] == b""
+    await client.send({"type": "response.create"})
+    assert (await client.next("response.done"))["response"]["status"] == "completed"
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+@pytest.mark.parametrize("reason", ["max_output_tokens", "content_filter"])
+async def test_an_incomplete_response_keeps_the_audio_produced_so_far(
+    open_session: Opener, dialect: str, reason: str
+) -> None:
+    client, session = await open_session(dialect)
+    session.outcomes.append(Incomplete(reason=reason, fraction=0.5))  # scripted on the live session
+    await client.send({"type": "response.create"})
+    done = (await client.next("response.done"))["response"]
+    assert done["status"] == "incomplete" and done["status_details"] == {"type": "incomplete", "reason": reason}
+    said = b"".join(base64.b64decode(e["delta"]) for e in client.of(audio_delta_type(dialect)))
+    assert 0 < len(said) <= len(load_fixture("agent_greeting")) // 2
+    assert said == session.produced[done["output"][0]["id"]]
+    assert done["output"][0]["status"] == "incomplete"
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_talking_over_a_function_call_finishes_its_arguments_then_cancels(
+    open_session: Opener, dialect: str
+) -> None:
+    script = {"caller_goodbye": [("end_call", {"reason": "the caller said goodbye"})]}
+    client, session = await open_session(dialect, speed=1.0, function_calls=script)
+    await user_turn(client, "caller_goodbye")
+    await client.next("response.function_call_arguments.delta")
+    await user_turn(client, "caller_interrupt", lead_ms=0)
+    done = (await client.next("response.done"))["response"]
+    assert done["status"] == "cancelled" and done["status_details"] == {"type": "cancelled", "reason": "turn_detected"}
+    [call] = session.function_calls
+    arguments_done = await client.seen("response.function_call_arguments.done")
+    assert arguments_done["arguments"] == call["arguments"] and done["output"] == [call]
+    order = client.types()
+    assert order.index("input_audio_buffer.speech_started") < order.index("response.function_call_arguments.done")
+    assert order.index("response.function_call_arguments.done") < order.index("response.done")
+    await client.next("response.created")  # the caller's new turn is answered
+    await client.send({"type": "response.cancel"})
+
+
+async def test_ga_order_rate_limits_and_obfuscation(open_session: Opener) -> None:
+    client, session = await open_session("ga")
+    await client.send({"type": "response.create"})
+    await client.next("response.done")
+    rate_limits = await client.next("rate_limits.updated")
+    order = client.types()
+    assert order.index("conversation.item.done") < order.index("response.output_item.done")
+    assert order.index("response.done") < order.index("rate_limits.updated")
+    assert {limit["name"] for limit in rate_limits["rate_limits"]} == {"requests", "tokens"}
+    deltas = client.of("response.output_audio.delta") + client.of("response.output_audio_transcript.delta")
+    assert deltas and all(isinstance(delta["obfuscation"], str) and delta["obfuscation"] for delta in deltas)
+    assert validate_server_event("ga", deltas[0]) == []
+
+
+async def test_preview_deltas_have_no_obfuscation(open_session: Opener) -> None:
+    client, session = await open_session("preview")
+    await client.send({"type": "response.create"})
+    await client.next("response.done")
+    await client.next("rate_limits.updated")
+    assert client.of("response.audio.delta") and all("obfuscation" not in e for e in client.of("response.audio.delta"))
+
+
+async def test_with_refuse_overlap_off_a_second_request_waits_its_turn(open_session: Opener) -> None:
+    client, session = await open_session("ga", refuse_overlap=False)
+    await client.send({"type": "response.create"})
+    await client.send({"type": "response.create"})
+    await client.next("response.done")
+    await client.next("response.done")
+    assert client.of("error") == [] and session.refused_responses == []
+    assert session.responder.overlapping_requests == 1 and session.created_by_request == 2
+
+
+async def test_forbid_refusals_fails_the_stop_naming_the_refusal() -> None:
+    fake = FakeRealtimeServer(speed=FAST, forbid_refusals=True)
+    await fake.start()
+    ws = await connect(realtime_url(fake, "ga"), additional_headers={"api-key": "test-key"})
+    client = Client(ws)
+    await client.send({"type": "response.create"})
+    await client.send({"type": "response.create", "event_id": "evt_overlap"})
+    await client.next("error")
+    await ws.close()
+    with pytest.raises(AssertionError, match="evt_overlap refused, request response resp_"):
+        await fake.stop()
+    assert len(fake.refusals) == 1 and fake.self_violations == []
+
+
+async def test_a_heard_silence_of_none_splits_a_paused_sentence_as_the_service_would(open_session: Opener) -> None:
+    client, session = await open_session("ga", heard_silence_ms=None)  # listens with the reported 200 ms
+    await user_turn(client, "caller_goodbye")  # pauses 340 ms after its first words
+    await client.next("input_audio_buffer.committed")
+    await client.next("input_audio_buffer.committed")  # the rest of the sentence: a second turn
+    assert len(client.of("input_audio_buffer.speech_started")) == 2

@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 from voiceagent.testing.fake_realtime.handshake import Rejection, Target, check_auth, parse_target
+from voiceagent.testing.fake_realtime.options import SessionOptions
 from voiceagent.testing.fake_realtime.server import FakeRealtimeServer
-from voiceagent.testing.fake_realtime.session import FakeModelSession, SessionOptions
+from voiceagent.testing.fake_realtime.session import FakeModelSession
 
 __all__ = [
     "FakeModelSession",

@@ -14,11 +14,12 @@ from typing import Any
 
 from openai.types.beta.realtime.session import Session as _PreviewSession
 
-# Server VAD defaults as documented (threshold 0.5, prefix 300 ms, silence 500 ms, respond and interrupt).
+# Server VAD defaults as the service reports them (threshold 0.5, prefix 300 ms, silence 200 ms, respond
+# and interrupt): docs/protocol.md §2, "### Session configuration".
 SERVER_VAD_DEFAULTS: dict[str, Any] = {
     "threshold": 0.5,
     "prefix_padding_ms": 300,
-    "silence_duration_ms": 500,
+    "silence_duration_ms": 200,
     "create_response": True,
     "interrupt_response": True,
 }

@@ -1,10 +1,14 @@
 """One streaming response of the fake Realtime server: a fixture spoken in paced audio deltas of uneven
 sizes (or, once the model has switched to text, written as text), then any scripted function calls.
 
-Runs as its own task so the session keeps reading client events while it streams. Stopping is
-cooperative: ``LiveResponse.request_stop`` wakes the pacing sleep, the stream sends no further delta
-and closes the response with the usual ``*.done`` events and ``response.done`` (status ``cancelled``);
-a cancelled response makes no function call.
+Runs as its own task so the session keeps reading client events while it streams. The real service's
+timing (docs/protocol.md §2, "### Responses: one at a time"): ``response.created`` comes a while after
+the request (``Pacing.created_ms``), ``rate_limits.updated`` a little after ``response.done``. Stopping
+is cooperative: ``LiveResponse.request_stop`` wakes the pacing sleep, the stream sends no further delta
+and closes the response with the usual ``*.done`` events and ``response.done`` (status ``cancelled``).
+A response stopped while it speaks makes no function call; one stopped while it writes a call's
+arguments finishes them (``.function_call_arguments.done``) and is then cancelled, as the real one is.
+A scripted ``Outcome`` makes it fail before it says anything, or end incomplete part-way.
 
 A response sees its session only through ``ResponseOutlet`` (send an event, say it has finished, report
 a crash) and the session's ``Conversation``; everything else it needs is in its ``LiveResponse``.
@@ -26,6 +30,7 @@ from voiceagent.testing.fake_realtime.audio import words_until
 from voiceagent.testing.fake_realtime.conversation import Conversation
 from voiceagent.testing.fake_realtime.dialect import Dialect
 from voiceagent.testing.fake_realtime.errors import ClientError
+from voiceagent.testing.fake_realtime.outcomes import Failed, Incomplete, Outcome, obfuscation, rate_limits
 from voiceagent.testing.fake_realtime.script import ScriptedCall, argument_deltas, delta_sizes
 
 logger = logging.getLogger(__name__)
@@ -45,10 +50,13 @@ class LiveResponse:
     config: dict[str, Any]  # the session configuration when the response was created
     in_text: bool = False  # the model has switched to text: it writes ``text`` and says nothing
     calls: tuple[ScriptedCall, ...] = ()  # function calls after what it says
+    origin: str = "request"  # request (a client's response.create) | vad (the server's own, after a turn)
+    outcome: Outcome | None = None  # scripted: it fails, or ends incomplete
+    created: bool = False  # response.created has been sent
     made_calls: list[dict[str, Any]] = field(default_factory=list)  # the function_call items it produced
     produced: bytearray = field(default_factory=bytearray)  # audio sent so far
     stop: asyncio.Event = field(default_factory=asyncio.Event)
-    stop_reason: str | None = None  # turn_detected | client_cancelled
+    stop_reason: str | None = None  # turn_detected | client_cancelled (cancelled) | an Incomplete's reason
     transcript: str = ""  # transcript (or, in text, text) deltas sent so far
     heard: str | None = None  # what the caller heard, once the client truncated the item
     task: asyncio.Task[None] | None = None
@@ -100,14 +108,21 @@ class ResponseOutlet(Protocol):
 @dataclass(frozen=True)
 class Pacing:
     """How audio deltas are cut and paced: each ``delta_ms`` long (a range: drawn from ``rng``), the next
-    one sent after its own duration / ``speed``."""
+    one sent after its own duration / ``speed``. The other delays are the real service's milliseconds,
+    also divided by ``speed``."""
 
     delta_ms: tuple[int, int]
     speed: float
     rng: random.Random
+    created_ms: float = 0.0  # request (or end of the caller's turn) -> response.created
+    rate_limits_ms: float = 0.0  # response.done -> rate_limits.updated
+    argument_delta_ms: float = 0.0  # between two pieces of a function call's arguments
 
     def pause_seconds(self, size: int, bytes_per_ms: int) -> float:
         return size / bytes_per_ms / self.speed / 1000
+
+    def seconds(self, real_ms: float) -> float:
+        return real_ms / self.speed / 1000
 
 
 async def stream_response(
@@ -115,18 +130,25 @@ async def stream_response(
 ) -> None:
     """Announce the response, say (or write) its fixture, make its function calls, then close it."""
     try:
+        await asyncio.sleep(pacing.seconds(pacing.created_ms))  # not interrupted: the server's own schedule
         response = live.spec.response(live.response_id, live.config, status="in_progress", output=[])
+        live.created = True
         await outlet.send({"type": "response.created", "response": response})
         output: list[dict[str, Any]] = []
-        if live.fixture is not None:
+        if isinstance(live.outcome, Failed) or live.stop.is_set():
+            await asyncio.sleep(0)
+        elif live.fixture is not None:
             previous_item_id = await _open(live, outlet, conversation)
             await (_stream_text(live, outlet) if live.in_text else _stream_audio(live, outlet, pacing))
             output.append(await _close(live, outlet, conversation, previous_item_id))
         for call in live.calls:
-            if live.stop.is_set():
+            if live.stop.is_set() or isinstance(live.outcome, Failed):
                 break
-            output.append(await _function_call(live, call, len(output), outlet, conversation))
+            output.append(await _function_call(live, call, len(output), outlet, conversation, pacing))
         await _done(live, outlet, output)
+        await asyncio.sleep(pacing.seconds(pacing.rate_limits_ms))
+        usage = _usage(live)
+        await outlet.send({"type": "rate_limits.updated", "rate_limits": rate_limits(usage["output_tokens"])})
     except ConnectionClosed:
         pass
     except Exception as exc:  # a bug in the fake: make it visible to the test, do not hang the session
@@ -156,19 +178,23 @@ async def _stream_audio(live: LiveResponse, outlet: ResponseOutlet, pacing: Paci
     sizes = delta_sizes(len(live.audio), live.bytes_per_ms, pacing.delta_ms, pacing.rng)
     words = live.text.split()
     said = 0
+    cut = len(live.audio) * live.outcome.fraction if isinstance(live.outcome, Incomplete) else None
     for size in sizes:
         if live.stop.is_set():
+            return
+        if cut is not None and len(live.produced) + size > cut:
+            live.request_stop(live.outcome.reason if isinstance(live.outcome, Incomplete) else "")
             return
         piece = live.audio[len(live.produced) : len(live.produced) + size]
         live.produced.extend(piece)
         delta = base64.b64encode(piece).decode("ascii")
-        await outlet.send({**_part_ids(live), "type": live.spec.audio_delta, "delta": delta})
+        await outlet.send(_delta(live, live.spec.audio_delta, delta))
         due = round(len(words) * len(live.produced) / len(live.audio)) if live.audio else len(words)
         if due > said:
             text = (" " if said else "") + " ".join(words[said:due])
             said = due
             live.transcript += text
-            await outlet.send({**_part_ids(live), "type": live.spec.transcript_delta, "delta": text})
+            await outlet.send(_delta(live, live.spec.transcript_delta, text))
         await _pause(live, pacing.pause_seconds(size, live.bytes_per_ms))
 
 
@@ -212,19 +238,25 @@ async def _close(
         heard = live.heard
         conversation.replace(item if heard is None else spec.assistant_audio_item(live.item_id, status, heard))
     await outlet.send({**_part_ids(live), "type": "response.content_part.done", "part": part})
+    for event in spec.item_done_events(item, previous_item_id):  # GA: conversation.item.done comes first
+        await outlet.send(event)
     await outlet.send(
         {"type": "response.output_item.done", "response_id": live.response_id, "output_index": 0, "item": item}
     )
-    for event in spec.item_done_events(item, previous_item_id):
-        await outlet.send(event)
     return item
 
 
 async def _function_call(
-    live: LiveResponse, call: ScriptedCall, output_index: int, outlet: ResponseOutlet, conversation: Conversation
+    live: LiveResponse,
+    call: ScriptedCall,
+    output_index: int,
+    outlet: ResponseOutlet,
+    conversation: Conversation,
+    pacing: Pacing,
 ) -> dict[str, Any]:
     """One function call item (docs/protocol.md §2, "Function calling"): added with empty arguments, the
-    arguments streamed in pieces, done (with the name on GA only), the item done."""
+    arguments streamed in pieces, done (with the name on GA only), the item done. A stop meanwhile does
+    not stop it: the arguments are finished and the response is then cancelled (the real service's way)."""
     spec = live.spec
     item_id, call_id = outlet.new_id("item"), outlet.new_id("call")
     item = spec.function_call_item(item_id, call_id, call.name, "", "in_progress")
@@ -236,29 +268,47 @@ async def _function_call(
     ids = {**placed, "item_id": item_id, "call_id": call_id}
     for piece in argument_deltas(call.arguments):
         await outlet.send({**ids, "type": "response.function_call_arguments.delta", "delta": piece})
+        if not live.stop.is_set():  # stopped: the rest of the arguments follow at once
+            await _pause(live, pacing.seconds(pacing.argument_delta_ms))
     await outlet.send(spec.arguments_done(ids, call.name, call.arguments))
     done = spec.function_call_item(item_id, call_id, call.name, call.arguments, "completed")
     conversation.replace(done)
     live.made_calls.append(done)
-    await outlet.send({"type": "response.output_item.done", **placed, "item": done})
-    for event in spec.item_done_events(done, previous_item_id):
+    for event in spec.item_done_events(done, previous_item_id):  # GA: conversation.item.done comes first
         await outlet.send(event)
+    await outlet.send({"type": "response.output_item.done", **placed, "item": done})
     return done
 
 
 async def _done(live: LiveResponse, outlet: ResponseOutlet, output: list[dict[str, Any]]) -> None:
-    cancelled = live.stop_reason is not None
-    details = {"type": "cancelled", "reason": live.stop_reason} if cancelled else None
+    status, details = _status(live)
     response = live.spec.response(
         live.response_id,
         live.config,
-        status="cancelled" if cancelled else "completed",
+        status=status,
         status_details=details,
         output=output,
         usage=_usage(live),
     )
     outlet.response_finished(live)  # before response.done: a client may answer it at once
     await outlet.send({"type": "response.done", "response": response})
+
+
+def _status(live: LiveResponse) -> tuple[str, dict[str, Any] | None]:
+    """``response.status`` and ``status_details`` of a response that is over."""
+    if isinstance(live.outcome, Failed):
+        return "failed", live.outcome.status_details()
+    if live.stop_reason in ("turn_detected", "client_cancelled"):
+        return "cancelled", {"type": "cancelled", "reason": live.stop_reason}
+    if isinstance(live.outcome, Incomplete) and live.stop_reason == live.outcome.reason:
+        return "incomplete", live.outcome.status_details()
+    return "completed", None
+
+
+def _delta(live: LiveResponse, kind: str, delta: str) -> dict[str, Any]:
+    """An audio or transcript delta; GA adds its ``obfuscation`` padding."""
+    event = {**_part_ids(live), "type": kind, "delta": delta}
+    return {**event, "obfuscation": obfuscation(len(delta))} if live.spec.is_ga else event
 
 
 def _part_ids(live: LiveResponse) -> dict[str, Any]:

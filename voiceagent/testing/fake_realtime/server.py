@@ -12,8 +12,24 @@ and applies the truncate rule exactly as the real service does::
         assert fake.violations == []
 
 Defaults follow the real service: a new session uses PCM 24 kHz audio both ways and ``server_vad``
-turn detection (threshold 0.5, prefix 300 ms, silence 500 ms, create and interrupt responses) until a
-``session.update`` says otherwise. The VAD ignores ``threshold`` and uses ``speech_dbfs`` instead.
+turn detection (threshold 0.5, prefix 300 ms, silence 200 ms, create and interrupt responses) until a
+``session.update`` says otherwise. The VAD ignores ``threshold`` and uses ``speech_dbfs`` instead, and
+while the client leaves ``silence_duration_ms`` to the service it waits ``heard_silence_ms`` (500) for
+the end of a turn, not 200 ms: the bundled caller fixtures pause up to 340 ms mid-sentence
+(``heard_silence_ms=None``: split them, as the real service would).
+
+The real service's rules for responses (docs/protocol.md §2, "### Responses: one at a time"):
+
+* one response at a time: a ``response.create`` while one is requested or in progress is refused with
+  ``conversation_already_has_active_response`` (``refusals``; ``refuse_overlap=False`` holds it until
+  the active one is done instead); the server creates its own after a caller turn (``create_response``);
+* ``response_delay_ms`` (150) from the request, or the end of the turn, to ``response.created``;
+  ``rate_limits_delay_ms`` (40) from ``response.done`` to ``rate_limits.updated``; ``argument_delta_ms``
+  (50) between pieces of a function call's arguments; all in the real service's ms, divided by ``speed``;
+* ``outcomes``: each new session's first responses fail or end incomplete (``outcomes.Failed``,
+  ``outcomes.Incomplete``); ``session.outcomes`` is the live queue of one session;
+* ``forbid_refusals``: ``stop()`` fails (``AssertionError``) if any request was refused; its default is
+  the class attribute ``forbid_refusals_by_default`` (a conftest can switch it on for a whole suite).
 
 How the real services misbehave, on request (docs/protocol.md §2):
 
@@ -35,15 +51,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from http import HTTPStatus
-from typing import TypeVar
+from typing import ClassVar, TypeVar
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from voiceagent.testing.audio import FIXTURE_TEXTS
 from voiceagent.testing.fake_realtime.handshake import Rejection, Target, check_auth, parse_target
+from voiceagent.testing.fake_realtime.options import SessionOptions
+from voiceagent.testing.fake_realtime.outcomes import Outcome
+from voiceagent.testing.fake_realtime.responder import Refusal
 from voiceagent.testing.fake_realtime.script import DeltaMs, Step, delta_range, parse_scripts
-from voiceagent.testing.fake_realtime.session import FakeModelSession, SessionOptions
+from voiceagent.testing.fake_realtime.session import FakeModelSession
 from voiceagent.testing.waiting import wait_until
 
 T = TypeVar("T")
@@ -53,6 +72,8 @@ MAX_MESSAGE_BYTES = 16 * 2**20  # the real service accepts events up to 15 MiB
 
 class FakeRealtimeServer:
     """A Realtime API on 127.0.0.1 (ephemeral port). See the module docstring."""
+
+    forbid_refusals_by_default: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -75,13 +96,20 @@ class FakeRealtimeServer:
         fail_transcription: bool = False,
         text_after_assistant_text: bool = False,
         function_calls: Mapping[str, Sequence[Step]] | None = None,
+        response_delay_ms: float = 150.0,
+        rate_limits_delay_ms: float = 40.0,
+        argument_delta_ms: float = 50.0,
+        heard_silence_ms: int | None = 500,
+        refuse_overlap: bool = True,
+        outcomes: Iterable[Outcome] = (),
+        forbid_refusals: bool | None = None,
     ) -> None:
         """See the module docstring. ``chunk_ms``: the older name of a fixed ``delta_ms``."""
         for name in (greeting, *replies):
             if name not in FIXTURE_TEXTS:
                 raise ValueError(f"unknown fixture {name!r}; have {sorted(FIXTURE_TEXTS)}")
-        if speed <= 0 or connect_delay < 0:
-            raise ValueError("speed must be positive and connect_delay not negative")
+        if speed <= 0 or min(connect_delay, response_delay_ms, rate_limits_delay_ms, argument_delta_ms) < 0:
+            raise ValueError("speed must be positive, and connect_delay and the *_ms delays not negative")
         offered = tuple(voices) if voices is not None else None
         if offered == ():
             raise ValueError("voices: a deployment offers at least one voice")
@@ -101,7 +129,14 @@ class FakeRealtimeServer:
             fail_transcription=fail_transcription,
             text_after_assistant_text=text_after_assistant_text,
             function_calls=parse_scripts(function_calls),
+            response_delay_ms=response_delay_ms,
+            rate_limits_delay_ms=rate_limits_delay_ms,
+            argument_delta_ms=argument_delta_ms,
+            heard_silence_ms=heard_silence_ms,
+            refuse_overlap=refuse_overlap,
+            outcomes=tuple(outcomes),
         )
+        self.forbid_refusals = self.forbid_refusals_by_default if forbid_refusals is None else forbid_refusals
         self.refuse_next = refuse_next
         self.connect_delay = connect_delay
         self.port = 0
@@ -125,6 +160,21 @@ class FakeRealtimeServer:
         """Events the fake itself sent that fail validation (a bug in the fake)."""
         return [f"session {i}: {p}" for i, session in enumerate(self.sessions) for p in session.self_violations]
 
+    @property
+    def refusals(self) -> list[tuple[int, Refusal]]:
+        """Every ``response.create`` refused because a response was active, with its session's index."""
+        return [(i, refusal) for i, session in enumerate(self.sessions) for refusal in session.refused_responses]
+
+    def assert_no_refusals(self) -> None:
+        """Fail, naming them, if any request was refused (a client that does not wait for ``response.done``)."""
+        if self.refusals:
+            listed = "; ".join(
+                f"session {i}: {r.client_event_id} refused, {r.active_origin} response {r.active_response_id} "
+                + ("in progress" if r.active_created else "requested, not yet created")
+                for i, r in self.refusals
+            )
+            raise AssertionError(f"{len(self.refusals)} overlapping response.create refused: {listed}")
+
     async def start(self) -> None:
         self._server = await serve(
             self._serve_session,
@@ -143,6 +193,8 @@ class FakeRealtimeServer:
         for session in self.sessions:
             await session.shutdown()
         await server.wait_closed()
+        if self.forbid_refusals:
+            self.assert_no_refusals()
 
     async def __aenter__(self) -> FakeRealtimeServer:
         await self.start()

@@ -1,8 +1,9 @@
 """One accepted connection to the fake Realtime server: the session state and its client events.
 
 The conversation's items live in ``Conversation``, the input audio and its VAD in ``InputAudioBuffer``,
-a streaming reply in ``LiveResponse``; this module dispatches client events to them and sends what the
-real service would send back (docs/protocol.md, "## 2. The Realtime API").
+the response in flight and its rules in ``Responder`` (a streaming reply in ``LiveResponse``); this
+module dispatches client events to them and sends what the real service would send back
+(docs/protocol.md, "## 2. The Realtime API").
 """
 
 from __future__ import annotations
@@ -15,20 +16,18 @@ import logging
 import random
 import secrets
 import string
-from collections.abc import Awaitable, Callable, Coroutine, Mapping
-from dataclasses import dataclass, field
+from collections import deque
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
-from voiceagent.testing.audio import BYTES_PER_MS, FIXTURE_TEXTS, load_fixture
+from voiceagent.testing.audio import BYTES_PER_MS
 from voiceagent.testing.fake_realtime.audio import (
     InputAudioBuffer,
     SpeechStarted,
     VadEvent,
-    bytes_per_ms,
-    encode_output,
     recognise,
     recognised_fixtures,
     transcription_usage,
@@ -36,8 +35,10 @@ from voiceagent.testing.fake_realtime.audio import (
 from voiceagent.testing.fake_realtime.conversation import Conversation
 from voiceagent.testing.fake_realtime.dialect import DIALECTS, Dialect
 from voiceagent.testing.fake_realtime.errors import ClientError, describe_problem, unsupported_value
-from voiceagent.testing.fake_realtime.response import LiveResponse, Pacing, stream_response
-from voiceagent.testing.fake_realtime.script import TurnScript
+from voiceagent.testing.fake_realtime.options import SessionOptions
+from voiceagent.testing.fake_realtime.outcomes import Outcome
+from voiceagent.testing.fake_realtime.responder import Refusal, Responder
+from voiceagent.testing.fake_realtime.response import LiveResponse
 from voiceagent.testing.validation import validate_client_event, validate_server_event
 
 logger = logging.getLogger(__name__)
@@ -52,25 +53,6 @@ TRANSCRIPTION_ERROR = {
     "param": None,
 }
 _ID_ALPHABET = string.ascii_letters + string.digits
-
-
-@dataclass(frozen=True)
-class SessionOptions:
-    """How the fake behaves; set on ``FakeRealtimeServer`` and shared by its sessions."""
-
-    delta_ms: tuple[int, int] = (40, 240)  # audio delta lengths: drawn at random in this range (seeded)
-    speed: float = 4.0
-    greeting: str = "agent_greeting"
-    replies: tuple[str, ...] = ("agent_reply_long", "agent_goodbye")
-    speech_dbfs: float = -38.0
-    ignore_audio_format: bool = False
-    session_max_seconds: float | None = None
-    seed: int = 0
-    voices: tuple[str, ...] | None = None  # the voices the deployment offers (None: the dialect's own list)
-    confirm_session: bool = True  # False: a session.update is never answered with session.updated
-    fail_transcription: bool = False  # caller turns get input_audio_transcription.failed
-    text_after_assistant_text: bool = False  # assistant text items switch the session to text answers
-    function_calls: Mapping[str, TurnScript] = field(default_factory=dict)  # caller fixture -> what answers it
 
 
 class FakeModelSession:
@@ -101,23 +83,20 @@ class FakeModelSession:
         self.produced: dict[str, bytearray] = {}  # assistant item id -> audio bytes sent for it
         self.truncations: list[tuple[str, int]] = []
         self.errors_sent: list[dict[str, Any]] = []
-        self.responses: list[LiveResponse] = []  # every response, in order
         self.function_outputs: dict[str, str] = {}  # call_id -> output, from function_call_output items
         self.answers_in_text = False  # the text-only switch has tripped (docs/protocol.md §2, "Known traps")
         self.closed = False
         self.effective: dict[str, Any] = self.spec.default_session(model, self.new_id("sess"))
         if options.ignore_audio_format:
             self.effective = self.spec.force_pcm(self.effective)
+        self.conversation_state = Conversation()
+        self.heard: dict[str, list[str]] = {}  # user audio item id -> the caller fixtures recognised in it
+        self.rng = random.Random(f"{options.seed}:{index}")
+        self.responder = Responder(self, outcomes=deque(options.outcomes))
         self._connection = connection
-        self._conversation = Conversation()
         self._input = InputAudioBuffer(options.speech_dbfs)
         self._speech_item_id: str | None = None
-        self._live: LiveResponse | None = None
-        self._responses: dict[str, LiveResponse] = {}  # assistant audio item id -> its response
-        self._responses_started = 0
-        self._replies_used = 0
-        self._heard: dict[str, list[str]] = {}  # user audio item id -> the caller fixtures recognised in it
-        self._rng = random.Random(f"{options.seed}:{index}")
+        self._silence_asked: int | None = None  # silence_duration_ms the client set, if it set one
         self._tasks: set[asyncio.Task[Any]] = set()
         self._handlers: dict[str, Callable[[dict[str, Any]], Awaitable[None]]] = {
             "session.update": self._on_session_update,
@@ -137,7 +116,32 @@ class FakeModelSession:
     @property
     def conversation(self) -> list[dict[str, Any]]:
         """The conversation's items, in order."""
-        return self._conversation.items
+        return self.conversation_state.items
+
+    @property
+    def responses(self) -> list[LiveResponse]:
+        """Every response, requested or the server's own, in order (refused requests are not in it)."""
+        return self.responder.responses
+
+    @property
+    def refused_responses(self) -> list[Refusal]:
+        """The ``response.create`` events refused because a response was active."""
+        return self.responder.refused
+
+    @property
+    def outcomes(self) -> deque[Outcome]:
+        """What the next responses do instead of completing (append ``Failed()`` / ``Incomplete()``)."""
+        return self.responder.outcomes
+
+    @property
+    def created_by_vad(self) -> int:
+        """Responses the server created on its own after a caller turn."""
+        return self.responder.created_by_vad
+
+    @property
+    def created_by_request(self) -> int:
+        """Responses created for a client's ``response.create``."""
+        return self.responder.created_by_request
 
     @property
     def audio_received(self) -> bytearray:
@@ -146,10 +150,11 @@ class FakeModelSession:
 
     @property
     def response_live(self) -> bool:
-        return self._live is not None
+        """A response is active: requested (not yet created) or in progress."""
+        return self.responder.active is not None
 
     def item(self, item_id: str) -> dict[str, Any] | None:
-        return self._conversation.get(item_id)
+        return self.conversation_state.get(item_id)
 
     @property
     def function_calls(self) -> list[dict[str, Any]]:
@@ -169,8 +174,7 @@ class FakeModelSession:
         await self._connection.send(json.dumps(event))
 
     def response_finished(self, live: LiveResponse) -> None:
-        if self._live is live:
-            self._live = None
+        self.responder.finished(live)
 
     def fake_crashed(self, what: str) -> None:
         self.self_violations.append(what)
@@ -187,7 +191,7 @@ class FakeModelSession:
         try:
             await self.send({"type": "session.created", "session": self.effective})
             if self.options.session_max_seconds is not None:
-                self._spawn(self._expire(self.options.session_max_seconds))
+                self.spawn(self._expire(self.options.session_max_seconds))
             async for message in self._connection:
                 await self._on_message(message)
         except ConnectionClosed:
@@ -243,7 +247,7 @@ class FakeModelSession:
         error = {"type": "invalid_request_error", "code": code, "message": message, "param": param}
         await self.send({"type": "error", "error": {**error, "event_id": event_id}})
 
-    def _spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    def spawn(self, coroutine: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.create_task(coroutine)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -256,6 +260,9 @@ class FakeModelSession:
         if voice is not None and voice not in voices:  # refused whole: the session keeps what it had
             raise unsupported_value(voice, voices, self.spec.voice_param)
         self.effective = self.spec.merge_session(self.effective, event["session"])
+        asked = self.spec.turn_detection(event["session"])
+        if isinstance(asked, dict):
+            self._silence_asked = asked.get("silence_duration_ms")
         if self.options.ignore_audio_format:
             self.effective = self.spec.force_pcm(self.effective)
         if self.spec.turn_detection(self.effective) is None:
@@ -280,9 +287,17 @@ class FakeModelSession:
             message = "Invalid 'audio'. Expected base64-encoded audio bytes."
             raise ClientError("invalid_value", message, "audio") from None
         turn_detection = self.spec.turn_detection(self.effective)
-        for vad_event in self._input.append(audio, turn_detection):
+        for vad_event in self._input.append(audio, self._listening(turn_detection)):
             assert turn_detection is not None  # the VAD only speaks when turn detection is on
             await self._on_vad(vad_event, turn_detection)
+
+    def _listening(self, turn_detection: dict[str, Any] | None) -> dict[str, Any] | None:
+        """What the energy VAD listens with: the session's turn detection, but the fake's own
+        ``heard_silence_ms`` where the client left the silence to the service's default."""
+        bridged = self.options.heard_silence_ms
+        if turn_detection is None or self._silence_asked is not None or bridged is None:
+            return turn_detection
+        return {**turn_detection, "silence_duration_ms": bridged}
 
     async def _on_vad(self, vad_event: VadEvent, turn_detection: dict[str, Any]) -> None:
         if isinstance(vad_event, SpeechStarted):
@@ -294,8 +309,8 @@ class FakeModelSession:
                     "item_id": self._speech_item_id,
                 }
             )
-            if self._live is not None and turn_detection.get("interrupt_response", True) is not False:
-                await self._stop_response("turn_detected")
+            if self.responder.active is not None and turn_detection.get("interrupt_response", True) is not False:
+                await self.responder.stop("turn_detected")
             return
         item_id = self._speech_item_id or self.new_id("item")
         self._speech_item_id = None
@@ -304,7 +319,7 @@ class FakeModelSession:
         )
         await self._commit(item_id, self._input.take_until(vad_event.audio_end_ms))
         if turn_detection.get("create_response", True) is not False:
-            await self._start_response(client_event=None)
+            self.responder.caller_turn_ended()
 
     async def _on_commit(self, event: dict[str, Any]) -> None:
         buffered_ms = self._input.buffered_ms
@@ -324,11 +339,11 @@ class FakeModelSession:
         await self.send({"type": "input_audio_buffer.cleared"})
 
     async def _commit(self, item_id: str, segment: bytes) -> None:
-        previous = self._conversation.last_id()
+        previous = self.conversation_state.last_id()
         await self.send({"type": "input_audio_buffer.committed", "previous_item_id": previous, "item_id": item_id})
         item = self.spec.user_audio_item(item_id)
-        self._conversation.add(item)
-        self._heard[item_id] = recognised_fixtures(segment)
+        self.conversation_state.add(item)
+        self.heard[item_id] = recognised_fixtures(segment)
         for event in self.spec.item_added_events(item, previous) + self.spec.item_done_events(item, previous):
             await self.send(event)
         model = self.spec.transcription_model(self.effective)
@@ -339,7 +354,7 @@ class FakeModelSession:
             await self.send({"type": "conversation.item.input_audio_transcription.failed", **failed})
             return
         transcript = recognise(segment)
-        self._conversation.replace(self.spec.user_audio_item(item_id, transcript))
+        self.conversation_state.replace(self.spec.user_audio_item(item_id, transcript))
         await self.send(
             {
                 "type": "conversation.item.input_audio_transcription.completed",
@@ -362,7 +377,7 @@ class FakeModelSession:
                 message = f"Tool call ID '{call_id}' not found in conversation."
                 raise ClientError("invalid_value", message, "item.call_id")
             self.function_outputs[call_id] = output if isinstance(output, str) else ""
-        previous = self._conversation.create(item, event.get("previous_item_id"))
+        previous = self.conversation_state.create(item, event.get("previous_item_id"))
         writes = {part.get("type") for part in item.get("content") or []} & {"text", "output_text"}
         if self.options.text_after_assistant_text and item.get("role") == "assistant" and writes:
             self.answers_in_text = True  # the known trap: from now on it answers in text
@@ -370,21 +385,21 @@ class FakeModelSession:
             await self.send(added)
 
     async def _on_item_delete(self, event: dict[str, Any]) -> None:
-        self._conversation.delete(event["item_id"])
+        self.conversation_state.delete(event["item_id"])
         await self.send({"type": "conversation.item.deleted", "item_id": event["item_id"]})
 
     async def _on_item_retrieve(self, event: dict[str, Any]) -> None:
-        item = self._conversation.require(event["item_id"])
+        item = self.conversation_state.require(event["item_id"])
         await self.send({"type": "conversation.item.retrieved", "item": item})
 
     async def _on_truncate(self, event: dict[str, Any]) -> None:
         item_id, audio_end_ms = event["item_id"], event["audio_end_ms"]
-        self._conversation.require(item_id)
-        response = self._responses.get(item_id)
+        self.conversation_state.require(item_id)
+        response = self.responder.by_item.get(item_id)
         if response is None:
             raise ClientError("unsupported_content_type", "Only model output audio messages can be truncated")
-        response.truncate(event["content_index"], audio_end_ms, self._conversation)
-        live = self._live if self._live is response else None
+        response.truncate(event["content_index"], audio_end_ms, self.conversation_state)
+        live = response if self.responder.active is response else None
         if live is not None:
             live.request_stop("client_cancelled")  # no further delta of this item
         self.truncations.append((item_id, audio_end_ms))
@@ -396,68 +411,13 @@ class FakeModelSession:
     # ------------------------------------------------------------------ responses
 
     async def _on_response_create(self, event: dict[str, Any]) -> None:
-        await self._start_response(client_event=event)
+        self.responder.request(event)
 
     async def _on_response_cancel(self, event: dict[str, Any]) -> None:
-        wanted = event.get("response_id")
-        if self._live is None or (wanted is not None and wanted != self._live.response_id):
+        wanted, active = event.get("response_id"), self.responder.active
+        if active is None or (wanted is not None and wanted != active.response_id):
             raise ClientError("response_cancel_not_active", "Cancellation failed: no active response found")
-        await self._stop_response("client_cancelled")
-
-    async def _start_response(self, client_event: dict[str, Any] | None) -> None:
-        if self._live is not None:
-            if client_event is not None:  # a VAD turn during a response just does not start another
-                message = (
-                    f"Conversation already has an active response in progress: {self._live.response_id}. "
-                    "Wait until the response is finished before creating a new one."
-                )
-                raise ClientError("conversation_already_has_active_response", message)
-            return
-        script = self._script()
-        fixture = script.say if script is not None else self._next_fixture()
-        audio_format = self.spec.output_format(self.effective)
-        live = LiveResponse(
-            response_id=self.new_id("resp"),
-            item_id=self.new_id("item"),
-            fixture=fixture,
-            text=FIXTURE_TEXTS[fixture] if fixture else "",
-            audio=encode_output(load_fixture(fixture), audio_format) if fixture and not self.answers_in_text else b"",
-            bytes_per_ms=bytes_per_ms(audio_format),
-            spec=self.spec,
-            config=self.effective,
-            in_text=self.answers_in_text,
-            calls=script.calls if script is not None else (),
-        )
-        self._responses_started += 1
-        self.responses.append(live)
-        if fixture is not None and not live.in_text:
-            self.produced[live.item_id] = live.produced
-        self._responses[live.item_id] = live
-        self._live = live
-        pacing = Pacing(self.options.delta_ms, self.options.speed, self._rng)
-        live.task = self._spawn(stream_response(live, self, self._conversation, pacing))
-
-    async def _stop_response(self, reason: str) -> None:
-        live = self._live
-        if live is None:
-            return
-        live.request_stop(reason)
-        if live.task is not None:
-            await live.task
-
-    def _script(self) -> TurnScript | None:
-        """The scripted answer to the caller's last turn, if this response answers one that has a script."""
-        last = self._conversation.items[-1] if self._conversation.items else None
-        heard = self._heard.get(last["id"], []) if last is not None and last.get("role") == "user" else []
-        return next((self.options.function_calls[name] for name in heard if name in self.options.function_calls), None)
-
-    def _next_fixture(self) -> str:
-        has_user_item = any(item.get("role") == "user" for item in self._conversation.items)
-        if (self._responses_started == 0 and not has_user_item) or not self.options.replies:
-            return self.options.greeting
-        fixture = self.options.replies[self._replies_used % len(self.options.replies)]
-        self._replies_used += 1
-        return fixture
+        await self.responder.stop("client_cancelled")
 
 
 def _duration_text(seconds: float) -> str:
