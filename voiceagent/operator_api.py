@@ -192,9 +192,13 @@ async def recording(request: Request) -> Response:
 
 async def events(request: Request) -> Response:
     hub = _service(request).recorder.events
+    if hub.full:
+        return _error(
+            503, f"{hub.max_subscribers} event streams are open already; try again later", **{"Retry-After": "30"}
+        )
 
     async def stream() -> AsyncIterator[str]:
-        subscription = hub.subscribe()
+        subscription = hub.subscribe()  # here, so that the finally below always runs for it
         try:
             yield "retry: 3000\n\n"
             while True:

@@ -358,3 +358,36 @@ async def test_a_recorded_call_has_the_caller_left_and_what_the_caller_heard_rig
     # the answer is in it, whole
     answer = audioop.ulaw2lin(load_fixture("agent_goodbye"), 2)
     assert right.find(answer) > start + 2 * heard
+
+
+async def test_event_streams_are_capped_so_that_callers_are_always_served(records_env: Path) -> None:
+    """Far more streams than the cap: the ones past it are refused with a 503 that says so, and the Twilio
+    webhook, the media stream and the health check keep answering."""
+    async with call_stack() as stack, api(stack.app.base_url) as http:
+        hub = stack.app.service.recorder.events
+        opened: list[httpx.Response] = []
+        async with contextlib.AsyncExitStack() as streams:
+            for _ in range(hub.max_subscribers + 10):
+                request = http.build_request("GET", "/api/events", headers=AUTH, timeout=None)
+                opened.append(await streams.enter_async_context(_streaming(http, request)))
+            statuses = [response.status_code for response in opened]
+            assert statuses.count(200) == hub.max_subscribers and statuses.count(503) == 10
+            refused = next(response for response in opened if response.status_code == 503)
+            assert "event streams are open already" in json.loads(await refused.aread())["error"]
+            assert refused.headers["retry-after"] == "30"
+            assert hub.subscribers == hub.max_subscribers
+            assert (await http.get("/healthz")).status_code == 200
+            async with stack.caller() as caller:
+                assert await caller.dial(), caller.refusal  # the webhook answered and the stream opened
+                await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+                await caller.hangup()
+        await wait_until(lambda: hub.subscribers == 0, WAIT)
+
+
+@contextlib.asynccontextmanager
+async def _streaming(http: httpx.AsyncClient, request: httpx.Request) -> AsyncIterator[httpx.Response]:
+    response = await http.send(request, stream=True)
+    try:
+        yield response
+    finally:
+        await response.aclose()

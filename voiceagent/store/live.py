@@ -1,7 +1,9 @@
 """Live events of the calls on this instance, for ``GET /api/events`` (server-sent events).
 
 Publishing never waits: every subscriber has a bounded buffer, and one that falls ``limit`` events
-behind is dropped (its stream ends; an ``EventSource`` reconnects by itself). Runs on the event loop.
+behind is dropped (its stream ends; an ``EventSource`` reconnects by itself). Subscribers are capped
+(``MAX_SUBSCRIBERS``) far below the server's connection limit, so that however many streams are opened,
+Twilio's webhooks and media streams always find the server answering. Runs on the event loop.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 __all__ = ["EventHub", "LiveEvent", "Subscription"]
 
 SUBSCRIBER_BUFFER = 256
+MAX_SUBSCRIBERS = 50  # operators watching the line; the server serves 1000 connections (voiceagent.server)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +76,15 @@ class Subscription:
 
 
 class EventHub:
-    def __init__(self, *, limit: int = SUBSCRIBER_BUFFER, on_drop: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        limit: int = SUBSCRIBER_BUFFER,
+        max_subscribers: int = MAX_SUBSCRIBERS,
+        on_drop: Callable[[], None] | None = None,
+    ) -> None:
         self._limit = limit
+        self.max_subscribers = max_subscribers
         self._on_drop = on_drop
         self._subscribers: set[Subscription] = set()
         self._ids = itertools.count(1)
@@ -84,7 +94,13 @@ class EventHub:
     def subscribers(self) -> int:
         return len(self._subscribers)
 
+    @property
+    def full(self) -> bool:
+        """No room for another subscriber: ``subscribe`` would exceed ``max_subscribers``."""
+        return len(self._subscribers) >= self.max_subscribers
+
     def subscribe(self) -> Subscription:
+        """A new subscription. The caller checks ``full`` first (``GET /api/events`` answers 503)."""
         subscription = Subscription(self._limit)
         if self.closed:
             subscription.close()
