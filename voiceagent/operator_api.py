@@ -115,9 +115,10 @@ async def list_calls(request: Request) -> Response:
     query = request.query_params
     try:
         since, until = parse_time("from", query.get("from")), parse_time("to", query.get("to"))
-        limit = int(query.get("limit") or DEFAULT_LIMIT)
-        if not 1 <= limit <= 500:
-            raise ValueError("limit must be between 1 and 500")
+        limit_text = (query.get("limit") or str(DEFAULT_LIMIT)).strip()
+        if not limit_text.isdigit() or not 1 <= int(limit_text) <= 500:
+            raise ValueError(f"limit must be a whole number from 1 to 500, not {limit_text[:20]!r}")
+        limit = int(limit_text)
         numbers = number_filter(query.get("number"), full=service.settings.log_full_numbers)
         page = await asyncio.to_thread(
             store.list_calls,
@@ -234,6 +235,8 @@ async def _json_body(request: Request) -> dict[str, Any]:
         parsed = json.loads(body)
     except ValueError:
         raise ValueError("the body is not JSON") from None
+    except RecursionError:  # thousands of nested '[': no request of ours needs any nesting
+        raise ValueError("the body is nested too deeply") from None
     if not isinstance(parsed, dict):
         raise ValueError("the body must be a JSON object")
     return parsed

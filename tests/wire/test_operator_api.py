@@ -5,6 +5,7 @@ in a real end-to-end call (the real app between the fake caller and the fake mod
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import time
@@ -391,3 +392,22 @@ async def _streaming(http: httpx.AsyncClient, request: httpx.Request) -> AsyncIt
         yield response
     finally:
         await response.aclose()
+
+
+async def test_bad_queries_and_bodies_are_a_400_with_a_sentence(records_env: Path) -> None:
+    nested = "[" * 4_000 + "]" * 4_000  # within the body limit, past the parser's recursion limit
+    cursor = base64.urlsafe_b64encode(nested.encode()).decode()
+    async with call_stack() as stack, api(stack.app.base_url) as http:
+        for params, says in (
+            ({"limit": "abc"}, "limit must be a whole number from 1 to 500, not 'abc'"),
+            ({"limit": "0"}, "limit must be a whole number from 1 to 500"),
+            ({"cursor": cursor}, "not a cursor this server gave out"),
+        ):
+            response = await http.get("/api/calls", params=params, headers=AUTH)
+            assert response.status_code == 400 and says in response.json()["error"], response.text
+        async with stack.caller() as caller:
+            assert await caller.dial(), caller.refusal
+            await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+            response = await http.post(f"/api/calls/{caller.call_sid}/say", content=nested, headers=AUTH)
+            await caller.hangup()
+        assert response.status_code == 400 and response.json()["error"] == "the body is nested too deeply"
