@@ -22,7 +22,7 @@ store has it, or it ended here) and 404 otherwise.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import hmac
 import json
 import re
@@ -39,6 +39,7 @@ from voiceagent.call import Action, Log
 from voiceagent.logs import CallLog
 from voiceagent.metrics import CONTENT_TYPE_LATEST
 from voiceagent.service import Service
+from voiceagent.store import StoreError
 from voiceagent.store.records import CallRecord, LineRecord, call_as_text, number_filter, parse_time
 
 __all__ = ["announce", "metrics_routes", "operator_routes"]
@@ -87,7 +88,11 @@ def _protected(handler: Handler) -> Handler:
             return _error(404, "the operator API is off: set VOICEAGENT_API_TOKEN (and keep call records on)")
         if not _bearer_ok(request, token):
             return _unauthorized()
-        return await handler(request)
+        try:
+            return await handler(request)
+        except StoreError as exc:  # a database that is away or hangs: say so, never a traceback
+            CallLog().warning("operator_api_store_unavailable", path=request.url.path, error=str(exc))
+            return _error(503, f"the call records cannot be read right now: {exc}", **{"Retry-After": "5"})
 
     return checked
 
@@ -120,14 +125,16 @@ async def list_calls(request: Request) -> Response:
             raise ValueError(f"limit must be a whole number from 1 to 500, not {limit_text[:20]!r}")
         limit = int(limit_text)
         numbers = number_filter(query.get("number"), full=service.settings.log_full_numbers)
-        page = await asyncio.to_thread(
-            store.list_calls,
-            since=since,
-            until=until,
-            numbers=numbers,
-            reason=(query.get("reason") or "").strip()[:200] or None,
-            limit=limit,
-            cursor=query.get("cursor") or None,
+        page = await store.read(
+            functools.partial(
+                store.list_calls,
+                since=since,
+                until=until,
+                numbers=numbers,
+                reason=(query.get("reason") or "").strip()[:200] or None,
+                limit=limit,
+                cursor=query.get("cursor") or None,
+            )
         )
     except ValueError as exc:
         return _error(400, str(exc))
@@ -150,10 +157,10 @@ async def _record_and_lines(service: Service, call_sid: str) -> tuple[CallRecord
         return handle.record, list(handle.lines)
     store = service.recorder.store
     assert store is not None
-    record = await asyncio.to_thread(store.get_call, call_sid)
+    record = await store.read(store.get_call, call_sid)
     if record is None:
         return None
-    return record, await asyncio.to_thread(store.transcript, call_sid)
+    return record, await store.read(store.transcript, call_sid)
 
 
 def _sid(request: Request) -> str | None:
@@ -262,7 +269,7 @@ async def _live_bridge(request: Request) -> CallBridge | Response:
     store = service.recorder.store
     known = service.end_of(sid) is not None
     if not known and store is not None:
-        known = await asyncio.to_thread(store.get_call, sid) is not None
+        known = await store.read(store.get_call, sid) is not None
     if known:
         return _error(409, f"call {sid} is not in progress on this instance (it ended, or another instance has it)")
     return _error(404, "no such call")

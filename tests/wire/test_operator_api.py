@@ -411,3 +411,35 @@ async def test_bad_queries_and_bodies_are_a_400_with_a_sentence(records_env: Pat
             response = await http.post(f"/api/calls/{caller.call_sid}/say", content=nested, headers=AUTH)
             await caller.hangup()
         assert response.status_code == 400 and response.json()["error"] == "the body is nested too deeply"
+
+
+async def test_a_hung_database_is_a_503_and_leaves_the_tools_their_own_threads(
+    records_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL stopped by SIGSTOP, as the reader sees it: every read blocks. The API answers 503 with a
+    sentence once a read has waited too long (or too many wait), and a sync tool still answers at once."""
+    import threading
+
+    from tests import tool_samples
+    from voiceagent.store import store as store_module
+    from voiceagent.tools import load_toolbox
+
+    monkeypatch.setattr(store_module, "READ_TIMEOUT_SECONDS", 0.5)
+    hung = threading.Event()
+    async with call_stack() as stack, api(stack.app.base_url) as http:
+        store = stack.app.service.recorder.store
+        assert store is not None
+        monkeypatch.setattr(store, "get_call", lambda sid: hung.wait(WAIT))
+        try:
+            sid = "CA" + "3" * 32
+            answers = await asyncio.gather(*(http.get(f"/api/calls/{sid}", headers=AUTH) for _ in range(40)))
+            assert {response.status_code for response in answers} == {503}
+            messages = {response.json()["error"] for response in answers}
+            assert any("did not answer within 0.5 s" in message for message in messages), messages
+            assert any("reads are waiting" in message for message in messages), messages
+            async with load_toolbox(modules=["tests.tool_samples"], env={}, timeout_seconds=10) as box:
+                result = await box.run("shout", '{"text": "hi", "times": 2}')
+            assert result.ok, result
+            assert tool_samples.shout("hi", 2) in result.output
+        finally:
+            hung.set()

@@ -1,7 +1,9 @@
 """Call records: written by one thread (``StoreWriter``), read by the operator API and the CLI.
 
 Writes (``call_started``, ``line``, ...) only enqueue, so they are safe on the event loop. Reads block:
-from async code, run them in a thread (``asyncio.to_thread``).
+from async code, run them through ``read`` — on the store's own two threads, each read bounded by
+``READ_TIMEOUT_SECONDS`` and at most ``MAX_PENDING_READS`` waiting (``StoreUnavailable`` beyond), so a
+database that hangs can never take the event loop's shared thread pool (and the tools on it) down with it.
 
 Calls left open by a process that died (``kill -9``, a crash, a power cut) are closed with the reason
 ``process ended``: at start-up, those of this instance (same host and port: a restart), and, by any
@@ -10,21 +12,34 @@ instance, those of an instance whose heartbeat has gone stale (``STALE_SECONDS``
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import json
 import threading
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from voiceagent.store.backend import Connection, StoreError, connect, migrate
 from voiceagent.store.records import CALL_COLUMNS, CallRecord, LineRecord
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.store.writer import Statement, StoreWriter, WriterObserver
 
-__all__ = ["PROCESS_ENDED", "CallPage", "CallStore", "StoreError"]
+__all__ = ["PROCESS_ENDED", "CallPage", "CallStore", "StoreError", "StoreUnavailable"]
+
+T = TypeVar("T")
+READ_TIMEOUT_SECONDS = 5.0
+MAX_PENDING_READS = 8
+READ_THREADS = 2
+STATEMENT_TIMEOUT_MS = 5000  # PostgreSQL ends a read that runs longer (the reader connection only)
+
+
+class StoreUnavailable(StoreError):
+    """The store did not answer a read in time, or too many reads are waiting for it already."""
+
 
 PROCESS_ENDED = "process ended"
 HEARTBEAT_SECONDS = 10.0
@@ -80,6 +95,9 @@ class CallStore:
         )
         self._reader: Connection | None = None
         self._reader_lock = threading.Lock()
+        self._reads = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="voiceagent-store-read")
+        self._pending_reads = 0
+        self._pending_lock = threading.Lock()
         self.closed_at_start = 0  # calls left open by a dead process, closed by open()
 
     # ------------------------------------------------------------ lifecycle (blocking)
@@ -101,17 +119,48 @@ class CallStore:
             connection.close()
             raise
         self.writer.start(connection)
-        self._reader = connect(self.settings)
+        self._reader = self._connect_reader()
+
+    def _connect_reader(self) -> Connection:
+        reader = connect(self.settings)
+        if reader.backend == "postgresql":
+            reader.execute(f"SET statement_timeout = {STATEMENT_TIMEOUT_MS}")
+        return reader
 
     def close(self, timeout: float = 10.0) -> None:
         """Write what is queued, say this instance is gone, disconnect."""
         if self.writer.running:
             self.writer.put(Statement("DELETE FROM instances WHERE instance = ?", (self.instance,), "instance gone"))
             self.writer.stop(timeout)
+        self._reads.shutdown(wait=False, cancel_futures=True)
         with self._reader_lock:
             if self._reader is not None:
                 self._reader.close()
                 self._reader = None
+
+    # ------------------------------------------------------------ reads from async code
+
+    async def read(self, query: Callable[..., T], *args: Any) -> T:
+        """``query(*args)`` (one of the blocking reads below) on the store's own threads, bounded in time
+        and in how many may wait. ``StoreUnavailable`` when the store does not answer."""
+        with self._pending_lock:
+            if self._pending_reads >= MAX_PENDING_READS:
+                raise StoreUnavailable(f"the store is not answering: {MAX_PENDING_READS} reads are waiting")
+            self._pending_reads += 1
+        try:
+            started: Future[T] = self._reads.submit(query, *args)
+        except RuntimeError:  # shut down
+            self._read_done(None)
+            raise StoreUnavailable("the store is closed") from None
+        started.add_done_callback(self._read_done)  # when the thread is really free again, not at the timeout
+        try:
+            return await asyncio.wait_for(asyncio.wrap_future(started), READ_TIMEOUT_SECONDS)
+        except TimeoutError:
+            raise StoreUnavailable(f"the store did not answer within {READ_TIMEOUT_SECONDS:g} s") from None
+
+    def _read_done(self, _: object) -> None:
+        with self._pending_lock:
+            self._pending_reads -= 1
 
     # ------------------------------------------------------------ writes (never block)
 
@@ -203,7 +252,7 @@ class CallStore:
                     raise
                 # a PostgreSQL connection dropped (server restart, idle timeout): once more, on a new one
                 self._reader.close()
-                self._reader = connect(self.settings)
+                self._reader = self._connect_reader()
                 return self._reader.query(sql, params)
 
     def get_call(self, call_sid: str) -> CallRecord | None:

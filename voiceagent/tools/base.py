@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import json
 import math
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,12 +41,24 @@ class ToolResult:
     error: str | None = None
 
 
+TOOL_THREADS = 8  # sync tools running at once, per ToolBox
+
+
 class ToolContext:
     """What a running tool may borrow from its ToolBox: one HTTP client, made on first use, shared by every
-    HTTP tool of the box (one connection pool), closed with the box."""
+    HTTP tool of the box (one connection pool), and the threads sync tools run on — their own, so that
+    nothing else sharing the event loop's default pool (a hung database's reads) can hold a tool up. Both
+    are closed with the box."""
 
     def __init__(self) -> None:
         self._client: httpx.AsyncClient | None = None
+        self._threads: ThreadPoolExecutor | None = None
+
+    @property
+    def threads(self) -> ThreadPoolExecutor:
+        if self._threads is None:
+            self._threads = ThreadPoolExecutor(TOOL_THREADS, thread_name_prefix="voiceagent-tool")
+        return self._threads
 
     @property
     def http(self) -> httpx.AsyncClient:
@@ -58,6 +71,9 @@ class ToolContext:
 
     async def aclose(self) -> None:
         client, self._client = self._client, None
+        threads, self._threads = self._threads, None
+        if threads is not None:
+            threads.shutdown(wait=False, cancel_futures=True)  # a sync tool still running runs on to its end
         if client is not None:
             await client.aclose()
 

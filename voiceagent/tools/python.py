@@ -7,6 +7,8 @@ will be accepted), and the model's arguments are validated by that same pydantic
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import importlib
 import inspect
 import json
@@ -280,7 +282,8 @@ class PythonTool(Tool):
         if self.is_async:
             answer = await self.fn(*args, **kwargs)
         else:
-            answer = await asyncio.to_thread(self.fn, *args, **kwargs)
+            call = functools.partial(contextvars.copy_context().run, self.fn, *args, **kwargs)
+            answer = await asyncio.get_running_loop().run_in_executor(context.threads, call)
             if inspect.isawaitable(answer):  # a plain function that hands back a coroutine
                 answer = await answer
         return ToolResult(output=answer_output(answer), ok=True)
