@@ -29,13 +29,14 @@ from voiceagent.tools import ToolBox
 from voiceagent.transcripts import TranscriptSink
 from voiceagent.twilio import messages as tw
 from voiceagent.twilio import twiml
+from voiceagent.twilio.media_stream import MediaStreamAdapter
 from voiceagent.twilio.security import TOKEN_PARAMETER
+from voiceagent.twilio.transport import TwilioTransport, wait_for_start
 from voiceagent.twilio.webhook_guard import WebhookGuard
 
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}", re.ASCII)  # used with fullmatch: no trailing newline
 START_TIMEOUT_SECONDS = 10.0
 MAX_FORM_FIELDS = 100  # Twilio's call webhooks carry about 30
-MAX_MESSAGES_BEFORE_START = 20
 
 
 def _xml(document: str) -> Response:
@@ -144,23 +145,6 @@ def _farewell_message(settings: Settings, farewell: Farewell) -> str:
             assert_never(farewell)
 
 
-async def _wait_for_start(websocket: WebSocket, log: CallLog) -> tw.Start | None:
-    for _ in range(MAX_MESSAGES_BEFORE_START):
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return None
-        try:
-            event = tw.parse_received(message)
-        except tw.BadMessage as exc:
-            log.warning("twilio_bad_message", reason=str(exc))
-            continue
-        if isinstance(event, tw.Start):
-            return event
-        if not isinstance(event, tw.Connected):
-            log.warning("twilio_before_start", message=type(event).__name__)
-    return None
-
-
 async def media(websocket: WebSocket) -> None:
     """The Twilio Media Stream. Every check passes before any model connection is opened."""
     service: Service = websocket.app.state.service
@@ -175,7 +159,7 @@ async def media(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     try:
-        start = await asyncio.wait_for(_wait_for_start(websocket, log), START_TIMEOUT_SECONDS)
+        start = await asyncio.wait_for(wait_for_start(websocket, log), START_TIMEOUT_SECONDS)
     except TimeoutError:
         start = None
     if start is None:
@@ -207,7 +191,7 @@ async def media(websocket: WebSocket) -> None:
         caller=start.parameters.get("from"),
         called=start.parameters.get("to"),
     )
-    await bridge.run_stream(websocket, service.media_adapter(bridge, start))
+    await bridge.run_stream(service.transport_for(bridge, TwilioTransport(websocket, MediaStreamAdapter(start))))
 
 
 def _stream_problem(service: Service, start: tw.Start) -> str | None:

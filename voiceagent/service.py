@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 from voiceagent.bridge import CallBridge, Clock, LoopClock, ModelChannel, ModelConnector
 from voiceagent.call import CallCore, CallOptions, EndCall
 from voiceagent.call.acts import END_CALL, TRANSFER_CALL
+from voiceagent.call.transport import Frame, Transport
 from voiceagent.call_control import builtin_tools
 from voiceagent.config import Settings
 from voiceagent.limits import RateLimit, RecentKeys
@@ -24,8 +25,6 @@ from voiceagent.store.recorder import CallHandle, Recorder
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox, load_toolbox
 from voiceagent.transcripts import LogTranscriptSink, TranscriptSink
-from voiceagent.twilio import messages as tw
-from voiceagent.twilio.media_stream import MediaStreamAdapter
 from voiceagent.twilio.security import SignatureChecker, StreamTokens
 
 if TYPE_CHECKING:
@@ -157,10 +156,10 @@ class Service:
             self.recorder.stream_started(handle, stream_sid)  # records hook: the call is answered
         return bridge
 
-    def media_adapter(self, bridge: CallBridge, start: tw.Start) -> MediaStreamAdapter:
-        """The Twilio adapter for a claimed call's stream (recording it when recordings are on)."""
+    def transport_for(self, bridge: CallBridge, transport: Transport[Frame]) -> Transport[Frame]:
+        """The transport a claimed call's stream runs on (recording it when recordings are on)."""
         handle = self._handles.get(bridge)
-        return MediaStreamAdapter(start) if handle is None else self.recorder.media_adapter(handle, start)
+        return transport if handle is None else self.recorder.transport_for(handle, transport)
 
     def _forget(self, bridge: CallBridge) -> None:
         if self.calls.get(bridge.call_sid) is bridge:

@@ -2,12 +2,13 @@
 ``ConnectionPair`` and openai-agents' scripted realtime model).
 
 The bridge talks to three things it does not own: a model session (``ModelConnector`` /
-``ModelChannel``), the caller's WebSocket (``TwilioSocket``) and time (``Clock``). Here each is an
-in-memory object the test drives, so reconnects, recycling, limits and teardown are tested with
-injected time and no sockets:
+``ModelChannel``), the caller's transport (``Transport``; for Twilio, a ``TwilioTransport`` over the
+WebSocket) and time (``Clock``). Here each is an in-memory object the test drives, so reconnects,
+recycling, limits and teardown are tested with injected time and no sockets:
 
     clock, model, socket = ManualClock(), ScriptedModel(), MemoryTwilioSocket()
     bridge = CallBridge(core, connect=model, sink=sink, clock=clock)
+    await bridge.run_stream(socket.transport())   # the real Twilio transport, over the memory socket
     ...
     model.connections[0].drop(code=1001)   # the server's session cap
     clock.advance(30)                      # the silence limit, at once
@@ -27,6 +28,8 @@ from typing import Any
 from voiceagent.realtime import events as ev
 from voiceagent.realtime.connection import ModelConnectError
 from voiceagent.twilio import messages as tw
+from voiceagent.twilio.media_stream import MediaStreamAdapter
+from voiceagent.twilio.transport import TwilioTransport
 
 __all__ = ["ManualClock", "MemoryTwilioSocket", "ScriptedModel", "ScriptedModelConnection"]
 
@@ -171,7 +174,7 @@ class ScriptedModel:
 
 
 class MemoryTwilioSocket:
-    """Twilio's end of a Media Stream, in memory: what a starlette ``WebSocket`` offers the bridge."""
+    """Twilio's end of a Media Stream, in memory: what a starlette ``WebSocket`` offers ``TwilioTransport``."""
 
     def __init__(self, *, call_sid: str = "CA" + "1" * 32, stream_sid: str = "MZ" + "2" * 32) -> None:
         self.call_sid, self.stream_sid = call_sid, stream_sid
@@ -183,6 +186,10 @@ class MemoryTwilioSocket:
     def start(self, parameters: dict[str, str] | None = None) -> tw.Start:
         """The ``start`` message that opened this stream (what the app hands the bridge)."""
         return tw.Start(self.stream_sid, self.call_sid, "AC" + "3" * 32, dict(parameters or {}))
+
+    def transport(self, parameters: dict[str, str] | None = None) -> TwilioTransport:
+        """The Twilio transport over this socket, as the app hands it to the bridge after ``start``."""
+        return TwilioTransport(self, MediaStreamAdapter(self.start(parameters)))
 
     # ------------------------------------------------------------ what Twilio sends
 
