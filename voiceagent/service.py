@@ -12,13 +12,14 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from voiceagent.admission import Admission, CallStatus, Load
 from voiceagent.bridge import CallBridge, Clock, LoopClock, ModelChannel, ModelConnector
 from voiceagent.call import CallCore, CallOptions, EndCall
 from voiceagent.call.acts import END_CALL, TRANSFER_CALL
 from voiceagent.call.transport import Frame, Transport
 from voiceagent.call_control import builtin_tools
 from voiceagent.config import Settings
-from voiceagent.limits import RateLimit, RecentKeys
+from voiceagent.limits import RateLimit
 from voiceagent.logs import CallLog
 from voiceagent.realtime.connection import ModelConnectError, ModelConnection
 from voiceagent.store.recorder import CallHandle, Recorder
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 __all__ = ["Service"]
 
 ENDED_MEMORY = 10_000  # how many recent call ends the stream-ended handler (and late streams) can look up
-REPLAY_MEMORY_SECONDS = 3600.0  # a CallSid seen by the webhook gets no second token or pre-warm for this long
 STREAM_SILENCE_SECONDS = 5.0  # Twilio sends a frame every 20 ms: this long without one, the stream is dead
 PLAYBACK_REPORT_GRACE_SECONDS = 5.0  # mark echoes this late after the audio must have played are not coming
 ANSWER_TIMEOUT_SECONDS = 15.0  # the caller finished speaking and no response started: the model is stuck
@@ -66,18 +66,26 @@ class Service:
         self.calls: dict[str, CallBridge] = {}
         self.ended: OrderedDict[str, EndCall] = OrderedDict()
         self.draining = False
-        self.webhooks_seen = RecentKeys(REPLAY_MEMORY_SECONDS)  # a CallSid gets one token and one pre-warm
-        self.tokens_used = RecentKeys(self.tokens.ttl + 5)  # a stream token works once
+        self.admission = Admission(
+            self.tokens,
+            max_calls=settings.max_calls,
+            calls_per_number_per_minute=settings.calls_per_number_per_minute,
+            wall=self.now,
+        )
         self._connects = RateLimit(settings.model_connects_per_minute)
-        self.calls_per_number = RateLimit(settings.calls_per_number_per_minute)
         self._log = CallLog()
         tool_names = [tool.name for tool in declared]
         self.recorder = Recorder(settings, self.records, tool_names=tool_names)  # started by the app's lifespan
         self._handles: dict[CallBridge, CallHandle] = {}
 
-    @property
-    def busy(self) -> bool:
-        return self.draining or len(self.calls) >= self.settings.max_calls
+    def load(self) -> Load:
+        """What admission needs to know of how busy the service is."""
+        return Load(len(self.calls), self.draining)
+
+    def status_of(self, call_sid: str) -> CallStatus:
+        """What admission needs to know of one call when its stream starts."""
+        current = self.calls.get(call_sid)
+        return CallStatus(current is not None, current is not None and current.attached, self.end_of(call_sid))
 
     def call_options(self) -> CallOptions:
         settings = self.settings
