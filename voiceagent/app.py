@@ -18,12 +18,11 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from voiceagent.admission import Busy, CallAnswered, EndedEarly, RateLimited, Rejected, Replayed, StreamAccepted
-from voiceagent.bridge import Clock, ModelConnector
 from voiceagent.call import EndCall, Farewell
 from voiceagent.config import Settings
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.operator_api import announce, metrics_routes, operator_routes
-from voiceagent.service import Service
+from voiceagent.service import Clock, ModelConnector, Service
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox
 from voiceagent.transcripts import TranscriptSink

@@ -31,7 +31,7 @@ from voiceagent.twilio.security import SignatureChecker, StreamTokens
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-__all__ = ["Service"]
+__all__ = ["CallBridge", "Clock", "ModelConnector", "Service"]  # the app and the API meet calls here
 
 ENDED_MEMORY = 10_000  # how many recent call ends the stream-ended handler (and late streams) can look up
 STREAM_SILENCE_SECONDS = 5.0  # Twilio sends a frame every 20 ms: this long without one, the stream is dead
