@@ -25,13 +25,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from voiceagent.call.actions import ClearPlayback, PlayAudio
+from voiceagent.call.inputs import CallerHungUp, TransportEvent
 from voiceagent.realtime import events as ev
 from voiceagent.realtime.connection import ModelConnectError
 from voiceagent.twilio import messages as tw
 from voiceagent.twilio.media_stream import MediaStreamAdapter
 from voiceagent.twilio.transport import TwilioTransport
 
-__all__ = ["ManualClock", "MemoryTwilioSocket", "ScriptedModel", "ScriptedModelConnection"]
+__all__ = ["ManualClock", "MemoryTransport", "MemoryTwilioSocket", "ScriptedModel", "ScriptedModelConnection"]
 
 
 # ---------------------------------------------------------------- time
@@ -252,3 +254,41 @@ class MemoryTwilioSocket:
         if self.close_code is None:
             self.close_code = code
             self.disconnect()
+
+
+# ---------------------------------------------------------------- any transport, in the core's words
+
+
+class MemoryTransport:
+    """A caller's transport with no wire at all: the test pushes the core's ``TransportEvent``s and reads
+    the playback the bridge sent (``sent``, in order, once flushed). What a second transport looks like."""
+
+    def __init__(self, stream_id: str = "memory-stream") -> None:
+        self.stream_id = stream_id
+        self.queued: list[PlayAudio | ClearPlayback] = []  # played, not yet flushed
+        self.sent: list[PlayAudio | ClearPlayback] = []
+        self.closed = False
+        self._inbox: asyncio.Queue[TransportEvent] = asyncio.Queue()
+
+    def push(self, *events: TransportEvent) -> None:
+        """The caller's side reports these, in order."""
+        for event in events:
+            self._inbox.put_nowait(event)
+
+    async def receive(self) -> TransportEvent:
+        return await self._inbox.get()
+
+    def decode(self, frame: TransportEvent) -> TransportEvent | None:
+        return frame
+
+    def play(self, action: PlayAudio | ClearPlayback) -> None:
+        self.queued.append(action)
+
+    async def flush(self) -> None:
+        self.sent += self.queued
+        self.queued.clear()
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.push(CallerHungUp("transport closed"))
