@@ -1,4 +1,4 @@
-"""The starlette app: routes only. Decisions live in ``service``, ``bridge`` and ``call``."""
+"""The starlette app: routes only. Decisions live in ``admission``, ``service``, ``bridge`` and ``call``."""
 
 from __future__ import annotations
 
