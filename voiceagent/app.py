@@ -1,4 +1,4 @@
-"""The starlette app: routes only. Decisions live in ``service``, ``bridge`` and ``call``."""
+"""The starlette app: routes only. Decisions live in ``admission``, ``service``, ``bridge`` and ``call``."""
 
 from __future__ import annotations
 
@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import os
 import re
-import time
 from collections.abc import AsyncIterator
 from enum import Enum
 from typing import Any, assert_never
@@ -18,24 +17,24 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from voiceagent.bridge import Clock, ModelConnector
+from voiceagent.admission import Busy, CallAnswered, EndedEarly, RateLimited, Rejected, Replayed, StreamAccepted
 from voiceagent.call import EndCall, Farewell
 from voiceagent.config import Settings
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.operator_api import announce, metrics_routes, operator_routes
-from voiceagent.service import Service
+from voiceagent.service import Clock, ModelConnector, Service
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox
 from voiceagent.transcripts import TranscriptSink
-from voiceagent.twilio import messages as tw
 from voiceagent.twilio import twiml
+from voiceagent.twilio.media_stream import MediaStreamAdapter
 from voiceagent.twilio.security import TOKEN_PARAMETER
+from voiceagent.twilio.transport import TwilioTransport, wait_for_start
 from voiceagent.twilio.webhook_guard import WebhookGuard
 
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}", re.ASCII)  # used with fullmatch: no trailing newline
 START_TIMEOUT_SECONDS = 10.0
 MAX_FORM_FIELDS = 100  # Twilio's call webhooks carry about 30
-MAX_MESSAGES_BEFORE_START = 20
 
 
 def _xml(document: str) -> Response:
@@ -88,30 +87,29 @@ async def voice(request: Request) -> Response:
         return PlainTextResponse("Bad Request", status_code=400)
     log = CallLog(call_sid)
     full = service.settings.log_full_numbers
-    busy = _xml(twiml.say_and_hang_up(service.settings.busy_message))
-    if service.busy:
-        log.warning("call_refused", reason="draining" if service.draining else "at capacity", calls=len(service.calls))
-        return busy
-    now = time.monotonic()
-    if not service.webhooks_seen.add(call_sid, now):
-        # Twilio signatures carry no timestamp: a captured webhook replayed must not buy model sessions
-        log.warning("webhook_replayed", detail="this CallSid already got its stream token and model session")
-        return _xml(twiml.say_and_hang_up(""))
-    if not service.calls_per_number.allow(params.get("From", ""), now):
-        log.warning(
-            "call_refused", reason="too many calls from this number", caller=mask_number(params.get("From"), full=full)
-        )
-        return busy
-    log.info(
-        "call_incoming", caller=mask_number(params.get("From"), full=full), to=mask_number(params.get("To"), full=full)
-    )
-    stream_params = {
-        TOKEN_PARAMETER: service.tokens.issue(call_sid, service.now()),
-        "from": params.get("From", ""),
-        "to": params.get("To", ""),
-    }
-    service.prewarm(call_sid, caller=params.get("From"), called=params.get("To"))
-    return _xml(twiml.connect(base, stream_params))
+    verdict = service.admission.webhook(call_sid, params.get("From", ""), service.load())
+    match verdict:
+        case Busy(reason=reason, calls=calls):
+            log.warning("call_refused", reason=reason, calls=calls)
+            return _xml(twiml.say_and_hang_up(service.settings.busy_message))
+        case Replayed():
+            # Twilio signatures carry no timestamp: a captured webhook replayed must not buy model sessions
+            log.warning("webhook_replayed", detail="this CallSid already got its stream token and model session")
+            return _xml(twiml.say_and_hang_up(""))
+        case RateLimited(reason=reason):
+            log.warning("call_refused", reason=reason, caller=mask_number(params.get("From"), full=full))
+            return _xml(twiml.say_and_hang_up(service.settings.busy_message))
+        case CallAnswered(token=token):
+            log.info(
+                "call_incoming",
+                caller=mask_number(params.get("From"), full=full),
+                to=mask_number(params.get("To"), full=full),
+            )
+            stream_params = {TOKEN_PARAMETER: token, "from": params.get("From", ""), "to": params.get("To", "")}
+            service.prewarm(call_sid, caller=params.get("From"), called=params.get("To"))
+            return _xml(twiml.connect(base, stream_params))
+        case _:
+            assert_never(verdict)
 
 
 async def stream_ended(request: Request) -> Response:
@@ -144,23 +142,6 @@ def _farewell_message(settings: Settings, farewell: Farewell) -> str:
             assert_never(farewell)
 
 
-async def _wait_for_start(websocket: WebSocket, log: CallLog) -> tw.Start | None:
-    for _ in range(MAX_MESSAGES_BEFORE_START):
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            return None
-        try:
-            event = tw.parse_received(message)
-        except tw.BadMessage as exc:
-            log.warning("twilio_bad_message", reason=str(exc))
-            continue
-        if isinstance(event, tw.Start):
-            return event
-        if not isinstance(event, tw.Connected):
-            log.warning("twilio_before_start", message=type(event).__name__)
-    return None
-
-
 async def media(websocket: WebSocket) -> None:
     """The Twilio Media Stream. Every check passes before any model connection is opened."""
     service: Service = websocket.app.state.service
@@ -175,7 +156,7 @@ async def media(websocket: WebSocket) -> None:
         return
     await websocket.accept()
     try:
-        start = await asyncio.wait_for(_wait_for_start(websocket, log), START_TIMEOUT_SECONDS)
+        start = await asyncio.wait_for(wait_for_start(websocket, log), START_TIMEOUT_SECONDS)
     except TimeoutError:
         start = None
     if start is None:
@@ -183,48 +164,35 @@ async def media(websocket: WebSocket) -> None:
         await _close(websocket, 1008)
         return
     log = CallLog(start.call_sid)
-    problem = _stream_problem(service, start)
-    if problem is not None:
-        log.warning("stream_rejected", reason=problem)
-        await _close(websocket, 1008)
-        return
-    earlier = service.end_of(start.call_sid)
-    if earlier is not None and earlier.farewell is not Farewell.HANG_UP:
-        # refused, or the pre-warm found the model unreachable: end the stream so that Twilio asks
-        # /twilio/stream-ended, which says why to the caller
-        log.warning("stream_ended_early", reason=earlier.reason)
-        await _close(websocket, 1000)
-        return
-    if service.busy and start.call_sid not in service.calls:
-        reason = "draining" if service.draining else "at capacity"
-        log.warning("call_refused", reason=reason, calls=len(service.calls), at="stream")
-        service.remember_end(start.call_sid, EndCall(reason, Farewell.BUSY))
-        await _close(websocket, 1000)
-        return
+    token = start.parameters.get(TOKEN_PARAMETER)
+    verdict = service.admission.stream(start.call_sid, token, service.status_of(start.call_sid), service.load())
+    match verdict:
+        case Rejected(reason=reason):
+            log.warning("stream_rejected", reason=reason)
+            await _close(websocket, 1008)
+            return
+        case EndedEarly(reason=reason):
+            # refused, or the pre-warm found the model unreachable: end the stream so that Twilio asks
+            # /twilio/stream-ended, which says why to the caller
+            log.warning("stream_ended_early", reason=reason)
+            await _close(websocket, 1000)
+            return
+        case Busy(reason=reason, calls=calls):
+            log.warning("call_refused", reason=reason, calls=calls, at="stream")
+            service.remember_end(start.call_sid, EndCall(reason, Farewell.BUSY))
+            await _close(websocket, 1000)
+            return
+        case StreamAccepted():
+            pass
+        case _:
+            assert_never(verdict)
     bridge = service.claim(
         start.call_sid,
         stream_sid=start.stream_sid,
         caller=start.parameters.get("from"),
         called=start.parameters.get("to"),
     )
-    await bridge.run_stream(websocket, service.media_adapter(bridge, start))
-
-
-def _stream_problem(service: Service, start: tw.Start) -> str | None:
-    """Why this stream may not become a call (safe to log), or None."""
-    token = start.parameters.get(TOKEN_PARAMETER)
-    problem = service.tokens.check(token, start.call_sid, service.now())
-    if problem is not None:
-        return problem
-    current = service.calls.get(start.call_sid)
-    if current is not None and current.attached:
-        return "a stream is already attached to this call"
-    earlier = service.end_of(start.call_sid)
-    if earlier is not None and earlier.farewell is Farewell.HANG_UP:
-        return "this call already ended"
-    if not service.tokens_used.add(token or "", time.monotonic()):
-        return "stream token already used"
-    return None
+    await bridge.run_stream(service.transport_for(bridge, TwilioTransport(websocket, MediaStreamAdapter(start))))
 
 
 async def _close(websocket: WebSocket, code: int) -> None:

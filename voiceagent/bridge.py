@@ -1,6 +1,6 @@
 """One call's I/O: a thin driver around ``CallCore`` (in the manner of websockets' asyncio layer).
 
-It feeds the core what arrives — caller frames through the transport adapter, model events, timer
+It feeds the core what arrives — caller frames through the ``Transport``, model events, timer
 expiries, connect results — and carries out the actions it returns. It decides nothing: which side
 ends the call, when to reconnect or recycle, when a limit bites are the core's calls.
 
@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, Generic, Protocol, TypeVar, assert_never
+from typing import Any, Protocol, assert_never
 
 from voiceagent.call import (
     Action,
@@ -32,25 +31,17 @@ from voiceagent.call import (
     SendToModel,
     UseNewModel,
 )
-from voiceagent.call.inputs import CallerHungUp, StreamStarted, TransportEvent
+from voiceagent.call.inputs import StreamStarted
+from voiceagent.call.transport import Transport
 from voiceagent.logs import CallLog
+from voiceagent.outbox import Outbox as _Outbox
 from voiceagent.realtime import events as ev
 from voiceagent.realtime.connection import ModelConnectError
 from voiceagent.transcripts import TranscriptSink
-from voiceagent.twilio.media_stream import MediaStreamAdapter
 
-__all__ = ["CallBridge", "Clock", "LoopClock", "ModelChannel", "ModelConnector", "TwilioSocket"]
+__all__ = ["CallBridge", "Clock", "LoopClock", "ModelChannel", "ModelConnector"]
 
 CLOSE_TIMEOUT_SECONDS = 1.0
-T = TypeVar("T")
-
-
-class TwilioSocket(Protocol):
-    """The part of a starlette ``WebSocket`` the bridge uses."""
-
-    async def receive(self) -> Any: ...
-    async def send_text(self, data: str) -> None: ...
-    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
 
 
 class ModelChannel(Protocol):
@@ -130,27 +121,6 @@ class LoopClock:
         return self._running_loop().call_at(when, callback)
 
 
-class _Outbox(Generic[T]):
-    """Messages for one peer, sent in the order they were put, by one sender at a time."""
-
-    def __init__(self, send: Callable[[T], Awaitable[None]]) -> None:
-        self._send = send
-        self._queue: deque[T] = deque()
-        self._lock = asyncio.Lock()
-
-    def put(self, message: T) -> None:
-        self._queue.append(message)
-
-    async def flush(self) -> None:
-        if not self._queue:
-            return
-        async with self._lock:
-            while self._queue:
-                message = self._queue.popleft()
-                with contextlib.suppress(Exception):  # a closed peer shows up on its reader, not here
-                    await self._send(message)
-
-
 class CallBridge:
     """Everything one call owns. No state is shared between calls."""
 
@@ -179,9 +149,7 @@ class CallBridge:
         self._replaced: ModelChannel | None = None  # taken out of use, to be closed
         self._dropped: ModelChannel | None = None  # refused by the core, to be closed
         self._model_out: _Outbox[ev.ModelCommand] | None = None
-        self._stream: MediaStreamAdapter | None = None
-        self._twilio: TwilioSocket | None = None
-        self._twilio_out: _Outbox[str] | None = None
+        self._transport: Transport[Any] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: TimerHandle | None = None
         self._timer_due: float | None = None
@@ -190,7 +158,7 @@ class CallBridge:
     @property
     def attached(self) -> bool:
         """A caller's stream is (or was) attached to this call."""
-        return self._stream is not None
+        return self._transport is not None
 
     # ------------------------------------------------------------ inputs from the outside
 
@@ -213,29 +181,22 @@ class CallBridge:
         self._apply(self.core.hang_up(reason, self._clock.now()))
         await self.finished.wait()
 
-    async def run_stream(self, websocket: TwilioSocket, stream: MediaStreamAdapter) -> None:
-        """Attach the caller's stream (already past ``start``) and run until the call ends."""
-        self._twilio, self._stream = websocket, stream
-        self._twilio_out = _Outbox(websocket.send_text)
-        self.log.info("stream_started", stream_sid=stream.stream_sid)
+    async def run_stream(self, transport: Transport[Any]) -> None:
+        """Attach the caller's stream (already started) and run until the call ends."""
+        self._transport = transport
+        self.log.info("stream_started", stream_sid=transport.stream_id)
         self._apply(self.core.transport_event(StreamStarted(), self._clock.now()))
-        self._spawn(self._read_twilio(websocket, stream), "twilio")
+        self._spawn(self._read_transport(transport), "transport")
         await self._flush()
         await self.finished.wait()
 
     # ------------------------------------------------------------ readers
 
-    async def _read_twilio(self, websocket: TwilioSocket, stream: MediaStreamAdapter) -> None:
+    async def _read_transport(self, transport: Transport[Any]) -> None:
         while self.ended is None:
-            message = await websocket.receive()
-            event: TransportEvent
-            if message["type"] == "websocket.disconnect":
-                event = CallerHungUp("caller hung up (stream closed)")
-            else:
-                received = stream.receive(message)
-                if received is None:
-                    continue
-                event = received
+            event = transport.decode(await transport.receive())
+            if event is None:
+                continue
             self._apply(self.core.transport_event(event, self._clock.now()))
             await self._flush()
 
@@ -274,9 +235,8 @@ class CallBridge:
         for action in actions:
             match action:
                 case PlayAudio() | ClearPlayback():
-                    if self._stream is not None and self._twilio_out is not None:
-                        for frame in self._stream.send(action):
-                            self._twilio_out.put(frame)
+                    if self._transport is not None:
+                        self._transport.play(action)
                 case SendToModel(command=command):
                     if self._model_out is not None:
                         self._model_out.put(command)
@@ -317,8 +277,8 @@ class CallBridge:
         self._spawn(self._read_model(channel), "model")
 
     async def _flush(self) -> None:
-        if self._twilio_out is not None:
-            await self._twilio_out.flush()
+        if self._transport is not None:
+            await self._transport.flush()
         if self._model_out is not None:
             await self._model_out.flush()
 
@@ -361,8 +321,8 @@ class CallBridge:
             self._timer.cancel()
         if self._model is not None:
             await _close_quietly(self._model.close())
-        if self._twilio is not None:
-            await _close_quietly(self._twilio.close(code=1000))
+        if self._transport is not None:
+            await _close_quietly(self._transport.close())
         self.finished.set()
         if self._on_end is not None:
             self._on_end(self)

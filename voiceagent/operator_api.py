@@ -34,11 +34,10 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from voiceagent.bridge import CallBridge
 from voiceagent.call import Action, Log
 from voiceagent.logs import CallLog
 from voiceagent.metrics import CONTENT_TYPE_LATEST
-from voiceagent.service import Service
+from voiceagent.service import CallBridge, Service
 from voiceagent.store import StoreError
 from voiceagent.store.records import CallRecord, LineRecord, call_as_text, number_filter, parse_time
 

@@ -12,29 +12,28 @@ from collections import OrderedDict
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
+from voiceagent.admission import Admission, CallStatus, Load
 from voiceagent.bridge import CallBridge, Clock, LoopClock, ModelChannel, ModelConnector
 from voiceagent.call import CallCore, CallOptions, EndCall
 from voiceagent.call.acts import END_CALL, TRANSFER_CALL
+from voiceagent.call.transport import Frame, Transport
 from voiceagent.call_control import builtin_tools
 from voiceagent.config import Settings
-from voiceagent.limits import RateLimit, RecentKeys
+from voiceagent.limits import RateLimit
 from voiceagent.logs import CallLog
 from voiceagent.realtime.connection import ModelConnectError, ModelConnection
 from voiceagent.store.recorder import CallHandle, Recorder
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox, load_toolbox
 from voiceagent.transcripts import LogTranscriptSink, TranscriptSink
-from voiceagent.twilio import messages as tw
-from voiceagent.twilio.media_stream import MediaStreamAdapter
 from voiceagent.twilio.security import SignatureChecker, StreamTokens
 
 if TYPE_CHECKING:
     from azure.core.credentials_async import AsyncTokenCredential
 
-__all__ = ["Service"]
+__all__ = ["CallBridge", "Clock", "ModelConnector", "Service"]  # the app and the API meet calls here
 
 ENDED_MEMORY = 10_000  # how many recent call ends the stream-ended handler (and late streams) can look up
-REPLAY_MEMORY_SECONDS = 3600.0  # a CallSid seen by the webhook gets no second token or pre-warm for this long
 STREAM_SILENCE_SECONDS = 5.0  # Twilio sends a frame every 20 ms: this long without one, the stream is dead
 PLAYBACK_REPORT_GRACE_SECONDS = 5.0  # mark echoes this late after the audio must have played are not coming
 ANSWER_TIMEOUT_SECONDS = 15.0  # the caller finished speaking and no response started: the model is stuck
@@ -67,18 +66,26 @@ class Service:
         self.calls: dict[str, CallBridge] = {}
         self.ended: OrderedDict[str, EndCall] = OrderedDict()
         self.draining = False
-        self.webhooks_seen = RecentKeys(REPLAY_MEMORY_SECONDS)  # a CallSid gets one token and one pre-warm
-        self.tokens_used = RecentKeys(self.tokens.ttl + 5)  # a stream token works once
+        self.admission = Admission(
+            self.tokens,
+            max_calls=settings.max_calls,
+            calls_per_number_per_minute=settings.calls_per_number_per_minute,
+            wall=self.now,
+        )
         self._connects = RateLimit(settings.model_connects_per_minute)
-        self.calls_per_number = RateLimit(settings.calls_per_number_per_minute)
         self._log = CallLog()
         tool_names = [tool.name for tool in declared]
         self.recorder = Recorder(settings, self.records, tool_names=tool_names)  # started by the app's lifespan
         self._handles: dict[CallBridge, CallHandle] = {}
 
-    @property
-    def busy(self) -> bool:
-        return self.draining or len(self.calls) >= self.settings.max_calls
+    def load(self) -> Load:
+        """What admission needs to know of how busy the service is."""
+        return Load(len(self.calls), self.draining)
+
+    def status_of(self, call_sid: str) -> CallStatus:
+        """What admission needs to know of one call when its stream starts."""
+        current = self.calls.get(call_sid)
+        return CallStatus(current is not None, current is not None and current.attached, self.end_of(call_sid))
 
     def call_options(self) -> CallOptions:
         settings = self.settings
@@ -157,10 +164,10 @@ class Service:
             self.recorder.stream_started(handle, stream_sid)  # records hook: the call is answered
         return bridge
 
-    def media_adapter(self, bridge: CallBridge, start: tw.Start) -> MediaStreamAdapter:
-        """The Twilio adapter for a claimed call's stream (recording it when recordings are on)."""
+    def transport_for(self, bridge: CallBridge, transport: Transport[Frame]) -> Transport[Frame]:
+        """The transport a claimed call's stream runs on (recording it when recordings are on)."""
         handle = self._handles.get(bridge)
-        return MediaStreamAdapter(start) if handle is None else self.recorder.media_adapter(handle, start)
+        return transport if handle is None else self.recorder.transport_for(handle, transport)
 
     def _forget(self, bridge: CallBridge) -> None:
         if self.calls.get(bridge.call_sid) is bridge:

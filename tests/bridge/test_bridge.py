@@ -16,7 +16,6 @@ from voiceagent.realtime import events as ev
 from voiceagent.testing.seams import ManualClock, MemoryTwilioSocket, ScriptedModel
 from voiceagent.testing.waiting import wait_until
 from voiceagent.transcripts import MemoryTranscriptSink
-from voiceagent.twilio.media_stream import MediaStreamAdapter
 
 WAIT = 5.0  # everything here is in memory: generous for a loaded machine, never reached when it works
 CALL = "CA" + "1" * 32
@@ -37,8 +36,7 @@ class Rig:
     stream: asyncio.Task[None] | None = None
 
     def attach(self) -> None:
-        adapter = MediaStreamAdapter(self.socket.start())
-        self.stream = asyncio.create_task(self.bridge.run_stream(self.socket, adapter))
+        self.stream = asyncio.create_task(self.bridge.run_stream(self.socket.transport()))
 
     async def connected(self, count: int = 1) -> None:
         await wait_until(lambda: len(self.model.connections) >= count and self.model.connections[-1].sent, WAIT)

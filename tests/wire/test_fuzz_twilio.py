@@ -22,6 +22,7 @@ from voiceagent.testing import new_sid, wait_until
 from voiceagent.transcripts import MemoryTranscriptSink
 from voiceagent.twilio import messages as tw
 from voiceagent.twilio.media_stream import MediaStreamAdapter
+from voiceagent.twilio.transport import TwilioTransport
 
 STREAM = "MZ" + "c" * 32
 CALL = "CA" + "d" * 32
@@ -167,7 +168,7 @@ def test_a_call_bridge_survives_any_stream_of_junk(frames: list[str | bytes]) ->
         bridge.start()
         await wait_until(lambda: model.commands, WAIT, wake=model.sent.wait)  # being set up: audio will flow
         socket = MemorySocket(frames)
-        await asyncio.wait_for(bridge.run_stream(socket, MediaStreamAdapter(start())), timeout=WAIT)
+        await asyncio.wait_for(bridge.run_stream(TwilioTransport(socket, MediaStreamAdapter(start()))), timeout=WAIT)
         assert bridge.ended is not None
         assert not bridge.ended.reason.startswith("internal error"), bridge.ended
         assert socket.closed and model.closed.is_set()

@@ -197,7 +197,7 @@ def test_a_stream_token_works_once_and_a_stream_for_an_ended_call_is_refused(
     token = service.tokens.issue(sid(3), service.now())
     service.remember_end(sid(4), EndCall("caller hung up"))
     assert open_stream(http, sid(4), service.tokens.issue(sid(4), service.now())) == 1008  # already over
-    service.tokens_used.add(token, time.monotonic())  # as if a first stream had used it
+    service.admission.tokens_used.add(token, time.monotonic())  # as if a first stream had used it
     assert open_stream(http, sid(3), token) == 1008  # already used
     reasons = {line.get("reason") for line in caplog_json() if line["event"] == "stream_rejected"}
     assert reasons == {"this call already ended", "stream token already used"}

@@ -674,7 +674,7 @@ def test_a_recording_puts_agent_audio_where_it_was_played_and_leaves_cleared_aud
         warnings.simplefilter("ignore", DeprecationWarning)
         import audioop
 
-    from voiceagent.store.recording import CallRecording, RecordingFiles
+    from voiceagent.recordings import CallRecording, RecordingFiles
 
     files = RecordingFiles(tmp_path / "recordings")
     files.start()

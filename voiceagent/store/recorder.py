@@ -18,18 +18,17 @@ from pathlib import Path
 from typing import Any
 
 from voiceagent.call import EndCall
+from voiceagent.call.transport import Frame, Transport
 from voiceagent.call_webhook import CallEndedWebhook
 from voiceagent.config import Settings
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.metrics import Metrics
+from voiceagent.recordings import CallRecording, RecordingFiles, RecordingTransport
 from voiceagent.store.live import EventHub
-from voiceagent.store.recording import CallRecording, RecordingFiles, RecordingMediaStream
 from voiceagent.store.records import FIGURES, CallRecord, LineRecord
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.store.store import HEARTBEAT_SECONDS, CallStore
 from voiceagent.transcripts import TranscriptLine, TranscriptSink
-from voiceagent.twilio import messages as tw
-from voiceagent.twilio.media_stream import MediaStreamAdapter
 
 __all__ = ["CallHandle", "Recorder"]
 
@@ -254,13 +253,13 @@ class Recorder:
 
         self._guarded("logged", handle.call_sid, observe)
 
-    def media_adapter(self, handle: CallHandle, start: tw.Start) -> MediaStreamAdapter:
-        """The Twilio adapter for the call's stream: with recording taps when recordings are on."""
+    def transport_for(self, handle: CallHandle, transport: Transport[Frame]) -> Transport[Frame]:
+        """The call's transport as the bridge should use it: with recording taps when recordings are on."""
         if self.recordings is None or handle.recording is not None:
-            return MediaStreamAdapter(start)
+            return transport
         path = self.recordings.directory / f"{handle.call_sid}.wav"  # a checked CallSid: a safe name
         handle.recording = CallRecording(path, self.recordings)
-        return RecordingMediaStream(start, handle.recording)
+        return RecordingTransport(transport, handle.recording)
 
     def call_ended(self, handle: CallHandle, end: EndCall, turn_latencies_ms: Iterable[int] = ()) -> None:
         def ended() -> None:

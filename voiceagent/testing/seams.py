@@ -2,12 +2,13 @@
 ``ConnectionPair`` and openai-agents' scripted realtime model).
 
 The bridge talks to three things it does not own: a model session (``ModelConnector`` /
-``ModelChannel``), the caller's WebSocket (``TwilioSocket``) and time (``Clock``). Here each is an
-in-memory object the test drives, so reconnects, recycling, limits and teardown are tested with
-injected time and no sockets:
+``ModelChannel``), the caller's transport (``Transport``; for Twilio, a ``TwilioTransport`` over the
+WebSocket) and time (``Clock``). Here each is an in-memory object the test drives, so reconnects,
+recycling, limits and teardown are tested with injected time and no sockets:
 
     clock, model, socket = ManualClock(), ScriptedModel(), MemoryTwilioSocket()
     bridge = CallBridge(core, connect=model, sink=sink, clock=clock)
+    await bridge.run_stream(socket.transport())   # the real Twilio transport, over the memory socket
     ...
     model.connections[0].drop(code=1001)   # the server's session cap
     clock.advance(30)                      # the silence limit, at once
@@ -24,11 +25,15 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from voiceagent.call.actions import ClearPlayback, PlayAudio
+from voiceagent.call.inputs import CallerHungUp, TransportEvent
 from voiceagent.realtime import events as ev
 from voiceagent.realtime.connection import ModelConnectError
 from voiceagent.twilio import messages as tw
+from voiceagent.twilio.media_stream import MediaStreamAdapter
+from voiceagent.twilio.transport import TwilioTransport
 
-__all__ = ["ManualClock", "MemoryTwilioSocket", "ScriptedModel", "ScriptedModelConnection"]
+__all__ = ["ManualClock", "MemoryTransport", "MemoryTwilioSocket", "ScriptedModel", "ScriptedModelConnection"]
 
 
 # ---------------------------------------------------------------- time
@@ -171,7 +176,7 @@ class ScriptedModel:
 
 
 class MemoryTwilioSocket:
-    """Twilio's end of a Media Stream, in memory: what a starlette ``WebSocket`` offers the bridge."""
+    """Twilio's end of a Media Stream, in memory: what a starlette ``WebSocket`` offers ``TwilioTransport``."""
 
     def __init__(self, *, call_sid: str = "CA" + "1" * 32, stream_sid: str = "MZ" + "2" * 32) -> None:
         self.call_sid, self.stream_sid = call_sid, stream_sid
@@ -183,6 +188,10 @@ class MemoryTwilioSocket:
     def start(self, parameters: dict[str, str] | None = None) -> tw.Start:
         """The ``start`` message that opened this stream (what the app hands the bridge)."""
         return tw.Start(self.stream_sid, self.call_sid, "AC" + "3" * 32, dict(parameters or {}))
+
+    def transport(self, parameters: dict[str, str] | None = None) -> TwilioTransport:
+        """The Twilio transport over this socket, as the app hands it to the bridge after ``start``."""
+        return TwilioTransport(self, MediaStreamAdapter(self.start(parameters)))
 
     # ------------------------------------------------------------ what Twilio sends
 
@@ -245,3 +254,41 @@ class MemoryTwilioSocket:
         if self.close_code is None:
             self.close_code = code
             self.disconnect()
+
+
+# ---------------------------------------------------------------- any transport, in the core's words
+
+
+class MemoryTransport:
+    """A caller's transport with no wire at all: the test pushes the core's ``TransportEvent``s and reads
+    the playback the bridge sent (``sent``, in order, once flushed). What a second transport looks like."""
+
+    def __init__(self, stream_id: str = "memory-stream") -> None:
+        self.stream_id = stream_id
+        self.queued: list[PlayAudio | ClearPlayback] = []  # played, not yet flushed
+        self.sent: list[PlayAudio | ClearPlayback] = []
+        self.closed = False
+        self._inbox: asyncio.Queue[TransportEvent] = asyncio.Queue()
+
+    def push(self, *events: TransportEvent) -> None:
+        """The caller's side reports these, in order."""
+        for event in events:
+            self._inbox.put_nowait(event)
+
+    async def receive(self) -> TransportEvent:
+        return await self._inbox.get()
+
+    def decode(self, frame: TransportEvent) -> TransportEvent | None:
+        return frame
+
+    def play(self, action: PlayAudio | ClearPlayback) -> None:
+        self.queued.append(action)
+
+    async def flush(self) -> None:
+        self.sent += self.queued
+        self.queued.clear()
+
+    async def close(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.push(CallerHungUp("transport closed"))

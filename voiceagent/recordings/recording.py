@@ -1,7 +1,8 @@
 """Call recordings (``VOICEAGENT_RECORDINGS=on``): one stereo WAV per call, 8 kHz, 16-bit, the caller on
 the left and the agent on the right, on the call's timeline as the caller heard it.
 
-The taps sit in the Twilio adapter (``RecordingMediaStream``), where audio crosses the wire:
+The taps sit on the caller's transport (``RecordingTransport``, around any ``Transport``), where audio
+crosses the wire:
 
 * the caller's audio, every frame Twilio sends (it sends silence too, every 20 ms), *is* the timeline:
   sample ``n`` of the left channel is the ``n``-th caller byte;
@@ -18,13 +19,11 @@ Files are created ``0600``: a recording is as private as a call.
 
 from __future__ import annotations
 
-import base64
 import os
 import queue
 import struct
 import threading
 import warnings
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +31,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # 3.11/3.12 warn that audioop leaves the stdlib
     import audioop
 
-from voiceagent.call.actions import ClearPlayback, PlayAudio
-from voiceagent.call.inputs import CallerAudio, TransportEvent
 from voiceagent.logs import CallLog
-from voiceagent.twilio import messages as tw
-from voiceagent.twilio.media_stream import MediaStreamAdapter
 
-__all__ = ["CallRecording", "RecordingFiles", "RecordingMediaStream", "wav_header"]
+__all__ = ["CallRecording", "RecordingFiles", "wav_header"]
 
 RATE = 8000
 CHANNELS = 2
@@ -179,25 +174,3 @@ class CallRecording:
         left = audioop.tostereo(audioop.ulaw2lin(caller, SAMPLE_BYTES), SAMPLE_BYTES, 1, 0)
         right = audioop.tostereo(audioop.ulaw2lin(agent, SAMPLE_BYTES), SAMPLE_BYTES, 0, 1)
         self._files.put("append", self.path, audioop.add(left, right, SAMPLE_BYTES))
-
-
-class RecordingMediaStream(MediaStreamAdapter):
-    """The Twilio adapter, unchanged, with the audio that crosses it shown to a ``CallRecording``."""
-
-    def __init__(self, start: tw.Start, recording: CallRecording) -> None:
-        super().__init__(start)
-        self.recording = recording
-
-    def receive(self, message: Mapping[str, Any]) -> TransportEvent | None:
-        event = super().receive(message)
-        if isinstance(event, CallerAudio):
-            self.recording.caller_audio(base64.b64decode(event.payload))
-        return event
-
-    def send(self, action: PlayAudio | ClearPlayback) -> list[str]:
-        frames = super().send(action)
-        if isinstance(action, PlayAudio):
-            self.recording.agent_audio(base64.b64decode(action.payload))
-        else:
-            self.recording.cleared()
-        return frames
