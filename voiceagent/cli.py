@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "calls":
         return run_calls_command(args, os.environ)  # needs only the store, not the model or Twilio
     try:
-        settings = load_settings()
+        settings = load_settings(os.environ)
         records = RecordsSettings.from_env(os.environ)
     except ConfigError as exc:
         print(f"voiceagent: configuration error: {exc}", file=sys.stderr)
