@@ -184,7 +184,10 @@ class Settings(Variables):
         None, alias="VOICEAGENT_TRANSFER_CALLER_ID", description="caller ID on a transfer; unset: the number called"
     )
     dtmf_to_model: Annotated[bool, BeforeValidator(_dtmf)] = Field(
-        True, alias="VOICEAGENT_DTMF", description="model: key presses reach the model; ignore: they do not"
+        True,
+        alias="VOICEAGENT_DTMF",
+        description="model: key presses reach the model; ignore: they do not",
+        json_schema_extra={"env_default": "model"},
     )
     # ---- limits and lifecycle
     max_calls: int = Field(50, alias="VOICEAGENT_MAX_CALLS", ge=1, description="concurrent calls")
@@ -224,6 +227,8 @@ class Settings(Variables):
     )
     # ---- call records, the operator API, the webhook, recordings
     records: RecordsSettings = Field(default_factory=lambda: RecordsSettings.from_env({}), repr=False)
+    # everything the settings were read from: HTTP tools fill ``${VAR}`` in from it (not a variable itself)
+    environment: dict[str, str] = Field(default_factory=dict, repr=False, exclude=True)
 
     @property
     def model(self) -> ModelTarget:
@@ -290,7 +295,7 @@ def load_settings(env: Mapping[str, str]) -> Settings:
     """Build the settings from ``env`` (the CLI passes the process environment, read once) or raise
     ConfigError, whose message lists every problem found (each naming its variable), not only the first."""
     values = present(env)
-    settings, problems = read_variables(Settings, {**values, "records": values})
+    settings, problems = read_variables(Settings, {**values, "records": values, "environment": dict(env)})
     problems += _needed_together(values) + unknown_names(values, Settings.variables())
     if problems:
         raise ConfigError.of(problems)

@@ -273,3 +273,33 @@ def _public_base_url(url: str | None) -> str | None:
 
 
 PublicBaseUrl = Annotated[str | None, base_url("PUBLIC_BASE_URL"), AfterValidator(_public_base_url)]
+
+
+def read_environment(process: Mapping[str, str], env_file: str | None = None) -> dict[str, str]:
+    """The variables a command runs with: ``env_file`` (dotenv syntax: quotes, spaces, ``#`` comments, read
+    by python-dotenv, ``${VAR}`` not expanded) under the process environment, which wins where both set one."""
+    merged: dict[str, str] = {}
+    if env_file is not None:
+        if not Path(env_file).is_file():
+            raise ConfigError(f"--env-file {env_file}: no such file")
+        from dotenv import dotenv_values
+
+        merged = {
+            name: value for name, value in dotenv_values(env_file, interpolate=False).items() if value is not None
+        }
+    return merged | dict(process)
+
+
+def env_default(info: FieldInfo) -> str | None:
+    """A variable's default as it is written in an environment (None: unset by default)."""
+    default = info.get_default(call_default_factory=True)
+    shown = (info.json_schema_extra or {}).get("env_default") if isinstance(info.json_schema_extra, dict) else None
+    if shown is not None:
+        return str(shown)
+    if default is None or default in ((), {}, ""):
+        return None
+    if isinstance(default, bool):
+        return "true" if default else "false"
+    if isinstance(default, float):
+        return f"{default:g}"
+    return str(default)
