@@ -23,6 +23,7 @@ from pydantic_core import PydanticCustomError
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 PROBLEM = "config"  # the error type of every check here: its message is the whole sentence
+PREFIX = "VOICEAGENT_"  # names with it are ours: one nobody reads is a mistake
 TEST_SUITE_PREFIX = "VOICEAGENT_TEST_"  # the test suite's own variables (e.g. VOICEAGENT_TEST_POSTGRES_URL)
 TRUE_WORDS = ("1", "true", "yes", "on")
 FALSE_WORDS = ("0", "false", "no", "off")
@@ -96,12 +97,14 @@ def present(env: Mapping[str, str]) -> dict[str, str]:
 
 def unknown_names(env: Iterable[str], known: Iterable[str]) -> list[str]:
     """``VOICEAGENT_*`` names nobody reads: a misspelt limit silently keeps its default otherwise."""
-    known = sorted(known)
+    ours = {name.removeprefix(PREFIX): name for name in known if name.startswith(PREFIX)}
     found = []
     for name in env:
-        if name.startswith("VOICEAGENT_") and name not in known and not name.startswith(TEST_SUITE_PREFIX):
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]}?" if close else "no such setting: `voiceagent config --list` lists them"
+        if name.startswith(PREFIX) and name.removeprefix(PREFIX) not in ours and not name.startswith(TEST_SUITE_PREFIX):
+            close = difflib.get_close_matches(name.removeprefix(PREFIX), list(ours), n=1)  # alike after the prefix
+            hint = (
+                f"did you mean {ours[close[0]]}?" if close else "no such setting: `voiceagent config --list` lists them"
+            )
             found.append(f"unknown variable {name} ({hint})")
     return found
 
