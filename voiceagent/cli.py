@@ -307,9 +307,12 @@ _WITH_ENVIRONMENT = {"call": call, "twilio": twilio}
 
 def list_variables() -> int:
     """``voiceagent config --list``: every variable with its default and meaning, from the declarations."""
-    for name, info in Settings.variables().items():
-        shown = env_default(info)
-        print(f"{name}={'' if shown is None else shown}\t{info.description or ''}")
+    try:
+        for name, info in Settings.variables().items():
+            shown = env_default(info)
+            print(f"{name}={'' if shown is None else shown}\t{info.description or ''}", flush=True)
+    except BrokenPipeError:  # `voiceagent config --list | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
     return 0
 
 
