@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import re
 from collections.abc import AsyncIterator
 from enum import Enum
@@ -217,7 +216,7 @@ class _FromEnvironment(Enum):
 
 
 FROM_ENVIRONMENT = _FromEnvironment.RECORDS
-"""``create_app(records=...)``'s default: ``RecordsSettings.from_env(os.environ)``."""
+"""``create_app(records=...)``'s default: ``settings.records`` (read with the settings, from their mapping)."""
 
 
 def create_app(
@@ -234,9 +233,9 @@ def create_app(
     when Azure is configured without an API key); ``sink``: where transcripts go (default: the log);
     ``connector`` and ``clock``: the model seam and the time source (tests put fakes there);
     ``records``: call records, the operator API and the call-ended webhook (default: from the
-    ``VOICEAGENT_*`` variables of the process; ``None``: no records, no API, metrics only)."""
+    ``VOICEAGENT_*`` variables the settings were read from; ``None``: no records, no API, metrics only)."""
     if isinstance(records, _FromEnvironment):
-        records = RecordsSettings.from_env(os.environ)
+        records = settings.records
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

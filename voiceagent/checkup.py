@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
-import os
 from collections.abc import AsyncGenerator, AsyncIterator
 from dataclasses import dataclass, field, replace
 from importlib import resources
@@ -380,7 +379,7 @@ async def session_with_tools(settings: Settings) -> SessionConfig:
     box = load_toolbox(
         modules=settings.tool_modules,
         tools_file=settings.tools_file,
-        env=os.environ,
+        env=settings.environment,
         timeout_seconds=settings.tool_timeout_seconds,
         reserved_names=(END_CALL, TRANSFER_CALL),
     )

@@ -6,12 +6,14 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Mapping
 
-from voiceagent.config import ConfigError, Settings, configuration_warnings, load_settings
+from voiceagent.config import ConfigError, Settings, configuration_warnings, load_settings, sign_in
 from voiceagent.logs import CallLog, configure_logging
 from voiceagent.records_cli import add_calls_command, run_calls_command
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolConfigError
+from voiceagent.variables import env_default, flag, read_environment
 
 
 def _secrets(settings: Settings) -> list[str]:
@@ -50,6 +52,7 @@ def check_config(settings: Settings) -> int:
     from voiceagent.checkup import session_with_tools
 
     print(f"configuration OK: {settings.model.provider} {settings.model.dialect} {settings.model.deployment}")
+    print(f"model sign-in: {sign_in(settings)}")
     for _event, detail in configuration_warnings(settings):
         print(f"warning: {detail}")
     try:
@@ -116,10 +119,8 @@ def fake_model(args: argparse.Namespace) -> int:
     return 0
 
 
-def call(args: argparse.Namespace) -> int:
+def call(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """A simulated Twilio caller against a running instance: says a WAV, records the answer."""
-    import os
-
     try:
         from voiceagent.simulated_call import WavError, place_call, read_wav_as_ulaw
         from voiceagent.testing import FakeTwilioCaller  # noqa: F401  (the test kit's extra dependencies)
@@ -128,16 +129,16 @@ def call(args: argparse.Namespace) -> int:
 
         print(f"voiceagent call: {missing_testing_extra(exc)}", file=sys.stderr)
         return 2
-    token = (os.environ.get("TWILIO_AUTH_TOKEN") or "").strip() or None
-    if token is None and os.environ.get("VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION", "").lower() != "true":
+    token = (env.get("TWILIO_AUTH_TOKEN") or "").strip() or None
+    if token is None and not flag(env.get("VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION")):
         print(
             "voiceagent call: TWILIO_AUTH_TOKEN is not set: the simulated caller signs its requests with it, "
             "as Twilio does; set it to the service's",
             file=sys.stderr,
         )
         return 2
-    url = args.url or (os.environ.get("PUBLIC_BASE_URL") or "").strip()
-    url = url or f"http://127.0.0.1:{(os.environ.get('PORT') or '').strip() or 8080}"
+    url = args.url or (env.get("PUBLIC_BASE_URL") or "").strip()
+    url = url or f"http://127.0.0.1:{(env.get('PORT') or '').strip() or 8080}"
     try:
         question = read_wav_as_ulaw(args.wav)
     except WavError as exc:
@@ -163,17 +164,15 @@ def call(args: argparse.Namespace) -> int:
     return 0
 
 
-def twilio(args: argparse.Namespace) -> int:
+def twilio(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """``twilio setup`` and ``twilio dial``: the Twilio console chores through the REST API."""
-    import os
-
     from voiceagent.twilio_setup import SetupError, dial_command, setup_command
 
     try:
         if args.twilio_command == "setup":
-            lines = setup_command(os.environ, args.number, args.url)
+            lines = setup_command(env, args.number, args.url)
         else:
-            lines = dial_command(os.environ, args.to, args.from_number, args.url)
+            lines = dial_command(env, args.to, args.from_number, args.url)
     except SetupError as exc:
         print(f"voiceagent twilio {args.twilio_command}: {exc}", file=sys.stderr)
         return 1
@@ -189,14 +188,43 @@ def _positive(text: str) -> float:
     return value
 
 
+ENV_FILE_HELP = (
+    "read variables from this file (dotenv syntax: quotes and spaces as in a shell, # comments); "
+    "a variable also set in the process environment keeps the environment's value"
+)
+VARIABLES_EPILOG = "The variables, their defaults and meaning: `voiceagent config --list` (and README.md)."
+
+
+def _env_file_option() -> argparse.ArgumentParser:
+    """``--env-file PATH`` for every command that reads variables (SUPPRESS: no default to overwrite the
+    one given before the command)."""
+    option = argparse.ArgumentParser(add_help=False)
+    option.add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS, help=ENV_FILE_HELP)
+    return option
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voiceagent", description="A phone agent on the OpenAI Realtime API.")
+    parser.add_argument("--env-file", metavar="PATH", help=ENV_FILE_HELP)
+    reads_env = [_env_file_option()]
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    commands.add_parser("serve", help="run the service (HOST/PORT from the environment)")
+    commands.add_parser(
+        "serve", parents=reads_env, help="run the service (HOST/PORT from the environment)", epilog=VARIABLES_EPILOG
+    )
     add_calls_command(commands)
-    commands.add_parser("check-config", help="validate the environment (and the tools) and exit")
+    commands.choices["calls"].add_argument("--env-file", metavar="PATH", default=argparse.SUPPRESS, help=ENV_FILE_HELP)
+    commands.add_parser(
+        "check-config",
+        parents=reads_env,
+        help="validate the environment (and the tools) and exit",
+        epilog=VARIABLES_EPILOG,
+    )
+    config_cmd = commands.add_parser("config", help="the variables: name, default and meaning (--list)")
+    config_cmd.add_argument("--list", action="store_true", required=True, help="print every variable")
     check_cmd = commands.add_parser(
         "check",
+        parents=reads_env,
+        epilog=VARIABLES_EPILOG,
         help="check-config, then a real round trip to the model, explaining whatever is wrong",
         description="Validates the environment, then connects to the model as a call would, sends the session "
         "configuration, waits for session.updated (μ-law both ways), says a short test phrase and waits for the "
@@ -229,6 +257,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     caller = commands.add_parser(
         "call",
+        parents=reads_env,
         help="call a running instance as Twilio would, say a WAV file and record the answer",
         description="A simulated caller over the real signed webhook and Media Stream: waits for the greeting, "
         "streams the WAV at real time, listens to the answer and writes what it heard to a WAV file. "
@@ -252,6 +281,7 @@ def _parser() -> argparse.ArgumentParser:
     twilio_commands = twilio_cmd.add_subparsers(dest="twilio_command", required=True, metavar="COMMAND")
     setup = twilio_commands.add_parser(
         "setup",
+        parents=reads_env,
         help="point the number's 'A call comes in' webhook at PUBLIC_BASE_URL/twilio/voice (POST)",
         description="Finds the account's IncomingPhoneNumber and sets its voice URL to PUBLIC_BASE_URL/twilio/voice, "
         "HTTP POST; prints what it changed.",
@@ -260,6 +290,7 @@ def _parser() -> argparse.ArgumentParser:
     setup.add_argument("--url", help="the service's public https:// base URL (default: PUBLIC_BASE_URL)")
     dial_cmd = twilio_commands.add_parser(
         "dial",
+        parents=reads_env,
         help="call a phone: when it is answered, the agent talks (TwiML from PUBLIC_BASE_URL/twilio/voice)",
     )
     dial_cmd.add_argument("to", help="the number to call, E.164 (+15551234567)")
@@ -268,19 +299,40 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
-# commands that need no service configuration from the environment
-_STANDALONE = {"demo": demo, "fake-model": fake_model, "call": call, "twilio": twilio}
+# commands that need no configuration at all
+_STANDALONE = {"demo": demo, "fake-model": fake_model}
+# commands that read a few variables themselves
+_WITH_ENVIRONMENT = {"call": call, "twilio": twilio}
+
+
+def list_variables() -> int:
+    """``voiceagent config --list``: every variable with its default and meaning, from the declarations."""
+    try:
+        for name, info in Settings.variables().items():
+            shown = env_default(info)
+            print(f"{name}={'' if shown is None else shown}\t{info.description or ''}", flush=True)
+    except BrokenPipeError:  # `voiceagent config --list | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command in _STANDALONE:
         return _STANDALONE[args.command](args)
-    if args.command == "calls":
-        return run_calls_command(args, os.environ)  # needs only the store, not the model or Twilio
+    if args.command == "config":
+        return list_variables()
     try:
-        settings = load_settings()
-        records = RecordsSettings.from_env(os.environ)
+        env = read_environment(os.environ, args.env_file)  # the one read of the process environment
+    except ConfigError as exc:
+        print(f"voiceagent: {exc}", file=sys.stderr)
+        return 2
+    if args.command in _WITH_ENVIRONMENT:
+        return _WITH_ENVIRONMENT[args.command](args, env)
+    if args.command == "calls":
+        return run_calls_command(args, env)  # needs only the store, not the model or Twilio
+    try:
+        settings = load_settings(env)
     except ConfigError as exc:
         print(f"voiceagent: configuration error: {exc}", file=sys.stderr)
         return 2
@@ -288,7 +340,7 @@ def main(argv: list[str] | None = None) -> int:
         return check_config(settings)
     if args.command == "check":
         return check(settings, args)
-    return serve(settings, records)
+    return serve(settings, settings.records)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ One ``Service`` per app (never a module global), so tests can run several side b
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field, replace
@@ -55,7 +54,7 @@ class Service:
             self.tools = load_toolbox(
                 modules=settings.tool_modules,
                 tools_file=settings.tools_file,
-                env=os.environ,
+                env=settings.environment,
                 timeout_seconds=settings.tool_timeout_seconds,
                 reserved_names=(END_CALL, TRANSFER_CALL),
             )

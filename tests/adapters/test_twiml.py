@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from voiceagent.config import Settings
+from voiceagent.config import BUSY_MESSAGE, UNAVAILABLE_MESSAGE
 from voiceagent.twilio import twiml
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "twiml"
@@ -20,8 +20,8 @@ def examples() -> dict[str, str]:
         "connect.xml": twiml.connect(
             BASE, {"token": "1767225600.EXAMPLE-TOKEN", "from": "+15551234567", "to": "+15557654321"}
         ),
-        "busy.xml": twiml.say_and_hang_up(Settings.busy_message),
-        "unavailable.xml": twiml.say_and_hang_up(Settings.unavailable_message),
+        "busy.xml": twiml.say_and_hang_up(BUSY_MESSAGE),
+        "unavailable.xml": twiml.say_and_hang_up(UNAVAILABLE_MESSAGE),
         "hangup.xml": twiml.say_and_hang_up(""),
     }
 

@@ -75,10 +75,9 @@ async def test_a_python_tools_result_reaches_the_model_and_the_agent_speaks_abou
 
 
 async def test_an_http_tool_is_called_with_the_arguments_and_the_header_from_the_environment(
-    tmp_path: Any, monkeypatch: pytest.MonkeyPatch, caplog_json: Callable[[], list[dict[str, Any]]]
+    tmp_path: Any, caplog_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
     secret = "booking-api-token-5f2e9c"
-    monkeypatch.setenv("BOOKING_API_TOKEN", secret)
     received: list[tuple[str, dict[str, Any], str | None]] = []
 
     async def update(request: Request) -> JSONResponse:
@@ -96,7 +95,7 @@ async def test_an_http_tool_is_called_with_the_arguments_and_the_header_from_the
         tools_file = tmp_path / "tools.json"
         tools_file.write_text(json.dumps({"tools": [tool]}))
         scripts = {"caller_interrupt": [("update_booking", {"party_size": 4})]}
-        env = {"VOICEAGENT_TOOLS_FILE": str(tools_file)}
+        env = {"VOICEAGENT_TOOLS_FILE": str(tools_file), "BOOKING_API_TOKEN": secret}  # the kit reads no other
         async with call_stack(env=env, function_calls=scripts, replies=("agent_goodbye",)) as stack:
             model = stack.model
             async with stack.caller() as caller:

@@ -16,7 +16,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
-import pytest
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -68,14 +67,14 @@ def signature_is_valid(body: bytes, header: str) -> bool:
     return hmac.compare_digest(expected, fields["v1"]) and abs(time.time() - int(fields["t"])) <= 300
 
 
-async def test_after_a_call_the_receiver_gets_its_record_and_transcript_signed_and_retried(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_after_a_call_the_receiver_gets_its_record_and_transcript_signed_and_retried(tmp_path: Path) -> None:
     async with receiver(503) as hooks:
-        monkeypatch.setenv("VOICEAGENT_DATABASE_URL", f"sqlite:///{tmp_path / 'calls.db'}")
-        monkeypatch.setenv("VOICEAGENT_CALL_ENDED_WEBHOOK", hooks.url)
-        monkeypatch.setenv("VOICEAGENT_WEBHOOK_SECRET", SECRET)
-        async with call_stack() as stack:
+        env = {
+            "VOICEAGENT_DATABASE_URL": f"sqlite:///{tmp_path / 'calls.db'}",
+            "VOICEAGENT_CALL_ENDED_WEBHOOK": hooks.url,
+            "VOICEAGENT_WEBHOOK_SECRET": SECRET,
+        }
+        async with call_stack(env=env) as stack:
             async with stack.caller() as caller:
                 assert await caller.dial(), caller.refusal
                 await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)

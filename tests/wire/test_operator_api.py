@@ -27,12 +27,14 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 @pytest.fixture
-def records_env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """The app under test reads its records settings from the process environment (``create_app``'s
-    default): a store in this test's directory, and the API token."""
-    monkeypatch.setenv("VOICEAGENT_DATABASE_URL", f"sqlite:///{tmp_path / 'calls.db'}")
-    monkeypatch.setenv("VOICEAGENT_API_TOKEN", TOKEN)
+def records_env(tmp_path: Path) -> Path:
+    """This test's directory, which holds its store (``with_records``)."""
     return tmp_path
+
+
+def with_records(directory: Path, **more: str) -> dict[str, str]:
+    """The app's records settings (the test kit reads no others): a store in ``directory``, the API token."""
+    return {"VOICEAGENT_DATABASE_URL": f"sqlite:///{directory / 'calls.db'}", "VOICEAGENT_API_TOKEN": TOKEN, **more}
 
 
 def api(base_url: str) -> httpx.AsyncClient:
@@ -40,11 +42,10 @@ def api(base_url: str) -> httpx.AsyncClient:
 
 
 async def test_without_a_token_the_api_is_off_and_says_so(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog_json: Callable[[], list[dict[str, Any]]]
+    tmp_path: Path, caplog_json: Callable[[], list[dict[str, Any]]]
 ) -> None:
-    monkeypatch.setenv("VOICEAGENT_DATABASE_URL", f"sqlite:///{tmp_path / 'calls.db'}")
-    monkeypatch.delenv("VOICEAGENT_API_TOKEN", raising=False)
-    async with call_stack() as stack, api(stack.app.base_url) as http:
+    env = {"VOICEAGENT_DATABASE_URL": f"sqlite:///{tmp_path / 'calls.db'}"}
+    async with call_stack(env=env) as stack, api(stack.app.base_url) as http:
         for method, path in (
             ("GET", "/api/calls"),
             ("GET", "/api/events"),
@@ -83,7 +84,7 @@ async def test_the_api_refuses_without_the_token_and_never_logs_it(
         {"Authorization": f"Bearer {TOKEN}x"},
         {"Authorization": "Bearer é".encode("latin-1")},  # not ASCII: still a plain 401, not a 500
     ]
-    async with call_stack() as stack, api(stack.app.base_url) as http:
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
         for method, path in routes:
             for headers in wrong:
                 response = await http.request(method, path, headers=headers)
@@ -127,7 +128,10 @@ async def listening(http: httpx.AsyncClient) -> AsyncIterator[list[tuple[str, di
 
 
 async def test_say_makes_the_agent_speak_in_a_live_call_and_the_operator_sees_it_all(records_env: Path) -> None:
-    async with call_stack(replies=("agent_goodbye",)) as stack, api(stack.app.base_url) as http:
+    async with (
+        call_stack(env=with_records(records_env), replies=("agent_goodbye",)) as stack,
+        api(stack.app.base_url) as http,
+    ):
         async with listening(http) as events, stack.caller() as caller:
             assert await caller.dial(), caller.refusal
             sid = caller.call_sid
@@ -212,7 +216,7 @@ async def test_say_makes_the_agent_speak_in_a_live_call_and_the_operator_sees_it
 
 
 async def test_transfer_hands_the_caller_over_and_the_answer_dials(records_env: Path) -> None:
-    async with call_stack() as stack, api(stack.app.base_url) as http:
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
         async with stack.caller() as caller:
             assert await caller.dial(), caller.refusal
             await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
@@ -226,7 +230,7 @@ async def test_transfer_hands_the_caller_over_and_the_answer_dials(records_env: 
 
 
 async def test_a_call_the_store_knows_but_another_instance_has_is_a_conflict(records_env: Path) -> None:
-    async with call_stack() as stack, api(stack.app.base_url) as http:
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
         store = stack.app.service.recorder.store
         assert store is not None
         elsewhere = "CA" + "e" * 32
@@ -239,7 +243,7 @@ async def test_a_call_the_store_knows_but_another_instance_has_is_a_conflict(rec
 
 
 async def test_calls_are_paged_with_an_opaque_cursor_and_filtered(records_env: Path) -> None:
-    async with call_stack() as stack, api(stack.app.base_url) as http:
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
         store = stack.app.service.recorder.store
         assert store is not None
         t0 = time.time() - 3600
@@ -288,7 +292,7 @@ async def test_a_slow_subscriber_is_dropped_and_the_others_keep_receiving() -> N
 
 async def test_draining_ends_the_event_streams_so_that_the_server_can_exit(records_env: Path) -> None:
     """An open event stream is a request that never finishes: uvicorn would wait for it for ever."""
-    async with call_stack() as stack, api(stack.app.base_url) as http:
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
         hub = stack.app.service.recorder.events
 
         async def read() -> list[str]:
@@ -307,9 +311,7 @@ async def test_draining_ends_the_event_streams_so_that_the_server_can_exit(recor
         assert response.status_code == 200 and response.text == "retry: 3000\n\n"
 
 
-async def test_a_recorded_call_has_the_caller_left_and_what_the_caller_heard_right(
-    records_env: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+async def test_a_recorded_call_has_the_caller_left_and_what_the_caller_heard_right(records_env: Path) -> None:
     import io
     import warnings
     import wave
@@ -318,9 +320,10 @@ async def test_a_recorded_call_has_the_caller_left_and_what_the_caller_heard_rig
         warnings.simplefilter("ignore", DeprecationWarning)
         import audioop
 
-    monkeypatch.setenv("VOICEAGENT_RECORDINGS", "on")
-    monkeypatch.setenv("VOICEAGENT_RECORDINGS_DIR", str(records_env / "recordings"))
-    async with call_stack(replies=("agent_goodbye",)) as stack, api(stack.app.base_url) as http:
+    env = with_records(
+        records_env, VOICEAGENT_RECORDINGS="on", VOICEAGENT_RECORDINGS_DIR=str(records_env / "recordings")
+    )
+    async with call_stack(env=env, replies=("agent_goodbye",)) as stack, api(stack.app.base_url) as http:
         async with stack.caller() as caller:
             assert await caller.dial(), caller.refusal
             await caller.wait_until(lambda: len(caller.played) > 1500 * 8, timeout=WAIT)

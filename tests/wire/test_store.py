@@ -258,11 +258,10 @@ def test_a_restart_closes_the_calls_its_predecessor_left_open(records: RecordsSe
 
 
 def test_calls_of_an_instance_whose_heartbeat_went_stale_are_closed_by_another(records: RecordsSettings) -> None:
-    from dataclasses import replace
 
-    gone = CallStore(replace(records, instance="gone-host:8080"))
+    gone = CallStore(records.model_copy(update={"instance": "gone-host:8080"}))
     gone.open()
-    alive = CallStore(replace(records, instance="alive-host:8080"))
+    alive = CallStore(records.model_copy(update={"instance": "alive-host:8080"}))
     alive.open()
     gone_sid, alive_sid = sid(10), sid(11)
     gone.call_started(CallRecord(call_sid=gone_sid, instance="gone-host:8080", started_at=time.time() - 600))

@@ -1,115 +1,100 @@
 """Settings of call records, the operator API, the call-ended webhook and recordings.
 
-Read once at start-up from the environment, like ``voiceagent.config``; every problem names its variable.
+Declared like ``voiceagent.config.Settings`` (which holds them as ``settings.records``), by the same
+machinery, so that ``voiceagent calls`` can read them alone, without a model or Twilio configured.
 """
 
 from __future__ import annotations
 
-import math
 import os
 import socket
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 from urllib.parse import urlsplit
 
-from voiceagent.config import ConfigError
+from pydantic import AfterValidator, Field, model_validator
+
+from voiceagent.variables import ConfigError, Variables, present, problem, read_variables, secret
 
 __all__ = ["MIN_API_TOKEN_CHARS", "RecordsSettings"]
 
-DEFAULT_DATABASE = "voiceagent.db"
+DEFAULT_DATABASE = "sqlite:///./voiceagent.db"
 DEFAULT_RECORDINGS_DIR = "recordings"
 MIN_API_TOKEN_CHARS = 16  # a bearer token guessable in a weekend is no token
 MIN_WEBHOOK_SECRET_CHARS = 16
 
 
-def _text(env: Mapping[str, str], name: str) -> str | None:
-    value = (env.get(name) or "").strip()
-    return value or None
-
-
-def _database_url(env: Mapping[str, str]) -> str:
-    """``sqlite:///relative/or/absolute/path`` or ``postgresql://…``; unset: SQLite at ./voiceagent.db.
-    SQLite paths are made absolute here, so that a later ``chdir`` changes nothing."""
+def _database_url(raw: str) -> str:
+    """``sqlite:///relative/or/absolute/path`` or ``postgresql://…``. SQLite paths are made absolute here,
+    so that a later ``chdir`` changes nothing. The value is never echoed: it may carry a password."""
     name = "VOICEAGENT_DATABASE_URL"
-    raw = _text(env, name)
-    if raw is None:
-        return f"sqlite:///{Path(DEFAULT_DATABASE).resolve()}"
     scheme = raw.split(":", 1)[0].lower()
     if scheme == "sqlite":
         if not raw.startswith("sqlite:///") or len(raw) <= len("sqlite:///"):
-            raise ConfigError(f"{name} must look like sqlite:///path/to/voiceagent.db (three slashes, then a path)")
+            raise problem(f"{name} must look like sqlite:///path/to/voiceagent.db (three slashes, then a path)")
         path = raw[len("sqlite:///") :]
         if path == ":memory:":
-            raise ConfigError(f"{name}: an in-memory SQLite database would lose every call record; name a file")
+            raise problem(f"{name}: an in-memory SQLite database would lose every call record; name a file")
         return f"sqlite:///{Path(path).resolve()}"
     if scheme in ("postgresql", "postgres"):
         parts = urlsplit(raw)
         if not parts.hostname and "host=" not in parts.query:
-            raise ConfigError(f"{name} must name a host: postgresql://user:password@host:5432/database")
+            raise problem(f"{name} must name a host: postgresql://user:password@host:5432/database")
         return raw
-    # never echo the value: it may carry a password
-    raise ConfigError(f"{name} must start with sqlite:/// or postgresql:// (found a {scheme or 'schemeless'} URL)")
+    raise problem(f"{name} must start with sqlite:/// or postgresql:// (found a {scheme or 'schemeless'} URL)")
 
 
-def _retention_days(env: Mapping[str, str]) -> float | None:
-    name = "VOICEAGENT_RETENTION_DAYS"
-    raw = _text(env, name)
-    if raw is None:
-        return None
-    try:
-        days = float(raw)
-    except ValueError:
-        raise ConfigError(f"{name}={raw!r} is not a number of days") from None
-    if not math.isfinite(days) or days <= 0:
-        raise ConfigError(f"{name}={raw!r} must be a positive number of days (unset: keep every call)")
-    return days
-
-
-def _secret(env: Mapping[str, str], name: str, minimum: int) -> str | None:
-    value = _text(env, name)
-    if value is not None and len(value) < minimum:
-        raise ConfigError(f"{name} must be at least {minimum} characters (use e.g. `openssl rand -hex 32`)")
-    return value
-
-
-def _webhook(env: Mapping[str, str]) -> str | None:
-    name = "VOICEAGENT_CALL_ENDED_WEBHOOK"
-    raw = _text(env, name)
-    if raw is None:
-        return None
-    parts = urlsplit(raw)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"{name} must be an http:// or https:// URL")
+def _webhook(raw: str | None) -> str | None:
+    if raw is not None:
+        parts = urlsplit(raw)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise problem("VOICEAGENT_CALL_ENDED_WEBHOOK must be an http:// or https:// URL")
     return raw
 
 
-def _recordings(env: Mapping[str, str]) -> bool:
-    name = "VOICEAGENT_RECORDINGS"
-    raw = (_text(env, name) or "off").lower()
-    if raw not in ("on", "off"):
-        raise ConfigError(f"{name}={raw!r} must be on or off")
-    return raw == "on"
+def _retention_days(days: float | None) -> float | None:
+    if days is not None and days <= 0:
+        raise problem(f"VOICEAGENT_RETENTION_DAYS={days:g} must be a positive number of days (unset: keep every call)")
+    return days
 
 
-def _instance(env: Mapping[str, str]) -> str:
-    """Who writes the open call rows: the host and port. A process restarted on the same host and port
-    closes the rows its predecessor left open at once; others are closed when its heartbeat goes stale."""
-    port = _text(env, "PORT") or "8080"
-    return f"{socket.gethostname()}:{port}"
+class RecordsSettings(Variables):
+    database_url: Annotated[str, AfterValidator(_database_url)] = Field(
+        DEFAULT_DATABASE,
+        alias="VOICEAGENT_DATABASE_URL",
+        repr=False,  # may carry a password
+        description="sqlite:///path or postgresql://user:pass@host/db",
+    )
+    retention_days: Annotated[float | None, AfterValidator(_retention_days)] = Field(
+        None, alias="VOICEAGENT_RETENTION_DAYS", allow_inf_nan=False, description="delete calls older; unset: keep"
+    )
+    api_token: Annotated[str | None, secret("VOICEAGENT_API_TOKEN", MIN_API_TOKEN_CHARS)] = Field(
+        None, alias="VOICEAGENT_API_TOKEN", repr=False, description="the operator API's bearer token; unset: off"
+    )
+    call_ended_webhook: Annotated[str | None, AfterValidator(_webhook)] = Field(
+        None,
+        alias="VOICEAGENT_CALL_ENDED_WEBHOOK",
+        repr=False,
+        description="POST each call here",  # may hold creds
+    )
+    webhook_secret: Annotated[str | None, secret("VOICEAGENT_WEBHOOK_SECRET", MIN_WEBHOOK_SECRET_CHARS)] = Field(
+        None, alias="VOICEAGENT_WEBHOOK_SECRET", repr=False, description="signs each webhook POST"
+    )
+    recordings: bool = Field(False, alias="VOICEAGENT_RECORDINGS", description="a stereo WAV per call")
+    recordings_dir: Annotated[str, AfterValidator(lambda path: str(Path(path).resolve()))] = Field(
+        DEFAULT_RECORDINGS_DIR, alias="VOICEAGENT_RECORDINGS_DIR", description="where recordings go"
+    )
+    # Who writes the open call rows: the host and PORT. A process restarted on the same host and port closes
+    # the rows its predecessor left open at once; others are closed when its heartbeat goes stale.
+    instance: str = Field(default_factory=lambda: f"{socket.gethostname()}:8080")
 
-
-@dataclass(frozen=True)
-class RecordsSettings:
-    database_url: str = field(repr=False)  # may carry a password
-    retention_days: float | None = None  # None: keep every call
-    api_token: str | None = field(default=None, repr=False)  # None: the operator API is off
-    call_ended_webhook: str | None = field(default=None, repr=False)  # URLs may carry credentials
-    webhook_secret: str | None = field(default=None, repr=False)
-    recordings: bool = False
-    recordings_dir: str = DEFAULT_RECORDINGS_DIR
-    instance: str = field(default_factory=lambda: f"{socket.gethostname()}:8080")
+    @model_validator(mode="before")
+    @classmethod
+    def _instance_from_port(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "instance" not in data and "PORT" in data:
+            data = {**data, "instance": f"{socket.gethostname()}:{data['PORT']}"}
+        return data
 
     @property
     def backend(self) -> str:
@@ -127,26 +112,23 @@ class RecordsSettings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> RecordsSettings:
-        """Read the ``VOICEAGENT_*`` variables of records; ``ConfigError`` names the one that is wrong."""
-        webhook = _webhook(env)
-        secret = _secret(env, "VOICEAGENT_WEBHOOK_SECRET", MIN_WEBHOOK_SECRET_CHARS)
-        if webhook is not None and secret is None:
-            raise ConfigError(
+        """Read the ``VOICEAGENT_*`` variables of records; ``ConfigError`` names every one that is wrong."""
+        values = present(env)
+        records, problems = read_variables(cls, values)
+        problems += cls.needed_together(values)
+        if problems:
+            raise ConfigError.of(problems)
+        assert isinstance(records, RecordsSettings)
+        return records
+
+    @staticmethod
+    def needed_together(env: Mapping[str, str]) -> list[str]:
+        if "VOICEAGENT_CALL_ENDED_WEBHOOK" in env and "VOICEAGENT_WEBHOOK_SECRET" not in env:
+            return [
                 "VOICEAGENT_WEBHOOK_SECRET is not set: VOICEAGENT_CALL_ENDED_WEBHOOK posts are signed with it "
                 "(X-Voiceagent-Signature), so that the receiver can tell them from forgeries"
-            )
-        recordings = _recordings(env)
-        recordings_dir = _text(env, "VOICEAGENT_RECORDINGS_DIR") or DEFAULT_RECORDINGS_DIR
-        return cls(
-            database_url=_database_url(env),
-            retention_days=_retention_days(env),
-            api_token=_secret(env, "VOICEAGENT_API_TOKEN", MIN_API_TOKEN_CHARS),
-            call_ended_webhook=webhook,
-            webhook_secret=secret,
-            recordings=recordings,
-            recordings_dir=str(Path(recordings_dir).resolve()),
-            instance=_instance(env),
-        )
+            ]
+        return []
 
     def secrets(self) -> list[str]:
         """What the log formatter must scrub (``configure_logging(secrets=...)``)."""

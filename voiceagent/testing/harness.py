@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import socket
 import tempfile
 from collections.abc import AsyncIterator, Mapping
@@ -25,7 +24,6 @@ from voiceagent.app import create_app
 from voiceagent.config import Settings, load_settings
 from voiceagent.server import uvicorn_config
 from voiceagent.service import Service
-from voiceagent.store.settings import RecordsSettings
 from voiceagent.testing.waiting import wait_until
 from voiceagent.transcripts import FanoutSink, LogTranscriptSink, MemoryTranscriptSink
 
@@ -79,14 +77,14 @@ async def serve_app(env: Mapping[str, str], *, credential: Any = None) -> AsyncI
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind(("127.0.0.1", 0))
     base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    settings = load_settings({"PUBLIC_BASE_URL": base_url, **env})
-    memory = MemoryTranscriptSink()
     scratch = tempfile.TemporaryDirectory(prefix="voiceagent-test-")
-    # call records go to a throwaway SQLite file unless the test (or its environment) names a store
-    source = {**os.environ, **env}
-    source.setdefault("VOICEAGENT_DATABASE_URL", f"sqlite:///{scratch.name}/voiceagent.db")
-    records = RecordsSettings.from_env(source)
-    app = create_app(settings, credential=credential, sink=FanoutSink(LogTranscriptSink(), memory), records=records)
+    # ``env`` alone, never the developer's environment: a shell that loaded voiceagent.env must not make a
+    # test write to the real store or post to the real webhook. Records go to a throwaway SQLite file
+    # unless the test names a store.
+    store = f"sqlite:///{scratch.name}/voiceagent.db"
+    settings = load_settings({"PUBLIC_BASE_URL": base_url, "VOICEAGENT_DATABASE_URL": store, **env})
+    memory = MemoryTranscriptSink()
+    app = create_app(settings, credential=credential, sink=FanoutSink(LogTranscriptSink(), memory))
     config = uvicorn_config(app, settings, lifespan="on")
     server = uvicorn.Server(config)
     task = asyncio.create_task(server.serve(sockets=[sock]))
