@@ -367,7 +367,7 @@ async def test_a_recorded_call_has_the_caller_left_and_what_the_caller_heard_rig
 async def test_event_streams_are_capped_so_that_callers_are_always_served(records_env: Path) -> None:
     """Far more streams than the cap: the ones past it are refused with a 503 that says so, and the Twilio
     webhook, the media stream and the health check keep answering."""
-    async with call_stack() as stack, api(stack.app.base_url) as http:
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
         hub = stack.app.service.recorder.events
         opened: list[httpx.Response] = []
         async with contextlib.AsyncExitStack() as streams:
@@ -400,7 +400,7 @@ async def _streaming(http: httpx.AsyncClient, request: httpx.Request) -> AsyncIt
 async def test_bad_queries_and_bodies_are_a_400_with_a_sentence(records_env: Path) -> None:
     nested = "[" * 4_000 + "]" * 4_000  # within the body limit, past the parser's recursion limit
     cursor = base64.urlsafe_b64encode(nested.encode()).decode()
-    async with call_stack() as stack, api(stack.app.base_url) as http:
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
         for params, says in (
             ({"limit": "abc"}, "limit must be a whole number from 1 to 500, not 'abc'"),
             ({"limit": "0"}, "limit must be a whole number from 1 to 500"),
@@ -429,7 +429,7 @@ async def test_a_hung_database_is_a_503_and_leaves_the_tools_their_own_threads(
 
     monkeypatch.setattr(store_module, "READ_TIMEOUT_SECONDS", 0.5)
     hung = threading.Event()
-    async with call_stack() as stack, api(stack.app.base_url) as http:
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
         store = stack.app.service.recorder.store
         assert store is not None
         monkeypatch.setattr(store, "get_call", lambda sid: hung.wait(WAIT))
