@@ -43,6 +43,8 @@ def serve(settings: Settings, records: RecordsSettings) -> int:
     except ToolConfigError as exc:
         print(f"voiceagent: tools configuration error: {exc}", file=sys.stderr)
         return 2
+    # the tools' secrets are known once they are loaded: the log scrubber gets them too
+    configure_logging(_secrets(settings) + records.secrets() + sorted(app.state.service.tools.secrets()))
     run_server(app, settings)
     return 0
 
@@ -170,7 +172,7 @@ def twilio(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     try:
         if args.twilio_command == "setup":
-            lines = setup_command(env, args.number, args.url)
+            lines = setup_command(env, args.number, args.url, detach=args.detach)
         else:
             lines = dial_command(env, args.to, args.from_number, args.url)
     except SetupError as exc:
@@ -288,6 +290,11 @@ def _parser() -> argparse.ArgumentParser:
     )
     setup.add_argument("--number", required=True, help="the Twilio number, E.164 (+15551234567)")
     setup.add_argument("--url", help="the service's public https:// base URL (default: PUBLIC_BASE_URL)")
+    setup.add_argument(
+        "--detach",
+        action="store_true",
+        help="detach the number from a TwiML App or SIP trunk first (Twilio ignores the voice URL while one is set)",
+    )
     dial_cmd = twilio_commands.add_parser(
         "dial",
         parents=reads_env,
