@@ -14,14 +14,11 @@ limit, recycle interval, session caps, drain) are wall-clock at any speed.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import uvicorn
 
 from voiceagent.testing import (
     TEST_AUTH_TOKEN,
@@ -32,7 +29,6 @@ from voiceagent.testing import (
     app_environment,
     load_fixture,
     serve_app,
-    wait_until,
 )
 
 WAIT = 60.0  # generous: a loaded 2-core machine may be slow, but never this slow
@@ -108,18 +104,3 @@ def audio_deltas(session: FakeModelSession, item_id: str) -> list[bytes]:
     """The audio of each delta a model session sent for ``item_id``, in order."""
     kind = session.spec.audio_delta
     return [base64.b64decode(e["delta"]) for e in session.sent if e["type"] == kind and e["item_id"] == item_id]
-
-
-@contextlib.asynccontextmanager
-async def serve_asgi(app: Any) -> AsyncIterator[str]:
-    """Any ASGI ``app`` (e.g. a service an HTTP tool calls) under uvicorn on a free loopback port: its URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    await wait_until(lambda: server.started or task.done(), WAIT)
-    if task.done():
-        task.result()  # it failed to start: say why
-    try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)

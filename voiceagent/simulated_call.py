@@ -6,7 +6,6 @@ share.
 * ``write_wav``: μ-law 8 kHz as a 16-bit PCM WAV file any player opens.
 * ``HeardAudio``: follows a ``FakeTwilioCaller`` tick by tick and lays what it played on the call's
   timeline, silence where the agent said nothing, so the file sounds like the call did.
-* ``serve_on_loopback``: the real app under uvicorn on a free loopback port, with any transcript sink.
 
 Audio conversion uses the standard library's ``audioop`` (on Python ≥ 3.13 the ``audioop-lts`` package
 provides the same module). Nothing here decodes audio on a call's path: the service itself never does.
@@ -18,13 +17,11 @@ import array
 import asyncio
 import contextlib
 import math
-import socket
 import struct
 import sys
-import time
 import warnings
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,9 +33,6 @@ with warnings.catch_warnings():
     import audioop
 
 if TYPE_CHECKING:
-    from starlette.applications import Starlette
-
-    from voiceagent.config import Settings
     from voiceagent.testing import FakeTwilioCaller
 
 RATE = 8000
@@ -227,45 +221,6 @@ class HeardAudio:
         for start, audio in self._pieces:
             timeline[start : start + len(audio)] = audio
         return bytes(timeline)
-
-
-# ---------------------------------------------------------------- the app on a loopback port
-
-
-def free_loopback_socket() -> socket.socket:
-    """A TCP socket bound to 127.0.0.1 on a free port, ready to hand to uvicorn."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.asynccontextmanager
-async def serve_on_loopback(
-    app: Starlette, settings: Settings, sock: socket.socket, *, startup_timeout: float = 15.0
-) -> AsyncIterator[None]:
-    """Serve ``app`` under uvicorn (the service's own configuration) on ``sock``, in this event loop."""
-    import uvicorn
-
-    from voiceagent.server import uvicorn_config
-
-    server = uvicorn.Server(uvicorn_config(app, settings, lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the server stopped before it started")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the server did not start within {startup_timeout:g} s")
-            await asyncio.sleep(0.01)
-        yield
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, timeout=15)
-        sock.close()
 
 
 # ---------------------------------------------------------------- printing

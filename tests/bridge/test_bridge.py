@@ -13,8 +13,15 @@ import pytest
 from voiceagent.bridge import CallBridge
 from voiceagent.call import CallCore, CallOptions
 from voiceagent.realtime import events as ev
-from voiceagent.testing.seams import ManualClock, MemoryTwilioSocket, ScriptedModel
-from voiceagent.testing.waiting import wait_until
+from voiceagent.testing import (
+    ManualClock,
+    MemoryTwilioSocket,
+    ModelStep,
+    ScriptedModel,
+    ScriptedModelConnection,
+    UnexpectedCommand,
+    wait_until,
+)
 from voiceagent.transcripts import MemoryTranscriptSink
 from voiceagent.twilio.media_stream import MediaStreamAdapter
 
@@ -51,8 +58,10 @@ RigFactory = Callable[..., Rig]
 async def rig_factory() -> AsyncIterator[RigFactory]:
     made: list[Rig] = []
 
-    def build(options: CallOptions | None = None, *, attach: bool = True) -> Rig:
+    def build(options: CallOptions | None = None, *, attach: bool = True, script: tuple[ModelStep, ...] = ()) -> Rig:
         clock, model, socket, sink = ManualClock(), ScriptedModel(), MemoryTwilioSocket(), MemoryTranscriptSink()
+        if script:
+            model.script(*script)
         ended: list[CallBridge] = []
         core = CallCore(options or CallOptions(), call_sid=CALL, now=clock.now())
         bridge = CallBridge(core, connect=model, sink=sink, clock=clock, on_end=ended.append)
@@ -66,6 +75,7 @@ async def rig_factory() -> AsyncIterator[RigFactory]:
     yield build
     for rig in made:  # never leave a call running behind a test
         await asyncio.wait_for(rig.bridge.end("test over"), WAIT)
+        rig.model.assert_complete()  # a scripted session saw exactly its script
 
 
 async def test_a_call_from_greeting_to_hang_up(rig_factory: RigFactory) -> None:
@@ -87,6 +97,44 @@ async def test_a_call_from_greeting_to_hang_up(rig_factory: RigFactory) -> None:
     await wait_until(lambda: rig.ended, WAIT)
     assert rig.bridge.ended is not None and rig.bridge.ended.reason == "caller hung up"
     assert session.closed and rig.socket.close_code == 1000
+
+
+async def test_a_scripted_session_is_sent_exactly_the_setup_the_greeting_and_the_callers_audio(
+    rig_factory: RigFactory,
+) -> None:
+    greeting = (ev.ResponseCreated("r1"), ev.AudioDelta("r1", "g", b64(800)), ev.AudioDone("r1", "g"))
+    spoken = (ev.AgentTranscriptDone("g", "Welcome"), ev.ResponseDone("r1", "completed"))
+    rig = rig_factory(
+        CallOptions(greeting="Welcome"),
+        script=(
+            ModelStep(ev.UpdateSession),
+            ModelStep(ev.CreateResponse, *greeting, *spoken),
+            ModelStep(ev.AppendAudio(b64(160, 0x7F))),
+        ),
+    )
+    await wait_until(lambda: rig.socket.marks, WAIT)
+    rig.socket.echo_all()
+    await wait_until(lambda: rig.sink.lines, WAIT)
+    rig.socket.media(b64(160, 0x7F))
+    await wait_until(lambda: rig.model.current.commands(ev.AppendAudio), WAIT)
+    rig.socket.stop()
+    await wait_until(lambda: rig.ended, WAIT)
+    rig.model.assert_complete()
+
+
+async def test_the_scripted_model_fails_on_a_send_it_did_not_expect_and_on_a_step_left_unsent() -> None:
+    session = ScriptedModelConnection(steps=(ModelStep(ev.UpdateSession), ModelStep(ev.CreateResponse)))
+    with pytest.raises(UnexpectedCommand, match="expected UpdateSession"):
+        await session.send(ev.AppendAudio(b64(160)))
+    with pytest.raises(UnexpectedCommand):
+        session.assert_complete()  # the unexpected send is kept, whoever caught it
+    unfinished = ScriptedModelConnection(steps=(ModelStep(None, ev.SpeechStarted("u", 0)), ModelStep(ev.Truncate)))
+    with pytest.raises(UnexpectedCommand, match="not played out"):
+        unfinished.assert_complete()
+    never_connected = ScriptedModel()
+    never_connected.script(ModelStep(ev.UpdateSession))
+    with pytest.raises(UnexpectedCommand, match="never connected"):
+        never_connected.assert_complete()
 
 
 async def test_a_clear_never_overtakes_the_media_decided_before_it(rig_factory: RigFactory) -> None:

@@ -18,8 +18,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.helpers import GREETING, WAIT, call_stack, event_types, heard_in_full, serve_asgi
-from voiceagent.testing import Dial, FakeModelSession, FakeTwilioCaller, Hangup, load_fixture
+from tests.helpers import GREETING, WAIT, call_stack, event_types, heard_in_full
+from voiceagent.testing import Dial, FakeModelSession, FakeTwilioCaller, Hangup, load_fixture, serve_asgi
 
 TOOLS = {"VOICEAGENT_TOOLS": "tests.tool_samples"}  # tests/tool_samples.py, as an operator's module (dotted)
 AVAILABILITY = ("check_availability", {"party_size": 2, "time": "19:30"})
