@@ -133,8 +133,9 @@ class LoopClock:
 class _Outbox(Generic[T]):
     """Messages for one peer, sent in the order they were put, by one sender at a time."""
 
-    def __init__(self, send: Callable[[T], Awaitable[None]]) -> None:
+    def __init__(self, send: Callable[[T], Awaitable[None]], *, peer: str, log: CallLog) -> None:
         self._send = send
+        self._peer, self._log = peer, log
         self._queue: deque[T] = deque()
         self._lock = asyncio.Lock()
 
@@ -147,8 +148,10 @@ class _Outbox(Generic[T]):
         async with self._lock:
             while self._queue:
                 message = self._queue.popleft()
-                with contextlib.suppress(Exception):  # a closed peer shows up on its reader, not here
+                try:
                     await self._send(message)
+                except Exception as exc:  # a closed peer shows up on its reader, which ends the call
+                    self._log.log("debug", "send_dropped", peer=self._peer, error=type(exc).__name__)
 
 
 class CallBridge:
@@ -216,7 +219,7 @@ class CallBridge:
     async def run_stream(self, websocket: TwilioSocket, stream: MediaStreamAdapter) -> None:
         """Attach the caller's stream (already past ``start``) and run until the call ends."""
         self._twilio, self._stream = websocket, stream
-        self._twilio_out = _Outbox(websocket.send_text)
+        self._twilio_out = _Outbox(websocket.send_text, peer="twilio", log=self.log)
         self.log.info("stream_started", stream_sid=stream.stream_sid)
         self._apply(self.core.transport_event(StreamStarted(), self._clock.now()))
         self._spawn(self._read_twilio(websocket, stream), "twilio")
@@ -311,7 +314,7 @@ class CallBridge:
             return
         old_out = self._model_out
         self._replaced = self._model
-        self._model, self._model_out = channel, _Outbox(channel.send)
+        self._model, self._model_out = channel, _Outbox(channel.send, peer="model", log=self.log)
         if old_out is not None:
             self._spawn(old_out.flush(), "flush")  # what was already decided for the old session
         self._spawn(self._read_model(channel), "model")

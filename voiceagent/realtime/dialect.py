@@ -20,7 +20,7 @@ import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Never, NoReturn, Protocol
 
 from voiceagent.realtime.events import (
     PCMU,
@@ -231,6 +231,12 @@ def session_updated(input_format: Any, output_format: Any) -> SessionUpdated:
 # ---------------------------------------------------------------- the shared machinery
 
 
+def not_a_command(command: Never) -> NoReturn:
+    """``assert_never`` for the commands: mypy fails where a ``ModelCommand`` is left unhandled, and a
+    caller that passes something else gets the ``TypeError`` a wrong type deserves."""
+    raise TypeError(f"not a Realtime command: {command!r}")
+
+
 class BaseDialect(ABC):
     """Numbering of client events, the decode table and the commands both dialects spell alike.
 
@@ -291,7 +297,8 @@ class BaseDialect(ABC):
                 return {"type": "conversation.item.create", "item": item}
             case UpdateSession(config=config):
                 return {"type": "session.update", "session": self.session_update(config)}
-        raise TypeError(f"not a Realtime command: {command!r}")
+            case _:
+                not_a_command(command)
 
     def _output_item_added(self, event: dict[str, Any]) -> ModelEvent:
         item = child(event, "item")
