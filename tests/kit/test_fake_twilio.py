@@ -40,10 +40,10 @@ from voiceagent.testing import (
 )
 from voiceagent.testing.twilio_dial import Dial, Hangup, OtherVerb, Say, TwimlRefused, parse_after_stream, parse_twiml
 from voiceagent.testing.twilio_wire import (
+    OutboundBuffer,
     OutboundClear,
     OutboundMark,
     OutboundMedia,
-    Playback,
     ProtocolViolation,
     next_tick_at,
     parse_outbound,
@@ -680,7 +680,7 @@ Op = tuple[str, int]
     )
 )
 def test_playback_echoes_each_mark_once_in_order_and_only_when_its_audio_is_gone(ops: list[Op]) -> None:
-    playback = Playback()
+    playback = OutboundBuffer()
     added = consumed = 0
     positions: dict[str, int] = {}
     echoed: list[str] = []

@@ -26,7 +26,7 @@ any speed. Tests measure against the media clock and byte counts, never against 
 loaded machine the emulated time slows down instead of jumping (``clock_slips`` says by how much: a
 test of latency against real time adds it to its tolerance).
 
-The pure parts (``InboundMessages``, ``parse_outbound``, ``Playback``, ``InboundAudio`` in ``twilio_wire``;
+The pure parts (``InboundMessages``, ``parse_outbound``, ``OutboundBuffer``, ``InboundAudio`` in ``twilio_wire``;
 ``parse_twiml`` in ``twilio_dial``) hold no I/O; ``FakeTwilioCaller`` drives them from the test's event loop.
 """
 
@@ -65,10 +65,10 @@ from voiceagent.testing.twilio_wire import (
     InboundAudio,
     InboundMessages,
     Message,
+    OutboundBuffer,
     OutboundClear,
     OutboundMark,
     OutboundMedia,
-    Playback,
     ProtocolViolation,
     new_sid,
     next_tick_at,
@@ -162,7 +162,7 @@ class FakeTwilioCaller:
         )
         self._send_lock = asyncio.Lock()
         self._inbound = InboundAudio()
-        self._playback = Playback()
+        self._playback = OutboundBuffer()
         self._say_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._changed = asyncio.Event()
         self._clock_task: asyncio.Task[None] | None = None

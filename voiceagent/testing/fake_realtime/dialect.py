@@ -43,7 +43,7 @@ def _with_vad_defaults(turn_detection: dict[str, Any] | None, *, ga: bool) -> di
 
 
 @dataclass(frozen=True)
-class Dialect:
+class DialectSpec:
     """One wire dialect: its event names and the shapes of its sessions, items and responses."""
 
     name: str
@@ -289,7 +289,7 @@ def _merge_nested(target: dict[str, Any], update: dict[str, Any], *, containers:
             target[key] = copy.deepcopy(value)
 
 
-GA = Dialect(
+GA = DialectSpec(
     name="ga",
     audio_delta="response.output_audio.delta",
     audio_done="response.output_audio.done",
@@ -302,7 +302,7 @@ GA = Dialect(
     voices=GA_VOICES,
     voice_param="session.audio.output.voice",
 )
-PREVIEW = Dialect(
+PREVIEW = DialectSpec(
     name="preview",
     audio_delta="response.audio.delta",
     audio_done="response.audio.done",
@@ -315,4 +315,4 @@ PREVIEW = Dialect(
     voices=PREVIEW_VOICES,
     voice_param="session.voice",
 )
-DIALECTS: dict[str, Dialect] = {"ga": GA, "preview": PREVIEW}
+DIALECTS: dict[str, DialectSpec] = {"ga": GA, "preview": PREVIEW}
