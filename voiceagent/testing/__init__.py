@@ -33,103 +33,48 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__all__ = [
-    # the fakes
-    "FakeRealtimeServer",
-    "FakeModelSession",
-    "SessionOptions",
-    "Rejection",
-    "FakeTwilioCaller",
-    "ClearRecord",
-    "EchoRecord",
-    # the app under test, and any ASGI app on loopback
-    "serve_app",
-    "app_environment",
-    "RunningApp",
-    "TEST_AUTH_TOKEN",
-    "TEST_API_KEY",
-    "serve_asgi",
-    "loopback_socket",
-    "base_url_of",
-    # waiting
-    "wait_until",
-    "LoopLag",
-    # audio
-    "load_fixture",
-    "FIXTURE_TEXTS",
-    "silence",
-    "rms_dbfs",
-    "BYTES_PER_MS",
-    "FRAME_MS",
-    "FRAME_BYTES",
-    "SILENCE_BYTE",
-    # Twilio's side, for tests that forge requests or check TwiML
-    "new_sid",
-    "webhook_params",
-    "parse_twiml",
-    "StreamInstruction",
-    "TwimlRefused",
-    "ProtocolViolation",
-    "AfterStream",
-    "Say",
-    "Hangup",
-    "Dial",
-    "parse_after_stream",
-    # validation
-    "validate_client_event",
-    "validate_server_event",
-    # the seams
-    "ManualClock",
-    "ScriptedModel",
-    "ScriptedModelConnection",
-    "ModelStep",
-    "UnexpectedCommand",
-    "MemoryTwilioSocket",
-]
-
-# The module of the kit each name of the front door lives in: it is imported on the name's first use.
-_HOMES = {
-    name: module
-    for module, names in {
-        "fake_realtime": ("FakeRealtimeServer", "FakeModelSession", "SessionOptions", "Rejection"),
-        "fake_twilio": ("FakeTwilioCaller",),
-        "twilio_wire": ("ClearRecord", "EchoRecord", "new_sid", "ProtocolViolation"),
-        "harness": ("serve_app", "app_environment", "RunningApp", "TEST_AUTH_TOKEN", "TEST_API_KEY"),
-        "serving": ("serve_asgi", "loopback_socket", "base_url_of"),
-        "waiting": ("wait_until", "LoopLag"),
-        "audio": (
-            "load_fixture",
-            "FIXTURE_TEXTS",
-            "silence",
-            "rms_dbfs",
-            "BYTES_PER_MS",
-            "FRAME_MS",
-            "FRAME_BYTES",
-            "SILENCE_BYTE",
-        ),
-        "twilio_dial": (
-            "webhook_params",
-            "parse_twiml",
-            "StreamInstruction",
-            "TwimlRefused",
-            "AfterStream",
-            "Say",
-            "Hangup",
-            "Dial",
-            "parse_after_stream",
-        ),
-        "validation": ("validate_client_event", "validate_server_event"),
-        "seams": (
-            "ManualClock",
-            "ScriptedModel",
-            "ScriptedModelConnection",
-            "ModelStep",
-            "UnexpectedCommand",
-            "MemoryTwilioSocket",
-        ),
-    }.items()
-    for name in names
+# Each module of the kit and the names of the front door it holds: a name's module is imported on its
+# first use. (The imports under TYPE_CHECKING, below, say the same for type checkers.)
+_MODULES: dict[str, tuple[str, ...]] = {
+    "fake_realtime": ("FakeRealtimeServer", "FakeModelSession", "SessionOptions", "Rejection"),
+    "fake_twilio": ("FakeTwilioCaller",),
+    "twilio_wire": ("ClearRecord", "EchoRecord", "new_sid", "ProtocolViolation"),
+    "harness": ("serve_app", "app_environment", "RunningApp", "TEST_AUTH_TOKEN", "TEST_API_KEY"),
+    "serving": ("serve_asgi", "loopback_socket", "base_url_of"),
+    "waiting": ("wait_until", "LoopLag"),
+    "audio": (
+        "load_fixture",
+        "FIXTURE_TEXTS",
+        "silence",
+        "rms_dbfs",
+        "BYTES_PER_MS",
+        "FRAME_MS",
+        "FRAME_BYTES",
+        "SILENCE_BYTE",
+    ),
+    "twilio_dial": (
+        "webhook_params",
+        "parse_twiml",
+        "StreamInstruction",
+        "TwimlRefused",
+        "AfterStream",
+        "Say",
+        "Hangup",
+        "Dial",
+        "parse_after_stream",
+    ),
+    "validation": ("validate_client_event", "validate_server_event"),
+    "seams": (
+        "ManualClock",
+        "ScriptedModel",
+        "ScriptedModelConnection",
+        "ModelStep",
+        "UnexpectedCommand",
+        "MemoryTwilioSocket",
+    ),
 }
+_HOMES = {name: module for module, names in _MODULES.items() for name in names}
+__all__ = list(_HOMES)
 
 
 def __getattr__(name: str) -> Any:
@@ -146,38 +91,128 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from voiceagent.testing.audio import (
-        BYTES_PER_MS,
-        FIXTURE_TEXTS,
-        FRAME_BYTES,
-        FRAME_MS,
-        SILENCE_BYTE,
-        load_fixture,
-        rms_dbfs,
-        silence,
+        BYTES_PER_MS as BYTES_PER_MS,
     )
-    from voiceagent.testing.fake_realtime import FakeModelSession, FakeRealtimeServer, Rejection, SessionOptions
-    from voiceagent.testing.fake_twilio import FakeTwilioCaller
-    from voiceagent.testing.harness import TEST_API_KEY, TEST_AUTH_TOKEN, RunningApp, app_environment, serve_app
+    from voiceagent.testing.audio import (
+        FIXTURE_TEXTS as FIXTURE_TEXTS,
+    )
+    from voiceagent.testing.audio import (
+        FRAME_BYTES as FRAME_BYTES,
+    )
+    from voiceagent.testing.audio import (
+        FRAME_MS as FRAME_MS,
+    )
+    from voiceagent.testing.audio import (
+        SILENCE_BYTE as SILENCE_BYTE,
+    )
+    from voiceagent.testing.audio import (
+        load_fixture as load_fixture,
+    )
+    from voiceagent.testing.audio import (
+        rms_dbfs as rms_dbfs,
+    )
+    from voiceagent.testing.audio import (
+        silence as silence,
+    )
+    from voiceagent.testing.fake_realtime import (
+        FakeModelSession as FakeModelSession,
+    )
+    from voiceagent.testing.fake_realtime import (
+        FakeRealtimeServer as FakeRealtimeServer,
+    )
+    from voiceagent.testing.fake_realtime import (
+        Rejection as Rejection,
+    )
+    from voiceagent.testing.fake_realtime import (
+        SessionOptions as SessionOptions,
+    )
+    from voiceagent.testing.fake_twilio import FakeTwilioCaller as FakeTwilioCaller
+    from voiceagent.testing.harness import (
+        TEST_API_KEY as TEST_API_KEY,
+    )
+    from voiceagent.testing.harness import (
+        TEST_AUTH_TOKEN as TEST_AUTH_TOKEN,
+    )
+    from voiceagent.testing.harness import (
+        RunningApp as RunningApp,
+    )
+    from voiceagent.testing.harness import (
+        app_environment as app_environment,
+    )
+    from voiceagent.testing.harness import (
+        serve_app as serve_app,
+    )
     from voiceagent.testing.seams import (
-        ManualClock,
-        MemoryTwilioSocket,
-        ModelStep,
-        ScriptedModel,
-        ScriptedModelConnection,
-        UnexpectedCommand,
+        ManualClock as ManualClock,
     )
-    from voiceagent.testing.serving import base_url_of, loopback_socket, serve_asgi
+    from voiceagent.testing.seams import (
+        MemoryTwilioSocket as MemoryTwilioSocket,
+    )
+    from voiceagent.testing.seams import (
+        ModelStep as ModelStep,
+    )
+    from voiceagent.testing.seams import (
+        ScriptedModel as ScriptedModel,
+    )
+    from voiceagent.testing.seams import (
+        ScriptedModelConnection as ScriptedModelConnection,
+    )
+    from voiceagent.testing.seams import (
+        UnexpectedCommand as UnexpectedCommand,
+    )
+    from voiceagent.testing.serving import (
+        base_url_of as base_url_of,
+    )
+    from voiceagent.testing.serving import (
+        loopback_socket as loopback_socket,
+    )
+    from voiceagent.testing.serving import (
+        serve_asgi as serve_asgi,
+    )
     from voiceagent.testing.twilio_dial import (
-        AfterStream,
-        Dial,
-        Hangup,
-        Say,
-        StreamInstruction,
-        TwimlRefused,
-        parse_after_stream,
-        parse_twiml,
-        webhook_params,
+        AfterStream as AfterStream,
     )
-    from voiceagent.testing.twilio_wire import ClearRecord, EchoRecord, ProtocolViolation, new_sid
-    from voiceagent.testing.validation import validate_client_event, validate_server_event
-    from voiceagent.testing.waiting import LoopLag, wait_until
+    from voiceagent.testing.twilio_dial import (
+        Dial as Dial,
+    )
+    from voiceagent.testing.twilio_dial import (
+        Hangup as Hangup,
+    )
+    from voiceagent.testing.twilio_dial import (
+        Say as Say,
+    )
+    from voiceagent.testing.twilio_dial import (
+        StreamInstruction as StreamInstruction,
+    )
+    from voiceagent.testing.twilio_dial import (
+        TwimlRefused as TwimlRefused,
+    )
+    from voiceagent.testing.twilio_dial import (
+        parse_after_stream as parse_after_stream,
+    )
+    from voiceagent.testing.twilio_dial import (
+        parse_twiml as parse_twiml,
+    )
+    from voiceagent.testing.twilio_dial import (
+        webhook_params as webhook_params,
+    )
+    from voiceagent.testing.twilio_wire import (
+        ClearRecord as ClearRecord,
+    )
+    from voiceagent.testing.twilio_wire import (
+        EchoRecord as EchoRecord,
+    )
+    from voiceagent.testing.twilio_wire import (
+        ProtocolViolation as ProtocolViolation,
+    )
+    from voiceagent.testing.twilio_wire import (
+        new_sid as new_sid,
+    )
+    from voiceagent.testing.validation import (
+        validate_client_event as validate_client_event,
+    )
+    from voiceagent.testing.validation import (
+        validate_server_event as validate_server_event,
+    )
+    from voiceagent.testing.waiting import LoopLag as LoopLag
+    from voiceagent.testing.waiting import wait_until as wait_until
