@@ -224,6 +224,18 @@ COMMON_DECODERS: Mapping[str, Decoder] = MappingProxyType(
 )
 
 
+def response_decoders(audio: str, text: str) -> dict[str, Decoder]:
+    """The decoders of a response's audio, transcript and text events, which the dialects name apart:
+    ``{audio}.delta``, ``{audio}.done``, ``{audio}_transcript.delta`` / ``.done`` and ``{text}.delta``."""
+    return {
+        f"{audio}.delta": audio_delta,
+        f"{audio}.done": audio_done,
+        f"{audio}_transcript.delta": transcript_delta,
+        f"{audio}_transcript.done": transcript_done,
+        f"{text}.delta": text_delta,
+    }
+
+
 def session_updated(input_format: Any, output_format: Any) -> SessionUpdated:
     return SessionUpdated(input_format=normalise_format(input_format), output_format=normalise_format(output_format))
 

@@ -14,15 +14,11 @@ from typing import Any
 from voiceagent.realtime.dialect import (
     COMMON_DECODERS,
     BaseDialect,
-    audio_delta,
-    audio_done,
     child,
+    response_decoders,
     server_vad,
     session_updated,
-    text_delta,
     tools_of,
-    transcript_delta,
-    transcript_done,
 )
 from voiceagent.realtime.events import ModelEvent, SessionConfig
 
@@ -58,11 +54,7 @@ class GADialect(BaseDialect):
         self.decoders = {
             **COMMON_DECODERS,
             "session.updated": _session_updated,
-            "response.output_audio.delta": audio_delta,
-            "response.output_audio.done": audio_done,
-            "response.output_audio_transcript.delta": transcript_delta,
-            "response.output_audio_transcript.done": transcript_done,
-            "response.output_text.delta": text_delta,
+            **response_decoders("response.output_audio", "response.output_text"),
         }
 
     def session_update(self, config: SessionConfig) -> dict[str, Any]:

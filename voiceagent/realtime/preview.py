@@ -15,15 +15,11 @@ from typing import Any
 from voiceagent.realtime.dialect import (
     COMMON_DECODERS,
     BaseDialect,
-    audio_delta,
-    audio_done,
     child,
+    response_decoders,
     server_vad,
     session_updated,
-    text_delta,
     tools_of,
-    transcript_delta,
-    transcript_done,
 )
 from voiceagent.realtime.events import ModelEvent, SessionConfig
 
@@ -44,11 +40,7 @@ class PreviewDialect(BaseDialect):
         {
             **COMMON_DECODERS,
             "session.updated": _session_updated,
-            "response.audio.delta": audio_delta,
-            "response.audio.done": audio_done,
-            "response.audio_transcript.delta": transcript_delta,
-            "response.audio_transcript.done": transcript_done,
-            "response.text.delta": text_delta,
+            **response_decoders("response.audio", "response.text"),
         }
     )
 
