@@ -14,8 +14,11 @@ limit, recycle interval, session caps, drain) are wall-clock at any speed.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -104,3 +107,32 @@ def audio_deltas(session: FakeModelSession, item_id: str) -> list[bytes]:
     """The audio of each delta a model session sent for ``item_id``, in order."""
     kind = session.spec.audio_delta
     return [base64.b64decode(e["delta"]) for e in session.sent if e["type"] == kind and e["item_id"] == item_id]
+
+
+def environment_without_credentials(**extra: str) -> dict[str, str]:
+    """This process's environment less every variable that configures the service or names a real
+    account (so a developer's shell never points a subprocess at real services), plus ``extra``."""
+    own = ("AZURE_", "OPENAI_", "TWILIO_", "VOICEAGENT_", "PUBLIC_BASE_URL")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(own)}, **extra}
+
+
+async def run_voiceagent(*args: str, env: Mapping[str, str], timeout: float = WAIT) -> tuple[int, str, str]:
+    """``python -m voiceagent ARGS`` in ``env``: its exit code, stdout and stderr (killed after ``timeout``)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voiceagent",
+        *args,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(timeout):
+            stdout, stderr = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
