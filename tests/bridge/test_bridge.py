@@ -47,8 +47,14 @@ class Rig:
         adapter = MediaStreamAdapter(self.socket.start())
         self.stream = asyncio.create_task(self.bridge.run_stream(self.socket, adapter))
 
-    async def connected(self, count: int = 1) -> None:
+    async def connected(self, count: int = 1) -> ScriptedModelConnection:
+        """The newest model session, once there are ``count`` and the bridge has sent the newest something."""
         await wait_until(lambda: len(self.model.connections) >= count and self.model.connections[-1].sent, WAIT)
+        return self.model.current
+
+    async def armed(self) -> None:
+        """Once the bridge has a timer armed on the manual clock."""
+        await wait_until(lambda: self.clock.next_due is not None, WAIT)
 
 
 RigFactory = Callable[..., Rig]
@@ -80,8 +86,7 @@ async def rig_factory() -> AsyncIterator[RigFactory]:
 
 async def test_a_call_from_greeting_to_hang_up(rig_factory: RigFactory) -> None:
     rig = rig_factory(CallOptions(greeting="Welcome"))
-    await rig.connected()
-    session = rig.model.current
+    session = await rig.connected()
     await wait_until(lambda: session.commands(ev.CreateResponse), WAIT)  # greeting asked once ready
     session.emit(ev.ResponseCreated("r1"), ev.AudioDelta("r1", "g", b64(800)), ev.AudioDone("r1", "g"))
     session.emit(ev.AgentTranscriptDone("g", "Welcome"), ev.ResponseDone("r1", "completed"))
@@ -149,14 +154,12 @@ async def test_a_clear_never_overtakes_the_media_decided_before_it(rig_factory: 
 
 async def test_a_dropped_session_is_replaced_with_the_conversation_replayed(rig_factory: RigFactory) -> None:
     rig = rig_factory()
-    await rig.connected()
-    first = rig.model.current
+    first = await rig.connected()
     first.emit(ev.CallerTranscript("u1", "A table for two."))
     await wait_until(lambda: rig.sink.lines, WAIT)
     rig.clock.advance(1800)
     first.drop(1001, "Your session hit the maximum duration of 30 minutes.")
-    await rig.connected(2)
-    second = rig.model.current
+    second = await rig.connected(2)
     await wait_until(lambda: second.sent, WAIT)
     [update] = second.commands(ev.UpdateSession)
     assert "Caller: A table for two." in update.config.instructions
@@ -189,12 +192,10 @@ async def test_an_unreachable_model_is_retried_on_the_clock_then_the_call_ends_w
 
 async def test_the_session_is_recycled_make_before_break(rig_factory: RigFactory) -> None:
     rig = rig_factory(CallOptions(recycle_seconds=60))
-    await rig.connected()
-    first = rig.model.current
-    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    first = await rig.connected()
+    await rig.armed()
     rig.clock.advance(60)
-    await rig.connected(2)
-    second = rig.model.current
+    second = await rig.connected(2)
     await wait_until(lambda: first.closed, WAIT)
     assert isinstance(second.sent[0], ev.UpdateSession) and not second.closed
     rig.socket.media(b64(160))
@@ -204,9 +205,8 @@ async def test_the_session_is_recycled_make_before_break(rig_factory: RigFactory
 
 async def test_caller_silence_brings_a_goodbye_then_the_hang_up_once_it_was_heard(rig_factory: RigFactory) -> None:
     rig = rig_factory(CallOptions(caller_silence_seconds=30))
-    await rig.connected()
-    session = rig.model.current
-    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    session = await rig.connected()
+    await rig.armed()
     rig.clock.advance(30)
     await wait_until(lambda: session.commands(ev.CreateResponse), WAIT)
     session.emit(ev.ResponseCreated("bye"), ev.AudioDelta("bye", "b", b64(400)), ev.ResponseDone("bye", "completed"))
@@ -224,9 +224,8 @@ async def test_caller_frames_do_not_re_arm_the_timer_yet_a_dead_stream_is_notice
     armed: list[float] = []
     schedule = rig.clock.call_at
     rig.clock.call_at = lambda when, callback: (armed.append(when), schedule(when, callback))[1]  # type: ignore[method-assign]
-    await rig.connected()
-    session = rig.model.current
-    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    session = await rig.connected()
+    await rig.armed()
     rig.clock.advance(6)  # past the session-ready deadline: the stream's deadline is the only one left
     before = len(armed)
     for frames in range(1, 11):  # a frame a second, each pushing the stream's deadline a second later
@@ -272,10 +271,9 @@ async def test_a_recycle_that_finds_the_call_busy_is_closed_and_the_current_sess
     rig_factory: RigFactory,
 ) -> None:
     rig = rig_factory(CallOptions(recycle_seconds=60))
-    await rig.connected()
-    first = rig.model.current
+    first = await rig.connected()
     rig.model.hold_connects()
-    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    await rig.armed()
     rig.clock.advance(60)  # quiet: the recycle starts connecting...
     await wait_until(lambda: rig.model.attempts == 2, WAIT)
     first.emit(ev.ResponseCreated("r1"), ev.AudioDelta("r1", "a", b64(800)))  # ...and the agent starts talking

@@ -208,9 +208,7 @@ class FakeTwilioCaller:
         if self.webhook_form:
             raise RuntimeError("this caller already dialled; make a new FakeTwilioCaller per call")
         url = self._webhook_url = (self.public_base_url or self.base_url) + self.voice_path
-        self.webhook_form = webhook_params(
-            account_sid=self.account_sid, call_sid=self.call_sid, from_number=self.from_number, to_number=self.to_number
-        )
+        self.webhook_form = self._call_params("ringing")
         self._record("webhook", url)
         response = await post_webhook(
             url,
@@ -457,13 +455,7 @@ class FakeTwilioCaller:
         """``<Connect>`` is over: ask its ``action`` what to do next, as Twilio does, and record the answer."""
         assert instruction.action is not None
         url = urljoin(self._webhook_url, instruction.action)
-        form = webhook_params(
-            account_sid=self.account_sid,
-            call_sid=self.call_sid,
-            from_number=self.from_number,
-            to_number=self.to_number,
-            call_status="in-progress",
-        )
+        form = self._call_params("in-progress")
         self._record("action", f"{instruction.method} {url}")
         try:
             response = await post_webhook(
@@ -516,6 +508,16 @@ class FakeTwilioCaller:
     def _violate(self, reason: str) -> None:
         self.violations.append(reason)
         self._record("violation", reason)
+
+    def _call_params(self, call_status: str) -> dict[str, str]:
+        """The form of a request Twilio makes about this call."""
+        return webhook_params(
+            account_sid=self.account_sid,
+            call_sid=self.call_sid,
+            from_number=self.from_number,
+            to_number=self.to_number,
+            call_status=call_status,
+        )
 
     def _record(self, kind: str, detail: str) -> None:
         self.timeline.append((self.media_ms, kind, detail))
