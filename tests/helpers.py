@@ -98,6 +98,13 @@ def played_more_than(caller: FakeTwilioCaller, length: int) -> Callable[[], bool
     return lambda: len(caller.played) > length
 
 
+async def answered(caller: FakeTwilioCaller, fixture: str) -> None:
+    """The caller says ``fixture`` and hears over a second of an answer (the call carries on)."""
+    heard_before = len(caller.played)
+    await caller.say(fixture)
+    await caller.wait_until(played_more_than(caller, heard_before + 8000), timeout=WAIT)
+
+
 def event_types(received: list[Any], kind: str) -> list[dict[str, Any]]:
     """The client events of ``kind`` a model session received."""
     return [event for event in received if isinstance(event, dict) and event.get("type") == kind]
