@@ -12,35 +12,27 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
-from voiceagent.realtime.dialect import (
-    COMMON_DECODERS,
-    BaseDialect,
-    child,
-    response_decoders,
-    server_vad,
-    session_updated,
-    tools_of,
-)
+from voiceagent.realtime import dialect as base
 from voiceagent.realtime.events import ModelEvent, SessionConfig
 
 PCMU_FORMAT = "g711_ulaw"
 
 
 def _session_updated(event: dict[str, Any]) -> ModelEvent:
-    session = child(event, "session")
-    return session_updated(session.get("input_audio_format"), session.get("output_audio_format"))
+    session = base.child(event, "session")
+    return base.session_updated(session.get("input_audio_format"), session.get("output_audio_format"))
 
 
-class PreviewDialect(BaseDialect):
+class PreviewDialect(base.BaseDialect):
     """The preview dialect."""
 
     name = "preview"
     content_types = MappingProxyType({"user": "input_text", "system": "input_text", "assistant": "text"})
     decoders = MappingProxyType(
         {
-            **COMMON_DECODERS,
+            **base.COMMON_DECODERS,
             "session.updated": _session_updated,
-            **response_decoders("response.audio", "response.text"),
+            **base.response_decoders("response.audio", "response.text"),
         }
     )
 
@@ -54,6 +46,6 @@ class PreviewDialect(BaseDialect):
             "input_audio_format": PCMU_FORMAT,
             "output_audio_format": PCMU_FORMAT,
             "input_audio_transcription": {"model": config.transcription_model},
-            "turn_detection": server_vad(config),
-            **tools_of(config),
+            "turn_detection": base.server_vad(config),
+            **base.tools_of(config),
         }
