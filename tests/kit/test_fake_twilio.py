@@ -187,8 +187,7 @@ on_the_module_loop = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def served_app() -> AsyncIterator[FakeApp]:
     app = FakeApp()
-    async with serving(app.asgi()) as base_url:
-        app.base_url = base_url
+    async with serving(app.asgi()) as app.base_url:
         yield app
 
 

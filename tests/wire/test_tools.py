@@ -560,8 +560,7 @@ class Service:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def service() -> AsyncIterator[Service]:
     running = Service()
-    async with serve_asgi(running.app()) as base_url:
-        running.base_url = base_url
+    async with serve_asgi(running.app()) as running.base_url:
         yield running
         running.release.set()
 
