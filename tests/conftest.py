@@ -7,14 +7,19 @@
 - ``wire``: whole calls over real sockets (uvicorn on loopback, the fake Twilio caller and model).
 
 ``kit`` tests speak over sockets too, so they carry ``wire`` as well: ``pytest -m "not wire"`` is the fast tier.
+A tier's folder that ``-m`` rules out whatever its tests' own marks is not even imported, so the fast tier
+never pays for the wire tests' imports.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import logging
+import re
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,15 +30,43 @@ TIERS = ("core", "adapters", "bridge", "kit", "wire")
 OVER_SOCKETS = frozenset({"kit", "wire"})
 
 
+def tier_marks(tier: str) -> frozenset[str]:
+    return frozenset({tier, "wire"} if tier in OVER_SOCKETS else {tier})
+
+
+def pytest_ignore_collect(collection_path: Path, config: pytest.Config) -> bool | None:
+    """Skip a tier's folder when ``-m`` rules out every test there, whichever other marks they carry."""
+    expression = config.getoption("markexpr", "")
+    if not expression or collection_path.name not in TIERS or collection_path.parent != Path(__file__).parent:
+        return None
+    try:
+        from _pytest.mark.expression import Expression  # what pytest itself evaluates -m with
+
+        compiled = Expression.compile(expression)
+    except Exception:
+        return None  # a pytest without it, or an expression pytest will report itself: collect as usual
+    marks = tier_marks(collection_path.name)
+    others = sorted(set(re.findall(r"[\w.:+\-\[\]\\/]+", expression)) - {"and", "or", "not"} - set(TIERS))
+    for values in itertools.product((False, True), repeat=len(others)):
+        carried = marks | {name for name, value in zip(others, values, strict=True) if value}
+        if _selects(compiled, carried):
+            return None  # some test here may be selected
+    return True
+
+
+def _selects(compiled: Any, carried: frozenset[str]) -> bool:
+    """Whether ``-m`` selects a test that carries exactly the marks ``carried``."""
+    return bool(compiled.evaluate(lambda name, /, **kwargs: name in carried))
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark every test with the tier its folder names (and ``wire`` for everything that opens sockets)."""
     for item in items:
         tier = next((part for part in item.path.parts[::-1] if part in TIERS), None)
         if tier is None:
             raise pytest.UsageError(f"{item.nodeid}: every test lives in one of the tiers' folders {TIERS}")
-        item.add_marker(tier)
-        if tier in OVER_SOCKETS and tier != "wire":
-            item.add_marker("wire")
+        for mark in sorted(tier_marks(tier)):
+            item.add_marker(mark)
 
 
 @pytest.fixture(autouse=True)

@@ -17,11 +17,11 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import os
+import sys
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
-
-import uvicorn
 
 from voiceagent.testing import (
     TEST_AUTH_TOKEN,
@@ -32,7 +32,6 @@ from voiceagent.testing import (
     app_environment,
     load_fixture,
     serve_app,
-    wait_until,
 )
 
 WAIT = 60.0  # generous: a loaded 2-core machine may be slow, but never this slow
@@ -99,6 +98,13 @@ def played_more_than(caller: FakeTwilioCaller, length: int) -> Callable[[], bool
     return lambda: len(caller.played) > length
 
 
+async def answered(caller: FakeTwilioCaller, fixture: str) -> None:
+    """The caller says ``fixture`` and hears over a second of an answer (the call carries on)."""
+    heard_before = len(caller.played)
+    await caller.say(fixture)
+    await caller.wait_until(played_more_than(caller, heard_before + 8000), timeout=WAIT)
+
+
 def event_types(received: list[Any], kind: str) -> list[dict[str, Any]]:
     """The client events of ``kind`` a model session received."""
     return [event for event in received if isinstance(event, dict) and event.get("type") == kind]
@@ -110,16 +116,30 @@ def audio_deltas(session: FakeModelSession, item_id: str) -> list[bytes]:
     return [base64.b64decode(e["delta"]) for e in session.sent if e["type"] == kind and e["item_id"] == item_id]
 
 
-@contextlib.asynccontextmanager
-async def serve_asgi(app: Any) -> AsyncIterator[str]:
-    """Any ASGI ``app`` (e.g. a service an HTTP tool calls) under uvicorn on a free loopback port: its URL."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
-    task = asyncio.create_task(server.serve())
-    await wait_until(lambda: server.started or task.done(), WAIT)
-    if task.done():
-        task.result()  # it failed to start: say why
+def environment_without_credentials(**extra: str) -> dict[str, str]:
+    """This process's environment less every variable that configures the service or names a real
+    account (so a developer's shell never points a subprocess at real services), plus ``extra``."""
+    own = ("AZURE_", "OPENAI_", "TWILIO_", "VOICEAGENT_", "PUBLIC_BASE_URL")
+    return {**{k: v for k, v in os.environ.items() if not k.startswith(own)}, **extra}
+
+
+async def run_voiceagent(*args: str, env: Mapping[str, str], timeout: float = WAIT) -> tuple[int, str, str]:
+    """``python -m voiceagent ARGS`` in ``env``: its exit code, stdout and stderr (killed after ``timeout``)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "voiceagent",
+        *args,
+        env=dict(env),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     try:
-        yield f"http://127.0.0.1:{server.servers[0].sockets[0].getsockname()[1]}"
+        async with asyncio.timeout(timeout):
+            stdout, stderr = await process.communicate()
     finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()

@@ -271,7 +271,7 @@ class CallBridge:
             return
         old_out = self._model_out
         self._replaced = self._model
-        self._model, self._model_out = channel, _Outbox(channel.send)
+        self._model, self._model_out = channel, _Outbox(channel.send, peer="model", log=self.log)
         if old_out is not None:
             self._spawn(old_out.flush(), "flush")  # what was already decided for the old session
         self._spawn(self._read_model(channel), "model")

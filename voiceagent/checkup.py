@@ -19,26 +19,8 @@ from importlib import resources
 from typing import TYPE_CHECKING, Any
 
 from voiceagent.config import Settings
+from voiceagent.realtime import events as ev
 from voiceagent.realtime.connection import ModelConnectError, ModelConnection
-from voiceagent.realtime.events import (
-    PCMU,
-    AppendAudio,
-    AudioDelta,
-    CallerTranscript,
-    CallerTranscriptFailed,
-    CancelResponse,
-    ModelError,
-    ModelEvent,
-    ResponseCreated,
-    ResponseDone,
-    SessionConfig,
-    SessionRejected,
-    SessionUpdated,
-    SpeechStarted,
-    SpeechStopped,
-    TextDelta,
-    UpdateSession,
-)
 from voiceagent.simulated_call import BYTES_PER_MS, SILENCE, Printer, wav_to_ulaw
 
 if TYPE_CHECKING:
@@ -166,7 +148,7 @@ def caller_phrase() -> bytes:
 
 async def check_model(
     settings: Settings,
-    session: SessionConfig,
+    session: ev.SessionConfig,
     *,
     credential: AsyncTokenCredential | None = None,
     speak: bool = True,
@@ -206,12 +188,12 @@ def _print(report: Report, printer: Printer) -> Report:
     return report
 
 
-async def _events(connection: ModelConnection) -> AsyncGenerator[ModelEvent, None]:
+async def _events(connection: ModelConnection) -> AsyncGenerator[ev.ModelEvent, None]:
     async for event in connection:
         yield event
 
 
-async def _next(events: AsyncIterator[ModelEvent], deadline: float) -> ModelEvent | None:
+async def _next(events: AsyncIterator[ev.ModelEvent], deadline: float) -> ev.ModelEvent | None:
     """The next event before ``deadline`` (loop time); None when the connection closed; TimeoutError."""
     remaining = deadline - asyncio.get_running_loop().time()
     if remaining <= 0:
@@ -229,12 +211,12 @@ def _closed(connection: ModelConnection, while_doing: str) -> str:
 
 async def _configure(
     connection: ModelConnection,
-    events: AsyncIterator[ModelEvent],
-    session: SessionConfig,
+    events: AsyncIterator[ev.ModelEvent],
+    session: ev.SessionConfig,
     settings: Settings,
     report: Report,
 ) -> bool:
-    await connection.send(UpdateSession(session))
+    await connection.send(ev.UpdateSession(session))
     wait = max(CONFIRM_SECONDS, 2 * settings.session_ready_seconds)
     deadline = asyncio.get_running_loop().time() + wait
     try:
@@ -244,11 +226,11 @@ async def _configure(
                 case None:
                     report.problems.append(_closed(connection, "instead of confirming the session"))
                     return False
-                case SessionRejected(code=code, message=message):
+                case ev.SessionRejected(code=code, message=message):
                     report.problems.append(explain_rejection(code, message, settings))
                     return False
-                case SessionUpdated(input_format=heard, output_format=spoken):
-                    if (heard, spoken) != (PCMU, PCMU):
+                case ev.SessionUpdated(input_format=heard, output_format=spoken):
+                    if (heard, spoken) != (ev.PCMU, ev.PCMU):
                         report.problems.append(
                             f"the model did not take μ-law audio both ways (input {heard}, output {spoken}): "
                             "a caller would hear static. Use a GA gpt-realtime deployment and unset "
@@ -258,7 +240,7 @@ async def _configure(
                     voice, tools = session.voice, len(session.tools)
                     report.notes.append(f"session configured: μ-law both ways, voice {voice}, {tools} tool(s)")
                     return True
-                case ModelError(code=code, message=message, routine=False):
+                case ev.ModelError(code=code, message=message, routine=False):
                     report.notes.append(f"the model reported an error on the way: {code}: {message}")
                 case _:
                     pass
@@ -285,12 +267,12 @@ class _Turn:
 
 
 async def _one_turn(
-    connection: ModelConnection, events: AsyncIterator[ModelEvent], settings: Settings, report: Report
+    connection: ModelConnection, events: AsyncIterator[ev.ModelEvent], settings: Settings, report: Report
 ) -> None:
     audio = caller_phrase() + bytes([SILENCE]) * (TRAILING_SILENCE_MS * BYTES_PER_MS)
     for start in range(0, len(audio), APPEND_CHUNK_BYTES):
         chunk = audio[start : start + APPEND_CHUNK_BYTES]
-        await connection.send(AppendAudio(base64.b64encode(chunk).decode("ascii")))
+        await connection.send(ev.AppendAudio(base64.b64encode(chunk).decode("ascii")))
     turn = _Turn()
     deadline = asyncio.get_running_loop().time() + TURN_SECONDS
     try:
@@ -300,23 +282,23 @@ async def _one_turn(
                 case None:
                     report.problems.append(_closed(connection, "during the test phrase"))
                     break
-                case SpeechStarted() | SpeechStopped():
+                case ev.SpeechStarted() | ev.SpeechStopped():
                     turn.heard = True
-                case CallerTranscript(transcript=text):
+                case ev.CallerTranscript(transcript=text):
                     turn.transcript = text
-                case CallerTranscriptFailed(message=message):
+                case ev.CallerTranscriptFailed(message=message):
                     turn.transcription_failed = message
-                case ResponseCreated():
+                case ev.ResponseCreated():
                     turn.heard = True
-                case AudioDelta():
+                case ev.AudioDelta():
                     if not turn.answered:
                         turn.answered = True
-                        await connection.send(CancelResponse())  # heard enough: spend no more
-                case TextDelta():
+                        await connection.send(ev.CancelResponse())  # heard enough: spend no more
+                case ev.TextDelta():
                     turn.answer_failed = "the model answered in text, not audio"
-                case ResponseDone(status=status, detail=detail) if status == "failed" and not turn.answered:
+                case ev.ResponseDone(status=status, detail=detail) if status == "failed" and not turn.answered:
                     turn.answer_failed = f"the response failed: {detail or status}"
-                case ModelError(code=code, message=message, routine=False):
+                case ev.ModelError(code=code, message=message, routine=False):
                     report.notes.append(f"the model reported an error on the way: {code}: {message}")
                 case _:
                     pass
@@ -358,7 +340,7 @@ def _judge(turn: _Turn, settings: Settings, report: Report) -> None:
 # ---------------------------------------------------------------- the whole check
 
 
-async def run_check(settings: Settings, session: SessionConfig, *, speak: bool = True, stream: Any = None) -> Report:
+async def run_check(settings: Settings, session: ev.SessionConfig, *, speak: bool = True, stream: Any = None) -> Report:
     """``check_model`` with the credential the service would use (Entra ID when there is no API key)."""
     model = settings.model
     if model.provider == "azure" and not model.api_key:
@@ -369,7 +351,7 @@ async def run_check(settings: Settings, session: SessionConfig, *, speak: bool =
     return await check_model(settings, session, speak=speak, stream=stream)
 
 
-async def session_with_tools(settings: Settings) -> SessionConfig:
+async def session_with_tools(settings: Settings) -> ev.SessionConfig:
     """The session configuration the service sends: the operator's tools checked and declared, plus the
     built-in ones (``ToolConfigError`` names what is wrong)."""
     from voiceagent.call.acts import END_CALL, TRANSFER_CALL

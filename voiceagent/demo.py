@@ -26,16 +26,23 @@ from typing import Any, TextIO
 
 from websockets.asyncio.server import serve
 
+from voiceagent.server import uvicorn_config
 from voiceagent.simulated_call import (
     BYTES_PER_MS,
     HeardAudio,
     Printer,
-    free_loopback_socket,
     mix,
-    serve_on_loopback,
     write_wav,
 )
-from voiceagent.testing import TEST_API_KEY, FakeRealtimeServer, FakeTwilioCaller, load_fixture, wait_until
+from voiceagent.testing import (
+    TEST_API_KEY,
+    FakeRealtimeServer,
+    FakeTwilioCaller,
+    load_fixture,
+    loopback_socket,
+    serve_asgi,
+    wait_until,
+)
 from voiceagent.testing.fake_realtime.server import MAX_MESSAGE_BYTES
 from voiceagent.transcripts import TranscriptLine
 
@@ -152,11 +159,11 @@ async def run_demo(
             async with FakeRealtimeServer(
                 api_key=model_key, speed=MODEL_LEAD * speed, replies=("agent_reply_long", "agent_goodbye")
             ) as model:
-                sock = free_loopback_socket()
+                sock = loopback_socket()
                 port = sock.getsockname()[1]
                 settings = load_settings(demo_environment(model.endpoint, model_key, auth_token, port, speed))
                 app = create_app(settings, sink=transcript)
-                async with serve_on_loopback(app, settings, sock):
+                async with serve_asgi(app, config=uvicorn_config(app, settings, lifespan="on"), sock=sock):
                     printer.line(
                         f"The service is up on {settings.public_base_url} (the fake model on {model.endpoint})."
                     )

@@ -7,10 +7,11 @@ one flush at a time: a message decided later can never overtake one decided earl
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
 from typing import Generic, TypeVar
+
+from voiceagent.logs import CallLog
 
 __all__ = ["Outbox"]
 
@@ -20,8 +21,9 @@ T = TypeVar("T")
 class Outbox(Generic[T]):
     """Messages for one peer, sent in the order they were put, by one sender at a time."""
 
-    def __init__(self, send: Callable[[T], Awaitable[None]]) -> None:
+    def __init__(self, send: Callable[[T], Awaitable[None]], *, peer: str, log: CallLog | None = None) -> None:
         self._send = send
+        self._peer, self._log = peer, log or CallLog()
         self._queue: deque[T] = deque()
         self._lock = asyncio.Lock()
 
@@ -34,5 +36,7 @@ class Outbox(Generic[T]):
         async with self._lock:
             while self._queue:
                 message = self._queue.popleft()
-                with contextlib.suppress(Exception):  # a closed peer shows up on its reader, not here
+                try:
                     await self._send(message)
+                except Exception as exc:  # a closed peer shows up on its reader, which ends the call
+                    self._log.log("debug", "send_dropped", peer=self._peer, error=type(exc).__name__)

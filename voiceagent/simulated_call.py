@@ -6,7 +6,6 @@ share.
 * ``write_wav``: μ-law 8 kHz as a 16-bit PCM WAV file any player opens.
 * ``HeardAudio``: follows a ``FakeTwilioCaller`` tick by tick and lays what it played on the call's
   timeline, silence where the agent said nothing, so the file sounds like the call did.
-* ``serve_on_loopback``: the real app under uvicorn on a free loopback port, with any transcript sink.
 
 Audio conversion uses the standard library's ``audioop`` (on Python ≥ 3.13 the ``audioop-lts`` package
 provides the same module). Nothing here decodes audio on a call's path: the service itself never does.
@@ -18,13 +17,11 @@ import array
 import asyncio
 import contextlib
 import math
-import socket
 import struct
 import sys
-import time
 import warnings
 import wave
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -35,63 +32,22 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)
     import audioop
 
-if TYPE_CHECKING:
-    from starlette.applications import Starlette
+from voiceagent.wav import ALAW, PCM, ULAW, parse_wav
+from voiceagent.wav import WavError as WavError  # what `voiceagent call` catches
 
-    from voiceagent.config import Settings
+if TYPE_CHECKING:
     from voiceagent.testing import FakeTwilioCaller
+
 
 RATE = 8000
 BYTES_PER_MS = 8  # μ-law, 8 kHz, mono
 FRAME_BYTES = 160  # one 20 ms Twilio media frame
 SILENCE = 0xFF  # μ-law code for zero amplitude
 
-_PCM, _ALAW, _ULAW, _EXTENSIBLE = 1, 6, 7, 0xFFFE
 TESTING_EXTRA_HINT = "pip install 'voiceagent[testing]'  (from a clone: pip install -e '.[testing]')"
 
 
-class WavError(ValueError):
-    """A file that is not a WAV we can turn into phone audio; the message says what it is instead."""
-
-
 # ---------------------------------------------------------------- reading and writing WAV files
-
-
-@dataclass(frozen=True)
-class WavFormat:
-    tag: int  # 1 PCM, 6 A-law, 7 μ-law
-    channels: int
-    rate: int
-    bits: int
-
-    def describe(self) -> str:
-        kind = {_PCM: f"{self.bits}-bit PCM", _ALAW: "A-law", _ULAW: "μ-law"}.get(self.tag, f"format {self.tag}")
-        layout = {1: "mono", 2: "stereo"}.get(self.channels, f"{self.channels} channels")
-        return f"{kind}, {self.rate} Hz, {layout}"
-
-
-def parse_wav(data: bytes) -> tuple[WavFormat, bytes]:
-    """The format and the sample bytes of a RIFF/WAVE file (``wave`` reads only PCM, so the chunks are
-    read here)."""
-    if len(data) < 12 or data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise WavError("not a WAV file (no RIFF/WAVE header)")
-    pos, fmt = 12, None
-    while pos + 8 <= len(data):
-        chunk_id, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        body = data[pos + 8 : pos + 8 + size]
-        if chunk_id == b"fmt ":
-            if len(body) < 16:
-                raise WavError("the WAV file's fmt chunk is truncated")
-            tag, channels, rate, _byte_rate, _align, bits = struct.unpack("<HHIIHH", body[:16])
-            if tag == _EXTENSIBLE and len(body) >= 26:
-                tag = struct.unpack("<H", body[24:26])[0]  # the sub-format GUID starts with the tag
-            fmt = WavFormat(tag, channels, rate, bits)
-        elif chunk_id == b"data":
-            if fmt is None:
-                raise WavError("the WAV file has no fmt chunk before its data")
-            return fmt, body
-        pos += 8 + size + (size & 1)
-    raise WavError("the WAV file has no data chunk")
 
 
 def wav_to_ulaw(data: bytes) -> bytes:
@@ -100,18 +56,18 @@ def wav_to_ulaw(data: bytes) -> bytes:
     fmt, samples = parse_wav(data)
     if fmt.channels < 1 or fmt.rate < 1000 or fmt.rate > 384_000:
         raise WavError(f"unsupported WAV layout: {fmt.describe()}")
-    if fmt.tag == _PCM and fmt.bits in (8, 16, 24, 32):
+    if fmt.tag == PCM and fmt.bits in (8, 16, 24, 32):
         width = fmt.bits // 8
         if width == 1:
             samples = audioop.bias(samples, 1, -128)  # WAV stores 8-bit samples unsigned
-    elif fmt.tag in (_ULAW, _ALAW) and fmt.bits == 8:
+    elif fmt.tag in (ULAW, ALAW) and fmt.bits == 8:
         width = 1
     else:
         raise WavError(f"unsupported WAV encoding: {fmt.describe()} (use PCM 8/16/24/32-bit, μ-law or A-law)")
     samples = samples[: len(samples) - len(samples) % (width * fmt.channels)]
-    if fmt.tag == _ULAW:
+    if fmt.tag == ULAW:
         linear = audioop.ulaw2lin(samples, 2)
-    elif fmt.tag == _ALAW:
+    elif fmt.tag == ALAW:
         linear = audioop.alaw2lin(samples, 2)
     else:
         linear = audioop.lin2lin(samples, width, 2) if width != 2 else samples
@@ -227,45 +183,6 @@ class HeardAudio:
         for start, audio in self._pieces:
             timeline[start : start + len(audio)] = audio
         return bytes(timeline)
-
-
-# ---------------------------------------------------------------- the app on a loopback port
-
-
-def free_loopback_socket() -> socket.socket:
-    """A TCP socket bound to 127.0.0.1 on a free port, ready to hand to uvicorn."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    return sock
-
-
-@contextlib.asynccontextmanager
-async def serve_on_loopback(
-    app: Starlette, settings: Settings, sock: socket.socket, *, startup_timeout: float = 15.0
-) -> AsyncIterator[None]:
-    """Serve ``app`` under uvicorn (the service's own configuration) on ``sock``, in this event loop."""
-    import uvicorn
-
-    from voiceagent.server import uvicorn_config
-
-    server = uvicorn.Server(uvicorn_config(app, settings, lifespan="on"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        deadline = time.monotonic() + startup_timeout
-        while not server.started:
-            if task.done():
-                task.result()
-                raise RuntimeError("the server stopped before it started")
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the server did not start within {startup_timeout:g} s")
-            await asyncio.sleep(0.01)
-        yield
-    finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, timeout=15)
-        sock.close()
 
 
 # ---------------------------------------------------------------- printing

@@ -12,30 +12,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from voiceagent.config import VOICES
+from voiceagent.realtime import events as ev
 from voiceagent.realtime.dialect import MALFORMED, Dialect, dialect_for
-from voiceagent.realtime.events import (
-    AgentTranscriptDelta,
-    AgentTranscriptDone,
-    AppendAudio,
-    AudioDelta,
-    AudioDone,
-    CallerTranscript,
-    CancelResponse,
-    CreateResponse,
-    CreateTextItem,
-    Ignored,
-    ModelCommand,
-    ModelError,
-    ModelEvent,
-    ResponseCreated,
-    ResponseDone,
-    SessionConfig,
-    SessionUpdated,
-    SpeechStarted,
-    SpeechStopped,
-    Truncate,
-    UpdateSession,
-)
 from voiceagent.realtime.ga import GADialect
 from voiceagent.realtime.preview import PreviewDialect
 from voiceagent.realtime.target import ModelTarget
@@ -52,8 +30,8 @@ def make(name: str) -> Dialect:
     )
 
 
-def config(**overrides: Any) -> SessionConfig:
-    return SessionConfig(**{"instructions": "Be brief.", "voice": "alloy", **overrides})
+def config(**overrides: Any) -> ev.SessionConfig:
+    return ev.SessionConfig(**{"instructions": "Be brief.", "voice": "alloy", **overrides})
 
 
 SERVER_VAD_CONFIGS = [
@@ -66,17 +44,17 @@ SERVER_VAD_CONFIGS = [
         vad_threshold=1.0, vad_prefix_padding_ms=10_000, vad_silence_ms=10_000, transcription_model="gpt-4o-transcribe"
     ),
 ]
-COMMANDS: list[ModelCommand] = [
-    *(UpdateSession(c) for c in SERVER_VAD_CONFIGS),
-    AppendAudio(AUDIO),
-    Truncate(item_id="item_abc", audio_end_ms=0),
-    Truncate(item_id="item_abc", audio_end_ms=3700),
-    CancelResponse(),
-    CreateResponse(),
-    CreateResponse(instructions="Greet the caller."),
-    CreateTextItem(role="user", text="I'd like a table for two."),
-    CreateTextItem(role="assistant", text="For what time?"),
-    CreateTextItem(role="system", text="The caller is in a hurry."),
+COMMANDS: list[ev.ModelCommand] = [
+    *(ev.UpdateSession(c) for c in SERVER_VAD_CONFIGS),
+    ev.AppendAudio(AUDIO),
+    ev.Truncate(item_id="item_abc", audio_end_ms=0),
+    ev.Truncate(item_id="item_abc", audio_end_ms=3700),
+    ev.CancelResponse(),
+    ev.CreateResponse(),
+    ev.CreateResponse(instructions="Greet the caller."),
+    ev.CreateTextItem(role="user", text="I'd like a table for two."),
+    ev.CreateTextItem(role="assistant", text="For what time?"),
+    ev.CreateTextItem(role="system", text="The caller is in a hurry."),
 ]
 
 
@@ -90,25 +68,25 @@ def test_dialect_for_follows_the_target() -> None:
 
 @pytest.mark.parametrize("name", DIALECTS)
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: type(c).__name__)
-def test_every_command_validates(name: str, command: ModelCommand) -> None:
+def test_every_command_validates(name: str, command: ev.ModelCommand) -> None:
     event = make(name).encode(command)
     assert validate_client_event(name, event) == []
     assert json.loads(json.dumps(event)) == event
 
 
 def test_semantic_vad_validates_in_ga() -> None:
-    event = make("ga").encode(UpdateSession(config(vad="semantic_vad", vad_threshold=0.9)))
+    event = make("ga").encode(ev.UpdateSession(config(vad="semantic_vad", vad_threshold=0.9)))
     assert event["session"]["audio"]["input"]["turn_detection"] == {"type": "semantic_vad"}
     assert validate_client_event("ga", event) == []
 
 
 def test_semantic_vad_is_refused_in_preview() -> None:
     with pytest.raises(ValueError, match="semantic_vad"):
-        make("preview").encode(UpdateSession(config(vad="semantic_vad")))
+        make("preview").encode(ev.UpdateSession(config(vad="semantic_vad")))
 
 
 def test_ga_session_update_shape() -> None:
-    event = make("ga").encode(UpdateSession(config(voice="marin", vad_silence_ms=700)))
+    event = make("ga").encode(ev.UpdateSession(config(voice="marin", vad_silence_ms=700)))
     assert event == {
         "type": "session.update",
         "event_id": event["event_id"],
@@ -129,7 +107,7 @@ def test_ga_session_update_shape() -> None:
 
 
 def test_preview_session_update_shape() -> None:
-    event = make("preview").encode(UpdateSession(config(vad_threshold=0.6, vad_prefix_padding_ms=250)))
+    event = make("preview").encode(ev.UpdateSession(config(vad_threshold=0.6, vad_prefix_padding_ms=250)))
     assert event == {
         "type": "session.update",
         "event_id": event["event_id"],
@@ -147,7 +125,7 @@ def test_preview_session_update_shape() -> None:
 
 @pytest.mark.parametrize("name", DIALECTS)
 def test_unconfigured_vad_keeps_server_defaults(name: str) -> None:
-    event = make(name).encode(UpdateSession(config()))
+    event = make(name).encode(ev.UpdateSession(config()))
     session = event["session"]
     detection = session["audio"]["input"]["turn_detection"] if name == "ga" else session["turn_detection"]
     assert detection == {"type": "server_vad"}
@@ -156,38 +134,38 @@ def test_unconfigured_vad_keeps_server_defaults(name: str) -> None:
 @pytest.mark.parametrize("name", DIALECTS)
 def test_plain_commands(name: str) -> None:
     dialect = make(name)
-    append = dialect.encode(AppendAudio(AUDIO))
+    append = dialect.encode(ev.AppendAudio(AUDIO))
     assert append["type"] == "input_audio_buffer.append" and append["audio"] is AUDIO  # untouched
-    truncate = dialect.encode(Truncate(item_id="item_1", audio_end_ms=1234))
+    truncate = dialect.encode(ev.Truncate(item_id="item_1", audio_end_ms=1234))
     assert {k: v for k, v in truncate.items() if k != "event_id"} == {
         "type": "conversation.item.truncate",
         "item_id": "item_1",
         "content_index": 0,
         "audio_end_ms": 1234,
     }
-    assert set(dialect.encode(CancelResponse())) == {"type", "event_id"}
-    assert set(dialect.encode(CreateResponse())) == {"type", "event_id"}
-    assert dialect.encode(CreateResponse("Say goodbye."))["response"] == {"instructions": "Say goodbye."}
+    assert set(dialect.encode(ev.CancelResponse())) == {"type", "event_id"}
+    assert set(dialect.encode(ev.CreateResponse())) == {"type", "event_id"}
+    assert dialect.encode(ev.CreateResponse("Say goodbye."))["response"] == {"instructions": "Say goodbye."}
 
 
 @pytest.mark.parametrize(("name", "assistant_type"), [("ga", "output_text"), ("preview", "text")])
 def test_text_items(name: str, assistant_type: str) -> None:
     dialect = make(name)
-    user = dialect.encode(CreateTextItem("user", "hello"))["item"]
-    assistant = dialect.encode(CreateTextItem("assistant", "hi there"))["item"]
+    user = dialect.encode(ev.CreateTextItem("user", "hello"))["item"]
+    assistant = dialect.encode(ev.CreateTextItem("assistant", "hi there"))["item"]
     assert user == {"type": "message", "role": "user", "content": [{"type": "input_text", "text": "hello"}]}
     assert assistant["content"] == [{"type": assistant_type, "text": "hi there"}]
     with pytest.raises(ValueError):
-        dialect.encode(CreateTextItem("tool", "x"))
+        dialect.encode(ev.CreateTextItem("tool", "x"))
 
 
 def test_the_validator_tells_the_dialects_apart() -> None:
     """A control: the content types really differ, so the validation above means something."""
-    ga_item = make("ga").encode(CreateTextItem("assistant", "hi"))
-    preview_item = make("preview").encode(CreateTextItem("assistant", "hi"))
+    ga_item = make("ga").encode(ev.CreateTextItem("assistant", "hi"))
+    preview_item = make("preview").encode(ev.CreateTextItem("assistant", "hi"))
     assert validate_client_event("preview", ga_item) != []
     assert validate_client_event("ga", preview_item) != []
-    assert validate_client_event("preview", make("ga").encode(UpdateSession(config()))) != []
+    assert validate_client_event("preview", make("ga").encode(ev.UpdateSession(config()))) != []
 
 
 @pytest.mark.parametrize("name", DIALECTS)
@@ -204,7 +182,7 @@ def test_not_a_command_is_a_type_error() -> None:
 
 
 session_configs = st.builds(
-    SessionConfig,
+    ev.SessionConfig,
     instructions=st.text(max_size=300),
     voice=st.sampled_from(VOICES),
     vad=st.sampled_from(["server_vad", "semantic_vad"]),
@@ -217,10 +195,10 @@ session_configs = st.builds(
 
 @settings(max_examples=150, deadline=None)
 @given(session_configs)
-def test_any_valid_session_config_encodes_validly(session: SessionConfig) -> None:
-    assert validate_client_event("ga", make("ga").encode(UpdateSession(session))) == []
+def test_any_valid_session_config_encodes_validly(session: ev.SessionConfig) -> None:
+    assert validate_client_event("ga", make("ga").encode(ev.UpdateSession(session))) == []
     if session.vad == "server_vad":
-        assert validate_client_event("preview", make("preview").encode(UpdateSession(session))) == []
+        assert validate_client_event("preview", make("preview").encode(ev.UpdateSession(session))) == []
 
 
 @settings(max_examples=100, deadline=None)
@@ -233,8 +211,8 @@ def test_any_valid_session_config_encodes_validly(session: SessionConfig) -> Non
 )
 def test_any_truncate_and_text_item_validate(name: str, item_id: str, end_ms: int, role: str, content: str) -> None:
     dialect = make(name)
-    assert validate_client_event(name, dialect.encode(Truncate(item_id, end_ms))) == []
-    assert validate_client_event(name, dialect.encode(CreateTextItem(role, content))) == []
+    assert validate_client_event(name, dialect.encode(ev.Truncate(item_id, end_ms))) == []
+    assert validate_client_event(name, dialect.encode(ev.CreateTextItem(role, content))) == []
 
 
 # ---------------------------------------------------------------- decode
@@ -277,15 +255,15 @@ def server_cases(name: str) -> list[tuple[dict[str, Any], Any]]:
     session = GA_SESSION if name == "ga" else PREVIEW_SESSION
     ids = {"event_id": "event_1", "response_id": "resp_1", "item_id": "item_1", "output_index": 0, "content_index": 0}
     return [
-        ({"type": "session.created", "event_id": "event_1", "session": session}, Ignored("session.created")),
-        ({"type": "session.updated", "event_id": "event_2", "session": session}, SessionUpdated("pcmu", "pcmu")),
+        ({"type": "session.created", "event_id": "event_1", "session": session}, ev.Ignored("session.created")),
+        ({"type": "session.updated", "event_id": "event_2", "session": session}, ev.SessionUpdated("pcmu", "pcmu")),
         (
             {"type": "input_audio_buffer.speech_started", "event_id": "e", "item_id": "item_u", "audio_start_ms": 1200},
-            SpeechStarted(item_id="item_u", audio_start_ms=1200),
+            ev.SpeechStarted(item_id="item_u", audio_start_ms=1200),
         ),
         (
             {"type": "input_audio_buffer.speech_stopped", "event_id": "e", "item_id": "item_u", "audio_end_ms": 2400},
-            SpeechStopped(item_id="item_u", audio_end_ms=2400),
+            ev.SpeechStopped(item_id="item_u", audio_end_ms=2400),
         ),
         (
             {
@@ -293,7 +271,7 @@ def server_cases(name: str) -> list[tuple[dict[str, Any], Any]]:
                 "event_id": "e",
                 "response": {"id": "resp_1", "object": "realtime.response", "status": "in_progress", "output": []},
             },
-            ResponseCreated("resp_1"),
+            ev.ResponseCreated("resp_1"),
         ),
         (
             {
@@ -307,16 +285,19 @@ def server_cases(name: str) -> list[tuple[dict[str, Any], Any]]:
                     "usage": USAGE,
                 },
             },
-            ResponseDone("resp_1", "cancelled", USAGE),
+            ev.ResponseDone("resp_1", "cancelled", USAGE),
         ),
         (
             {"type": "response.done", "event_id": "e", "response": {"id": "resp_2", "status": "completed"}},
-            ResponseDone("resp_2", "completed", None),
+            ev.ResponseDone("resp_2", "completed", None),
         ),
-        ({"type": f"{n['audio']}.delta", "delta": AUDIO, **ids}, AudioDelta("resp_1", "item_1", AUDIO)),
-        ({"type": f"{n['audio']}.done", **ids}, AudioDone("resp_1", "item_1")),
-        ({"type": f"{n['transcript']}.delta", "delta": "Hel", **ids}, AgentTranscriptDelta("item_1", "Hel")),
-        ({"type": f"{n['transcript']}.done", "transcript": "Hello!", **ids}, AgentTranscriptDone("item_1", "Hello!")),
+        ({"type": f"{n['audio']}.delta", "delta": AUDIO, **ids}, ev.AudioDelta("resp_1", "item_1", AUDIO)),
+        ({"type": f"{n['audio']}.done", **ids}, ev.AudioDone("resp_1", "item_1")),
+        ({"type": f"{n['transcript']}.delta", "delta": "Hel", **ids}, ev.AgentTranscriptDelta("item_1", "Hel")),
+        (
+            {"type": f"{n['transcript']}.done", "transcript": "Hello!", **ids},
+            ev.AgentTranscriptDone("item_1", "Hello!"),
+        ),
         (
             {
                 "type": "conversation.item.input_audio_transcription.completed",
@@ -326,7 +307,7 @@ def server_cases(name: str) -> list[tuple[dict[str, Any], Any]]:
                 "transcript": "A table for two.",
                 "usage": TRANSCRIPTION_USAGE,
             },
-            CallerTranscript("item_u", "A table for two."),
+            ev.CallerTranscript("item_u", "A table for two."),
         ),
         (
             {
@@ -335,7 +316,7 @@ def server_cases(name: str) -> list[tuple[dict[str, Any], Any]]:
                 "previous_item_id": "item_u",
                 "item": {"id": "item_1", "type": "message", "role": "assistant", "content": []},
             },
-            Ignored(n["item"]),
+            ev.Ignored(n["item"]),
         ),
         (
             {
@@ -343,7 +324,7 @@ def server_cases(name: str) -> list[tuple[dict[str, Any], Any]]:
                 "event_id": "e",
                 "item": {"id": "item_f", "type": "function_call", "call_id": "c", "name": "f", "arguments": "{}"},
             },
-            Ignored(n["item"]),
+            ev.Ignored(n["item"]),
         ),
         (
             {
@@ -353,7 +334,7 @@ def server_cases(name: str) -> list[tuple[dict[str, Any], Any]]:
                 "content_index": 0,
                 "audio_end_ms": 1500,
             },
-            Ignored("conversation.item.truncated"),
+            ev.Ignored("conversation.item.truncated"),
         ),
         (
             {
@@ -367,11 +348,11 @@ def server_cases(name: str) -> list[tuple[dict[str, Any], Any]]:
                     "event_id": "evt_7",
                 },
             },
-            ModelError("response_cancel_not_active", "No active response", "evt_7", routine=True),
+            ev.ModelError("response_cancel_not_active", "No active response", "evt_7", routine=True),
         ),
         (
             {"type": "error", "event_id": "e", "error": {"type": "server_error", "message": "boom"}},
-            ModelError(None, "boom", None),
+            ev.ModelError(None, "boom", None),
         ),
         (
             {
@@ -379,11 +360,11 @@ def server_cases(name: str) -> list[tuple[dict[str, Any], Any]]:
                 "event_id": "e",
                 "rate_limits": [{"name": "tokens", "limit": 10, "remaining": 5, "reset_seconds": 1.0}],
             },
-            Ignored("rate_limits.updated"),
+            ev.Ignored("rate_limits.updated"),
         ),
         (
             {"type": "input_audio_buffer.committed", "event_id": "e", "item_id": "item_u", "previous_item_id": None},
-            Ignored("input_audio_buffer.committed"),
+            ev.Ignored("input_audio_buffer.committed"),
         ),
     ]
 
@@ -407,7 +388,7 @@ def test_ga_conversation_item_done_is_ignored() -> None:
         "item": {"id": "item_1", "type": "message", "role": "assistant", "content": []},
     }
     assert validate_server_event("ga", wire) == []
-    assert make("ga").decode(wire) == Ignored("conversation.item.done")
+    assert make("ga").decode(wire) == ev.Ignored("conversation.item.done")
 
 
 @pytest.mark.parametrize(
@@ -420,7 +401,7 @@ def test_ga_conversation_item_done_is_ignored() -> None:
 def test_the_other_dialects_names_are_ignored(name: str, other_names: list[str]) -> None:
     for kind in other_names:
         wire = {"type": kind, "event_id": "e", "response_id": "r", "item_id": "i", "delta": AUDIO, "item": {"id": "i"}}
-        assert make(name).decode(wire) == Ignored(kind)
+        assert make(name).decode(wire) == ev.Ignored(kind)
 
 
 # ---------------------------------------------------------------- format normalisation
@@ -429,13 +410,13 @@ def test_the_other_dialects_names_are_ignored(name: str, other_names: list[str])
 @pytest.mark.parametrize(
     ("input_format", "output_format", "expected"),
     [
-        ({"type": "audio/pcmu"}, {"type": "audio/pcmu"}, SessionUpdated("pcmu", "pcmu")),
-        ({"type": "audio/pcm", "rate": 24000}, {"type": "audio/pcmu"}, SessionUpdated("audio/pcm", "pcmu")),
-        ({"type": "audio/pcmu"}, {"type": "audio/pcma"}, SessionUpdated("pcmu", "audio/pcma")),
-        ({}, None, SessionUpdated(None, None)),
+        ({"type": "audio/pcmu"}, {"type": "audio/pcmu"}, ev.SessionUpdated("pcmu", "pcmu")),
+        ({"type": "audio/pcm", "rate": 24000}, {"type": "audio/pcmu"}, ev.SessionUpdated("audio/pcm", "pcmu")),
+        ({"type": "audio/pcmu"}, {"type": "audio/pcma"}, ev.SessionUpdated("pcmu", "audio/pcma")),
+        ({}, None, ev.SessionUpdated(None, None)),
     ],
 )
-def test_ga_formats(input_format: Any, output_format: Any, expected: SessionUpdated) -> None:
+def test_ga_formats(input_format: Any, output_format: Any, expected: ev.SessionUpdated) -> None:
     audio: dict[str, Any] = {"input": {"format": input_format}}
     if output_format is not None:
         audio["output"] = {"format": output_format}
@@ -447,19 +428,19 @@ def test_ga_formats(input_format: Any, output_format: Any, expected: SessionUpda
 def test_ga_session_without_audio_has_no_formats() -> None:
     wire = {"type": "session.updated", "event_id": "e", "session": {"type": "realtime"}}
     assert validate_server_event("ga", wire) == []
-    assert make("ga").decode(wire) == SessionUpdated(None, None)
+    assert make("ga").decode(wire) == ev.SessionUpdated(None, None)
 
 
 @pytest.mark.parametrize(
     ("session", "expected"),
     [
-        ({"input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}, SessionUpdated("pcmu", "pcmu")),
-        ({"input_audio_format": "g711_ulaw", "output_audio_format": "pcm16"}, SessionUpdated("pcmu", "pcm16")),
-        ({"input_audio_format": "g711_alaw"}, SessionUpdated("g711_alaw", None)),
-        ({}, SessionUpdated(None, None)),
+        ({"input_audio_format": "g711_ulaw", "output_audio_format": "g711_ulaw"}, ev.SessionUpdated("pcmu", "pcmu")),
+        ({"input_audio_format": "g711_ulaw", "output_audio_format": "pcm16"}, ev.SessionUpdated("pcmu", "pcm16")),
+        ({"input_audio_format": "g711_alaw"}, ev.SessionUpdated("g711_alaw", None)),
+        ({}, ev.SessionUpdated(None, None)),
     ],
 )
-def test_preview_formats(session: dict[str, Any], expected: SessionUpdated) -> None:
+def test_preview_formats(session: dict[str, Any], expected: ev.SessionUpdated) -> None:
     wire = {"type": "session.updated", "event_id": "e", "session": session}
     assert validate_server_event("preview", wire) == []
     assert make("preview").decode(wire) == expected
@@ -509,14 +490,14 @@ def test_malformed_events_become_malformed_errors(name: str) -> None:
     dialect = make(name)
     for wire in [*MALFORMED_EVENTS, *_dialect_specific_malformed(name)]:
         decoded = dialect.decode(wire)
-        assert isinstance(decoded, ModelError), wire
+        assert isinstance(decoded, ev.ModelError), wire
         assert decoded.code == MALFORMED and decoded.client_event_id is None
         assert decoded.message
 
 
 def test_a_malformed_message_names_the_event_and_field() -> None:
     decoded = make("ga").decode({"type": "response.output_audio.delta", "response_id": "r", "item_id": "i"})
-    assert decoded == ModelError(MALFORMED, "response.output_audio.delta: delta missing or not a string")
+    assert decoded == ev.ModelError(MALFORMED, "response.output_audio.delta: delta missing or not a string")
 
 
 json_values = st.recursive(
@@ -550,7 +531,7 @@ KNOWN_TYPES = sorted({wire["type"] for name in DIALECTS for wire, _ in server_ca
     ),
 )
 def test_decode_never_raises(name: str, kind: str, fields: dict[str, Any]) -> None:
-    assert isinstance(make(name).decode({**fields, "type": kind}), typing.get_args(ModelEvent))
+    assert isinstance(make(name).decode({**fields, "type": kind}), typing.get_args(ev.ModelEvent))
 
 
 @settings(max_examples=100, deadline=None)
@@ -565,7 +546,7 @@ def test_tools_are_declared_and_function_calls_answered_in_both_dialects(name: s
 
     spec = ToolSpec("check_availability", "Free tables.", {"type": "object", "properties": {"n": {"type": "integer"}}})
     dialect = make(name)
-    update = dialect.encode(UpdateSession(config(tools=(spec,))))
+    update = dialect.encode(ev.UpdateSession(config(tools=(spec,))))
     assert validate_client_event(name, update) == []
     assert update["session"]["tools"] == [
         {"type": "function", "name": "check_availability", "description": "Free tables.", "parameters": spec.parameters}
@@ -583,7 +564,7 @@ def test_tools_are_declared_and_function_calls_answered_in_both_dialects(name: s
         "item": item,
     }
     assert validate_server_event(name, added) == []
-    assert dialect.decode(added) == Ignored("response.output_item.added")
+    assert dialect.decode(added) == ev.Ignored("response.output_item.added")
     done = {
         "type": "response.function_call_arguments.done",
         "event_id": "e2",

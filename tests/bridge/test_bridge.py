@@ -13,8 +13,15 @@ import pytest
 from voiceagent.bridge import CallBridge
 from voiceagent.call import CallCore, CallOptions
 from voiceagent.realtime import events as ev
-from voiceagent.testing.seams import ManualClock, MemoryTwilioSocket, ScriptedModel
-from voiceagent.testing.waiting import wait_until
+from voiceagent.testing import (
+    ManualClock,
+    MemoryTwilioSocket,
+    ModelStep,
+    ScriptedModel,
+    ScriptedModelConnection,
+    UnexpectedCommand,
+    wait_until,
+)
 from voiceagent.transcripts import MemoryTranscriptSink
 
 WAIT = 5.0  # everything here is in memory: generous for a loaded machine, never reached when it works
@@ -38,8 +45,14 @@ class Rig:
     def attach(self) -> None:
         self.stream = asyncio.create_task(self.bridge.run_stream(self.socket.transport()))
 
-    async def connected(self, count: int = 1) -> None:
+    async def connected(self, count: int = 1) -> ScriptedModelConnection:
+        """The newest model session, once there are ``count`` and the bridge has sent the newest something."""
         await wait_until(lambda: len(self.model.connections) >= count and self.model.connections[-1].sent, WAIT)
+        return self.model.current
+
+    async def armed(self) -> None:
+        """Once the bridge has a timer armed on the manual clock."""
+        await wait_until(lambda: self.clock.next_due is not None, WAIT)
 
 
 RigFactory = Callable[..., Rig]
@@ -49,8 +62,10 @@ RigFactory = Callable[..., Rig]
 async def rig_factory() -> AsyncIterator[RigFactory]:
     made: list[Rig] = []
 
-    def build(options: CallOptions | None = None, *, attach: bool = True) -> Rig:
+    def build(options: CallOptions | None = None, *, attach: bool = True, script: tuple[ModelStep, ...] = ()) -> Rig:
         clock, model, socket, sink = ManualClock(), ScriptedModel(), MemoryTwilioSocket(), MemoryTranscriptSink()
+        if script:
+            model.script(*script)
         ended: list[CallBridge] = []
         core = CallCore(options or CallOptions(), call_sid=CALL, now=clock.now())
         bridge = CallBridge(core, connect=model, sink=sink, clock=clock, on_end=ended.append)
@@ -64,12 +79,12 @@ async def rig_factory() -> AsyncIterator[RigFactory]:
     yield build
     for rig in made:  # never leave a call running behind a test
         await asyncio.wait_for(rig.bridge.end("test over"), WAIT)
+        rig.model.assert_complete()  # a scripted session saw exactly its script
 
 
 async def test_a_call_from_greeting_to_hang_up(rig_factory: RigFactory) -> None:
     rig = rig_factory(CallOptions(greeting="Welcome"))
-    await rig.connected()
-    session = rig.model.current
+    session = await rig.connected()
     await wait_until(lambda: session.commands(ev.CreateResponse), WAIT)  # greeting asked once ready
     session.emit(ev.ResponseCreated("r1"), ev.AudioDelta("r1", "g", b64(800)), ev.AudioDone("r1", "g"))
     session.emit(ev.AgentTranscriptDone("g", "Welcome"), ev.ResponseDone("r1", "completed"))
@@ -87,6 +102,44 @@ async def test_a_call_from_greeting_to_hang_up(rig_factory: RigFactory) -> None:
     assert session.closed and rig.socket.close_code == 1000
 
 
+async def test_a_scripted_session_is_sent_exactly_the_setup_the_greeting_and_the_callers_audio(
+    rig_factory: RigFactory,
+) -> None:
+    greeting = (ev.ResponseCreated("r1"), ev.AudioDelta("r1", "g", b64(800)), ev.AudioDone("r1", "g"))
+    spoken = (ev.AgentTranscriptDone("g", "Welcome"), ev.ResponseDone("r1", "completed"))
+    rig = rig_factory(
+        CallOptions(greeting="Welcome"),
+        script=(
+            ModelStep(ev.UpdateSession),
+            ModelStep(ev.CreateResponse, *greeting, *spoken),
+            ModelStep(ev.AppendAudio(b64(160, 0x7F))),
+        ),
+    )
+    await wait_until(lambda: rig.socket.marks, WAIT)
+    rig.socket.echo_all()
+    await wait_until(lambda: rig.sink.lines, WAIT)
+    rig.socket.media(b64(160, 0x7F))
+    await wait_until(lambda: rig.model.current.commands(ev.AppendAudio), WAIT)
+    rig.socket.stop()
+    await wait_until(lambda: rig.ended, WAIT)
+    rig.model.assert_complete()
+
+
+async def test_the_scripted_model_fails_on_a_send_it_did_not_expect_and_on_a_step_left_unsent() -> None:
+    session = ScriptedModelConnection(steps=(ModelStep(ev.UpdateSession), ModelStep(ev.CreateResponse)))
+    with pytest.raises(UnexpectedCommand, match="expected UpdateSession"):
+        await session.send(ev.AppendAudio(b64(160)))
+    with pytest.raises(UnexpectedCommand):
+        session.assert_complete()  # the unexpected send is kept, whoever caught it
+    unfinished = ScriptedModelConnection(steps=(ModelStep(None, ev.SpeechStarted("u", 0)), ModelStep(ev.Truncate)))
+    with pytest.raises(UnexpectedCommand, match="not played out"):
+        unfinished.assert_complete()
+    never_connected = ScriptedModel()
+    never_connected.script(ModelStep(ev.UpdateSession))
+    with pytest.raises(UnexpectedCommand, match="never connected"):
+        never_connected.assert_complete()
+
+
 async def test_a_clear_never_overtakes_the_media_decided_before_it(rig_factory: RigFactory) -> None:
     rig = rig_factory()
     await rig.connected()
@@ -99,14 +152,12 @@ async def test_a_clear_never_overtakes_the_media_decided_before_it(rig_factory: 
 
 async def test_a_dropped_session_is_replaced_with_the_conversation_replayed(rig_factory: RigFactory) -> None:
     rig = rig_factory()
-    await rig.connected()
-    first = rig.model.current
+    first = await rig.connected()
     first.emit(ev.CallerTranscript("u1", "A table for two."))
     await wait_until(lambda: rig.sink.lines, WAIT)
     rig.clock.advance(1800)
     first.drop(1001, "Your session hit the maximum duration of 30 minutes.")
-    await rig.connected(2)
-    second = rig.model.current
+    second = await rig.connected(2)
     await wait_until(lambda: second.sent, WAIT)
     [update] = second.commands(ev.UpdateSession)
     assert "Caller: A table for two." in update.config.instructions
@@ -139,12 +190,10 @@ async def test_an_unreachable_model_is_retried_on_the_clock_then_the_call_ends_w
 
 async def test_the_session_is_recycled_make_before_break(rig_factory: RigFactory) -> None:
     rig = rig_factory(CallOptions(recycle_seconds=60))
-    await rig.connected()
-    first = rig.model.current
-    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    first = await rig.connected()
+    await rig.armed()
     rig.clock.advance(60)
-    await rig.connected(2)
-    second = rig.model.current
+    second = await rig.connected(2)
     await wait_until(lambda: first.closed, WAIT)
     assert isinstance(second.sent[0], ev.UpdateSession) and not second.closed
     rig.socket.media(b64(160))
@@ -154,9 +203,8 @@ async def test_the_session_is_recycled_make_before_break(rig_factory: RigFactory
 
 async def test_caller_silence_brings_a_goodbye_then_the_hang_up_once_it_was_heard(rig_factory: RigFactory) -> None:
     rig = rig_factory(CallOptions(caller_silence_seconds=30))
-    await rig.connected()
-    session = rig.model.current
-    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    session = await rig.connected()
+    await rig.armed()
     rig.clock.advance(30)
     await wait_until(lambda: session.commands(ev.CreateResponse), WAIT)
     session.emit(ev.ResponseCreated("bye"), ev.AudioDelta("bye", "b", b64(400)), ev.ResponseDone("bye", "completed"))
@@ -174,9 +222,8 @@ async def test_caller_frames_do_not_re_arm_the_timer_yet_a_dead_stream_is_notice
     armed: list[float] = []
     schedule = rig.clock.call_at
     rig.clock.call_at = lambda when, callback: (armed.append(when), schedule(when, callback))[1]  # type: ignore[method-assign]
-    await rig.connected()
-    session = rig.model.current
-    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    session = await rig.connected()
+    await rig.armed()
     rig.clock.advance(6)  # past the session-ready deadline: the stream's deadline is the only one left
     before = len(armed)
     for frames in range(1, 11):  # a frame a second, each pushing the stream's deadline a second later
@@ -222,10 +269,9 @@ async def test_a_recycle_that_finds_the_call_busy_is_closed_and_the_current_sess
     rig_factory: RigFactory,
 ) -> None:
     rig = rig_factory(CallOptions(recycle_seconds=60))
-    await rig.connected()
-    first = rig.model.current
+    first = await rig.connected()
     rig.model.hold_connects()
-    await wait_until(lambda: rig.clock.next_due is not None, WAIT)
+    await rig.armed()
     rig.clock.advance(60)  # quiet: the recycle starts connecting...
     await wait_until(lambda: rig.model.attempts == 2, WAIT)
     first.emit(ev.ResponseCreated("r1"), ev.AudioDelta("r1", "a", b64(800)))  # ...and the agent starts talking

@@ -12,7 +12,7 @@ import json
 import re
 import time
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,13 +29,21 @@ from starlette.websockets import WebSocket
 from twilio.request_validator import RequestValidator
 from twilio.twiml.voice_response import Connect, VoiceResponse
 
-from voiceagent.testing import FRAME_BYTES, SILENCE_BYTE, FakeTwilioCaller, load_fixture, wait_until, webhook_params
+from voiceagent.testing import (
+    FRAME_BYTES,
+    SILENCE_BYTE,
+    FakeTwilioCaller,
+    load_fixture,
+    serve_asgi,
+    wait_until,
+    webhook_params,
+)
 from voiceagent.testing.twilio_dial import Dial, Hangup, OtherVerb, Say, TwimlRefused, parse_after_stream, parse_twiml
 from voiceagent.testing.twilio_wire import (
+    OutboundBuffer,
     OutboundClear,
     OutboundMark,
     OutboundMedia,
-    Playback,
     ProtocolViolation,
     next_tick_at,
     parse_outbound,
@@ -163,28 +171,12 @@ class FakeApp:
         return await asyncio.wait_for(self.peers.get(), WAIT)
 
 
-@asynccontextmanager
-async def serving(app: Starlette) -> AsyncIterator[str]:
+def serving(app: Starlette) -> AbstractAsyncContextManager[str]:
+    """``app`` on loopback, over the sans-I/O websockets implementation, closing within 5 s."""
     config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=0,
-        log_level="warning",
-        lifespan="off",
-        ws="websockets-sansio",
-        timeout_graceful_shutdown=5,
+        app, log_level="warning", lifespan="off", ws="websockets-sansio", timeout_graceful_shutdown=5
     )
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    await wait_until(lambda: server.started or task.done(), WAIT)
-    if task.done():
-        task.result()  # it failed to start: say why
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)
+    return serve_asgi(app, config=config, shutdown_seconds=WAIT)
 
 
 # One fake app server for the whole module (starting and stopping uvicorn costs ~0.2 s): the tests that
@@ -195,8 +187,7 @@ on_the_module_loop = pytest.mark.asyncio(loop_scope="module")
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def served_app() -> AsyncIterator[FakeApp]:
     app = FakeApp()
-    async with serving(app.asgi()) as base_url:
-        app.base_url = base_url
+    async with serving(app.asgi()) as app.base_url:
         yield app
 
 
@@ -688,7 +679,7 @@ Op = tuple[str, int]
     )
 )
 def test_playback_echoes_each_mark_once_in_order_and_only_when_its_audio_is_gone(ops: list[Op]) -> None:
-    playback = Playback()
+    playback = OutboundBuffer()
     added = consumed = 0
     positions: dict[str, int] = {}
     echoed: list[str] = []

@@ -3,16 +3,14 @@ relies on (any common WAV in, 16-bit PCM WAV out)."""
 
 from __future__ import annotations
 
-import asyncio
 import math
-import os
 import struct
-import sys
 import wave
 from pathlib import Path
 
 import pytest
 
+from tests.helpers import environment_without_credentials, run_voiceagent
 from voiceagent.simulated_call import (
     WavError,
     mix,
@@ -104,27 +102,9 @@ def test_mixing_keeps_both_sides() -> None:
 
 
 async def run_call(*args: str, token: str = TEST_AUTH_TOKEN, timeout: float = 60.0) -> tuple[int, str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_", "TWILIO_", "VOICEAGENT_"))}
-    clean.pop("PUBLIC_BASE_URL", None)
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "voiceagent",
-        "call",
-        *args,
-        env={**clean, "TWILIO_AUTH_TOKEN": token},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+    return await run_voiceagent(
+        "call", *args, env=environment_without_credentials(TWILIO_AUTH_TOKEN=token), timeout=timeout
     )
-    try:
-        async with asyncio.timeout(timeout):
-            stdout, stderr = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
 
 
 async def test_a_simulated_call_records_the_agents_answer_and_exits_0(tmp_path) -> None:

@@ -18,8 +18,16 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from tests.helpers import GREETING, WAIT, call_stack, event_types, heard_in_full, serve_asgi
-from voiceagent.testing import Dial, FakeModelSession, FakeTwilioCaller, Hangup, load_fixture
+from tests.helpers import GREETING, WAIT, call_stack, event_types, heard_in_full
+from voiceagent.testing import (
+    Dial,
+    FakeModelSession,
+    FakeRealtimeServer,
+    FakeTwilioCaller,
+    Hangup,
+    load_fixture,
+    serve_asgi,
+)
 
 TOOLS = {"VOICEAGENT_TOOLS": "tests.tool_samples"}  # tests/tool_samples.py, as an operator's module (dotted)
 AVAILABILITY = ("check_availability", {"party_size": 2, "time": "19:30"})
@@ -52,6 +60,13 @@ async def answered_after_the_tools(caller: FakeTwilioCaller, session: FakeModelS
     return answer
 
 
+async def tool_output(model: FakeRealtimeServer, session: FakeModelSession) -> str:
+    """What the app answered the one function call the session made."""
+    [call] = await model.wait_for(lambda: session.function_calls, timeout=WAIT)
+    output: str = await model.wait_for(lambda: session.function_outputs.get(call["call_id"]), timeout=WAIT)
+    return output
+
+
 @pytest.mark.parametrize("dialect", ["ga", "preview"])
 async def test_a_python_tools_result_reaches_the_model_and_the_agent_speaks_about_it(dialect: str) -> None:
     """Preview names the function only in the output item, GA also in ``arguments.done``: both work."""
@@ -62,8 +77,7 @@ async def test_a_python_tools_result_reaches_the_model_and_the_agent_speaks_abou
             await greeted(caller)
             session = model.sessions[0]
             await caller.say("caller_book_table")
-            [call] = await model.wait_for(lambda: session.function_calls, timeout=WAIT)
-            output = await model.wait_for(lambda: session.function_outputs.get(call["call_id"]), timeout=WAIT)
+            output = await tool_output(model, session)
             assert json.loads(output) == {"tables": 2, "party_size": 2, "time": "19:30"}
             assert await answered_after_the_tools(caller, session, model) == GOODBYE
             await caller.hangup()
@@ -102,8 +116,7 @@ async def test_an_http_tool_is_called_with_the_arguments_and_the_header_from_the
                 await greeted(caller)
                 session = model.sessions[0]
                 await caller.say("caller_interrupt")
-                [call] = await model.wait_for(lambda: session.function_calls, timeout=WAIT)
-                output = await model.wait_for(lambda: session.function_outputs.get(call["call_id"]), timeout=WAIT)
+                output = await tool_output(model, session)
                 await answered_after_the_tools(caller, session, model)
                 await caller.hangup()
     assert received == [("POST", {"party_size": 4}, f"Bearer {secret}")]

@@ -9,7 +9,6 @@ import contextlib
 import hashlib
 import hmac
 import json
-import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -25,7 +24,7 @@ from starlette.routing import Route
 from tests.helpers import GREETING, WAIT, call_stack, heard_in_full
 from voiceagent.call_webhook import SIGNATURE_HEADER, CallEndedWebhook, sign, verify_signature
 from voiceagent.metrics import Metrics
-from voiceagent.testing import FIXTURE_TEXTS, wait_until
+from voiceagent.testing import FIXTURE_TEXTS, base_url_of, loopback_socket, serve_asgi, wait_until
 
 SECRET = "webhook-secret-0123456789abcdef"
 
@@ -40,24 +39,16 @@ class Receiver:
 @contextlib.asynccontextmanager
 async def receiver(*statuses: int) -> AsyncIterator[Receiver]:
     """An HTTP endpoint on 127.0.0.1 that keeps every request and answers ``statuses`` then 200."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    state = Receiver(f"http://127.0.0.1:{sock.getsockname()[1]}/hooks/call-ended", list(statuses))
+    sock = loopback_socket()
+    state = Receiver(f"{base_url_of(sock)}/hooks/call-ended", list(statuses))
 
     async def hook(request: Request) -> Response:
         state.received.append((await request.body(), dict(request.headers)))
         return Response(status_code=state.statuses.pop(0) if state.statuses else 200)
 
     app = Starlette(routes=[Route("/hooks/call-ended", hook, methods=["POST"])])
-    server = uvicorn.Server(uvicorn.Config(app, log_config=None, lifespan="off"))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    try:
-        await wait_until(lambda: server.started, WAIT)
+    async with serve_asgi(app, config=uvicorn.Config(app, log_config=None, lifespan="off"), sock=sock):
         yield state
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)
-        sock.close()
 
 
 def signature_is_valid(body: bytes, header: str) -> bool:

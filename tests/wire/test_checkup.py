@@ -9,9 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import socket
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
@@ -22,6 +20,7 @@ from azure.core.credentials import AccessToken
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.http11 import Request, Response
 
+from tests.helpers import environment_without_credentials, run_voiceagent
 from voiceagent import checkup
 from voiceagent.checkup import check_model, session_with_tools
 from voiceagent.config import Settings, load_settings
@@ -230,26 +229,7 @@ async def test_a_model_that_never_confirms_the_session_is_reported(monkeypatch: 
 
 
 async def run_check_command(env: dict[str, str], *args: str) -> tuple[int, str, str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_", "TWILIO_", "VOICEAGENT_"))}
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "voiceagent",
-        "check",
-        *args,
-        env={**clean, **env},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        async with asyncio.timeout(60):
-            stdout, stderr = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return process.returncode, stdout.decode(), stderr.decode()
+    return await run_voiceagent("check", *args, env=environment_without_credentials(**env), timeout=60)
 
 
 async def test_the_command_exits_0_when_all_is_well_and_1_naming_the_problem_otherwise() -> None:

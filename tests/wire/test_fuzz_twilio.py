@@ -8,7 +8,6 @@ import asyncio
 import base64
 import json
 import random
-from collections.abc import AsyncIterator
 from typing import Any
 
 from hypothesis import HealthCheck, given, settings
@@ -18,7 +17,7 @@ from tests.helpers import GREETING, WAIT, call_stack, heard_in_full, played_more
 from voiceagent.bridge import CallBridge
 from voiceagent.call import CallCore, CallOptions, StreamStarted
 from voiceagent.realtime import events as ev
-from voiceagent.testing import new_sid, wait_until
+from voiceagent.testing import ScriptedModel, new_sid, wait_until
 from voiceagent.transcripts import MemoryTranscriptSink
 from voiceagent.twilio import messages as tw
 from voiceagent.twilio.media_stream import MediaStreamAdapter
@@ -110,36 +109,6 @@ class MemorySocket:
         self.closed = True
 
 
-class RecordingModel:
-    """A stand-in model session that records commands, confirms the μ-law set-up and never speaks."""
-
-    def __init__(self) -> None:
-        self.commands: list[ev.ModelCommand] = []
-        self.sent = asyncio.Event()  # set by the first command
-        self.closed = asyncio.Event()
-        self.close_code: int | None = None
-        self.close_reason: str | None = None
-        self._events: asyncio.Queue[ev.ModelEvent | None] = asyncio.Queue()  # None: the session closed
-
-    async def send(self, command: ev.ModelCommand) -> None:
-        self.commands.append(command)
-        self.sent.set()
-        if isinstance(command, ev.UpdateSession):
-            self._events.put_nowait(ev.SessionUpdated(ev.PCMU, ev.PCMU))
-
-    def __aiter__(self) -> AsyncIterator[ev.ModelEvent]:
-        return self._stream()
-
-    async def _stream(self) -> AsyncIterator[ev.ModelEvent]:
-        while (event := await self._events.get()) is not None:
-            yield event
-
-    async def close(self) -> None:
-        self.close_code, self.close_reason = 1000, "closed by the client"
-        self.closed.set()
-        self._events.put_nowait(None)
-
-
 def well_formed_media_before_stop(frames: list[str | bytes]) -> int:
     """How many frames are media for our stream before it stops: exactly what the model must be sent."""
     count = 0
@@ -158,24 +127,20 @@ def well_formed_media_before_stop(frames: list[str | bytes]) -> int:
 @given(st.lists(twilio_frames(), max_size=25))
 def test_a_call_bridge_survives_any_stream_of_junk(frames: list[str | bytes]) -> None:
     async def scenario() -> None:
-        model = RecordingModel()
-
-        async def connect() -> RecordingModel:
-            return model
-
+        model = ScriptedModel()  # confirms the μ-law set-up and never speaks
         core = CallCore(CallOptions(), call_sid=CALL, now=asyncio.get_running_loop().time())
-        bridge = CallBridge(core, connect=connect, sink=MemoryTranscriptSink())
+        bridge = CallBridge(core, connect=model, sink=MemoryTranscriptSink())
         bridge.start()
-        await wait_until(lambda: model.commands, WAIT, wake=model.sent.wait)  # being set up: audio will flow
+        await wait_until(lambda: model.connections and model.current.sent, WAIT)  # being set up: audio will flow
         socket = MemorySocket(frames)
         await asyncio.wait_for(bridge.run_stream(TwilioTransport(socket, MediaStreamAdapter(start()))), timeout=WAIT)
         assert bridge.ended is not None
         assert not bridge.ended.reason.startswith("internal error"), bridge.ended
-        assert socket.closed and model.closed.is_set()
+        assert socket.closed and all(session.closed for session in model.connections)
         for data in socket.sent:  # whatever it sent back is one of the three shapes
             assert json.loads(data)["event"] in ("media", "mark", "clear")
-        appended = [command for command in model.commands if isinstance(command, ev.AppendAudio)]
-        assert len(appended) == well_formed_media_before_stop(frames)
+        appended = sum(len(session.commands(ev.AppendAudio)) for session in model.connections)
+        assert appended == well_formed_media_before_stop(frames)
 
     asyncio.run(scenario())
 

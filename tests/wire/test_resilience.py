@@ -9,7 +9,7 @@ import httpx
 import pytest
 from twilio.request_validator import RequestValidator
 
-from tests.helpers import GREETING, WAIT, call_stack, event_types, heard_in_full, played_more_than
+from tests.helpers import GREETING, WAIT, answered, call_stack, event_types, heard_in_full
 from voiceagent.testing import (
     FIXTURE_TEXTS,
     TEST_API_KEY,
@@ -66,9 +66,7 @@ async def test_a_dropped_model_session_is_replaced_and_told_the_conversation_so_
             assert event_types(second.received, "conversation.item.create") == []  # told, not replayed as items
             assert event_types(second.received, "response.create") == []  # no second greeting
             # the call carries on with the new session
-            heard_before = len(caller.played)
-            await caller.say("caller_transfer")
-            await caller.wait_until(played_more_than(caller, heard_before + 8000), timeout=WAIT)
+            await answered(caller, "caller_transfer")
             assert caller.streaming
             await caller.hangup()
         assert model.violations == [] and caller.violations == []
@@ -93,9 +91,7 @@ async def test_a_call_longer_than_the_recycle_interval_carries_on_across_it() ->
             assert second.received[0]["type"] == "session.update"
             assert told_in_order(second, FIXTURE_TEXTS["agent_greeting"]), told(second)
             # the caller talks to the new session and is answered
-            heard_before = len(caller.played)
-            await caller.say("caller_goodbye")
-            await caller.wait_until(played_more_than(caller, heard_before + 8000), timeout=WAIT)
+            await answered(caller, "caller_goodbye")
             assert caller.streaming and not caller.clears
             await caller.hangup()
         assert model.violations == [] and caller.violations == []
@@ -193,9 +189,7 @@ async def test_the_servers_session_cap_is_survived_again_and_again() -> None:
                 assert session.received[0]["type"] == "session.update"
                 assert told_in_order(session, FIXTURE_TEXTS["agent_greeting"]), told(session)
                 assert event_types(session.received, "response.create") == []  # no second greeting
-            heard_before = len(caller.played)
-            await caller.say("caller_goodbye")
-            await caller.wait_until(played_more_than(caller, heard_before + 8000), timeout=WAIT)
+            await answered(caller, "caller_goodbye")
             assert caller.streaming
             await caller.hangup()
         assert model.violations == [] and caller.violations == []

@@ -17,7 +17,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from tests.helpers import serve_asgi
+from voiceagent.testing import serve_asgi
 from voiceagent.tools import ToolBox, ToolConfigError, load_toolbox
 
 SECRET = "sk/live+Key=0123456789abcdef"  # '/' and '+' and '=' make every encoding of it differ

@@ -17,7 +17,6 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-import uvicorn
 from jsonschema import Draft202012Validator
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -25,7 +24,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, RedirectRespons
 from starlette.routing import Route
 
 import tests.tool_samples as tool_samples
-from voiceagent.testing import wait_until
+from voiceagent.testing import serve_asgi
 from voiceagent.tools import Tool, ToolBox, ToolConfigError, ToolResult, load_toolbox, tool
 from voiceagent.tools.base import MAX_OUTPUT_CHARS, REDACTED
 
@@ -558,28 +557,10 @@ class Service:
         )
 
 
-@asynccontextmanager
-async def serving(app: Any) -> AsyncIterator[str]:
-    """``app`` under uvicorn on a free loopback port."""
-    config = uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve())
-    await wait_until(lambda: server.started or task.done(), WAIT)
-    if task.done():
-        task.result()  # it failed to start: say why
-    port = server.servers[0].sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, WAIT)
-
-
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def service() -> AsyncIterator[Service]:
     running = Service()
-    async with serving(running.app()) as base_url:
-        running.base_url = base_url
+    async with serve_asgi(running.app()) as running.base_url:
         yield running
         running.release.set()
 
@@ -793,7 +774,7 @@ def test_the_example_loads_as_the_readme_says(restaurant: Path) -> None:
 async def test_the_example_books_and_changes_a_table(restaurant: Path, tmp_path: Path) -> None:
     import booking_service  # the example's own service, from examples/restaurant
 
-    async with serving(booking_service.app) as base_url:
+    async with serve_asgi(booking_service.app) as base_url:
         tools_file = tmp_path / "tools.json"
         tools_file.write_text(
             (EXAMPLE / "tools.json").read_text(encoding="utf-8").replace("http://127.0.0.1:8099", base_url),

@@ -20,7 +20,7 @@ import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Never, NoReturn, Protocol
 
 from voiceagent.realtime.events import (
     PCMU,
@@ -224,11 +224,29 @@ COMMON_DECODERS: Mapping[str, Decoder] = MappingProxyType(
 )
 
 
+def response_decoders(audio: str, text: str) -> dict[str, Decoder]:
+    """The decoders of a response's audio, transcript and text events, which the dialects name apart:
+    ``{audio}.delta``, ``{audio}.done``, ``{audio}_transcript.delta`` / ``.done`` and ``{text}.delta``."""
+    return {
+        f"{audio}.delta": audio_delta,
+        f"{audio}.done": audio_done,
+        f"{audio}_transcript.delta": transcript_delta,
+        f"{audio}_transcript.done": transcript_done,
+        f"{text}.delta": text_delta,
+    }
+
+
 def session_updated(input_format: Any, output_format: Any) -> SessionUpdated:
     return SessionUpdated(input_format=normalise_format(input_format), output_format=normalise_format(output_format))
 
 
 # ---------------------------------------------------------------- the shared machinery
+
+
+def not_a_command(command: Never) -> NoReturn:
+    """``assert_never`` for the commands: mypy fails where a ``ModelCommand`` is left unhandled, and a
+    caller that passes something else gets the ``TypeError`` a wrong type deserves."""
+    raise TypeError(f"not a Realtime command: {command!r}")
 
 
 class BaseDialect(ABC):
@@ -291,7 +309,8 @@ class BaseDialect(ABC):
                 return {"type": "conversation.item.create", "item": item}
             case UpdateSession(config=config):
                 return {"type": "session.update", "session": self.session_update(config)}
-        raise TypeError(f"not a Realtime command: {command!r}")
+            case _:
+                not_a_command(command)
 
     def _output_item_added(self, event: dict[str, Any]) -> ModelEvent:
         item = child(event, "item")

@@ -11,28 +11,16 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
-from voiceagent.realtime.dialect import (
-    COMMON_DECODERS,
-    BaseDialect,
-    audio_delta,
-    audio_done,
-    child,
-    server_vad,
-    session_updated,
-    text_delta,
-    tools_of,
-    transcript_delta,
-    transcript_done,
-)
+from voiceagent.realtime import dialect as base
 from voiceagent.realtime.events import ModelEvent, SessionConfig
 
 PCMU_FORMAT = "audio/pcmu"
 
 
 def _session_updated(event: dict[str, Any]) -> ModelEvent:
-    audio = child(event, "session").get("audio")
+    audio = base.child(event, "session").get("audio")
     audio = audio if isinstance(audio, dict) else {}
-    return session_updated(_format_of(audio.get("input")), _format_of(audio.get("output")))
+    return base.session_updated(_format_of(audio.get("input")), _format_of(audio.get("output")))
 
 
 def _format_of(direction: Any) -> Any:
@@ -43,11 +31,11 @@ def _turn_detection(config: SessionConfig) -> dict[str, Any]:
     if config.vad == "semantic_vad":
         return {"type": "semantic_vad"}
     if config.vad == "server_vad":
-        return server_vad(config)
+        return base.server_vad(config)
     raise ValueError(f"unknown turn detection {config.vad!r}")
 
 
-class GADialect(BaseDialect):
+class GADialect(base.BaseDialect):
     """The GA dialect."""
 
     name = "ga"
@@ -56,13 +44,9 @@ class GADialect(BaseDialect):
     def __init__(self) -> None:
         super().__init__()
         self.decoders = {
-            **COMMON_DECODERS,
+            **base.COMMON_DECODERS,
             "session.updated": _session_updated,
-            "response.output_audio.delta": audio_delta,
-            "response.output_audio.done": audio_done,
-            "response.output_audio_transcript.delta": transcript_delta,
-            "response.output_audio_transcript.done": transcript_done,
-            "response.output_text.delta": text_delta,
+            **base.response_decoders("response.output_audio", "response.output_text"),
         }
 
     def session_update(self, config: SessionConfig) -> dict[str, Any]:
@@ -78,5 +62,5 @@ class GADialect(BaseDialect):
                 },
                 "output": {"format": {"type": PCMU_FORMAT}, "voice": config.voice},
             },
-            **tools_of(config),
+            **base.tools_of(config),
         }

@@ -12,43 +12,27 @@ from __future__ import annotations
 from types import MappingProxyType
 from typing import Any
 
-from voiceagent.realtime.dialect import (
-    COMMON_DECODERS,
-    BaseDialect,
-    audio_delta,
-    audio_done,
-    child,
-    server_vad,
-    session_updated,
-    text_delta,
-    tools_of,
-    transcript_delta,
-    transcript_done,
-)
+from voiceagent.realtime import dialect as base
 from voiceagent.realtime.events import ModelEvent, SessionConfig
 
 PCMU_FORMAT = "g711_ulaw"
 
 
 def _session_updated(event: dict[str, Any]) -> ModelEvent:
-    session = child(event, "session")
-    return session_updated(session.get("input_audio_format"), session.get("output_audio_format"))
+    session = base.child(event, "session")
+    return base.session_updated(session.get("input_audio_format"), session.get("output_audio_format"))
 
 
-class PreviewDialect(BaseDialect):
+class PreviewDialect(base.BaseDialect):
     """The preview dialect."""
 
     name = "preview"
     content_types = MappingProxyType({"user": "input_text", "system": "input_text", "assistant": "text"})
     decoders = MappingProxyType(
         {
-            **COMMON_DECODERS,
+            **base.COMMON_DECODERS,
             "session.updated": _session_updated,
-            "response.audio.delta": audio_delta,
-            "response.audio.done": audio_done,
-            "response.audio_transcript.delta": transcript_delta,
-            "response.audio_transcript.done": transcript_done,
-            "response.text.delta": text_delta,
+            **base.response_decoders("response.audio", "response.text"),
         }
     )
 
@@ -62,6 +46,6 @@ class PreviewDialect(BaseDialect):
             "input_audio_format": PCMU_FORMAT,
             "output_audio_format": PCMU_FORMAT,
             "input_audio_transcription": {"model": config.transcription_model},
-            "turn_detection": server_vad(config),
-            **tools_of(config),
+            "turn_detection": base.server_vad(config),
+            **base.tools_of(config),
         }

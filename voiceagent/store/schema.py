@@ -1,8 +1,9 @@
 """The store's schema, as ordered migrations per backend.
 
 A migration is applied once, at start-up, in one transaction with its row in ``schema_version``; a
-database already at the newest version is left alone. Never edit a released migration: add the next one
-(to both backends, with the same number).
+database already at the newest version is left alone. Never edit a released migration: add the next one.
+Each is written once for both backends, with ``{real}``, ``{bigint}`` and ``{serial}`` where their column
+types differ (``str.format``: a literal brace is written twice).
 
 Times are Unix seconds (floating point), so that both backends sort and compare them the same way.
 """
@@ -11,7 +12,8 @@ from __future__ import annotations
 
 __all__ = ["MIGRATIONS", "NEWEST_VERSION"]
 
-_SQLITE_V1 = (
+# Version 1, written once for both backends: the column types that differ are named in _TYPES.
+_V1 = (
     """
     CREATE TABLE calls (
         call_sid TEXT PRIMARY KEY,
@@ -19,10 +21,10 @@ _SQLITE_V1 = (
         from_number TEXT,
         to_number TEXT,
         instance TEXT NOT NULL,
-        started_at REAL NOT NULL,
-        answered_at REAL,
-        ended_at REAL,
-        duration_s REAL,
+        started_at {real} NOT NULL,
+        answered_at {real},
+        ended_at {real},
+        duration_s {real},
         end_reason TEXT,
         farewell TEXT,
         transfer_to TEXT,
@@ -35,9 +37,9 @@ _SQLITE_V1 = (
         tool_calls INTEGER,
         bad_inputs INTEGER,
         transcription_failures INTEGER,
-        input_tokens INTEGER,
-        output_tokens INTEGER,
-        total_tokens INTEGER,
+        input_tokens {bigint},
+        output_tokens {bigint},
+        total_tokens {bigint},
         first_audio_ms INTEGER,
         turn_latency_ms_median INTEGER,
         turn_latency_ms_max INTEGER,
@@ -48,10 +50,10 @@ _SQLITE_V1 = (
     "CREATE INDEX calls_open ON calls (instance) WHERE ended_at IS NULL",
     """
     CREATE TABLE transcript_lines (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        id {serial},
         call_sid TEXT NOT NULL REFERENCES calls (call_sid) ON DELETE CASCADE,
         seq INTEGER NOT NULL,
-        at REAL NOT NULL,
+        at {real} NOT NULL,
         offset_ms INTEGER NOT NULL,
         role TEXT NOT NULL,
         text TEXT NOT NULL,
@@ -63,74 +65,28 @@ _SQLITE_V1 = (
     """
     CREATE TABLE instances (
         instance TEXT PRIMARY KEY,
-        started_at REAL NOT NULL,
-        last_seen REAL NOT NULL
+        started_at {real} NOT NULL,
+        last_seen {real} NOT NULL
     )
     """,
 )
 
-_POSTGRES_V1 = (
-    """
-    CREATE TABLE calls (
-        call_sid TEXT PRIMARY KEY,
-        stream_sid TEXT,
-        from_number TEXT,
-        to_number TEXT,
-        instance TEXT NOT NULL,
-        started_at DOUBLE PRECISION NOT NULL,
-        answered_at DOUBLE PRECISION,
-        ended_at DOUBLE PRECISION,
-        duration_s DOUBLE PRECISION,
-        end_reason TEXT,
-        farewell TEXT,
-        transfer_to TEXT,
-        model TEXT,
-        dialect TEXT,
-        turns INTEGER,
-        barge_ins INTEGER,
-        truncations INTEGER,
-        model_sessions INTEGER,
-        tool_calls INTEGER,
-        bad_inputs INTEGER,
-        transcription_failures INTEGER,
-        input_tokens BIGINT,
-        output_tokens BIGINT,
-        total_tokens BIGINT,
-        first_audio_ms INTEGER,
-        turn_latency_ms_median INTEGER,
-        turn_latency_ms_max INTEGER,
-        summary TEXT
-    )
-    """,
-    "CREATE INDEX calls_newest_first ON calls (started_at DESC, call_sid DESC)",
-    "CREATE INDEX calls_open ON calls (instance) WHERE ended_at IS NULL",
-    """
-    CREATE TABLE transcript_lines (
-        id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-        call_sid TEXT NOT NULL REFERENCES calls (call_sid) ON DELETE CASCADE,
-        seq INTEGER NOT NULL,
-        at DOUBLE PRECISION NOT NULL,
-        offset_ms INTEGER NOT NULL,
-        role TEXT NOT NULL,
-        text TEXT NOT NULL,
-        interrupted INTEGER NOT NULL DEFAULT 0,
-        heard_ms INTEGER
-    )
-    """,
-    "CREATE INDEX transcript_lines_of_call ON transcript_lines (call_sid, seq)",
-    """
-    CREATE TABLE instances (
-        instance TEXT PRIMARY KEY,
-        started_at DOUBLE PRECISION NOT NULL,
-        last_seen DOUBLE PRECISION NOT NULL
-    )
-    """,
-)
 
-MIGRATIONS: dict[str, list[tuple[int, tuple[str, ...]]]] = {
-    "sqlite": [(1, _SQLITE_V1)],
-    "postgresql": [(1, _POSTGRES_V1)],
+_TYPES = {
+    "sqlite": {"real": "REAL", "bigint": "INTEGER", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
+    "postgresql": {
+        "real": "DOUBLE PRECISION",
+        "bigint": "BIGINT",
+        "serial": "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY",
+    },
 }
+
+
+def _for(backend: str, statements: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(statement.format_map(_TYPES[backend]) for statement in statements)
+
+
+MIGRATIONS: dict[str, list[tuple[int, tuple[str, ...]]]] = {backend: [(1, _for(backend, _V1))] for backend in _TYPES}
 """backend -> [(version, statements)], in order."""
 
 NEWEST_VERSION = 1

@@ -6,10 +6,11 @@ Not used on the call path (the bridge never decodes audio); the fakes use them t
 from __future__ import annotations
 
 import functools
-import struct
 from importlib import resources
 
 import numpy as np
+
+from voiceagent.wav import read_ulaw
 
 BYTES_PER_MS = 8  # μ-law, 8 kHz, mono
 FRAME_MS = 20
@@ -34,31 +35,13 @@ FIXTURE_TEXTS: dict[str, str] = {
 }
 
 
-def read_ulaw_wav(data: bytes) -> bytes:
-    """The raw μ-law bytes of a WAV file's ``data`` chunk (``wave`` cannot read μ-law files)."""
-    if data[:4] != b"RIFF" or data[8:12] != b"WAVE":
-        raise ValueError("not a RIFF/WAVE file")
-    pos, fmt = 12, None
-    while pos + 8 <= len(data):
-        chunk_id, size = data[pos : pos + 4], struct.unpack("<I", data[pos + 4 : pos + 8])[0]
-        body = data[pos + 8 : pos + 8 + size]
-        if chunk_id == b"fmt ":
-            fmt = struct.unpack("<HHIIHH", body[:16])
-        elif chunk_id == b"data":
-            if fmt is None or fmt[0] != 7 or fmt[1] != 1 or fmt[2] != 8000 or fmt[5] != 8:
-                raise ValueError(f"expected G.711 μ-law 8 kHz mono 8-bit, found fmt {fmt}")
-            return body
-        pos += 8 + size + (size & 1)
-    raise ValueError("no data chunk")
-
-
 @functools.cache
 def load_fixture(name: str) -> bytes:
     """The μ-law bytes of a bundled fixture, by name without ``.wav`` (e.g. ``"caller_interrupt"``)."""
     if name not in FIXTURE_TEXTS:
         raise KeyError(f"no fixture named {name!r}; have {sorted(FIXTURE_TEXTS)}")
     raw = resources.files("voiceagent.testing").joinpath("fixtures", f"{name}.wav").read_bytes()
-    return read_ulaw_wav(raw)
+    return read_ulaw(raw)
 
 
 def silence(ms: int) -> bytes:

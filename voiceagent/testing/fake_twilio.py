@@ -26,7 +26,7 @@ any speed. Tests measure against the media clock and byte counts, never against 
 loaded machine the emulated time slows down instead of jumping (``clock_slips`` says by how much: a
 test of latency against real time adds it to its tolerance).
 
-The pure parts (``InboundMessages``, ``parse_outbound``, ``Playback``, ``InboundAudio`` in ``twilio_wire``;
+The pure parts (``InboundMessages``, ``parse_outbound``, ``OutboundBuffer``, ``InboundAudio`` in ``twilio_wire``;
 ``parse_twiml`` in ``twilio_dial``) hold no I/O; ``FakeTwilioCaller`` drives them from the test's event loop.
 """
 
@@ -65,10 +65,10 @@ from voiceagent.testing.twilio_wire import (
     InboundAudio,
     InboundMessages,
     Message,
+    OutboundBuffer,
     OutboundClear,
     OutboundMark,
     OutboundMedia,
-    Playback,
     ProtocolViolation,
     new_sid,
     next_tick_at,
@@ -162,7 +162,7 @@ class FakeTwilioCaller:
         )
         self._send_lock = asyncio.Lock()
         self._inbound = InboundAudio()
-        self._playback = Playback()
+        self._playback = OutboundBuffer()
         self._say_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._changed = asyncio.Event()
         self._clock_task: asyncio.Task[None] | None = None
@@ -208,9 +208,7 @@ class FakeTwilioCaller:
         if self.webhook_form:
             raise RuntimeError("this caller already dialled; make a new FakeTwilioCaller per call")
         url = self._webhook_url = (self.public_base_url or self.base_url) + self.voice_path
-        self.webhook_form = webhook_params(
-            account_sid=self.account_sid, call_sid=self.call_sid, from_number=self.from_number, to_number=self.to_number
-        )
+        self.webhook_form = self._call_params("ringing")
         self._record("webhook", url)
         response = await post_webhook(
             url,
@@ -457,13 +455,7 @@ class FakeTwilioCaller:
         """``<Connect>`` is over: ask its ``action`` what to do next, as Twilio does, and record the answer."""
         assert instruction.action is not None
         url = urljoin(self._webhook_url, instruction.action)
-        form = webhook_params(
-            account_sid=self.account_sid,
-            call_sid=self.call_sid,
-            from_number=self.from_number,
-            to_number=self.to_number,
-            call_status="in-progress",
-        )
+        form = self._call_params("in-progress")
         self._record("action", f"{instruction.method} {url}")
         try:
             response = await post_webhook(
@@ -516,6 +508,16 @@ class FakeTwilioCaller:
     def _violate(self, reason: str) -> None:
         self.violations.append(reason)
         self._record("violation", reason)
+
+    def _call_params(self, call_status: str) -> dict[str, str]:
+        """The form of a request Twilio makes about this call."""
+        return webhook_params(
+            account_sid=self.account_sid,
+            call_sid=self.call_sid,
+            from_number=self.from_number,
+            to_number=self.to_number,
+            call_status=call_status,
+        )
 
     def _record(self, kind: str, detail: str) -> None:
         self.timeline.append((self.media_ms, kind, detail))

@@ -9,27 +9,23 @@ test's own event loop, pointed at a fake (or real) Realtime endpoint.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import socket
 import tempfile
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-import uvicorn
 from starlette.applications import Starlette
 
 from voiceagent.app import create_app
 from voiceagent.config import Settings, load_settings
 from voiceagent.server import uvicorn_config
 from voiceagent.service import Service
-from voiceagent.testing.waiting import wait_until
+from voiceagent.testing.serving import base_url_of, loopback_socket, serve_asgi
 from voiceagent.transcripts import FanoutSink, LogTranscriptSink, MemoryTranscriptSink
 
 TEST_AUTH_TOKEN = "test-twilio-auth-token-0123456789"
 TEST_API_KEY = "test-key"
-STARTUP_SECONDS = 30.0  # generous: a loaded machine, never reached when the app can start
 PREVIEW_API_VERSION = "2025-04-01-preview"  # the preview protocol is deprecated; GA is the default
 
 
@@ -73,10 +69,8 @@ async def serve_app(env: Mapping[str, str], *, credential: Any = None) -> AsyncI
     """Serve the app built from ``env`` on 127.0.0.1 (PUBLIC_BASE_URL is set to that address unless
     given); transcripts are logged and also kept in ``transcripts``. ``credential``: an
     ``azure.identity.aio``-style credential for Entra ID (when ``env`` has no API key)."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    base_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock = loopback_socket()
+    base_url = base_url_of(sock)
     scratch = tempfile.TemporaryDirectory(prefix="voiceagent-test-")
     # ``env`` alone, never the developer's environment: a shell that loaded voiceagent.env must not make a
     # test write to the real store or post to the real webhook. Records go to a throwaway SQLite file
@@ -85,17 +79,8 @@ async def serve_app(env: Mapping[str, str], *, credential: Any = None) -> AsyncI
     settings = load_settings({"PUBLIC_BASE_URL": base_url, "VOICEAGENT_DATABASE_URL": store, **env})
     memory = MemoryTranscriptSink()
     app = create_app(settings, credential=credential, sink=FanoutSink(LogTranscriptSink(), memory))
-    config = uvicorn_config(app, settings, lifespan="on")
-    server = uvicorn.Server(config)
-    task = asyncio.create_task(server.serve(sockets=[sock]))
     try:
-        await wait_until(lambda: server.started or task.done(), STARTUP_SECONDS)
-        if task.done():
-            task.result()  # the server could not start: its own error
-        yield RunningApp(app, settings, base_url.rstrip("/"), memory)
+        async with serve_asgi(app, config=uvicorn_config(app, settings, lifespan="on"), sock=sock):
+            yield RunningApp(app, settings, base_url, memory)
     finally:
-        server.should_exit = True
-        with contextlib.suppress(Exception):
-            await asyncio.wait_for(task, timeout=15)
-        sock.close()
         scratch.cleanup()

@@ -33,7 +33,15 @@ from voiceagent.twilio import messages as tw
 from voiceagent.twilio.media_stream import MediaStreamAdapter
 from voiceagent.twilio.transport import TwilioTransport
 
-__all__ = ["ManualClock", "MemoryTransport", "MemoryTwilioSocket", "ScriptedModel", "ScriptedModelConnection"]
+__all__ = [
+    "ManualClock",
+    "MemoryTransport",
+    "MemoryTwilioSocket",
+    "ModelStep",
+    "ScriptedModel",
+    "ScriptedModelConnection",
+    "UnexpectedCommand",
+]
 
 
 # ---------------------------------------------------------------- time
@@ -86,18 +94,55 @@ class ManualClock:
 # ---------------------------------------------------------------- the model
 
 
+Expectation = type[Any] | ev.ModelCommand | Callable[[ev.ModelCommand], bool]
+
+
+@dataclass(frozen=True, init=False)
+class ModelStep:
+    """One step of a scripted model session (openai-agents' ``RealtimeStep``): the bridge sends what
+    ``expect`` says, then the server emits ``emit``. ``expect`` is a command type, an exact command or a
+    predicate; ``None`` emits at once, without waiting for a send (e.g. the server speaking first)."""
+
+    expect: Expectation | None
+    emit: tuple[ev.ModelEvent, ...] = ()
+
+    def __init__(self, expect: Expectation | None, *emit: ev.ModelEvent) -> None:
+        object.__setattr__(self, "expect", expect)
+        object.__setattr__(self, "emit", emit)
+
+    def describe(self) -> str:
+        return self.expect.__name__ if isinstance(self.expect, type) else repr(self.expect)
+
+    def accepts(self, command: ev.ModelCommand) -> bool:
+        if isinstance(self.expect, type):
+            return isinstance(command, self.expect)
+        if callable(self.expect):
+            return bool(self.expect(command))
+        return command == self.expect
+
+
+class UnexpectedCommand(AssertionError):
+    """The bridge sent a scripted session something its script did not expect (or left a step unsent)."""
+
+
 class ScriptedModelConnection:
     """One model session the test controls: records what the bridge sends, emits what the test says.
 
     ``auto_confirm`` answers ``session.update`` with a μ-law ``session.updated``, as a healthy server does.
+    With ``steps`` the session is strict: each send must be the next step's ``expect`` (else
+    ``UnexpectedCommand``, raised to the sender and kept for ``assert_complete``), and
+    ``assert_complete`` fails while a step is left.
     """
 
-    def __init__(self, *, auto_confirm: bool = True) -> None:
+    def __init__(self, *, auto_confirm: bool = True, steps: tuple[ModelStep, ...] | None = None) -> None:
         self.sent: list[ev.ModelCommand] = []
         self.close_code: int | None = None
         self.close_reason: str | None = None
+        self.failures: list[UnexpectedCommand] = []
         self._auto_confirm = auto_confirm
+        self._steps = None if steps is None else deque(steps)
         self._events: asyncio.Queue[ev.ModelEvent | None] = asyncio.Queue()
+        self._emit_unprompted()
 
     @property
     def closed(self) -> bool:
@@ -118,12 +163,32 @@ class ScriptedModelConnection:
         """The commands of one type the bridge sent, in order."""
         return [command for command in self.sent if isinstance(command, kind)]
 
+    def assert_complete(self) -> None:
+        """Fail if the bridge sent something unexpected or a scripted step is still waiting for its send."""
+        if self.failures:
+            raise self.failures[0]
+        if self._steps:
+            raise UnexpectedCommand(f"the script was not played out: waiting for {self._steps[0].describe()}")
+
     async def send(self, command: ev.ModelCommand) -> None:
         if self.closed:
             return  # like ModelConnection: sends after the close are dropped, not raised
         self.sent.append(command)
         if self._auto_confirm and isinstance(command, ev.UpdateSession):
             self.emit(ev.SessionUpdated(ev.PCMU, ev.PCMU))
+        if self._steps is None:
+            return
+        if not self._steps or not self._steps[0].accepts(command):
+            wanted = self._steps[0].describe() if self._steps else "nothing more"
+            failure = UnexpectedCommand(f"the bridge sent {command!r}; the script expected {wanted}")
+            self.failures.append(failure)
+            raise failure
+        self.emit(*self._steps.popleft().emit)
+        self._emit_unprompted()
+
+    def _emit_unprompted(self) -> None:
+        while self._steps and self._steps[0].expect is None:
+            self.emit(*self._steps.popleft().emit)
 
     def __aiter__(self) -> AsyncIterator[ev.ModelEvent]:
         return self._stream()
@@ -138,18 +203,30 @@ class ScriptedModelConnection:
 
 class ScriptedModel:
     """A ``ModelConnector``: every connect opens a new ``ScriptedModelConnection`` unless a failure was
-    scripted with ``fail_next``."""
+    scripted with ``fail_next``; ``script`` makes the next connection a strict, scripted one."""
 
     def __init__(self, *, auto_confirm: bool = True) -> None:
         self.connections: list[ScriptedModelConnection] = []
         self.attempts = 0
         self._failures: deque[str] = deque()
+        self._scripts: deque[tuple[ModelStep, ...]] = deque()
         self._auto_confirm = auto_confirm
         self._open = asyncio.Event()
         self._open.set()
 
     def fail_next(self, times: int = 1, message: str = "HTTP 503 Service Unavailable") -> None:
         self._failures.extend([message] * times)
+
+    def script(self, *steps: ModelStep) -> None:
+        """The next connection follows ``steps`` and nothing else (see ``ScriptedModelConnection``)."""
+        self._scripts.append(steps)
+
+    def assert_complete(self) -> None:
+        """Fail if a scripted connection was never opened, sent something unexpected or was left unfinished."""
+        if self._scripts:
+            raise UnexpectedCommand(f"{len(self._scripts)} scripted session(s) never connected")
+        for connection in self.connections:
+            connection.assert_complete()
 
     def hold_connects(self) -> None:
         """Connects wait (like a slow handshake) until ``release_connects``."""
@@ -167,7 +244,8 @@ class ScriptedModel:
         await self._open.wait()
         if self._failures:
             raise ModelConnectError(self._failures.popleft())
-        connection = ScriptedModelConnection(auto_confirm=self._auto_confirm)
+        steps = self._scripts.popleft() if self._scripts else None
+        connection = ScriptedModelConnection(auto_confirm=self._auto_confirm, steps=steps)
         self.connections.append(connection)
         return connection
 

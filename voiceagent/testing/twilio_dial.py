@@ -75,14 +75,20 @@ class TwimlRefused(ValueError):
     """The TwiML opens no bidirectional stream (or one Twilio would fail to open)."""
 
 
-def parse_twiml(text: bytes | str) -> StreamInstruction:
-    """Run the TwiML's verbs in order up to ``<Connect><Stream>``, or raise ``TwimlRefused``."""
+def _response(text: bytes | str) -> ElementTree.Element:
+    """The document's ``<Response>``, or ``TwimlRefused`` with Twilio's error 12100."""
     try:
         root = ElementTree.fromstring(text)
     except ElementTree.ParseError as exc:
         raise TwimlRefused(f"12100 document parse failure: {exc}") from None
     if root.tag != "Response":
         raise TwimlRefused(f"12100 root element is <{root.tag}>, not <Response>")
+    return root
+
+
+def parse_twiml(text: bytes | str) -> StreamInstruction:
+    """Run the TwiML's verbs in order up to ``<Connect><Stream>``, or raise ``TwimlRefused``."""
+    root = _response(text)
     for verb in root:
         if verb.tag == "Connect":
             return _connect_stream(verb)
@@ -180,12 +186,7 @@ class AfterStream:
 def parse_after_stream(text: bytes | str) -> tuple[Verb, ...]:
     """The verbs of a ``<Connect action>`` answer, or ``TwimlRefused`` (error 12100) for a broken document.
     ``<Hangup>`` ends the document: nothing after it runs."""
-    try:
-        root = ElementTree.fromstring(text)
-    except ElementTree.ParseError as exc:
-        raise TwimlRefused(f"12100 document parse failure: {exc}") from None
-    if root.tag != "Response":
-        raise TwimlRefused(f"12100 root element is <{root.tag}>, not <Response>")
+    root = _response(text)
     verbs: list[Verb] = []
     for verb in root:
         if verb.tag == "Say":

@@ -202,7 +202,7 @@ def _excerpt(text: str, limit: int = 120) -> str:
 # ------------------------------------------------------------------------------ playback
 
 
-class Playback:
+class OutboundBuffer:
     """Twilio's outbound buffer: audio played in order, marks sitting at their positions.
 
     Positions are absolute byte offsets in everything ever buffered; ``consumed`` counts the bytes

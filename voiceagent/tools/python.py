@@ -19,6 +19,7 @@ from collections.abc import Callable
 from types import ModuleType
 from typing import Annotated, Any, TypeVar
 
+import docstring_parser
 import pydantic
 from pydantic import ConfigDict, Field, ValidationError
 from pydantic.fields import FieldInfo
@@ -31,9 +32,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _MARK = "__voiceagent_tool__"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9_-]{1,64}$")  # what the Realtime API accepts as a function name
-_ARGS_HEADERS = frozenset({"Args:", "Arguments:", "Parameters:", "Params:"})
-_SECTION = re.compile(r"^[A-Z][A-Za-z ]*:$")  # "Returns:", "Raises:", "Example:", ... (Google style)
-_ARG_LINE = re.compile(r"^\*{0,2}(?P<name>\w+)\s*(?:\([^)]*\))?\s*:\s*(?P<text>.*)$")
 _MAX_ERRORS = 5  # validation errors told to the model
 
 
@@ -55,55 +53,33 @@ def is_tool(obj: object) -> bool:
 # ---------------------------------------------------------------- docstrings
 
 
-def _indent(line: str) -> int:
-    return len(line) - len(line.lstrip())
+def _parsed(doc: str) -> docstring_parser.Docstring:
+    """``doc`` (from ``inspect.getdoc``: already dedented) parsed as a Google-style docstring.
+
+    docstring_parser dedents every line after the first again (``inspect.cleandoc``), which would flatten
+    a docstring that opens with ``Args:``; a first line of its own keeps ``doc`` as it is."""
+    try:
+        return docstring_parser.parse("-\n\n" + doc, style=docstring_parser.DocstringStyle.GOOGLE)
+    except docstring_parser.ParseError:
+        # sections it cannot read (e.g. "Args:" with no entries): the text before them still counts
+        return docstring_parser.parse("-\n\n" + doc.split("\n\n")[0], style=docstring_parser.DocstringStyle.GOOGLE)
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.split())
 
 
 def describe(doc: str) -> str:
     """The tool's description: the docstring's first paragraph (up to a blank line or a section such as
     ``Args:``), its lines joined."""
-    lines: list[str] = []
-    for line in doc.strip().splitlines():
-        stripped = line.strip()
-        if not stripped or stripped in _ARGS_HEADERS or _SECTION.match(stripped):
-            if lines or stripped:
-                break
-            continue
-        lines.append(stripped)
-    return " ".join(lines)
+    return _one_line((_parsed(doc).long_description or "").split("\n\n")[0])
 
 
 def argument_docs(doc: str) -> dict[str, str]:
     """Descriptions of the parameters from a Google-style ``Args:`` section: ``name: text`` or
     ``name (type): text``, continued on more deeply indented lines."""
-    found: dict[str, list[str]] = {}
-    section_indent: int | None = None  # set while inside an Args: section
-    entry_indent: int | None = None
-    current: str | None = None
-    for line in doc.splitlines():
-        stripped = line.strip()
-        if section_indent is None:
-            if stripped in _ARGS_HEADERS:
-                section_indent, entry_indent, current = _indent(line), None, None
-            continue
-        if not stripped:
-            continue
-        indent = _indent(line)
-        if indent <= section_indent:  # dedented: the section is over (another may follow)
-            section_indent = None
-            if stripped in _ARGS_HEADERS:
-                section_indent, entry_indent, current = indent, None, None
-            continue
-        if entry_indent is None or indent <= entry_indent:
-            match = _ARG_LINE.match(stripped)
-            if match is None:
-                current = None
-                continue
-            entry_indent, current = indent, match["name"]
-            found[current] = [match["text"].strip()]
-        elif current is not None:
-            found[current].append(stripped)
-    return {name: " ".join(part for part in parts if part) for name, parts in found.items() if any(parts)}
+    params = _parsed(doc).params
+    return {param.arg_name.lstrip("*"): _one_line(param.description) for param in params if param.description}
 
 
 # ---------------------------------------------------------------- schemas

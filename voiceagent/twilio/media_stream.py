@@ -78,7 +78,7 @@ class MediaStreamAdapter:
             case PlayAudio(item_id=item_id, payload=payload, end=end):
                 name = f"m{next(self._mark_numbers)}"
                 self._pending[name] = (item_id, end)
-                return [tw.PlayAudio(payload).to_wire(self.stream_sid), tw.SetMark(name).to_wire(self.stream_sid)]
+                return [tw.MediaMessage(payload).to_wire(self.stream_sid), tw.SetMark(name).to_wire(self.stream_sid)]
             case ClearPlayback():
                 self._void.update(self._pending)
                 self._pending.clear()

@@ -129,7 +129,7 @@ def parse_received(message: Mapping[str, Any]) -> TwilioEvent:
 
 
 @dataclass(frozen=True, slots=True)
-class PlayAudio:
+class MediaMessage:
     payload: str  # base64 μ-law, untouched
 
     def to_wire(self, stream_sid: str) -> str:
@@ -150,4 +150,4 @@ class ClearAudio:
         return orjson.dumps({"event": "clear", "streamSid": stream_sid}).decode()
 
 
-TwilioCommand = PlayAudio | SetMark | ClearAudio
+TwilioCommand = MediaMessage | SetMark | ClearAudio

@@ -55,7 +55,7 @@ class TwilioTransport:
     def __init__(self, websocket: TwilioSocket, adapter: MediaStreamAdapter) -> None:
         self._websocket = websocket
         self._adapter = adapter
-        self._out: Outbox[str] = Outbox(websocket.send_text)
+        self._out: Outbox[str] = Outbox(websocket.send_text, peer="twilio")
         # the socket's and the outbox's own coroutines, not wrappers: nothing added per frame
         self.receive: Callable[[], Coroutine[Any, Any, AsgiMessage]] = websocket.receive
         self.flush: Callable[[], Coroutine[Any, Any, None]] = self._out.flush

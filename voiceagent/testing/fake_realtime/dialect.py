@@ -44,7 +44,7 @@ def _with_vad_defaults(turn_detection: dict[str, Any] | None, *, ga: bool) -> di
 
 
 @dataclass(frozen=True)
-class Dialect:
+class DialectSpec:
     """One wire dialect: its event names and the shapes of its sessions, items and responses."""
 
     name: str
@@ -290,7 +290,7 @@ def _merge_nested(target: dict[str, Any], update: dict[str, Any], *, containers:
             target[key] = copy.deepcopy(value)
 
 
-GA = Dialect(
+GA = DialectSpec(
     name="ga",
     audio_delta="response.output_audio.delta",
     audio_done="response.output_audio.done",
@@ -303,7 +303,7 @@ GA = Dialect(
     voices=GA_VOICES,
     voice_param="session.audio.output.voice",
 )
-PREVIEW = Dialect(
+PREVIEW = DialectSpec(
     name="preview",
     audio_delta="response.audio.delta",
     audio_done="response.audio.done",
@@ -316,4 +316,4 @@ PREVIEW = Dialect(
     voices=PREVIEW_VOICES,
     voice_param="session.voice",
 )
-DIALECTS: dict[str, Dialect] = {"ga": GA, "preview": PREVIEW}
+DIALECTS: dict[str, DialectSpec] = {"ga": GA, "preview": PREVIEW}

@@ -28,7 +28,7 @@ from websockets.exceptions import ConnectionClosed
 
 from voiceagent.testing.fake_realtime.audio import words_until
 from voiceagent.testing.fake_realtime.conversation import Conversation
-from voiceagent.testing.fake_realtime.dialect import Dialect
+from voiceagent.testing.fake_realtime.dialect import DialectSpec
 from voiceagent.testing.fake_realtime.errors import ClientError
 from voiceagent.testing.fake_realtime.outcomes import Failed, Incomplete, Outcome, obfuscation, rate_limits
 from voiceagent.testing.fake_realtime.script import ScriptedCall, argument_deltas, delta_sizes
@@ -46,7 +46,7 @@ class LiveResponse:
     text: str
     audio: bytes  # the whole reply, already in the session's output format
     bytes_per_ms: int
-    spec: Dialect
+    spec: DialectSpec
     config: dict[str, Any]  # the session configuration when the response was created
     in_text: bool = False  # the model has switched to text: it writes ``text`` and says nothing
     calls: tuple[ScriptedCall, ...] = ()  # function calls after what it says

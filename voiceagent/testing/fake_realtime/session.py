@@ -33,7 +33,7 @@ from voiceagent.testing.fake_realtime.audio import (
     transcription_usage,
 )
 from voiceagent.testing.fake_realtime.conversation import Conversation
-from voiceagent.testing.fake_realtime.dialect import DIALECTS, Dialect
+from voiceagent.testing.fake_realtime.dialect import DIALECTS, DialectSpec
 from voiceagent.testing.fake_realtime.errors import ClientError, describe_problem, unsupported_value
 from voiceagent.testing.fake_realtime.options import SessionOptions
 from voiceagent.testing.fake_realtime.outcomes import Outcome
@@ -75,7 +75,7 @@ class FakeModelSession:
         self.path = path
         self.headers = headers  # lower-case names
         self.options = options
-        self.spec: Dialect = DIALECTS[dialect]
+        self.spec: DialectSpec = DIALECTS[dialect]
         self.received: list[Any] = []  # every client event parsed, in order
         self.sent: list[dict[str, Any]] = []  # every server event sent, in order
         self.violations: list[str] = []  # protocol violations by the client
