@@ -19,7 +19,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from voiceagent.bridge import Clock, ModelConnector
-from voiceagent.call import EndCall, Farewell
+from voiceagent.call import EndCall, EndReason, Farewell
 from voiceagent.config import Settings
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.operator_api import announce, metrics_routes, operator_routes
@@ -192,13 +192,13 @@ async def media(websocket: WebSocket) -> None:
     if earlier is not None and earlier.farewell is not Farewell.HANG_UP:
         # refused, or the pre-warm found the model unreachable: end the stream so that Twilio asks
         # /twilio/stream-ended, which says why to the caller
-        log.warning("stream_ended_early", reason=earlier.reason)
+        log.warning("stream_ended_early", reason=earlier.detail)
         await _close(websocket, 1000)
         return
     if service.busy and start.call_sid not in service.calls:
         reason = "draining" if service.draining else "at capacity"
         log.warning("call_refused", reason=reason, calls=len(service.calls), at="stream")
-        service.remember_end(start.call_sid, EndCall(reason, Farewell.BUSY))
+        service.remember_end(start.call_sid, EndCall(EndReason.REFUSED, reason, Farewell.BUSY))
         await _close(websocket, 1000)
         return
     bridge = service.claim(

@@ -1,0 +1,141 @@
+"""How the call ends, and when: the call's phase (moves checked against ``CALL_MOVES``), the polite end
+(a goodbye asked of the model, cut short at a grace deadline), the agent's own closing words (it hung up
+or transferred), and the limits that start a goodbye or end the call (call length, caller silence, a
+pre-warmed session no stream came for). Time is an argument."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from voiceagent.call.actions import Action, EndCall
+from voiceagent.call.endings import EndReason, Farewell
+from voiceagent.call.options import CallOptions
+from voiceagent.call.phases import CALL_MOVES, GOODBYE_PHASES, CallCoreError, CallPhase, checked_move
+from voiceagent.call.responses import Responses
+from voiceagent.prompts import goodbye_instructions
+
+__all__ = ["Closing", "Due", "EndTerms"]
+
+
+@dataclass(frozen=True, slots=True)
+class EndTerms:
+    reason: EndReason
+    detail: str
+    farewell: Farewell = Farewell.HANG_UP
+    transfer_to: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Due:
+    """What a deadline of the closing asks for: end now, wind down (a goodbye first), or end the goodbye."""
+
+    kind: Literal["end", "wind_down", "goodbye_over"]
+    reason: EndReason = EndReason.INTERNAL_ERROR
+    detail: str = ""
+
+
+class Closing:
+    def __init__(self, options: CallOptions, now: float) -> None:
+        self.phase = CallPhase.AWAITING_STREAM  # read on the hot path: a plain attribute, set only by ``_enter``
+        self.created_at = now
+        self.last_activity = now  # someone spoke or heard something (the caller-silence limit)
+        self._options = options
+        self._why: EndTerms | None = None  # the end a goodbye leads to
+        self._goodbye_deadline: float | None = None
+
+    def _enter(self, phase: CallPhase) -> None:
+        self.phase = checked_move(CALL_MOVES, self.phase, phase)
+
+    @property
+    def ending(self) -> bool:
+        """A goodbye is under way, or the call is over."""
+        return self.phase in GOODBYE_PHASES or self.phase is CallPhase.ENDED
+
+    def stream_started(self, now: float) -> bool:
+        """The caller's stream is up; False if it was up already."""
+        if self.phase is not CallPhase.AWAITING_STREAM:
+            return False
+        self._enter(CallPhase.IN_CALL)
+        self.last_activity = now
+        return True
+
+    def ended(self) -> None:
+        self._enter(CallPhase.ENDED)
+
+    # ------------------------------------------------------------ goodbyes
+
+    def begin_goodbye(self, reason: EndReason, detail: str, now: float) -> None:
+        self._enter(CallPhase.GOODBYE_PENDING)
+        self._why = EndTerms(reason, detail)
+        self._goodbye_deadline = now + self._options.goodbye_grace_seconds
+
+    def agent_closes(self, end: EndCall, now: float) -> bool:
+        """The agent hung up or transferred: its closing words are heard, then ``end``. False out of call."""
+        if self.phase is not CallPhase.IN_CALL:
+            return False
+        self._why = EndTerms(end.reason, end.detail, end.farewell, end.transfer_to)
+        self._enter(CallPhase.GOODBYE_SPEAKING)
+        self._goodbye_deadline = now + self._options.goodbye_grace_seconds
+        return True
+
+    def say_goodbye(self, model_ready: bool, responses: Responses) -> list[Action]:
+        """Ask the model for the goodbye, if one is pending and the model can take it now."""
+        if self.phase is not CallPhase.GOODBYE_PENDING or not model_ready or self._why is None:
+            return []
+        prompt = self._options.session.instructions
+        asked = responses.goodbye(goodbye_instructions(prompt, self._why.detail))
+        if asked:
+            self._enter(CallPhase.GOODBYE_REQUESTED)
+        return asked
+
+    def response_started(self) -> None:
+        if self.phase is CallPhase.GOODBYE_REQUESTED:
+            self._enter(CallPhase.GOODBYE_SPEAKING)
+
+    def session_replaced(self) -> None:
+        """A new model session knows nothing of a goodbye under way: ask it again."""
+        if self.phase in (CallPhase.GOODBYE_REQUESTED, CallPhase.GOODBYE_SPEAKING):
+            self._enter(CallPhase.GOODBYE_PENDING)
+
+    def goodbye_heard(self, responses: Responses, agent_audible: bool) -> bool:
+        return self.phase is CallPhase.GOODBYE_SPEAKING and responses.live is None and not agent_audible
+
+    def after_goodbye(self) -> EndTerms:
+        """The end a goodbye (or the agent's closing words) leads to."""
+        if self._why is None:
+            raise CallCoreError("a goodbye ended with no end to lead to")
+        return self._why
+
+    # ------------------------------------------------------------ deadlines
+
+    def deadline(self, quiet: bool, stream_started_at: float | None) -> float | None:
+        options = self._options
+        deadlines: list[float] = []
+        if self.phase is CallPhase.AWAITING_STREAM and options.stream_wait_seconds is not None:
+            deadlines.append(self.created_at + options.stream_wait_seconds)
+        elif self.phase is CallPhase.IN_CALL:
+            if options.max_call_seconds is not None:
+                deadlines.append((stream_started_at or self.created_at) + options.max_call_seconds)
+            if options.caller_silence_seconds is not None and quiet:
+                deadlines.append(self.last_activity + options.caller_silence_seconds)
+        elif self.phase in GOODBYE_PHASES and self._goodbye_deadline is not None:
+            deadlines.append(self._goodbye_deadline)
+        return min(deadlines, default=None)
+
+    def due(self, now: float, quiet: bool, stream_started_at: float | None) -> Due | None:
+        options = self._options
+        if self.phase is CallPhase.AWAITING_STREAM:
+            if options.stream_wait_seconds is not None and now >= self.created_at + options.stream_wait_seconds:
+                return Due("end", EndReason.NO_STREAM, "no media stream arrived for the pre-warmed session")
+        elif self.phase in GOODBYE_PHASES:
+            if self._goodbye_deadline is not None and now >= self._goodbye_deadline:
+                return Due("goodbye_over")
+        elif self.phase is CallPhase.IN_CALL:
+            started = stream_started_at or self.created_at
+            if options.max_call_seconds is not None and now >= started + options.max_call_seconds:
+                return Due("wind_down", EndReason.MAX_LENGTH, "the call reached its maximum length")
+            silence = options.caller_silence_seconds
+            if silence is not None and quiet and now >= self.last_activity + silence:
+                return Due("wind_down", EndReason.CALLER_SILENT, "the caller was silent")
+        return None
