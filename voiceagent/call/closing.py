@@ -15,7 +15,14 @@ from voiceagent.call.phases import CALL_MOVES, GOODBYE_PHASES, CallCoreError, Ca
 from voiceagent.call.responses import Responses
 from voiceagent.prompts import goodbye_instructions
 
-__all__ = ["Closing", "Due", "EndTerms"]
+__all__ = ["Closing", "Due", "EndTerms", "earliest"]
+
+
+def earliest(one: float | None, other: float | None) -> float | None:
+    """The earlier of two deadlines, either of which may be None (none)."""
+    if one is None:
+        return other
+    return one if other is None or one <= other else other
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,18 +117,20 @@ class Closing:
     # ------------------------------------------------------------ deadlines
 
     def deadline(self, quiet: bool, stream_started_at: float | None) -> float | None:
+        """The earliest of this part's deadlines (read after every input: no list, no ``min``)."""
         options = self._options
-        deadlines: list[float] = []
-        if self.phase is CallPhase.AWAITING_STREAM and options.stream_wait_seconds is not None:
-            deadlines.append(self.created_at + options.stream_wait_seconds)
-        elif self.phase is CallPhase.IN_CALL:
+        phase = self.phase
+        if phase is CallPhase.IN_CALL:
+            due = None
             if options.max_call_seconds is not None:
-                deadlines.append((stream_started_at or self.created_at) + options.max_call_seconds)
-            if options.caller_silence_seconds is not None and quiet:
-                deadlines.append(self.last_activity + options.caller_silence_seconds)
-        elif self.phase in GOODBYE_PHASES and self._goodbye_deadline is not None:
-            deadlines.append(self._goodbye_deadline)
-        return min(deadlines, default=None)
+                due = (stream_started_at or self.created_at) + options.max_call_seconds
+            if quiet and options.caller_silence_seconds is not None:
+                due = earliest(due, self.last_activity + options.caller_silence_seconds)
+            return due
+        if phase is CallPhase.AWAITING_STREAM:
+            wait = options.stream_wait_seconds
+            return None if wait is None else self.created_at + wait
+        return self._goodbye_deadline if phase in GOODBYE_PHASES else None
 
     def due(self, now: float, quiet: bool, stream_started_at: float | None) -> Due | None:
         options = self._options

@@ -34,7 +34,7 @@ from voiceagent.call.actions import (
 from voiceagent.call.agent_audio import AgentAudio
 from voiceagent.call.agent_tools import AgentTools, Closes
 from voiceagent.call.caller_input import CallerInput
-from voiceagent.call.closing import Closing, Due, EndTerms
+from voiceagent.call.closing import Closing, Due, EndTerms, earliest
 from voiceagent.call.endings import EndReason, Farewell
 from voiceagent.call.figures import CallFigures
 from voiceagent.call.guards import WarningLimiter
@@ -90,7 +90,13 @@ class CallCore:
     @property
     def _quiet(self) -> bool:
         """Nobody is talking and nothing is being generated: a safe moment to swap model sessions."""
-        return self._responses.idle and not self._audio.audible and not self._tools.calls.running
+        responses = self._responses
+        return (
+            responses.live is None
+            and not responses.caller_speaking
+            and not self._audio.playback.agent_audible
+            and not self._tools.calls.running
+        )
 
     # ------------------------------------------------------------ lifecycle
 
@@ -427,19 +433,20 @@ class CallCore:
 
     def next_deadline(self) -> float | None:
         """When ``handle_timer`` next has something to do (monotonic seconds), or None: the earliest of the
-        parts' deadlines."""
-        phase, link = self._closing.phase, self._link
+        parts' deadlines. The driver asks after every input, so this is on the hot path: no lists."""
+        closing, link = self._closing, self._link
+        phase = closing.phase
         quiet = phase is IN_CALL and self._quiet
-        deadlines = [
-            self._closing.deadline(quiet, self.figures.stream_started_at),
-            link.deadline(),
-            self._responses.deadline(link.phase is READY),
-        ]
-        if quiet:
-            deadlines.append(link.recycle_deadline())
+        due = closing.deadline(quiet, self.figures.stream_started_at)
+        if link.phase is READY:
+            due = earliest(due, self._responses.answer_due)
+        else:
+            due = earliest(due, link.deadline())
+        if quiet and link.pending is None:
+            due = earliest(due, link.recycle_at)
         if phase is not AWAITING_STREAM and phase is not ENDED:
-            deadlines += [self._caller.deadline(), self._audio.deadline()]
-        return min((due for due in deadlines if due is not None), default=None)
+            due = earliest(earliest(due, self._caller.deadline()), self._audio.deadline())
+        return due
 
     def handle_timer(self, now: float) -> list[Action]:
         """Do what is due at ``now``: dead streams and models, limits, goodbyes cut short, connect retries,

@@ -134,15 +134,13 @@ class ModelLink:
     # ------------------------------------------------------------ deadlines
 
     def deadline(self) -> float | None:
-        """The retry's, or the deadline for the session's confirmation (the recycle's is ``recycle_due``)."""
+        """The retry's, or the session's confirmation's. (The recycle's, ``recycle_at``, counts only at a quiet
+        moment, which the core knows.)"""
         if self.phase is ModelPhase.RETRY_WAIT:
             return self._retry_at
         if self.phase is ModelPhase.CONFIGURING and self._configuring_since is not None:
             return self._configuring_since + self._options.session_ready_seconds
         return None
-
-    def recycle_deadline(self) -> float | None:
-        return self.recycle_at if self.pending is None else None
 
     def unconfirmed_by(self, now: float) -> bool:
         due = self._configuring_since

@@ -113,10 +113,7 @@ class Responses:
             actions += [SendToModel(ev.UpdateSession(session)), SendToModel(ev.CreateResponse())]
         return actions
 
-    # ------------------------------------------------------------ the deadline
-
-    def deadline(self, model_ready: bool) -> float | None:
-        return self.answer_due if model_ready else None
+    # ------------------------------------------------------------ the deadline: ``answer_due`` (model ready)
 
     def unanswered_by(self, now: float, model_ready: bool) -> bool:
         return self.answer_due is not None and model_ready and now >= self.answer_due
