@@ -1,15 +1,22 @@
-"""How the call ends, and when: the call's phase (moves checked against ``CALL_MOVES``), the polite end
-(a goodbye asked of the model, cut short at a grace deadline), the agent's own closing words (it hung up
-or transferred), and the limits that start a goodbye or end the call (call length, caller silence, a
-pre-warmed session no stream came for). Time is an argument."""
+"""How the call ends, and when: the call's phase (moves checked against ``CALL_MOVES``), the one way out
+(``end``: the caller's last words sent, every agent line recorded, the call summed up), the polite end
+(``wind_down``: a goodbye asked of the model, cut short at a grace deadline), the agent's own closing
+words (it hung up or transferred), and the limits that start a goodbye or end the call (call length,
+caller silence, a pre-warmed session no stream came for). Time is an argument."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
 
-from voiceagent.call.actions import Action, EndCall
+from voiceagent.call.actions import Action, EndCall, Log
+from voiceagent.call.agent_audio import AgentAudio
+from voiceagent.call.caller_input import CallerInput
 from voiceagent.call.endings import EndReason, Farewell
+from voiceagent.call.figures import CallFigures
+from voiceagent.call.guards import WarningLimiter
+from voiceagent.call.link import ModelLink
+from voiceagent.call.observations import CallEnded
 from voiceagent.call.options import CallOptions
 from voiceagent.call.phases import CALL_MOVES, GOODBYE_PHASES, CallCoreError, CallPhase, checked_move
 from voiceagent.call.responses import Responses
@@ -42,12 +49,25 @@ class Due:
     detail: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class Sources:
+    """The parts whose state the end gathers (last words, unrecorded lines, figures) or waits on."""
+
+    link: ModelLink
+    responses: Responses
+    audio: AgentAudio
+    caller: CallerInput
+    figures: CallFigures
+    warnings: WarningLimiter
+
+
 class Closing:
-    def __init__(self, options: CallOptions, now: float) -> None:
+    def __init__(self, options: CallOptions, now: float, sources: Sources) -> None:
         self.phase = CallPhase.AWAITING_STREAM  # read on the hot path: a plain attribute, set only by ``_enter``
         self.created_at = now
         self.last_activity = now  # someone spoke or heard something (the caller-silence limit)
         self._options = options
+        self._of = sources
         self._why: EndTerms | None = None  # the end a goodbye leads to
         self._goodbye_deadline: float | None = None
 
@@ -67,15 +87,35 @@ class Closing:
         self.last_activity = now
         return True
 
-    def ended(self) -> None:
+    def end(self, terms: EndTerms, now: float) -> list[Action]:
+        """The one way out: the caller's last words to the model, every agent line not recorded yet
+        recorded, the call summed up and ended. Nothing once the call is over."""
+        if self.phase is CallPhase.ENDED:
+            return []
         self._enter(CallPhase.ENDED)
+        of, figures = self._of, self._of.figures
+        actions = of.caller.last_words() if of.link.ready else []
+        actions += of.audio.record_all()
+        duration = round(now - (figures.stream_started_at or self.created_at), 3)
+        summary = {"reason": terms.detail, "duration_s": duration, **figures.summary()}
+        if not_logged := of.warnings.not_logged():
+            summary["warnings_not_logged"] = not_logged
+        end = EndCall(terms.reason, terms.detail, terms.farewell, terms.transfer_to, summary)
+        return [*actions, CallEnded(terms.reason, terms.detail, summary), end]
 
     # ------------------------------------------------------------ goodbyes
 
-    def begin_goodbye(self, reason: EndReason, detail: str, now: float) -> None:
+    def wind_down(self, reason: EndReason, detail: str, now: float) -> list[Action]:
+        """End politely: ask for a goodbye (``detail`` says why), and end once it is heard or at the grace
+        deadline. At once if there is nobody to say it to, or no model to say it."""
+        if self.ending:
+            return []
+        if self.phase is CallPhase.AWAITING_STREAM or not self._of.link.ready:
+            return self.end(EndTerms(reason, detail), now)
         self._enter(CallPhase.GOODBYE_PENDING)
         self._why = EndTerms(reason, detail)
         self._goodbye_deadline = now + self._options.goodbye_grace_seconds
+        return [Log("info", "winding_down", {"reason": detail}), *self.say_goodbye()]
 
     def agent_closes(self, end: EndCall, now: float) -> bool:
         """The agent hung up or transferred: its closing words are heard, then ``end``. False out of call."""
@@ -86,12 +126,12 @@ class Closing:
         self._goodbye_deadline = now + self._options.goodbye_grace_seconds
         return True
 
-    def say_goodbye(self, model_ready: bool, responses: Responses) -> list[Action]:
+    def say_goodbye(self) -> list[Action]:
         """Ask the model for the goodbye, if one is pending and the model can take it now."""
-        if self.phase is not CallPhase.GOODBYE_PENDING or not model_ready or self._why is None:
+        if self.phase is not CallPhase.GOODBYE_PENDING or not self._of.link.ready or self._why is None:
             return []
         prompt = self._options.session.instructions
-        asked = responses.goodbye(goodbye_instructions(prompt, self._why.detail))
+        asked = self._of.responses.goodbye(goodbye_instructions(prompt, self._why.detail))
         if asked:
             self._enter(CallPhase.GOODBYE_REQUESTED)
         return asked
@@ -105,14 +145,17 @@ class Closing:
         if self.phase in (CallPhase.GOODBYE_REQUESTED, CallPhase.GOODBYE_SPEAKING):
             self._enter(CallPhase.GOODBYE_PENDING)
 
-    def goodbye_heard(self, responses: Responses, agent_audible: bool) -> bool:
-        return self.phase is CallPhase.GOODBYE_SPEAKING and responses.live is None and not agent_audible
+    def end_if_goodbye_heard(self, now: float) -> list[Action]:
+        """The goodbye (or the agent's closing words) is over and heard: end the call."""
+        if self.phase is not CallPhase.GOODBYE_SPEAKING or self._of.responses.live is not None:
+            return []
+        return [] if self._of.audio.audible else self.end_after_goodbye(now)
 
-    def after_goodbye(self) -> EndTerms:
-        """The end a goodbye (or the agent's closing words) leads to."""
+    def end_after_goodbye(self, now: float) -> list[Action]:
+        """End the way the goodbye (or the agent's closing words) was leading to."""
         if self._why is None:
             raise CallCoreError("a goodbye ended with no end to lead to")
-        return self._why
+        return self.end(self._why, now)
 
     # ------------------------------------------------------------ deadlines
 

@@ -25,16 +25,14 @@ from voiceagent.call.actions import (
     Action,
     ConnectPurpose,
     DropNewModel,
-    EndCall,
     Log,
-    LogLevel,
     SendToModel,
     UseNewModel,
 )
 from voiceagent.call.agent_audio import AgentAudio
-from voiceagent.call.agent_tools import AgentTools, Closes
+from voiceagent.call.agent_tools import AgentTools
 from voiceagent.call.caller_input import CallerInput
-from voiceagent.call.closing import Closing, Due, EndTerms, earliest
+from voiceagent.call.closing import Closing, Due, EndTerms, Sources, earliest
 from voiceagent.call.endings import EndReason, Farewell
 from voiceagent.call.figures import CallFigures
 from voiceagent.call.guards import WarningLimiter
@@ -48,7 +46,8 @@ from voiceagent.call.inputs import (
     TransportEvent,
 )
 from voiceagent.call.link import ModelLink
-from voiceagent.call.observations import Accepted, AgentClosing, CallEnded, OperatorAnswer, Refused
+from voiceagent.call.model_events import ModelEvents
+from voiceagent.call.observations import Accepted, OperatorAnswer, Refused
 from voiceagent.call.options import CallOptions
 from voiceagent.call.phases import CallPhase, ModelPhase
 from voiceagent.call.responses import Responses
@@ -57,7 +56,6 @@ from voiceagent.realtime import events as ev
 
 __all__ = ["CallCore", "CallOptions"]
 
-UNINTELLIGIBLE = "(unintelligible)"  # a caller turn whose transcription failed
 ENDED, IN_CALL, AWAITING_STREAM = CallPhase.ENDED, CallPhase.IN_CALL, CallPhase.AWAITING_STREAM
 READY = ModelPhase.READY
 
@@ -69,15 +67,26 @@ class CallCore:
         self.options = options
         self.call_sid = call_sid
         self.figures = CallFigures()
-        self._warnings = WarningLimiter(options.warnings_per_kind)
-        self._closing = Closing(options, now)
-        self._link = ModelLink(options, seed=call_sid, warnings=self._warnings)
-        self._caller = CallerInput(options, now)
-        self._responses = Responses(options)
-        self._transcript = Transcript(call_sid, history_chars=options.history_chars, bytes_per_ms=options.bytes_per_ms)
-        transcript, responses = self._transcript, self._responses
-        self._audio = AgentAudio(options, transcript=transcript, responses=responses, figures=self.figures)
+        warnings = self._warnings = WarningLimiter(options.warnings_per_kind)
+        link = self._link = ModelLink(options, seed=call_sid, warnings=warnings)
+        caller = self._caller = CallerInput(options, now)
+        responses = self._responses = Responses(options)
+        transcript = Transcript(call_sid, history_chars=options.history_chars, bytes_per_ms=options.bytes_per_ms)
+        self._transcript = transcript
+        audio = self._audio = AgentAudio(options, transcript=transcript, responses=responses, figures=self.figures)
         self._tools = AgentTools(options, transcript=transcript, responses=responses)
+        sources = Sources(link, responses, audio, caller, self.figures, warnings)
+        self._closing = Closing(options, now, sources)
+        self._model_events = ModelEvents(
+            figures=self.figures,
+            closing=self._closing,
+            link=link,
+            caller=caller,
+            responses=responses,
+            audio=audio,
+            transcript=transcript,
+            tools=self._tools,
+        )
 
     @property
     def phase(self) -> CallPhase:
@@ -106,17 +115,12 @@ class CallCore:
 
     def hang_up(self, reason: EndReason, detail: str, now: float) -> list[Action]:
         """End the call at once (internal error, shutdown of a call nobody is on, an operator)."""
-        return self._end(EndTerms(reason, detail), now)
+        return self._closing.end(EndTerms(reason, detail), now)
 
     def wind_down(self, reason: EndReason, detail: str, now: float) -> list[Action]:
         """End the call politely: the agent says goodbye (``detail`` tells it why), then the call ends, or
         at the grace deadline. At once if there is nobody to say it to, or no model to say it."""
-        if self._closing.ending:
-            return []
-        if self._closing.phase is AWAITING_STREAM or not self._link.ready:
-            return self._end(EndTerms(reason, detail), now)
-        self._closing.begin_goodbye(reason, detail, now)
-        return [Log("info", "winding_down", {"reason": detail}), *self._say_goodbye()]
+        return self._closing.wind_down(reason, detail, now)
 
     # ------------------------------------------------------------ the transport (caller) side
 
@@ -140,7 +144,7 @@ class CallCore:
             case StreamStarted():
                 actions = self._stream_started(now)
             case CallerHungUp(detail=detail):
-                return self._end(EndTerms(EndReason.CALLER_HUNG_UP, detail), now)
+                return self._closing.end(EndTerms(EndReason.CALLER_HUNG_UP, detail), now)
             case Digit(digit=digit):
                 actions = self._keypad(digit)
             case BadInput(reason=reason):
@@ -175,14 +179,14 @@ class CallCore:
                 return []  # a late report (after reports were given up on) for an item that is over
             return self._bad_input("a playback report for an unknown item", now)
         self._closing.last_activity = now
-        return actions + self._end_if_goodbye_heard(now)
+        return actions + self._closing.end_if_goodbye_heard(now)
 
     def _bad_input(self, reason: str, now: float) -> list[Action]:
         self.figures.bad_inputs += 1
         logged = self._warnings.warning("transport_bad_input", {"reason": reason})
         if self.figures.bad_inputs >= self.options.max_bad_inputs:
             too_many = EndTerms(EndReason.BAD_INPUT, "too many malformed messages on the media stream")
-            return [*logged, *self._end(too_many, now)]
+            return [*logged, *self._closing.end(too_many, now)]
         return logged
 
     def _keypad(self, digit: str) -> list[Action]:
@@ -229,7 +233,7 @@ class CallCore:
         failed, give_up = self._link.failed(purpose, error, now)
         if give_up:
             unreachable = EndTerms(EndReason.MODEL_UNREACHABLE, "the model could not be reached", Farewell.UNAVAILABLE)
-            return [failed, *self._end(unreachable, now)]
+            return [failed, *self._closing.end(unreachable, now)]
         return [failed]
 
     def model_lost(self, code: int | None, reason: str, now: float) -> list[Action]:
@@ -262,132 +266,16 @@ class CallCore:
     # ------------------------------------------------------------ the model's events
 
     def model_event(self, event: ev.ModelEvent, now: float) -> list[Action]:
-        """What the model said or did. An audio delta is the hot path."""
+        """What the model said or did (routed by ``ModelEvents``). An audio delta is the hot path."""
         if self._closing.phase is ENDED:
             return []
-        match event:
-            case ev.AudioDelta():
-                link = self._link
-                stream_up = self._closing.phase is not AWAITING_STREAM
-                actions = self._audio.delta(
-                    event, link.session, ready=link.phase is READY, stream_up=stream_up, now=now
-                )
-            case ev.AgentTranscriptDelta() | ev.AudioDone() | ev.AgentTranscriptDone():
-                actions = self._agent_item(event)
-            case ev.SpeechStarted() | ev.SpeechStopped() | ev.CallerTranscript() | ev.CallerTranscriptFailed():
-                actions = self._caller_turn(event, now)
-            case ev.ResponseCreated() | ev.ResponseDone() | ev.TextDelta() | ev.FunctionCall():
-                actions = self._response(event, now)
-            case ev.SessionRejected() | ev.SessionUpdated() | ev.ModelError() | ev.Ignored():
-                actions = self._session(event, now)
-            case _:
-                assert_never(event)
+        if type(event) is ev.AudioDelta:  # straight to its part, without a second dispatch
+            link = self._link
+            stream_up = self._closing.phase is not AWAITING_STREAM
+            actions = self._audio.delta(event, link.session, link.phase is READY, stream_up, now)
+        else:
+            actions = self._model_events.handle(event, now)
         return actions + self._maybe_recycle(now)
-
-    def _agent_item(self, event: ev.AgentTranscriptDelta | ev.AudioDone | ev.AgentTranscriptDone) -> list[Action]:
-        session = self._link.session
-        match event:
-            case ev.AgentTranscriptDelta(item_id=item_id, delta=delta):
-                self._audio.words(item_id, delta, session)
-                return []
-            case ev.AudioDone(response_id=response_id, item_id=item_id):
-                return self._audio.audio_done(item_id, response_id, session)
-            case ev.AgentTranscriptDone(item_id=item_id, transcript=transcript):
-                return self._audio.words_done(item_id, transcript, session)
-            case _:
-                assert_never(event)
-
-    def _caller_turn(
-        self, event: ev.SpeechStarted | ev.SpeechStopped | ev.CallerTranscript | ev.CallerTranscriptFailed, now: float
-    ) -> list[Action]:
-        match event:
-            case ev.SpeechStarted():
-                return self._barge_in(now)
-            case ev.SpeechStopped():
-                self._responses.speech_stopped(now)
-                self._closing.last_activity = self.figures.caller_stopped_at = now
-                return []
-            case ev.CallerTranscript(transcript=transcript):
-                return self._transcript.caller_said(transcript.strip())
-            case ev.CallerTranscriptFailed(message=message):
-                self.figures.transcription_failures += 1
-                failed = Log("warning", "caller_transcription_failed", {"error": message})
-                return [failed, *self._transcript.caller_said(UNINTELLIGIBLE)]
-            case _:
-                assert_never(event)
-
-    def _barge_in(self, now: float) -> list[Action]:
-        """The caller speaks: stop the agent at once (``AgentAudio.barge_in``) and any live response."""
-        self._responses.speech_started()
-        self._closing.last_activity = now
-        self.figures.caller_stopped_at = None
-        self._tools.calls.caller_spoke()
-        stream_up = self._closing.phase is not AWAITING_STREAM
-        actions = self._audio.barge_in(self._link.session, stream_up=stream_up, now=now)
-        # talking over a finished goodbye: nothing left to hear
-        return actions + self._responses.barge_in() + self._end_if_goodbye_heard(now)
-
-    def _response(
-        self, event: ev.ResponseCreated | ev.ResponseDone | ev.TextDelta | ev.FunctionCall, now: float
-    ) -> list[Action]:
-        match event:
-            case ev.ResponseCreated(response_id=response_id):
-                self._responses.created(response_id)
-                self._closing.response_started()
-                return []
-            case ev.ResponseDone():
-                return self._response_done(event, now)
-            case ev.TextDelta(response_id=response_id, delta=delta):
-                self._responses.text_delta(response_id, delta)
-                return []
-            case ev.FunctionCall():
-                decided = self._tools.called(event, now, model_ready=self._link.ready)
-                return self._agent_closes(decided, now) if isinstance(decided, Closes) else decided
-            case _:
-                assert_never(event)
-
-    def _response_done(self, event: ev.ResponseDone, now: float) -> list[Action]:
-        response_id, link = event.response_id, self._link
-        self._responses.done(response_id)
-        self.figures.add_usage(event.usage)
-        facts = {"status": event.status, "usage": event.usage} | ({"detail": event.detail} if event.detail else {})
-        level: LogLevel = "warning" if event.status in ("failed", "incomplete") else "info"
-        actions: list[Action] = [Log(level, "response_done", facts)]
-        actions += self._responses.answered_in_text(response_id, link.ready, link.session_config)
-        actions += self._audio.response_done(response_id, link.session)
-        self._tools.calls.response_done(response_id)
-        actions += self._tools.send_outputs(response_id, link.ready) + self._responses.operator_line()
-        return actions + self._say_goodbye() + self._end_if_goodbye_heard(now)
-
-    def _session(
-        self, event: ev.SessionRejected | ev.SessionUpdated | ev.ModelError | ev.Ignored, now: float
-    ) -> list[Action]:
-        match event:
-            case ev.SessionRejected(code=code, message=message):
-                rejected = Log("error", "model_session_rejected", {"code": code, "message": message})
-                detail = f"the model refused the session: {message}"
-                return [rejected, *self._end(EndTerms(EndReason.MODEL_REFUSED, detail, Farewell.UNAVAILABLE), now)]
-            case ev.SessionUpdated():
-                return self._session_updated(event, now)
-            case ev.ModelError(code=code, message=message, routine=routine):
-                # logged, never fatal: a session that is really gone closes its socket
-                return [Log("warning" if routine else "error", "model_error", {"code": code, "message": message})]
-            case ev.Ignored():
-                return []
-            case _:
-                assert_never(event)
-
-    def _session_updated(self, event: ev.SessionUpdated, now: float) -> list[Action]:
-        if event.input_format != ev.PCMU or event.output_format != ev.PCMU:
-            formats = {"input_format": event.input_format, "output_format": event.output_format}
-            detail = f"the model will not use μ-law (input {event.input_format}, output {event.output_format})"
-            refused = Log("error", "model_audio_format_refused", formats)
-            return [refused, *self._end(EndTerms(EndReason.MODEL_AUDIO_FORMAT, detail), now)]
-        if not self._link.confirmed():
-            return []
-        session = self._link.session
-        actions: list[Action] = [Log("info", "model_session_ready", {"session": session}), *self._caller.deliver()]
-        return actions + self._responses.greet(session) + self._say_goodbye()
 
     # ------------------------------------------------------------ the agent's tools and the operators
 
@@ -396,13 +284,6 @@ class CallCore:
         if self._closing.phase is ENDED:
             return []
         return self._tools.finished(call_id, output, now, model_ready=self._link.ready, error=error)
-
-    def _agent_closes(self, closes: Closes, now: float) -> list[Action]:
-        """The model hung up or transferred: its closing words are heard in full, then the call ends."""
-        if not self._closing.agent_closes(closes.end, now):
-            return []
-        line = self._transcript.tool_line(closes.line)
-        return [AgentClosing(closes.end.farewell), *line, *self._end_if_goodbye_heard(now)]
 
     def operator_say(self, text: str, now: float) -> tuple[OperatorAnswer, list[Action]]:
         """The agent says ``text`` now (after the response under way, if any). Refused unless in call with
@@ -427,7 +308,7 @@ class CallCore:
         """Hand the caller to ``destination`` (a phone number or a SIP URI) at once."""
         detail = "an operator transferred the call"
         terms = EndTerms(EndReason.OPERATOR_TRANSFERRED, detail, Farewell.TRANSFER, destination)
-        return Accepted(), self._end(terms, now)
+        return Accepted(), self._closing.end(terms, now)
 
     # ------------------------------------------------------------ deadlines
 
@@ -458,57 +339,32 @@ class CallCore:
             stopped = self._caller.stopped_by(now)
             if stopped is not None:
                 gone = EndTerms(EndReason.STREAM_SILENT, "the media stream stopped sending audio")
-                return [stopped, *self._end(gone, now)]
+                return [stopped, *self._closing.end(gone, now)]
             missing = self._audio.reports_missing_by(now)
             if missing:
-                actions += missing + self._end_if_goodbye_heard(now)
+                actions += missing + self._closing.end_if_goodbye_heard(now)
                 if self._closing.phase is ENDED:
                     return actions  # the missing reports ended a goodbye: nothing else is due
         if self._responses.unanswered_by(now, self._link.ready):
             waited = Log("error", "model_unresponsive", {"waited_s": self.options.answer_timeout_seconds})
             quiet = EndTerms(EndReason.MODEL_UNRESPONSIVE, "the model stopped answering", Farewell.UNAVAILABLE)
-            return [*actions, waited, *self._end(quiet, now)]
+            return [*actions, waited, *self._closing.end(quiet, now)]
         due = self._closing.due(now, self._quiet, self.figures.stream_started_at)
         if due is not None:
             return actions + self._carry_out(due, now)
         if self._link.unconfirmed_by(now):
             unconfirmed = Log("error", "model_session_unconfirmed", {"waited_s": self.options.session_ready_seconds})
             never = EndTerms(EndReason.MODEL_UNCONFIRMED, "the model never confirmed the session", Farewell.UNAVAILABLE)
-            return [*actions, unconfirmed, *self._end(never, now)]
+            return [*actions, unconfirmed, *self._closing.end(never, now)]
         return actions + self._link.retry_if_due(now) + self._maybe_recycle(now)
 
     def _carry_out(self, due: Due, now: float) -> list[Action]:
         match due.kind:
             case "end":
-                return self._end(EndTerms(due.reason, due.detail), now)
+                return self._closing.end(EndTerms(due.reason, due.detail), now)
             case "wind_down":
                 return self.wind_down(due.reason, due.detail, now)
             case "goodbye_over":
-                return self._end(self._closing.after_goodbye(), now)
+                return self._closing.end_after_goodbye(now)
             case _:
                 assert_never(due.kind)
-
-    # ------------------------------------------------------------ goodbyes and the end
-
-    def _say_goodbye(self) -> list[Action]:
-        return self._closing.say_goodbye(self._link.ready, self._responses)
-
-    def _end_if_goodbye_heard(self, now: float) -> list[Action]:
-        if not self._closing.goodbye_heard(self._responses, self._audio.audible):
-            return []
-        return self._end(self._closing.after_goodbye(), now)
-
-    def _end(self, terms: EndTerms, now: float) -> list[Action]:
-        """The one way out: the caller's last words to the model, every agent line not recorded yet
-        recorded, the call summed up and ended."""
-        if self._closing.phase is ENDED:
-            return []
-        self._closing.ended()
-        actions = self._caller.last_words() if self._link.ready else []
-        actions += self._audio.record_all()
-        duration = round(now - (self.figures.stream_started_at or self._closing.created_at), 3)
-        summary = {"reason": terms.detail, "duration_s": duration, **self.figures.summary()}
-        if not_logged := self._warnings.not_logged():
-            summary["warnings_not_logged"] = not_logged
-        end = EndCall(terms.reason, terms.detail, terms.farewell, terms.transfer_to, summary)
-        return [*actions, CallEnded(terms.reason, terms.detail, summary), end]
