@@ -214,13 +214,13 @@ class CallBridge:
         self._spawn(self._flush(), "flush")
 
     def operator(self, act: Callable[[float], list[Action]]) -> None:
-        """An operator steps in: ``act(now)`` is one of the core's ``operator_*`` inputs (or ``hang_up``)."""
+        """An operator steps in: ``act(now)`` is one of the core's ``operator_*`` inputs (or ``end``)."""
         self._apply(act(self._clock.now()))
         self._spawn(self._flush(), "flush")
 
     async def end(self, reason: EndReason, detail: str) -> None:
         """End the call at once and wait until it is torn down."""
-        self._apply(self.core.hang_up(reason, detail, self._clock.now()))
+        self._apply(self.core.end(reason, detail, self._clock.now()))
         await self.finished.wait()
 
     async def run_stream(self, websocket: TwilioSocket, stream: MediaStreamAdapter) -> None:
@@ -401,7 +401,7 @@ class CallBridge:
             raise
         except Exception as exc:  # one call's bug must not take the process down
             self.log.error("call_task_failed", task=name, error=f"{type(exc).__name__}: {exc}")
-            self._apply(self.core.hang_up(EndReason.INTERNAL_ERROR, f"internal error in {name}", self._clock.now()))
+            self._apply(self.core.end(EndReason.INTERNAL_ERROR, f"internal error in {name}", self._clock.now()))
 
 
 async def _close_quietly(closing: Awaitable[None]) -> None:

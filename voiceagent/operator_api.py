@@ -275,7 +275,7 @@ def _operate(bridge: CallBridge, act: Callable[[float], tuple[OperatorAnswer, li
 
 
 def _hang_up(bridge: CallBridge, now: float) -> tuple[OperatorAnswer, list[Action]]:
-    return Accepted(), bridge.core.hang_up(EndReason.OPERATOR_HUNG_UP, "an operator hung up", now)
+    return Accepted(), bridge.core.end(EndReason.OPERATOR_HUNG_UP, "an operator hung up", now)
 
 
 def _refusal(bridge: CallBridge, answer: OperatorAnswer) -> Response | None:

@@ -88,7 +88,7 @@ def test_the_caller_backlog_is_bounded_keeps_the_latest_audio_and_says_what_it_d
     actions = core.model_event(READY, T0)
     assert to_model(actions) == [ev.AppendAudio(b64(160, 3)), ev.AppendAudio(b64(160, 4))]
     assert logs(actions, "caller_audio_dropped")[0].fields["ms"] == 40
-    [summary] = logs(core.hang_up(EndReason.OPERATOR_HUNG_UP, "test", T0), "call_ended")
+    [summary] = logs(core.end(EndReason.OPERATOR_HUNG_UP, "test", T0), "call_ended")
     assert summary.fields["caller_bytes_dropped"] == 320
 
 
@@ -240,7 +240,7 @@ def test_turn_latency_is_from_the_caller_stopping_to_the_first_agent_audio() -> 
     core.model_event(ev.SpeechStopped("u", 900), T0 + 2)
     deliver(core, "a", [160], now=T0 + 2.4)
     deliver(core, "a", [160], now=T0 + 2.9)  # later deltas of the same turn do not count
-    [summary] = logs(core.hang_up(EndReason.OPERATOR_HUNG_UP, "test", T0 + 5), "call_ended")
+    [summary] = logs(core.end(EndReason.OPERATOR_HUNG_UP, "test", T0 + 5), "call_ended")
     assert summary.fields["turns"] == 1 and summary.fields["turn_latency_ms_median"] == 400
 
 
@@ -345,7 +345,7 @@ def test_a_failed_transcription_keeps_the_turn_in_the_transcript_and_is_counted(
     assert logs(actions, "caller_transcription_failed")[0].fields["error"].startswith("The model")
     [line] = lines(actions)
     assert (line.role, line.text) == ("caller", "(unintelligible)")
-    [summary] = logs(core.hang_up(EndReason.OPERATOR_HUNG_UP, "test", T0), "call_ended")
+    [summary] = logs(core.end(EndReason.OPERATOR_HUNG_UP, "test", T0), "call_ended")
     assert summary.fields["transcription_failures"] == 1
 
 

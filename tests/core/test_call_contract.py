@@ -49,7 +49,7 @@ def test_each_connect_attempt_has_its_own_id_and_the_reply_must_name_it() -> Non
 def test_a_reply_after_the_call_ended_is_still_checked_and_the_session_dropped() -> None:
     core = CallCore(CallOptions(), call_sid=CALL, now=T0)
     core.start(T0)
-    core.hang_up(EndReason.SHUTDOWN, "the service is shutting down", T0)
+    core.end(EndReason.SHUTDOWN, "the service is shutting down", T0)
     with pytest.raises(CallCoreError):
         core.model_connected(7, T0)
     assert [type(action).__name__ for action in core.model_connected(1, T0)] == ["DropNewModel"]

@@ -467,7 +467,7 @@ class Harness:
         assert not self.twilio.queue and not self.twilio.echoes
         assert not self.outstanding, "every live mark was echoed"
         self.ending = True
-        actions = self.run(self.core.hang_up(EndReason.OPERATOR_HUNG_UP, "caller hung up", self.at()))
+        actions = self.run(self.core.end(EndReason.OPERATOR_HUNG_UP, "caller hung up", self.at()))
         assert len(of(actions, EndCall)) == 1
         assert set(self.lines) == set(self.received), "every agent item with audio has exactly one line"
         for item, line in self.lines.items():

@@ -263,7 +263,7 @@ def test_caller_audio_far_faster_than_real_time_is_dropped_and_counted() -> None
         forwarded += len(of(core.transport_event(CallerAudio(frame, 160), T0 + n * 0.002), SendToModel))
     assert 160 <= forwarded <= 164  # 2 s of burst + 1 s at 1.25 × real time
     [summary] = [
-        log for log in log_lines(core.hang_up(EndReason.OPERATOR_HUNG_UP, "test", T0 + 1)) if log.event == "call_ended"
+        log for log in log_lines(core.end(EndReason.OPERATOR_HUNG_UP, "test", T0 + 1)) if log.event == "call_ended"
     ]
     assert summary.fields["caller_bytes_dropped"] == (500 - forwarded) * 160
     assert summary.fields["warnings_not_logged"] == {"caller_audio_too_fast": 500 - forwarded - 1}

@@ -13,7 +13,7 @@ batches, backlog), ``AgentAudio`` (playing, barge-in; accounting in ``Playback``
 ``Transcript`` and ``Responses`` (whether a response is live, when to ask for one). The core routes each
 input to them and composes what they decide.
 
-Vocabulary: a call *ends* (``EndCall``, once); ``hang_up`` ends it at once, ``wind_down`` after a goodbye.
+Vocabulary: a call *ends* (``EndCall``, once): ``end`` ends it at once, ``wind_down`` after a goodbye.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ class CallCore:
         """The call exists (webhook or stream): open the first model session."""
         return self._link.connect(ConnectPurpose.FIRST, now)
 
-    def hang_up(self, reason: EndReason, detail: str, now: float) -> list[Action]:
+    def end(self, reason: EndReason, detail: str, now: float) -> list[Action]:
         """End the call at once (internal error, shutdown of a call nobody is on, an operator)."""
         return self._closing.end(EndTerms(reason, detail), now)
 
