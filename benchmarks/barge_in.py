@@ -24,7 +24,7 @@ import statistics
 import time
 from dataclasses import dataclass
 
-from voiceagent.call import CallCore, CallOptions, PlayAudio, StreamStarted
+from voiceagent.call import CallCore, CallOptions, ConnectModel, PlayAudio, StreamStarted
 from voiceagent.realtime import events as ev
 from voiceagent.testing import BYTES_PER_MS, FakeModelSession, FakeRealtimeServer, FakeTwilioCaller, load_fixture
 from voiceagent.testing.harness import TEST_AUTH_TOKEN, app_environment, serve_app
@@ -93,8 +93,9 @@ def core_cost(deltas: int = 20_000) -> float:
     """µs per model audio delta through the core and the Twilio adapter, plus its mark echo."""
     start = tw.Start("MZ" + "0" * 32, "CA" + "0" * 32, "AC", {})
     core = CallCore(CallOptions(), call_sid=start.call_sid, now=0.0)
-    core.start(0.0)
-    core.model_connected(0.0)
+    [connect] = core.start(0.0)
+    assert isinstance(connect, ConnectModel)
+    core.model_connected(connect.attempt, 0.0)
     core.model_event(ev.SessionUpdated(ev.PCMU, ev.PCMU), 0.0)
     core.transport_event(StreamStarted(), 0.0)
     adapter = MediaStreamAdapter(start)

@@ -10,15 +10,19 @@ import base64
 import json
 from collections.abc import Iterable
 from typing import Any, TypeVar
+from unittest.mock import ANY
 
 from voiceagent.call import (
     CallCore,
     CallOptions,
     ConnectModel,
     ConnectPurpose,
+    Log,
+    Observation,
     SendToModel,
     StreamStarted,
     UseNewModel,
+    log_line,
 )
 from voiceagent.call.actions import Action
 from voiceagent.realtime import events as ev
@@ -64,6 +68,25 @@ def decoded_size(payload: str) -> int:
     return len(base64.b64decode(payload, validate=True))
 
 
+ANY_ATTEMPT: Any = ANY  # equal to any connect attempt id, for ``ConnectModel(ANY_ATTEMPT, purpose)``
+
+
+def under_way(core: CallCore) -> int:
+    """The id of the connect attempt under way: what the driver's reply names."""
+    under_way = core._link._attempt
+    assert under_way is not None, "no connect attempt is under way"
+    return under_way
+
+
+def log_lines(actions: Iterable[Action]) -> list[Log]:
+    """The log lines the driver writes for ``actions``: plain ``Log`` lines and observations' (``log_line``)."""
+    return [
+        action if isinstance(action, Log) else log_line(action)
+        for action in actions
+        if isinstance(action, Log | Observation)
+    ]
+
+
 def of(actions: Iterable[Action], kind: type[T]) -> list[T]:
     return [action for action in actions if isinstance(action, kind)]
 
@@ -75,8 +98,8 @@ def commands(actions: Iterable[Action]) -> list[ev.ModelCommand]:
 def ready_core(options: CallOptions, clock: Clock, *, stream: bool = True) -> CallCore:
     """A core with its model session configured and μ-law confirmed; the stream started if ``stream``."""
     core = CallCore(options, call_sid=CALL, now=clock.now)
-    assert core.start(clock.tick()) == [ConnectModel(ConnectPurpose.FIRST)]
-    connected = core.model_connected(clock.tick())
+    assert core.start(clock.tick()) == [ConnectModel(ANY_ATTEMPT, ConnectPurpose.FIRST)]
+    connected = core.model_connected(under_way(core), clock.tick())
     assert connected[0] == UseNewModel() and commands(connected) == [ev.UpdateSession(options.session)]
     core.model_event(ev.SessionUpdated(ev.PCMU, ev.PCMU), clock.tick())
     if stream:

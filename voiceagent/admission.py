@@ -167,7 +167,7 @@ class Admission:
         if not self.tokens_used.add(token or "", self._monotonic()):
             return Rejected("stream token already used")
         if call.ended is not None:  # a farewell to say: Twilio asks /twilio/stream-ended, which says it
-            return EndedEarly(call.ended.reason)
+            return EndedEarly(call.ended.detail)
         busy = self.busy(load)
         if busy is not None and not call.held:
             return busy

@@ -17,7 +17,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from voiceagent.admission import Busy, CallAnswered, EndedEarly, RateLimited, Rejected, Replayed, StreamAccepted
-from voiceagent.call import EndCall, Farewell
+from voiceagent.call import EndCall, EndReason, Farewell
 from voiceagent.config import Settings
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.operator_api import announce, metrics_routes, operator_routes
@@ -178,7 +178,7 @@ async def media(websocket: WebSocket) -> None:
             return
         case Busy(reason=reason, calls=calls):
             log.warning("call_refused", reason=reason, calls=calls, at="stream")
-            service.remember_end(start.call_sid, EndCall(reason, Farewell.BUSY))
+            service.remember_end(start.call_sid, EndCall(EndReason.REFUSED, reason, Farewell.BUSY))
             await _close(websocket, 1000)
             return
         case StreamAccepted():

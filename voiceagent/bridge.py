@@ -19,17 +19,26 @@ from typing import Any, Protocol, assert_never
 
 from voiceagent.call import (
     Action,
+    AgentClosing,
+    BargeIn,
     CallCore,
+    CallEnded,
     ClearPlayback,
+    ConnectFailed,
     ConnectModel,
     DropNewModel,
     EndCall,
+    EndReason,
     Log,
+    Observation,
     PlayAudio,
     RecordLine,
+    Refused,
     RunTool,
     SendToModel,
+    ToolCalled,
     UseNewModel,
+    log_line,
 )
 from voiceagent.call.inputs import StreamStarted
 from voiceagent.call.transport import Transport
@@ -138,6 +147,7 @@ class CallBridge:
         self.call_sid = core.call_sid
         self.log = CallLog(core.call_sid)
         self.ended: EndCall | None = None  # set once, by the core's EndCall
+        self.observer: Callable[[Observation], None] | None = None  # shown each fact the core observed
         self.finished = asyncio.Event()  # teardown complete
         self._connect = connect
         self._sink = sink
@@ -166,19 +176,19 @@ class CallBridge:
         """The call exists: the core opens its first model session (pre-warm, or at stream start)."""
         self._apply(self.core.start(self._clock.now()))
 
-    def wind_down(self, reason: str) -> None:
+    def wind_down(self, reason: EndReason, detail: str) -> None:
         """Say goodbye and end the call (draining, limits)."""
-        self._apply(self.core.wind_down(reason, self._clock.now()))
+        self._apply(self.core.wind_down(reason, detail, self._clock.now()))
         self._spawn(self._flush(), "flush")
 
     def operator(self, act: Callable[[float], list[Action]]) -> None:
-        """An operator steps in: ``act(now)`` is one of the core's ``operator_*`` inputs (or ``hang_up``)."""
+        """An operator steps in: ``act(now)`` is one of the core's ``operator_*`` inputs (or ``end``)."""
         self._apply(act(self._clock.now()))
         self._spawn(self._flush(), "flush")
 
-    async def end(self, reason: str) -> None:
+    async def end(self, reason: EndReason, detail: str) -> None:
         """End the call at once and wait until it is torn down."""
-        self._apply(self.core.hang_up(reason, self._clock.now()))
+        self._apply(self.core.end(reason, detail, self._clock.now()))
         await self.finished.wait()
 
     async def run_stream(self, transport: Transport[Any]) -> None:
@@ -211,15 +221,15 @@ class CallBridge:
             self._apply(self.core.model_lost(channel.close_code, channel.close_reason or "", self._clock.now()))
             await self._flush()
 
-    async def _open_model(self) -> None:
+    async def _open_model(self, attempt: int) -> None:
         try:
             channel = await self._connect()
         except ModelConnectError as exc:
-            self._apply(self.core.model_connect_failed(str(exc), self._clock.now()))
+            self._apply(self.core.model_connect_failed(attempt, str(exc), self._clock.now()))
             await self._flush()
             return
         self._opened = channel
-        self._apply(self.core.model_connected(self._clock.now()))
+        self._apply(self.core.model_connected(attempt, self._clock.now()))
         await self._flush()
         if self._replaced is not None:  # make-before-break: the new session is configured before the old goes
             old, self._replaced = self._replaced, None
@@ -244,8 +254,10 @@ class CallBridge:
                     self._sink.record(line)
                 case Log(level=level, event=event, fields=fields):
                     self.log.log(level, event, **fields)
-                case ConnectModel():
-                    self._spawn(self._open_model(), "connect")
+                case BargeIn() | ToolCalled() | AgentClosing() | ConnectFailed() | Refused() | CallEnded():
+                    self._observe(action)
+                case ConnectModel(attempt=attempt):
+                    self._spawn(self._open_model(attempt), "connect")
                 case RunTool(call_id=call_id, name=name, arguments=arguments):
                     self._spawn(self._run_tool(call_id, name, arguments), f"tool {name}")
                 case UseNewModel():
@@ -257,6 +269,13 @@ class CallBridge:
                 case _:
                     assert_never(action)
         self._arm_timer()
+
+    def _observe(self, fact: Observation) -> None:
+        """A fact: its log line (the same as ever), then whoever counts or shows it."""
+        line = log_line(fact)
+        self.log.log(line.level, line.event, **line.fields)
+        if self.observer is not None:
+            self.observer(fact)
 
     async def _run_tool(self, call_id: str, name: str, arguments: str) -> None:
         """A tool runs beside the call (audio never waits for it); the teardown cancels it."""
@@ -342,7 +361,7 @@ class CallBridge:
             raise
         except Exception as exc:  # one call's bug must not take the process down
             self.log.error("call_task_failed", task=name, error=f"{type(exc).__name__}: {exc}")
-            self._apply(self.core.hang_up(f"internal error in {name}", self._clock.now()))
+            self._apply(self.core.end(EndReason.INTERNAL_ERROR, f"internal error in {name}", self._clock.now()))
 
 
 async def _close_quietly(closing: Awaitable[None]) -> None:

@@ -4,7 +4,7 @@ in full, then the stream ends and the ``<Connect action>`` answer hangs up or di
 
 from __future__ import annotations
 
-from voiceagent.call.acts import END_CALL, TRANSFER_CALL
+from voiceagent.call.agent_tools import END_CALL, TRANSFER_CALL
 from voiceagent.realtime.events import ToolSpec
 
 __all__ = ["builtin_tools"]

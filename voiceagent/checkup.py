@@ -354,7 +354,7 @@ async def run_check(settings: Settings, session: ev.SessionConfig, *, speak: boo
 async def session_with_tools(settings: Settings) -> ev.SessionConfig:
     """The session configuration the service sends: the operator's tools checked and declared, plus the
     built-in ones (``ToolConfigError`` names what is wrong)."""
-    from voiceagent.call.acts import END_CALL, TRANSFER_CALL
+    from voiceagent.call.agent_tools import END_CALL, TRANSFER_CALL
     from voiceagent.call_control import builtin_tools
     from voiceagent.tools import load_toolbox
 

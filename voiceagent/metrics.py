@@ -11,19 +11,13 @@ from collections.abc import Callable, Iterable
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from voiceagent.call.endings import EndReason
 from voiceagent.store.writer import WriterObserver
 
-__all__ = ["CONTENT_TYPE_LATEST", "Metrics", "reason_label"]
+__all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
-REASON_LABEL_CHARS = 80
 _LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
 _STORE_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0)
-
-
-def reason_label(reason: str) -> str:
-    """An end reason as a label of bounded cardinality: the server's own words after a colon go (``the
-    model refused the session: <message>`` is one label), and so does anything past 80 characters."""
-    return reason.split(":", 1)[0].strip()[:REASON_LABEL_CHARS] or "unknown"
 
 
 class Metrics(WriterObserver):
@@ -36,7 +30,10 @@ class Metrics(WriterObserver):
         self.in_progress = Gauge("voiceagent_calls_in_progress", "Calls in progress on this instance.", registry=r)
         self.in_progress.set_function(lambda: float(calls_in_progress()))
         self.calls_ended = Counter(
-            "voiceagent_calls_ended", "Calls ended, by end reason.", ["reason", "farewell"], registry=r
+            "voiceagent_calls_ended",
+            "Calls ended, by end reason (an EndReason value).",
+            ["reason", "farewell"],
+            registry=r,
         )
         self.time_to_greeting = Histogram(
             "voiceagent_time_to_first_audio_seconds",
@@ -98,9 +95,10 @@ class Metrics(WriterObserver):
     # ------------------------------------------------------------ calls
 
     def call_ended(
-        self, reason: str, farewell: str, summary: dict[str, object], turn_latencies_ms: Iterable[int] = ()
+        self, reason: EndReason, farewell: str, summary: dict[str, object], turn_latencies_ms: Iterable[int] = ()
     ) -> None:
-        self.calls_ended.labels(reason=reason_label(reason), farewell=farewell).inc()
+        """A call's end: ``reason`` is a closed set, so the label's cardinality is bounded by design."""
+        self.calls_ended.labels(reason=reason.value, farewell=farewell).inc()
         first_audio = summary.get("first_audio_ms")
         if isinstance(first_audio, int):
             self.time_to_greeting.observe(first_audio / 1000)

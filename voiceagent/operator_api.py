@@ -34,7 +34,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, Response, StreamingResponse
 from starlette.routing import BaseRoute, Route
 
-from voiceagent.call import Action, Log
+from voiceagent.call import Accepted, Action, EndReason, OperatorAnswer, Refused
 from voiceagent.logs import CallLog
 from voiceagent.metrics import CONTENT_TYPE_LATEST
 from voiceagent.service import CallBridge, Service
@@ -274,20 +274,25 @@ async def _live_bridge(request: Request) -> CallBridge | Response:
     return _error(404, "no such call")
 
 
-def _operate(bridge: CallBridge, act: Callable[[float], list[Action]]) -> list[Action]:
-    """Run one of the core's operator inputs through the bridge; return the actions it decided."""
-    decided: list[Action] = []
+def _operate(bridge: CallBridge, act: Callable[[float], tuple[OperatorAnswer, list[Action]]]) -> OperatorAnswer:
+    """Run one of the core's operator inputs through the bridge; return its answer."""
+    answers: list[OperatorAnswer] = []
 
     def run(now: float) -> list[Action]:
-        decided.extend(act(now))
-        return decided
+        answer, actions = act(now)
+        answers.append(answer)
+        return actions
 
     bridge.operator(run)
-    return decided
+    return answers[0]
 
 
-def _refusal(bridge: CallBridge, decided: list[Action]) -> Response | None:
-    if any(isinstance(action, Log) and action.event.endswith("_refused") for action in decided):
+def _hang_up(bridge: CallBridge, now: float) -> tuple[OperatorAnswer, list[Action]]:
+    return Accepted(), bridge.core.end(EndReason.OPERATOR_HUNG_UP, "an operator hung up", now)
+
+
+def _refusal(bridge: CallBridge, answer: OperatorAnswer) -> Response | None:
+    if isinstance(answer, Refused):
         phase = bridge.core.phase.name.lower()
         return _error(
             409, f"the call cannot take that now (phase: {phase}, model: {bridge.core.model_phase.name.lower()})"
@@ -315,7 +320,7 @@ def _action(kind: str) -> Handler:
                     raise ValueError('"to" must be an E.164 number (+15551230001) or a sip: URI')
                 decided = _operate(bridge, lambda now: bridge.core.operator_transfer(to, now))
             else:
-                decided = _operate(bridge, lambda now: bridge.core.hang_up("an operator hung up", now))
+                decided = _operate(bridge, lambda now: _hang_up(bridge, now))
         except ValueError as exc:
             return _error(400, str(exc))
         refused = _refusal(bridge, decided)

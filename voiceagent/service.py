@@ -13,8 +13,8 @@ from typing import TYPE_CHECKING
 
 from voiceagent.admission import Admission, CallStatus, Load
 from voiceagent.bridge import CallBridge, Clock, LoopClock, ModelChannel, ModelConnector
-from voiceagent.call import CallCore, CallOptions, EndCall
-from voiceagent.call.acts import END_CALL, TRANSFER_CALL
+from voiceagent.call import CallCore, CallOptions, EndCall, EndReason
+from voiceagent.call.agent_tools import END_CALL, TRANSFER_CALL
 from voiceagent.call.transport import Frame, Transport
 from voiceagent.call_control import builtin_tools
 from voiceagent.config import Settings
@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 
 __all__ = ["CallBridge", "Clock", "ModelConnector", "Service"]  # the app and the API meet calls here
 
+SHUTTING_DOWN = "the service is shutting down"
 ENDED_MEMORY = 10_000  # how many recent call ends the stream-ended handler (and late streams) can look up
 STREAM_SILENCE_SECONDS = 5.0  # Twilio sends a frame every 20 ms: this long without one, the stream is dead
 PLAYBACK_REPORT_GRACE_SECONDS = 5.0  # mark echoes this late after the audio must have played are not coming
@@ -133,7 +134,7 @@ class Service:
             tools=self.tools,
             on_end=self._forget,
         )
-        bridge.log = self.recorder.log_for(handle)  # the same log lines, also seen by the recorder
+        bridge.observer = self.recorder.observer_for(handle)  # the core's facts, counted and shown
         self._handles[bridge] = handle
         self.calls[call_sid] = bridge
         bridge.start()
@@ -171,7 +172,7 @@ class Service:
     def _forget(self, bridge: CallBridge) -> None:
         if self.calls.get(bridge.call_sid) is bridge:
             del self.calls[bridge.call_sid]
-        end = bridge.ended or EndCall("ended")
+        end = bridge.ended or EndCall(EndReason.INTERNAL_ERROR, "ended")
         self.remember_end(bridge.call_sid, end)
         handle = self._handles.pop(bridge, None)
         if handle is not None:  # records hook: the call is over, with its figures
@@ -200,9 +201,9 @@ class Service:
         await _all_finished(list(self.calls.values()), timeout=self.settings.drain_seconds)
         for bridge in list(self.calls.values()):
             if bridge.attached:
-                bridge.wind_down("the service is shutting down")
+                bridge.wind_down(EndReason.SHUTDOWN, SHUTTING_DOWN)
             else:
-                await bridge.end("the service is shutting down")
+                await bridge.end(EndReason.SHUTDOWN, SHUTTING_DOWN)
         await _all_finished(list(self.calls.values()), timeout=None)
         self.recorder.events.close()  # live-event streams would hold the server's exit up
         log.info("drained")
@@ -210,7 +211,7 @@ class Service:
     async def close(self) -> None:
         """End every call (process shutdown), then release the tools' HTTP client."""
         for bridge in list(self.calls.values()):
-            await bridge.end("the service is shutting down")
+            await bridge.end(EndReason.SHUTDOWN, SHUTTING_DOWN)
         if self.tools is not None:
             await self.tools.aclose()
 

@@ -20,7 +20,7 @@ from voiceagent.admission import (
     Replayed,
     StreamAccepted,
 )
-from voiceagent.call import EndCall, Farewell
+from voiceagent.call import EndCall, EndReason, Farewell
 from voiceagent.twilio.security import StreamTokens
 
 CALL = "CA" + "1" * 32
@@ -114,7 +114,7 @@ def test_a_stream_for_a_call_with_a_stream_or_already_over_is_rejected() -> None
     token = answered(gate.webhook(CALL, CALLER, IDLE))
     attached = CallStatus(held=True, attached=True, ended=None)
     assert gate.stream(CALL, token, attached, IDLE) == Rejected("a stream is already attached to this call")
-    over = CallStatus(held=False, attached=False, ended=EndCall("caller hung up"))
+    over = CallStatus(held=False, attached=False, ended=EndCall(EndReason.CALLER_HUNG_UP, "caller hung up"))
     assert gate.stream(CALL, token, over, IDLE) == Rejected("this call already ended")
     assert gate.stream(CALL, token, PREWARMED, IDLE) == StreamAccepted()  # the rejections left the token unused
 
@@ -123,7 +123,11 @@ def test_a_call_that_ended_with_something_to_say_ends_its_stream_early() -> None
     time = Time()
     gate = admission(time)
     token = answered(gate.webhook(CALL, CALLER, IDLE))
-    unreachable = CallStatus(held=False, attached=False, ended=EndCall("model unreachable", Farewell.UNAVAILABLE))
+    unreachable = CallStatus(
+        held=False,
+        attached=False,
+        ended=EndCall(EndReason.MODEL_UNREACHABLE, "model unreachable", Farewell.UNAVAILABLE),
+    )
     assert gate.stream(CALL, token, unreachable, IDLE) == EndedEarly("model unreachable")
 
 

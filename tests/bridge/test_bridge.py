@@ -11,7 +11,7 @@ from dataclasses import dataclass
 import pytest
 
 from voiceagent.bridge import CallBridge
-from voiceagent.call import CallCore, CallOptions
+from voiceagent.call import CallCore, CallOptions, EndReason
 from voiceagent.realtime import events as ev
 from voiceagent.testing import (
     ManualClock,
@@ -78,7 +78,7 @@ async def rig_factory() -> AsyncIterator[RigFactory]:
 
     yield build
     for rig in made:  # never leave a call running behind a test
-        await asyncio.wait_for(rig.bridge.end("test over"), WAIT)
+        await asyncio.wait_for(rig.bridge.end(EndReason.OPERATOR_HUNG_UP, "test over"), WAIT)
         rig.model.assert_complete()  # a scripted session saw exactly its script
 
 
@@ -98,7 +98,7 @@ async def test_a_call_from_greeting_to_hang_up(rig_factory: RigFactory) -> None:
     assert session.commands(ev.AppendAudio) == [ev.AppendAudio(b64(160, 0x7F))]
     rig.socket.stop()
     await wait_until(lambda: rig.ended, WAIT)
-    assert rig.bridge.ended is not None and rig.bridge.ended.reason == "caller hung up"
+    assert rig.bridge.ended is not None and rig.bridge.ended.detail == "caller hung up"
     assert session.closed and rig.socket.close_code == 1000
 
 
@@ -212,7 +212,7 @@ async def test_caller_silence_brings_a_goodbye_then_the_hang_up_once_it_was_hear
     assert not rig.ended  # the goodbye has not been heard yet
     rig.socket.echo_all()
     await wait_until(lambda: rig.ended, WAIT)
-    assert rig.bridge.ended is not None and rig.bridge.ended.reason == "the caller was silent"
+    assert rig.bridge.ended is not None and rig.bridge.ended.detail == "the caller was silent"
 
 
 async def test_caller_frames_do_not_re_arm_the_timer_yet_a_dead_stream_is_noticed_on_time(
@@ -236,7 +236,7 @@ async def test_caller_frames_do_not_re_arm_the_timer_yet_a_dead_stream_is_notice
     assert armed[before:] == [last_frame + 20] and not rig.ended
     rig.clock.advance(10)
     await wait_until(lambda: rig.ended, WAIT)
-    assert rig.bridge.ended is not None and rig.bridge.ended.reason == "the media stream stopped sending audio"
+    assert rig.bridge.ended is not None and rig.bridge.ended.detail == "the media stream stopped sending audio"
 
 
 async def test_junk_on_the_stream_ends_that_call_at_the_limit(rig_factory: RigFactory) -> None:
@@ -246,7 +246,7 @@ async def test_junk_on_the_stream_ends_that_call_at_the_limit(rig_factory: RigFa
         rig.socket.push("not json")
     rig.socket.push(b"\x00binary")
     await wait_until(lambda: rig.ended, WAIT)
-    assert rig.bridge.ended is not None and "malformed" in rig.bridge.ended.reason
+    assert rig.bridge.ended is not None and "malformed" in rig.bridge.ended.detail
 
 
 async def test_a_prewarmed_call_without_a_stream_is_given_up_on_the_clock(rig_factory: RigFactory) -> None:
@@ -259,7 +259,7 @@ async def test_a_prewarmed_call_without_a_stream_is_given_up_on_the_clock(rig_fa
 
 async def test_ending_from_outside_while_connecting_leaves_nothing_open(rig_factory: RigFactory) -> None:
     rig = rig_factory(attach=False)
-    await asyncio.wait_for(rig.bridge.end("the service is shutting down"), WAIT)
+    await asyncio.wait_for(rig.bridge.end(EndReason.SHUTDOWN, "the service is shutting down"), WAIT)
     await asyncio.sleep(0)
     assert all(connection.closed for connection in rig.model.connections)
     assert rig.ended == [rig.bridge]

@@ -43,7 +43,7 @@ async def test_a_whole_call_runs_over_a_transport_that_is_not_twilio() -> None:
     assert session.commands(ev.AppendAudio) == [ev.AppendAudio(b64(160, 0x7F))]
     transport.push(CallerHungUp())
     await asyncio.wait_for(running, WAIT)
-    assert bridge.ended is not None and bridge.ended.reason == "caller hung up"
+    assert bridge.ended is not None and bridge.ended.detail == "caller hung up"
     assert transport.closed and session.closed
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.core_helpers import READY, b64, of
+from tests.core_helpers import ANY_ATTEMPT, READY, b64, log_lines, of, under_way
 from tests.core_helpers import commands as to_model
 from voiceagent.call import (
     Action,
@@ -18,13 +18,14 @@ from voiceagent.call import (
     ConnectPurpose,
     Digit,
     EndCall,
+    EndReason,
     Log,
     PlayAudio,
     PlayedUpTo,
     RecordLine,
     StreamStarted,
 )
-from voiceagent.call.state import heard_words
+from voiceagent.call.transcript import heard_words
 from voiceagent.prompts import greeting_instructions
 from voiceagent.realtime import events as ev
 
@@ -37,14 +38,14 @@ def lines(actions: list[Action]) -> list[Any]:
 
 
 def logs(actions: list[Action], event: str) -> list[Log]:
-    return [log for log in of(actions, Log) if log.event == event]
+    return [log for log in log_lines(actions) if log.event == event]
 
 
 def ready(options: CallOptions | None = None, *, stream: bool = True) -> CallCore:
     """A core whose first model session is configured and (by default) whose stream has started."""
     core = CallCore(options or CallOptions(), call_sid=CALL, now=T0)
-    assert of(core.start(T0), ConnectModel) == [ConnectModel(ConnectPurpose.FIRST)]
-    core.model_connected(T0)
+    assert of(core.start(T0), ConnectModel) == [ConnectModel(ANY_ATTEMPT, ConnectPurpose.FIRST)]
+    core.model_connected(under_way(core), T0)
     core.model_event(READY, T0)
     if stream:
         core.transport_event(StreamStarted(), T0)
@@ -72,7 +73,7 @@ def test_caller_audio_before_the_session_is_ready_is_kept_and_delivered_in_order
     core.start(T0)
     core.transport_event(StreamStarted(), T0)
     assert core.transport_event(CallerAudio(b64(160, 1), 160), T0) == []  # connecting
-    core.model_connected(T0 + 0.3)
+    core.model_connected(under_way(core), T0 + 0.3)
     assert core.transport_event(CallerAudio(b64(160, 2), 160), T0 + 0.4) == []  # not confirmed yet
     delivered = to_model(core.model_event(READY, T0 + 0.5))
     assert delivered == [ev.AppendAudio(b64(160, 1)), ev.AppendAudio(b64(160, 2))]
@@ -83,11 +84,11 @@ def test_the_caller_backlog_is_bounded_keeps_the_latest_audio_and_says_what_it_d
     core.start(T0)
     for fill in range(1, 5):
         core.transport_event(CallerAudio(b64(160, fill), 160), T0)
-    core.model_connected(T0)
+    core.model_connected(under_way(core), T0)
     actions = core.model_event(READY, T0)
     assert to_model(actions) == [ev.AppendAudio(b64(160, 3)), ev.AppendAudio(b64(160, 4))]
     assert logs(actions, "caller_audio_dropped")[0].fields["ms"] == 40
-    [summary] = logs(core.hang_up("test", T0), "call_ended")
+    [summary] = logs(core.end(EndReason.OPERATOR_HUNG_UP, "test", T0), "call_ended")
     assert summary.fields["caller_bytes_dropped"] == 320
 
 
@@ -113,7 +114,7 @@ def test_the_session_is_configured_on_connect_and_the_greeting_asked_once_it_is_
     options = CallOptions(greeting="Hello from the bistro")
     core = CallCore(options, call_sid=CALL, now=T0)
     core.start(T0)
-    assert to_model(core.model_connected(T0)) == [ev.UpdateSession(options.session)]
+    assert to_model(core.model_connected(under_way(core), T0)) == [ev.UpdateSession(options.session)]
     expected = greeting_instructions(options.session.instructions, "Hello from the bistro")
     assert to_model(core.model_event(READY, T0)) == [ev.CreateResponse(expected)]
     assert to_model(core.model_event(READY, T0)) == []  # a second session.updated asks nothing
@@ -122,17 +123,17 @@ def test_the_session_is_configured_on_connect_and_the_greeting_asked_once_it_is_
 def test_no_greeting_configured_waits_for_the_caller() -> None:
     core = CallCore(CallOptions(), call_sid=CALL, now=T0)
     core.start(T0)
-    core.model_connected(T0)
+    core.model_connected(under_way(core), T0)
     assert to_model(core.model_event(READY, T0)) == []
 
 
 def test_a_model_that_will_not_speak_ulaw_ends_the_call() -> None:
     core = CallCore(CallOptions(), call_sid=CALL, now=T0)
     core.start(T0)
-    core.model_connected(T0)
+    core.model_connected(under_way(core), T0)
     actions = core.model_event(ev.SessionUpdated(ev.PCMU, "audio/pcm"), T0)
     [end] = of(actions, EndCall)
-    assert "μ-law" in end.reason and not end.model_unreachable
+    assert "μ-law" in end.detail and not end.model_unreachable
     assert logs(actions, "model_audio_format_refused")[0].level == "error"
 
 
@@ -229,7 +230,7 @@ def test_the_end_records_a_line_still_playing_as_interrupted_and_sums_the_call_u
     assert summary.fields["duration_s"] == 3.0 and summary.fields["first_audio_ms"] == 250
     assert summary.fields["input_tokens"] == 5 and summary.fields["output_tokens"] == 7
     assert summary.fields["bytes_out"] == 1600 and summary.fields["model_sessions"] == 1
-    assert of(actions, EndCall) == [EndCall("caller hung up")]
+    assert of(actions, EndCall) == [EndCall(EndReason.CALLER_HUNG_UP, "caller hung up")]
     assert core.transport_event(CallerHungUp(), T0 + 4) == []  # over is over
 
 
@@ -239,7 +240,7 @@ def test_turn_latency_is_from_the_caller_stopping_to_the_first_agent_audio() -> 
     core.model_event(ev.SpeechStopped("u", 900), T0 + 2)
     deliver(core, "a", [160], now=T0 + 2.4)
     deliver(core, "a", [160], now=T0 + 2.9)  # later deltas of the same turn do not count
-    [summary] = logs(core.hang_up("test", T0 + 5), "call_ended")
+    [summary] = logs(core.end(EndReason.OPERATOR_HUNG_UP, "test", T0 + 5), "call_ended")
     assert summary.fields["turns"] == 1 and summary.fields["turn_latency_ms_median"] == 400
 
 
@@ -258,7 +259,7 @@ def test_bad_input_is_counted_and_ends_the_call_at_the_limit() -> None:
         [log] = core.transport_event(BadInput("not JSON"), T0)
         assert log.fields == {"reason": "not JSON", "count": count}
     actions = core.transport_event(BadInput("not JSON"), T0)
-    assert of(actions, EndCall) == [EndCall("too many malformed messages on the media stream")]
+    assert of(actions, EndCall) == [EndCall(EndReason.BAD_INPUT, "too many malformed messages on the media stream")]
 
 
 def test_a_second_stream_start_is_bad_input() -> None:
@@ -270,7 +271,7 @@ def test_model_errors_are_logged_at_the_level_the_dialect_gave_them_and_never_en
     core = ready()
     routine = core.model_event(ev.ModelError("response_cancel_not_active", "…", routine=True), T0)
     other = core.model_event(ev.ModelError("server_error", "boom"), T0)
-    assert [log.level for log in of(routine + other, Log)] == ["warning", "error"]
+    assert [log.level for log in log_lines(routine + other)] == ["warning", "error"]
     assert of(routine + other, EndCall) == []
 
 
@@ -302,7 +303,7 @@ def test_nothing_is_played_and_nothing_is_asked_before_the_session_is_confirmed(
     core = CallCore(CallOptions(greeting="Hi"), call_sid=CALL, now=T0)
     core.start(T0)
     core.transport_event(StreamStarted(), T0)
-    actions = core.model_connected(T0)
+    actions = core.model_connected(under_way(core), T0)
     assert [type(c) for c in to_model(actions)] == [ev.UpdateSession]
     audio = core.model_event(ev.AudioDelta("r", "x", b64(800)), T0)
     assert of(audio, PlayAudio) == [] and logs(audio, "model_audio_before_session_ready")
@@ -311,17 +312,17 @@ def test_nothing_is_played_and_nothing_is_asked_before_the_session_is_confirmed(
 def test_a_rejected_session_update_ends_the_call_with_the_apology_and_the_servers_words() -> None:
     core = CallCore(CallOptions(), call_sid=CALL, now=T0)
     core.start(T0)
-    core.model_connected(T0)
+    core.model_connected(under_way(core), T0)
     actions = core.model_event(ev.SessionRejected("invalid_value", "Invalid value: 'nova'. Supported: alloy"), T0)
     [end] = of(actions, EndCall)
-    assert end.model_unreachable and "nova" in end.reason
+    assert end.model_unreachable and "nova" in end.detail
     assert logs(actions, "model_session_rejected")[0].level == "error"
 
 
 def test_a_session_never_confirmed_ends_the_call_with_the_apology() -> None:
     core = CallCore(CallOptions(session_ready_seconds=5), call_sid=CALL, now=T0)
     core.start(T0)
-    core.model_connected(T0 + 1)
+    core.model_connected(under_way(core), T0 + 1)
     assert core.next_deadline() == T0 + 6
     actions = core.handle_timer(T0 + 6)
     assert of(actions, EndCall)[0].model_unreachable and logs(actions, "model_session_unconfirmed")
@@ -344,7 +345,7 @@ def test_a_failed_transcription_keeps_the_turn_in_the_transcript_and_is_counted(
     assert logs(actions, "caller_transcription_failed")[0].fields["error"].startswith("The model")
     [line] = lines(actions)
     assert (line.role, line.text) == ("caller", "(unintelligible)")
-    [summary] = logs(core.hang_up("test", T0), "call_ended")
+    [summary] = logs(core.end(EndReason.OPERATOR_HUNG_UP, "test", T0), "call_ended")
     assert summary.fields["transcription_failures"] == 1
 
 
@@ -358,11 +359,13 @@ def test_the_greeting_and_the_goodbye_keep_the_operators_prompt() -> None:
     session = ev.SessionConfig(instructions="Tu es l'assistant du Bistro. Réponds en français.", voice="alloy")
     core = CallCore(CallOptions(session=session, greeting="Bonjour !"), call_sid=CALL, now=T0)
     core.start(T0)
-    core.model_connected(T0)
+    core.model_connected(under_way(core), T0)
     core.transport_event(StreamStarted(), T0)
     [greeting] = [c for c in to_model(core.model_event(READY, T0)) if isinstance(c, ev.CreateResponse)]
     assert greeting.instructions is not None and greeting.instructions.startswith(session.instructions)
-    [goodbye] = [c for c in to_model(core.wind_down("test", T0)) if isinstance(c, ev.CreateResponse)]
+    [goodbye] = [
+        c for c in to_model(core.wind_down(EndReason.SHUTDOWN, "test", T0)) if isinstance(c, ev.CreateResponse)
+    ]
     assert goodbye.instructions is not None and goodbye.instructions.startswith(session.instructions)
 
 

@@ -8,7 +8,7 @@ import base64
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.core_helpers import Clock, b64, commands, ready_core
+from tests.core_helpers import Clock, b64, commands, ready_core, under_way
 from voiceagent.call import CallCore, CallerAudio, CallerHungUp, CallOptions, EndCall, SendToModel
 from voiceagent.call.guards import CallerAudioBatch
 from voiceagent.realtime import events as ev
@@ -46,7 +46,7 @@ def test_a_part_filled_batch_goes_first_to_the_next_session_then_what_was_said_m
     sent += commands(core.model_lost(1006, "dropped", clock.tick(15)))  # a healthy session, lost
     for fill in (2, 3):
         sent += commands(core.transport_event(frame(fill), clock.tick(0.02)))
-    sent += commands(core.model_connected(clock.tick()))
+    sent += commands(core.model_connected(under_way(core), clock.tick()))
     sent += commands(core.model_event(ev.SessionUpdated(ev.PCMU, ev.PCMU), clock.tick()))
     assert appended(sent) == bytes([1]) * 160 + bytes([2]) * 160 + bytes([3]) * 160
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from tests.core_helpers import Clock, b64, commands, of, ready_core
+from tests.core_helpers import Clock, b64, commands, of, ready_core, under_way
 from voiceagent.call import CallCore, CallerHungUp, CallOptions, PlayAudio, PlayedUpTo, RecordLine
 from voiceagent.call.history import History
 from voiceagent.realtime import events as ev
@@ -40,9 +40,9 @@ def test_an_hour_of_answers_keeps_only_the_one_still_playing() -> None:
     for n in range(1000):
         [line] = answer(core, clock, n)
         assert line.line.text == f"Answer number {n}." and not line.line.interrupted
-        assert len(core._playback.items) == 0
+        assert len(core._audio.playback.items) == 0
     answer(core, clock, 1000, heard=False)  # still playing: kept, and recorded as cut at the end
-    assert list(core._playback.items) == ["item_1000"]
+    assert list(core._audio.playback.items) == ["item_1000"]
     [cut] = of(core.transport_event(CallerHungUp("caller hung up"), clock.tick()), RecordLine)
     assert cut.line.interrupted and cut.line.heard_ms == 0  # none of it was reported heard
 
@@ -70,11 +70,11 @@ def test_a_cut_answer_is_forgotten_once_its_response_is_over() -> None:
     core = ready_core(CallOptions(), clock)
     core.model_event(ev.AudioDelta("resp_1", "item_1", b64(8000)), clock.tick())
     core.model_event(ev.SpeechStarted("item_u", 0), clock.tick(0.2))  # the caller talks over it
-    assert core._playback.items["item_1"].truncated
+    assert core._audio.playback.items["item_1"].truncated
     late = core.model_event(ev.AudioDelta("resp_1", "item_1", b64(800)), clock.tick())
     assert of(late, PlayAudio) == []
     core.model_event(ev.ResponseDone("resp_1", "cancelled"), clock.tick())
-    assert "item_1" not in core._playback.items
+    assert "item_1" not in core._audio.playback.items
 
 
 def test_a_replacing_session_is_told_the_latest_of_a_long_conversation_and_how_much_was_left_out() -> None:
@@ -84,7 +84,9 @@ def test_a_replacing_session_is_told_the_latest_of_a_long_conversation_and_how_m
         said = f"This is what the caller said, line {n:03d}."
         core.model_event(ev.CallerTranscript(f"item_u{n}", said), clock.tick())
     core.model_lost(1006, "dropped", clock.tick(30))  # a healthy session, lost
-    [update] = [c for c in commands(core.model_connected(clock.tick(1))) if isinstance(c, ev.UpdateSession)]
+    [update] = [
+        c for c in commands(core.model_connected(under_way(core), clock.tick(1))) if isinstance(c, ev.UpdateSession)
+    ]
     told = update.config.instructions
     assert "line 099." in told and "line 000." not in told
     kept = told.count("Caller: This is what the caller said")

@@ -26,17 +26,20 @@ from hypothesis import HealthCheck, Phase, given, note, settings
 from hypothesis import strategies as st
 
 from tests.core_helpers import (
+    ANY_ATTEMPT,
     CALL,
     STREAM,
     Clock,
     b64,
     commands,
     decoded_size,
+    log_lines,
     mark_frame,
     media_frame,
     of,
     ready_core,
     start_frame,
+    under_way,
 )
 from voiceagent.call import (
     CallerAudio,
@@ -46,6 +49,7 @@ from voiceagent.call import (
     ConnectPurpose,
     DropNewModel,
     EndCall,
+    EndReason,
     Log,
     PlayAudio,
     PlayedUpTo,
@@ -278,8 +282,8 @@ class Harness:
             self.early += 1
             item = f"item_early_{self.early}"
             actions = self.run(self.core.model_event(ev.AudioDelta("resp_early", item, payload), self.at(gap)))
-            assert [(a.level, a.event) for a in of(actions, Log)] == [("warning", "model_audio_before_session_ready")]
-            assert actions == of(actions, Log), "audio before the session is confirmed is dropped"
+            assert [(a.level, a.event) for a in log_lines(actions)] == [("warning", "model_audio_before_session_ready")]
+            assert actions == log_lines(actions), "audio before the session is confirmed is dropped"
             return
         if self.response is None:
             self.response = f"resp_{self.item_no}"
@@ -434,13 +438,13 @@ class Harness:
                 assert deadline is not None
                 self.at(max(1, math.ceil(deadline * 1_000_000) - self.clock.us + 1))
                 actions = self.run(self.core.handle_timer(self.clock.now))
-            assert of(actions, ConnectModel) == [ConnectModel(ConnectPurpose.RECONNECT)]
+            assert of(actions, ConnectModel) == [ConnectModel(ANY_ATTEMPT, ConnectPurpose.RECONNECT)]
             self.model = "connecting"
             self.response = None
             if self.item in self.sessions:
                 self.item_no += 1
         elif self.model == "connecting":
-            actions = self.run(self.core.model_connected(self.at(gap)))
+            actions = self.run(self.core.model_connected(under_way(self.core), self.at(gap)))
             self.session += 1
             # the conversation so far goes in the new session's instructions: nothing is replayed as items
             prompt = self.options.session.instructions
@@ -463,7 +467,7 @@ class Harness:
         assert not self.twilio.queue and not self.twilio.echoes
         assert not self.outstanding, "every live mark was echoed"
         self.ending = True
-        actions = self.run(self.core.hang_up("caller hung up", self.at()))
+        actions = self.run(self.core.end(EndReason.OPERATOR_HUNG_UP, "caller hung up", self.at()))
         assert len(of(actions, EndCall)) == 1
         assert set(self.lines) == set(self.received), "every agent item with audio has exactly one line"
         for item, line in self.lines.items():
@@ -612,13 +616,15 @@ def test_a_recycle_completing_mid_response_is_dropped_so_the_heard_item_stays_tr
     clock = Clock()
     session = ev.SessionConfig(instructions="You take bookings for the bistro.", voice="alloy")
     core = ready_core(CallOptions(session=session, recycle_seconds=10), clock)
-    assert core.handle_timer(clock.tick(11)) == [ConnectModel(ConnectPurpose.RECYCLE)]  # quiet: recycle
+    assert core.handle_timer(clock.tick(11)) == [ConnectModel(ANY_ATTEMPT, ConnectPurpose.RECYCLE)]  # quiet: recycle
     # while the new session is connecting, the caller speaks and the old session answers
     core.model_event(ev.ResponseCreated("resp_1"), clock.tick())
     core.model_event(ev.AgentTranscriptDelta("item_1", "Your table is"), clock.tick())
     assert of(core.model_event(ev.AudioDelta("resp_1", "item_1", b64(800)), clock.tick()), PlayAudio)  # 100 ms
     core.transport_event(PlayedUpTo("item_1", 400), clock.tick(0.050))  # 50 ms heard, reported on time
-    dropped = core.model_connected(clock.tick(0.010))  # the recycled session is up, the call is not quiet
+    dropped = core.model_connected(
+        under_way(core), clock.tick(0.010)
+    )  # the recycled session is up, the call is not quiet
     assert isinstance(dropped[0], Log) and dropped[1:] == [DropNewModel()], "the old session stays"
     barge_in = core.model_event(ev.SpeechStarted("item_caller", 0), clock.tick(0.020))  # 80 ms in
     assert of(barge_in, ClearPlayback) == [ClearPlayback()]
@@ -630,8 +636,8 @@ def test_a_recycle_completing_mid_response_is_dropped_so_the_heard_item_stays_tr
     core.model_event(ev.SpeechStopped("item_caller", 0), clock.tick())
     core.model_event(ev.CallerTranscript("item_caller", "Seven, please."), clock.tick())
     quiet = core.model_event(ev.ResponseDone("resp_1", "cancelled"), clock.tick())
-    assert of(quiet, ConnectModel) == [ConnectModel(ConnectPurpose.RECYCLE)]
-    connected = core.model_connected(clock.tick())
+    assert of(quiet, ConnectModel) == [ConnectModel(ANY_ATTEMPT, ConnectPurpose.RECYCLE)]
+    connected = core.model_connected(under_way(core), clock.tick())
     history = [line, TranscriptLine(CALL, "caller", "Seven, please.")]
     config = replace(session, instructions=conversation_so_far(session.instructions, history))
     assert connected[0] == UseNewModel() and isinstance(connected[1], Log)

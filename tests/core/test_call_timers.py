@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import base64
 
-from tests.core_helpers import READY, of
+from tests.core_helpers import ANY_ATTEMPT, READY, log_lines, of, under_way
 from voiceagent.call import (
     Action,
     CallCore,
@@ -17,7 +17,7 @@ from voiceagent.call import (
     ConnectModel,
     ConnectPurpose,
     EndCall,
-    Log,
+    EndReason,
     PlayAudio,
     PlayedUpTo,
     RecordLine,
@@ -40,7 +40,7 @@ def asks_goodbye(actions: list[Action]) -> bool:
 def in_call(options: CallOptions) -> CallCore:
     core = CallCore(options, call_sid=CALL, now=T0)
     core.start(T0)
-    core.model_connected(T0)
+    core.model_connected(under_way(core), T0)
     core.model_event(READY, T0)
     core.transport_event(StreamStarted(), T0)
     return core
@@ -71,7 +71,7 @@ def test_the_maximum_length_asks_for_a_goodbye_then_ends_once_it_was_heard() -> 
     due, actions = wake(core)
     assert due == T0 + 60 and asks_goodbye(actions)
     final = say_goodbye(core, due + 1)
-    assert of(final, EndCall) == [EndCall("the call reached its maximum length")]
+    assert of(final, EndCall) == [EndCall(EndReason.MAX_LENGTH, "the call reached its maximum length")]
     assert [a.line.text for a in of(final, RecordLine)] == ["Goodbye!"]
 
 
@@ -105,23 +105,25 @@ def test_a_goodbye_that_never_finishes_is_cut_at_the_grace_deadline() -> None:
     core = in_call(CallOptions(max_call_seconds=10, goodbye_grace_seconds=5))
     wake(core)
     due, actions = wake(core)
-    assert due == T0 + 15 and of(actions, EndCall) == [EndCall("the call reached its maximum length")]
+    assert due == T0 + 15 and of(actions, EndCall) == [
+        EndCall(EndReason.MAX_LENGTH, "the call reached its maximum length")
+    ]
 
 
 def test_winding_down_before_the_session_is_ready_ends_at_once() -> None:
     core = CallCore(CallOptions(), call_sid=CALL, now=T0)
     core.start(T0)
-    assert of(core.wind_down("the service is shutting down", T0), EndCall)
+    assert of(core.wind_down(EndReason.SHUTDOWN, "the service is shutting down", T0), EndCall)
 
 
 def test_a_prewarmed_session_without_a_stream_is_given_up() -> None:
     core = CallCore(CallOptions(stream_wait_seconds=10), call_sid=CALL, now=T0)
     core.start(T0)
-    core.model_connected(T0 + 0.2)
+    core.model_connected(under_way(core), T0 + 0.2)
     core.model_event(READY, T0 + 0.3)
     due, actions = wake(core)
     assert due == T0 + 10
-    assert of(actions, EndCall) == [EndCall("no media stream arrived for the pre-warmed session")]
+    assert of(actions, EndCall) == [EndCall(EndReason.NO_STREAM, "no media stream arrived for the pre-warmed session")]
 
 
 def test_a_stream_in_time_keeps_the_prewarmed_session() -> None:
@@ -137,17 +139,17 @@ def test_a_stream_in_time_keeps_the_prewarmed_session() -> None:
 def test_failed_connects_back_off_exponentially_then_the_caller_hears_the_apology() -> None:
     core = CallCore(CallOptions(connect_attempts=3, retry_delay_seconds=0.5), call_sid=CALL, now=T0)
     core.start(T0)
-    assert of(core.model_connect_failed("HTTP 503", T0), ConnectModel) == []
+    assert of(core.model_connect_failed(under_way(core), "HTTP 503", T0), ConnectModel) == []
     first, actions = wake(core)
     assert T0 + 0.5 <= first <= T0 + 0.5 * 1.25  # back-off with up to 25 % jitter
-    assert of(actions, ConnectModel) == [ConnectModel(ConnectPurpose.FIRST)]
-    core.model_connect_failed("HTTP 503", first)
+    assert of(actions, ConnectModel) == [ConnectModel(ANY_ATTEMPT, ConnectPurpose.FIRST)]
+    core.model_connect_failed(under_way(core), "HTTP 503", first)
     second, actions = wake(core)
     assert first + 1.0 <= second <= first + 1.25 and of(actions, ConnectModel)
-    actions = core.model_connect_failed("HTTP 503", second)
+    actions = core.model_connect_failed(under_way(core), "HTTP 503", second)
     [end] = of(actions, EndCall)
-    assert end.model_unreachable and end.reason == "the model could not be reached"
-    assert [log.fields["attempt"] for log in of(actions, Log) if log.event == "model_connect_failed"] == [3]
+    assert end.model_unreachable and end.detail == "the model could not be reached"
+    assert [log.fields["attempt"] for log in log_lines(actions) if log.event == "model_connect_failed"] == [3]
 
 
 def test_a_lost_session_is_replaced_and_the_conversation_replayed_without_a_second_greeting() -> None:
@@ -159,8 +161,8 @@ def test_a_lost_session_is_replaced_and_the_conversation_replayed_without_a_seco
     core.transport_event(PlayedUpTo("a1", play.end), T0)
     core.model_event(ev.AudioDelta("r2", "a2", base64.b64encode(b"\x55" * 800).decode()), T0)  # still playing
     lost = core.model_lost(1001, "Your session hit the maximum duration", T0 + 1800)
-    assert of(lost, ConnectModel) == [ConnectModel(ConnectPurpose.RECONNECT)]
-    [update] = [a.command for a in of(core.model_connected(T0 + 1800.2), SendToModel)]
+    assert of(lost, ConnectModel) == [ConnectModel(ANY_ATTEMPT, ConnectPurpose.RECONNECT)]
+    [update] = [a.command for a in of(core.model_connected(under_way(core), T0 + 1800.2), SendToModel)]
     assert isinstance(update, ev.UpdateSession)  # the conversation goes in the prompt, not as items
     assert "Caller: A table for two, please.\nYou: Certainly." in update.config.instructions
     assert [a for a in core.model_event(READY, T0 + 1800.3) if isinstance(a, SendToModel)] == []  # no greeting
@@ -175,9 +177,9 @@ def test_the_session_is_recycled_at_the_first_quiet_moment_after_the_interval() 
     core.model_event(ev.SpeechStarted("u", 0), T0 + 59)
     assert core.handle_timer(T0 + 61) == []  # due, but the caller is talking
     actions = core.model_event(ev.SpeechStopped("u", 900), T0 + 62)
-    assert of(actions, ConnectModel) == [ConnectModel(ConnectPurpose.RECYCLE)]
+    assert of(actions, ConnectModel) == [ConnectModel(ANY_ATTEMPT, ConnectPurpose.RECYCLE)]
     assert core.next_deadline() is None  # one recycle at a time
-    replayed = core.model_connected(T0 + 62.5)
+    replayed = core.model_connected(under_way(core), T0 + 62.5)
     assert isinstance(of(replayed, SendToModel)[0].command, ev.UpdateSession)
     core.model_event(READY, T0 + 62.6)
     assert core.next_deadline() == T0 + 62.5 + 60
@@ -186,8 +188,8 @@ def test_the_session_is_recycled_at_the_first_quiet_moment_after_the_interval() 
 def test_a_failed_recycle_keeps_the_session_and_tries_again_an_interval_later() -> None:
     core = in_call(CallOptions(recycle_seconds=60))
     _, actions = wake(core)
-    assert of(actions, ConnectModel) == [ConnectModel(ConnectPurpose.RECYCLE)]
-    actions = core.model_connect_failed("HTTP 429", T0 + 60.5)
+    assert of(actions, ConnectModel) == [ConnectModel(ANY_ATTEMPT, ConnectPurpose.RECYCLE)]
+    actions = core.model_connect_failed(under_way(core), "HTTP 429", T0 + 60.5)
     assert of(actions, EndCall) == [] and core.next_deadline() == T0 + 120.5
 
 
@@ -198,7 +200,7 @@ def test_talking_over_a_finished_goodbye_hangs_up_at_once() -> None:
     core.model_event(ev.AudioDelta("r_bye", "bye", base64.b64encode(b"\x55" * 8000).decode()), T0 + 10)
     core.model_event(ev.ResponseDone("r_bye", "completed"), T0 + 10)
     actions = core.model_event(ev.SpeechStarted("u", 0), T0 + 10.5)
-    assert of(actions, EndCall) == [EndCall("the call reached its maximum length")]
+    assert of(actions, EndCall) == [EndCall(EndReason.MAX_LENGTH, "the call reached its maximum length")]
 
 
 # ---------------------------------------------------------------- broken and hostile peers
@@ -214,7 +216,7 @@ def test_a_model_that_accepts_and_hangs_up_is_not_redialled_in_a_loop() -> None:
             break
         now, actions = wake(core)
         connects += len(of(actions, ConnectModel))
-        core.model_connected(now)
+        core.model_connected(under_way(core), now)
         core.model_event(READY, now)
         now += 0.1
     assert connects == 3 and of(actions, EndCall)[0].model_unreachable
@@ -225,11 +227,11 @@ def test_connects_per_minute_are_capped_per_call() -> None:
     now = T0 + 30
     for _ in range(2):  # two long-lived sessions lost: reconnect at once
         assert of(core.model_lost(1001, "cap", now), ConnectModel)
-        core.model_connected(now)
+        core.model_connected(under_way(core), now)
         core.model_event(READY, now)
         now += 11
     actions = core.model_lost(1001, "cap", now)
-    assert of(actions, ConnectModel) == [] and of(actions, Log)[-1].event == "model_connects_rate_limited"
+    assert of(actions, ConnectModel) == [] and log_lines(actions)[-1].event == "model_connects_rate_limited"
     due, actions = wake(core)
     assert due == T0 + 60 and of(actions, ConnectModel)  # when the first connect leaves the window
 
@@ -238,7 +240,9 @@ def test_a_stream_that_stops_sending_audio_is_over() -> None:
     core = in_call(CallOptions(stream_silence_seconds=5))
     core.transport_event(CallerAudio(base64.b64encode(bytes(160)).decode(), 160), T0 + 1)
     due, actions = wake(core)
-    assert due == T0 + 6 and of(actions, EndCall) == [EndCall("the media stream stopped sending audio")]
+    assert due == T0 + 6 and of(actions, EndCall) == [
+        EndCall(EndReason.STREAM_SILENT, "the media stream stopped sending audio")
+    ]
 
 
 def test_reports_that_never_come_do_not_keep_the_agent_speaking_forever() -> None:
@@ -258,7 +262,9 @@ def test_caller_audio_far_faster_than_real_time_is_dropped_and_counted() -> None
     for n in range(500):  # 10 s of audio in 1 s
         forwarded += len(of(core.transport_event(CallerAudio(frame, 160), T0 + n * 0.002), SendToModel))
     assert 160 <= forwarded <= 164  # 2 s of burst + 1 s at 1.25 × real time
-    [summary] = [log for log in of(core.hang_up("test", T0 + 1), Log) if log.event == "call_ended"]
+    [summary] = [
+        log for log in log_lines(core.end(EndReason.OPERATOR_HUNG_UP, "test", T0 + 1)) if log.event == "call_ended"
+    ]
     assert summary.fields["caller_bytes_dropped"] == (500 - forwarded) * 160
     assert summary.fields["warnings_not_logged"] == {"caller_audio_too_fast": 500 - forwarded - 1}
 
@@ -269,4 +275,4 @@ def test_a_model_that_never_answers_a_finished_turn_ends_the_call_with_the_apolo
     core.model_event(ev.SpeechStopped("u", 900), T0 + 2)
     due, actions = wake(core)
     assert due == T0 + 10 and of(actions, EndCall)[0].model_unreachable
-    assert [log.event for log in of(actions, Log)][0] == "model_unresponsive"
+    assert [log.event for log in log_lines(actions)][0] == "model_unresponsive"

@@ -5,18 +5,20 @@ from __future__ import annotations
 
 import json
 
-from tests.core_helpers import READY, b64, of
+from tests.core_helpers import READY, b64, log_lines, of, under_way
 from tests.core_helpers import commands as to_model
 from voiceagent.call import (
+    Accepted,
     CallCore,
     CallOptions,
     Digit,
     EndCall,
+    EndReason,
     Farewell,
-    Log,
     PlayAudio,
     PlayedUpTo,
     RecordLine,
+    Refused,
     RunTool,
     StreamStarted,
 )
@@ -29,7 +31,7 @@ CALL = "CA" + "1" * 32
 def in_call(options: CallOptions | None = None) -> CallCore:
     core = CallCore(options or CallOptions(), call_sid=CALL, now=T0)
     core.start(T0)
-    core.model_connected(T0)
+    core.model_connected(under_way(core), T0)
     core.model_event(READY, T0)
     core.transport_event(StreamStarted(), T0)
     return core
@@ -50,7 +52,7 @@ def test_several_calls_in_one_response_run_at_once_and_answer_together_then_one_
         ev.FunctionOutput("c2", '{"open": "18:00"}'),
         ev.CreateResponse(),
     ]
-    [log] = [log for log in of(actions, Log) if log.event == "tool_called"]
+    [log] = [log for log in log_lines(actions) if log.event == "tool_called"]
     assert log.fields == {"name": "check_availability", "ok": True, "duration_ms": 500}
     assert [a.line.role for a in of(actions, RecordLine)] == ["tool"]
 
@@ -83,7 +85,7 @@ def test_a_failed_tool_reaches_the_model_as_an_error_and_the_call_goes_on() -> N
     error = json.dumps({"error": "arguments are not valid JSON"})
     actions = core.tool_finished("c1", error, T0 + 0.1, error="invalid arguments")
     assert to_model(actions)[0] == ev.FunctionOutput("c1", error)
-    assert [log.fields["ok"] for log in of(actions, Log) if log.event == "tool_called"] == [False]
+    assert [log.fields["ok"] for log in log_lines(actions) if log.event == "tool_called"] == [False]
     assert of(actions, EndCall) == []
 
 
@@ -95,7 +97,7 @@ def test_end_call_hangs_up_only_after_the_closing_words_were_heard_in_full() -> 
     assert of(core.model_event(ev.ResponseDone("r1", "completed"), T0 + 0.1), EndCall) == []  # still playing
     assert of(core.transport_event(PlayedUpTo("bye", play.end // 2), T0 + 0.5), EndCall) == []
     [end] = of(core.transport_event(PlayedUpTo("bye", play.end), T0 + 1), EndCall)
-    assert end == EndCall("the agent ended the call", Farewell.HANG_UP)
+    assert end == EndCall(EndReason.AGENT_HUNG_UP, "the agent ended the call", Farewell.HANG_UP)
 
 
 def test_transfer_call_dials_the_named_destination_after_the_hand_over_line() -> None:
@@ -130,7 +132,7 @@ def test_keypad_presses_reach_the_model_as_caller_input_but_never_a_log_line() -
     core = in_call(CallOptions(dtmf_to_model=True))
     actions = core.transport_event(Digit("4"), T0)
     assert to_model(actions) == [ev.CreateTextItem("user", "(The caller pressed 4.)"), ev.CreateResponse()]
-    assert "4" not in repr(of(actions, Log)) and "4" not in repr(of(actions, RecordLine))
+    assert "4" not in repr(log_lines(actions)) and "4" not in repr(of(actions, RecordLine))
     ignored = in_call(CallOptions(dtmf_to_model=False)).transport_event(Digit("4"), T0)
     assert to_model(ignored) == []
 
@@ -140,14 +142,17 @@ def test_tool_results_are_part_of_the_conversation_a_new_session_is_given() -> N
     core.model_event(ev.FunctionCall("r1", "c1", "book_table", '{"party_size": 2}'), T0)
     core.tool_finished("c1", '{"booked": "19:30"}', T0 + 0.1)
     core.model_lost(1006, "", T0 + 60)
-    [update] = [c for c in to_model(core.model_connected(T0 + 60.2)) if isinstance(c, ev.UpdateSession)]
+    [update] = [
+        c for c in to_model(core.model_connected(under_way(core), T0 + 60.2)) if isinstance(c, ev.UpdateSession)
+    ]
     assert 'book_table → {"booked": "19:30"}' in update.config.instructions
 
 
 def test_an_operator_can_make_the_agent_speak_after_the_response_under_way() -> None:
     core = in_call()
     core.model_event(ev.ResponseCreated("r1"), T0)
-    queued = core.operator_say("Your table is ready.", T0)
+    answer, queued = core.operator_say("Your table is ready.", T0)
+    assert answer == Accepted()
     assert [c for c in to_model(queued) if isinstance(c, ev.CreateResponse)] == []  # not over the live one
     [say] = [
         c
@@ -159,9 +164,24 @@ def test_an_operator_can_make_the_agent_speak_after_the_response_under_way() -> 
 
 def test_an_operators_note_is_context_without_a_response_and_a_transfer_ends_with_a_dial() -> None:
     core = in_call()
-    assert to_model(core.operator_note("VIP guest", T0)) == [
+    assert to_model(core.operator_note("VIP guest", T0)[1]) == [
         ev.CreateTextItem("system", "(A note from the human operator, not said by the caller: VIP guest)")
     ]
-    [end] = of(core.operator_transfer("+15551230009", T0), EndCall)
-    assert (end.farewell, end.transfer_to) == (Farewell.TRANSFER, "+15551230009")
+    [end] = of(core.operator_transfer("+15551230009", T0)[1], EndCall)
+    assert (end.reason, end.farewell, end.transfer_to) == (
+        EndReason.OPERATOR_TRANSFERRED,
+        Farewell.TRANSFER,
+        "+15551230009",
+    )
     assert end.summary["reason"] == "an operator transferred the call"
+
+
+def test_operator_inputs_the_call_cannot_take_are_refused_with_the_phase() -> None:
+    core = CallCore(CallOptions(), call_sid=CALL, now=T0)
+    answer, actions = core.operator_say("Hello?", T0)
+    assert answer == Refused("operator_say", "awaiting_stream") and actions == [answer]
+    assert [(log.event, log.fields) for log in log_lines(actions)] == [
+        ("operator_say_refused", {"phase": "awaiting_stream"})
+    ]
+    answer, _ = core.operator_note("VIP", T0)
+    assert answer == Refused("operator_note", "connecting")

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 import voiceagent
-from tests.core_helpers import CALL, Clock, b64, commands, of
+from tests.core_helpers import ANY_ATTEMPT, CALL, Clock, b64, commands, of, under_way
 from voiceagent.call import (
     CallCore,
     CallerAudio,
@@ -27,6 +27,7 @@ from voiceagent.call import (
     ConnectModel,
     ConnectPurpose,
     EndCall,
+    EndReason,
     PlayAudio,
     PlayedUpTo,
     RecordLine,
@@ -143,8 +144,8 @@ def truncates(actions: list[Action]) -> list[ev.Truncate]:
 def ready_call() -> Call:
     call = Call(CallOptions(greeting=GREETING, bytes_per_ms=BYTES_PER_MS))
     core, now = call.core, call.clock.now
-    assert core.start(call.at(0.001)) == [ConnectModel(ConnectPurpose.FIRST)]
-    connected = core.model_connected(call.at(0.05))
+    assert core.start(call.at(0.001)) == [ConnectModel(ANY_ATTEMPT, ConnectPurpose.FIRST)]
+    connected = core.model_connected(under_way(core), call.at(0.05))
     assert connected[0] == UseNewModel() and commands(connected) == [ev.UpdateSession(core.options.session)]
     # The core knows the model side only as "μ-law confirmed" (see the report on this file's commit).
     ready = core.model_event(ev.SessionUpdated(ev.PCMU, ev.PCMU), call.at(0.05))
@@ -221,7 +222,7 @@ def test_a_whole_call_over_a_pcm_playback_clock():
     assert [play.item_id for play in call.transport.received].count("item_answer") == 3
 
     ended = call.transport_event(CallerHungUp())
-    assert of(ended, EndCall) == [EndCall("caller hung up")]
+    assert of(ended, EndCall) == [EndCall(EndReason.CALLER_HUNG_UP, "caller hung up")]
     assert [(line.role, line.interrupted) for line in call.lines] == [
         ("agent", False),
         ("caller", False),

@@ -20,7 +20,7 @@ from starlette.websockets import WebSocketDisconnect
 from twilio.request_validator import RequestValidator
 
 from voiceagent.app import create_app
-from voiceagent.call import EndCall
+from voiceagent.call import EndCall, EndReason
 from voiceagent.config import load_settings
 from voiceagent.logs import configure_logging
 from voiceagent.server import MAX_HEAD_BYTES, uvicorn_config
@@ -195,7 +195,7 @@ def test_a_stream_token_works_once_and_a_stream_for_an_ended_call_is_refused(
     http = app_client()
     service = http.app.state.service  # type: ignore[attr-defined]
     token = service.tokens.issue(sid(3), service.now())
-    service.remember_end(sid(4), EndCall("caller hung up"))
+    service.remember_end(sid(4), EndCall(EndReason.CALLER_HUNG_UP, "caller hung up"))
     assert open_stream(http, sid(4), service.tokens.issue(sid(4), service.now())) == 1008  # already over
     service.admission.tokens_used.add(token, time.monotonic())  # as if a first stream had used it
     assert open_stream(http, sid(3), token) == 1008  # already used

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from voiceagent.call import EndCall, Farewell
+from voiceagent.call import EndCall, EndReason, Farewell, ToolCalled
 from voiceagent.config import ConfigError, load_settings
 from voiceagent.metrics import Metrics
 from voiceagent.store import PROCESS_ENDED, CallRecord, CallStore, LineRecord, RecordsSettings, StoreError
@@ -559,13 +559,17 @@ async def test_the_recorder_fills_the_row_from_the_summary_and_masks_numbers(tmp
             recorder.stream_started(handle, "MZ" + "1" * 32)
             recorder.line(handle, TranscriptLine(handle.call_sid, "agent", "Hello!"))
             recorder.line(handle, TranscriptLine(handle.call_sid, "tool", "check_availability → {}"))
-            recorder.logged(handle, "tool_called", {"name": "check_availability", "ok": True, "duration_ms": 3})
-            recorder.logged(handle, "tool_called", {"name": "made_up_by_the_model", "ok": False})
+            recorder.observed(handle, ToolCalled("check_availability", True, 3))
+            recorder.observed(handle, ToolCalled("made_up_by_the_model", False, 0, "no such tool"))
             summary = {"reason": "caller hung up", "duration_s": 12.5, "turns": 2, "barge_ins": 1, "truncations": 1}
             summary |= {"model_sessions": 2, "input_tokens": 10, "output_tokens": 20, "total_tokens": 30}
             summary |= {"first_audio_ms": 420, "turn_latency_ms_median": 600, "turn_latency_ms_max": 900}
             assert handle.call_sid in recorder.live
-            recorder.call_ended(handle, EndCall("caller hung up", Farewell.HANG_UP, summary=summary), [600, 900])
+            recorder.call_ended(
+                handle,
+                EndCall(EndReason.CALLER_HUNG_UP, "caller hung up", Farewell.HANG_UP, summary=summary),
+                [600, 900],
+            )
             assert handle.call_sid not in recorder.live
             assert recorder.store is not None and await asyncio.to_thread(recorder.store.flush, WAIT)
             row = await asyncio.to_thread(recorder.store.get_call, handle.call_sid)

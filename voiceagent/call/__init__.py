@@ -11,8 +11,8 @@ from voiceagent.call.actions import (
     ConnectPurpose,
     DropNewModel,
     EndCall,
-    Farewell,
     Log,
+    LogLevel,
     PlayAudio,
     RecordLine,
     RunTool,
@@ -20,6 +20,7 @@ from voiceagent.call.actions import (
     UseNewModel,
 )
 from voiceagent.call.core import CallCore, CallOptions
+from voiceagent.call.endings import EndReason, Farewell
 from voiceagent.call.inputs import (
     BadInput,
     CallerAudio,
@@ -29,31 +30,56 @@ from voiceagent.call.inputs import (
     StreamStarted,
     TransportEvent,
 )
-from voiceagent.call.phases import CallPhase, ModelPhase
+from voiceagent.call.log_lines import log_line
+from voiceagent.call.observations import (
+    Accepted,
+    AgentClosing,
+    BargeIn,
+    CallEnded,
+    ConnectFailed,
+    Observation,
+    OperatorAnswer,
+    Refused,
+    ToolCalled,
+)
+from voiceagent.call.phases import CallCoreError, CallPhase, ModelPhase
 
 __all__ = [
+    "Accepted",
     "Action",
+    "AgentClosing",
     "BadInput",
+    "BargeIn",
     "CallCore",
+    "CallCoreError",
+    "CallEnded",
     "CallOptions",
     "CallPhase",
     "CallerAudio",
     "CallerHungUp",
     "ClearPlayback",
+    "ConnectFailed",
     "ConnectModel",
     "ConnectPurpose",
     "Digit",
     "DropNewModel",
     "EndCall",
+    "EndReason",
     "Farewell",
     "Log",
+    "LogLevel",
     "ModelPhase",
+    "Observation",
+    "OperatorAnswer",
     "PlayAudio",
     "PlayedUpTo",
     "RecordLine",
+    "Refused",
     "RunTool",
     "SendToModel",
     "StreamStarted",
+    "ToolCalled",
     "TransportEvent",
     "UseNewModel",
+    "log_line",
 ]

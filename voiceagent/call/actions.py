@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Literal
 
+from voiceagent.call.endings import EndReason, Farewell
+from voiceagent.call.observations import Observation
 from voiceagent.realtime import events as ev
 from voiceagent.transcripts import TranscriptLine
 
@@ -16,8 +18,10 @@ __all__ = [
     "ConnectPurpose",
     "DropNewModel",
     "EndCall",
+    "EndReason",
     "Farewell",
     "Log",
+    "LogLevel",
     "PlayAudio",
     "RecordLine",
     "RunTool",
@@ -54,9 +58,14 @@ class RecordLine:
     item_id: str | None = None
 
 
+LogLevel = Literal["info", "warning", "error"]
+
+
 @dataclass(frozen=True, slots=True)
 class Log:
-    level: str  # "info" | "warning" | "error"
+    """A line for the call's log that nothing else consumes (facts others act on are observations)."""
+
+    level: LogLevel
     event: str
     fields: dict[str, Any] = field(default_factory=dict)
 
@@ -69,8 +78,10 @@ class ConnectPurpose(Enum):
 
 @dataclass(frozen=True, slots=True)
 class ConnectModel:
-    """Open a new model session. For ``RECYCLE`` the current one stays in use until the new one is up."""
+    """Open a new model session. For ``RECYCLE`` the current one stays in use until the new one is up.
+    Answer with ``CallCore.model_connected(attempt, ...)`` or ``model_connect_failed(attempt, ...)``."""
 
+    attempt: int  # this call's connect attempts are numbered 1, 2, 3, ...
     purpose: ConnectPurpose
 
 
@@ -93,20 +104,12 @@ class DropNewModel:
     """Close the session that just opened and keep the current one (a recycle that found the call busy)."""
 
 
-class Farewell(Enum):
-    """What the caller hears once the stream is over (the ``<Connect action>`` answer)."""
-
-    HANG_UP = "hang_up"  # nothing more: the agent already said goodbye, or the caller hung up
-    UNAVAILABLE = "unavailable"  # the model could not be reached or failed: VOICEAGENT_UNAVAILABLE_MESSAGE
-    BUSY = "busy"  # refused at capacity or while draining: VOICEAGENT_BUSY_MESSAGE
-    TRANSFER = "transfer"  # hand the caller to a person: <Dial> to ``EndCall.transfer_to``
-
-
 @dataclass(frozen=True, slots=True)
 class EndCall:
     """End the call, and what the caller hears after the stream."""
 
-    reason: str
+    reason: EndReason
+    detail: str  # the end in words: records, logs (the metric label is ``reason``)
     farewell: Farewell = Farewell.HANG_UP
     transfer_to: str | None = None  # with Farewell.TRANSFER: a phone number or a SIP URI
     summary: dict[str, Any] = field(default_factory=dict, compare=False)  # the call's figures (call_ended)
@@ -127,4 +130,6 @@ Action = (
     | DropNewModel
     | RunTool
     | EndCall
+    | Observation
 )
+"""Everything the core returns: instructions for the driver, and observations (facts to log and count)."""

@@ -11,6 +11,7 @@ import binascii
 import random
 from collections import deque
 
+from voiceagent.call.actions import Action, Log
 from voiceagent.call.inputs import CallerAudio
 
 __all__ = ["CallerAudioBatch", "CallerBacklog", "CallerPace", "ConnectPolicy", "WarningLimiter"]
@@ -115,6 +116,11 @@ class WarningLimiter:
         count = self._counts[kind] = self._counts.get(kind, 0) + 1
         return count if count <= self._per_kind else None
 
+    def warning(self, kind: str, fields: dict[str, object]) -> list[Action]:
+        """The warning's log line, with its number, if it is among the first few; else nothing."""
+        count = self.admit(kind)
+        return [] if count is None else [Log("warning", kind, {**fields, "count": count})]
+
     def not_logged(self) -> dict[str, int]:
         return {kind: count - self._per_kind for kind, count in self._counts.items() if count > self._per_kind}
 
@@ -126,8 +132,8 @@ class ConnectPolicy:
 
     def __init__(self, *, attempts: int, first_delay: float, per_minute: int, seed: str) -> None:
         self.attempts = attempts
+        self.per_minute = per_minute
         self._first_delay = first_delay
-        self._per_minute = per_minute
         self._jitter = random.Random(seed)  # deterministic per call
         self._recent: deque[float] = deque()
         self.failures = 0  # in a row
@@ -148,7 +154,7 @@ class ConnectPolicy:
         """None if a connect may start now (and it is counted), else the earliest time one may."""
         while self._recent and self._recent[0] <= now - 60:
             self._recent.popleft()
-        if len(self._recent) >= self._per_minute:
+        if len(self._recent) >= self.per_minute:
             return self._recent[0] + 60
         self._recent.append(now)
         return None

@@ -34,14 +34,16 @@ class ToolCalls:
         self._done: set[str] = set()  # responses that ended
         self._caller_spoke: set[str] = set()  # responses after which the caller started a new turn
         self._orphaned: set[str] = set()  # responses of a model session that is gone
+        self._unanswered: set[str] = set()  # call ids still running (``running`` is read after every input)
 
     @property
     def running(self) -> bool:
-        return any(call.output is None for calls in self._by_response.values() for call in calls)
+        return bool(self._unanswered)
 
     def started(self, response_id: str, call_id: str, name: str, now: float) -> None:
         self._by_response.setdefault(response_id, []).append(_Call(call_id, name, now))
         self._response_of[call_id] = response_id
+        self._unanswered.add(call_id)
 
     def finished(self, call_id: str, output: str) -> tuple[str, str, float] | None:
         """(response_id, name, started_at) of the call, or None if it is no longer awaited."""
@@ -50,6 +52,7 @@ class ToolCalls:
             return None
         call = next(call for call in self._by_response[response_id] if call.call_id == call_id)
         call.output = output
+        self._unanswered.discard(call_id)
         return response_id, call.name, call.started_at
 
     def response_done(self, response_id: str) -> None:

@@ -1,10 +1,10 @@
 """What the service tells us about its calls, turned into records, metrics, live events and webhooks.
 
 The service calls four hooks — a call started (webhook or stream), its stream started, it ended, and,
-through a per-call ``TranscriptSink`` and ``CallLog``, each utterance and each logged event as they
-happen. Every hook runs on the event loop and returns at once: store writes are queued for the writer
-thread, live events go to bounded buffers, webhook deliveries to a bounded queue. A hook never raises
-into a call.
+through a per-call ``TranscriptSink`` and observer, each utterance and each fact the call core observed
+(``voiceagent.call.observations``: typed, never log lines) as they happen. Every hook runs on the event
+loop and returns at once: store writes are queued for the writer thread, live events go to bounded
+buffers, webhook deliveries to a bounded queue. A hook never raises into a call.
 """
 
 from __future__ import annotations
@@ -17,7 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from voiceagent.call import EndCall
+from voiceagent.call import (
+    AgentClosing,
+    BargeIn,
+    CallEnded,
+    ConnectFailed,
+    EndCall,
+    Farewell,
+    Observation,
+    Refused,
+    ToolCalled,
+)
 from voiceagent.call.transport import Frame, Transport
 from voiceagent.call_webhook import CallEndedWebhook
 from voiceagent.config import Settings
@@ -34,7 +44,7 @@ __all__ = ["CallHandle", "Recorder"]
 
 RETENTION_EVERY_SECONDS = 3600.0
 STOP_TIMEOUT_SECONDS = 10.0  # a database still away by then loses what is queued (logged)
-BUILTIN_TOOLS = {"hang_up": "end_call", "transfer": "transfer_call"}  # agent_closing's farewell -> tool
+BUILTIN_TOOLS = {Farewell.HANG_UP: "end_call", Farewell.TRANSFER: "transfer_call"}  # AgentClosing -> tool
 
 
 @dataclass(eq=False)
@@ -228,30 +238,29 @@ class Recorder:
 
         self._guarded("line", handle.call_sid, record)
 
-    def logged(self, handle: CallHandle, event: str, fields: dict[str, Any]) -> None:
-        """An event the call logged: the ones that count or that an operator watches."""
+    def observed(self, handle: CallHandle, fact: Observation) -> None:
+        """A fact the call core observed: the ones that count or that an operator watches."""
 
         def observe() -> None:
-            match event:
-                case "barge_in":
+            match fact:
+                case BargeIn(heard_ms=heard_ms, produced_ms=produced_ms):
                     handle.barge_ins += 1
-                    heard = {"heard_ms": fields.get("heard_ms"), "produced_ms": fields.get("produced_ms")}
+                    heard = {"heard_ms": heard_ms, "produced_ms": produced_ms}
                     self.events.publish("barge_in", {"call_sid": handle.call_sid, **heard})
-                case "tool_called":
-                    name, ok = str(fields.get("name")), bool(fields.get("ok"))
+                case ToolCalled(name=name, ok=ok, duration_ms=duration_ms):
                     self.metrics.tool_called(name, ok)
-                    facts = {"name": name, "ok": ok, "duration_ms": fields.get("duration_ms")}
+                    facts = {"name": name, "ok": ok, "duration_ms": duration_ms}
                     self.events.publish("tool", {"call_sid": handle.call_sid, **facts})
-                case "agent_closing":
-                    name = BUILTIN_TOOLS.get(str(fields.get("farewell")), "unknown")
+                case AgentClosing(farewell=farewell):
+                    name = BUILTIN_TOOLS.get(farewell, "unknown")
                     self.metrics.tool_called(name, True)
                     self.events.publish("tool", {"call_sid": handle.call_sid, "name": name, "ok": True})
-                case "model_connect_failed":
+                case ConnectFailed():
                     self.metrics.connect_failures.inc()
-                case _:
-                    pass
+                case Refused() | CallEnded():
+                    pass  # the API answers a refusal; the end is ``call_ended``, with the EndCall
 
-        self._guarded("logged", handle.call_sid, observe)
+        self._guarded("observed", handle.call_sid, observe)
 
     def transport_for(self, handle: CallHandle, transport: Transport[Frame]) -> Transport[Frame]:
         """The call's transport as the bridge should use it: with recording taps when recordings are on."""
@@ -270,7 +279,7 @@ class Recorder:
             record.ended_at = self._now()
             duration = summary.get("duration_s")
             record.duration_s = float(duration) if isinstance(duration, int | float) else None
-            record.end_reason = end.reason
+            record.end_reason = end.detail
             record.farewell = end.farewell.value
             record.transfer_to = end.transfer_to
             for name in FIGURES:
@@ -287,7 +296,7 @@ class Recorder:
                 "call_ended",
                 {
                     "call_sid": handle.call_sid,
-                    "reason": end.reason,
+                    "reason": end.detail,
                     "farewell": end.farewell.value,
                     "duration_s": record.duration_s,
                 },
@@ -309,8 +318,8 @@ class Recorder:
     def sink_for(self, handle: CallHandle, outer: TranscriptSink) -> TranscriptSink:
         return _CallSink(self, handle, outer)
 
-    def log_for(self, handle: CallHandle) -> CallLog:
-        return _ObservedLog(self, handle)
+    def observer_for(self, handle: CallHandle) -> Callable[[Observation], None]:
+        return lambda fact: self.observed(handle, fact)
 
 
 class _CallSink:
@@ -322,15 +331,3 @@ class _CallSink:
     def record(self, line: TranscriptLine) -> None:
         self._recorder.line(self._handle, line)
         self._outer.record(line)
-
-
-class _ObservedLog(CallLog):
-    """The call's log, unchanged, with each event also shown to the recorder."""
-
-    def __init__(self, recorder: Recorder, handle: CallHandle) -> None:
-        super().__init__(handle.call_sid)
-        self._recorder, self._handle = recorder, handle
-
-    def log(self, level: str, event: str, **fields: Any) -> None:
-        super().log(level, event, **fields)
-        self._recorder.logged(self._handle, event, fields)
