@@ -351,6 +351,19 @@ async def run_check(settings: Settings, session: ev.SessionConfig, *, speak: boo
     return await check_model(settings, session, speak=speak, stream=stream)
 
 
+def tool_warnings(settings: Settings) -> list[tuple[str, str]]:
+    """What ``ToolBox.warnings`` says of the operator's tools (``ToolConfigError`` if they do not load)."""
+    from voiceagent.tools import load_toolbox
+
+    box = load_toolbox(
+        modules=settings.tool_modules,
+        tools_file=settings.tools_file,
+        env=settings.environment,
+        timeout_seconds=settings.tool_timeout_seconds,
+    )
+    return box.warnings()
+
+
 async def session_with_tools(settings: Settings) -> ev.SessionConfig:
     """The session configuration the service sends: the operator's tools checked and declared, plus the
     built-in ones (``ToolConfigError`` names what is wrong)."""

@@ -44,14 +44,17 @@ def serve(settings: Settings, records: RecordsSettings) -> int:
         print(f"voiceagent: tools configuration error: {exc}", file=sys.stderr)
         return 2
     # the tools' secrets are known once they are loaded: the log scrubber gets them too
-    configure_logging(_secrets(settings) + records.secrets() + sorted(app.state.service.tools.secrets()))
+    tools = app.state.service.tools
+    configure_logging(_secrets(settings) + records.secrets() + sorted(tools.secrets()))
+    for event, detail in tools.warnings():
+        log.warning(event, detail=detail)
     run_server(app, settings)
     return 0
 
 
 def check_config(settings: Settings) -> int:
     """The environment and the tools, without connecting anywhere."""
-    from voiceagent.checkup import session_with_tools
+    from voiceagent.checkup import session_with_tools, tool_warnings
 
     print(f"configuration OK: {settings.model.provider} {settings.model.dialect} {settings.model.deployment}")
     print(f"model sign-in: {sign_in(settings)}")
@@ -63,6 +66,8 @@ def check_config(settings: Settings) -> int:
         print(f"voiceagent: tools configuration error: {exc}", file=sys.stderr)
         return 2
     print(f"tools OK: {', '.join(tool.name for tool in session.tools) or 'none'}")
+    for _event, detail in tool_warnings(settings):
+        print(f"warning: {detail}")
     return 0
 
 

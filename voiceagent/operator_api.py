@@ -77,6 +77,19 @@ def _unauthorized() -> JSONResponse:
     return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="voiceagent"'})
 
 
+def _check_token(request: Request, token: str) -> Response | None:
+    """None when the request carries ``token``; otherwise the answer (401, or 429 for a client that has
+    guessed wrong too often: see ``voiceagent.api_auth``)."""
+    failures = _service(request).failed_logins
+    client = request.client.host if request.client is not None else "?"
+    if failures.blocked(client):
+        return _error(429, "too many wrong tokens from this address; wait a minute", **{"Retry-After": "60"})
+    if _bearer_ok(request, token):
+        return None
+    failures.failed(client, request.url.path)
+    return _unauthorized()
+
+
 def _protected(handler: Handler) -> Handler:
     """The token check in front of every operator route."""
 
@@ -85,8 +98,9 @@ def _protected(handler: Handler) -> Handler:
         token = _api_token(service)
         if token is None or service.recorder.store is None:
             return _error(404, "the operator API is off: set VOICEAGENT_API_TOKEN (and keep call records on)")
-        if not _bearer_ok(request, token):
-            return _unauthorized()
+        refused = _check_token(request, token)
+        if refused is not None:
+            return refused
         try:
             return await handler(request)
         except StoreError as exc:  # a database that is away or hangs: say so, never a traceback
@@ -105,8 +119,11 @@ def announce(service: Service) -> None:
         log.warning("operator_api_off", detail="no call records: /api/* answers 404")
     else:
         log.info("operator_api_on", routes="/api/*", auth="bearer")
-    if _api_token(service) is None:
-        log.info("metrics_open", detail="GET /metrics needs no token (set VOICEAGENT_API_TOKEN to require one)")
+    if service.records is not None and service.records.metrics == "open":
+        log.info("metrics_open", detail="GET /metrics needs no token (VOICEAGENT_METRICS=open)")
+    elif _api_token(service) is None:
+        closed = "GET /metrics answers 404: set VOICEAGENT_API_TOKEN, or VOICEAGENT_METRICS=open"
+        log.info("metrics_closed", detail=closed)
 
 
 # ------------------------------------------------------------ queries
@@ -352,11 +369,16 @@ def operator_routes() -> list[BaseRoute]:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition. With ``VOICEAGENT_API_TOKEN`` set, it wants the bearer token too."""
+    """Prometheus exposition: with the bearer token, or to anyone with ``VOICEAGENT_METRICS=open``; closed
+    (404) when neither is configured, since the port also serves Twilio and so is public."""
     service = _service(request)
-    token = _api_token(service)
-    if token is not None and not _bearer_ok(request, token):
-        return _unauthorized()
+    if service.records is None or service.records.metrics != "open":
+        token = _api_token(service)
+        if token is None:
+            return _error(404, "/metrics is closed: set VOICEAGENT_API_TOKEN (and send it), or VOICEAGENT_METRICS=open")
+        refused = _check_token(request, token)
+        if refused is not None:
+            return refused
     return Response(service.recorder.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from voiceagent.admission import Admission, CallStatus, Load
+from voiceagent.api_auth import FailedLogins
 from voiceagent.bridge import CallBridge, Clock, LoopClock, ModelChannel, ModelConnector
 from voiceagent.call import CallCore, CallOptions, EndCall, EndReason
 from voiceagent.call.agent_tools import END_CALL, TRANSFER_CALL
@@ -48,6 +49,7 @@ class Service:
     clock: Clock | None = None  # default: the event loop's clock
     tools: ToolBox | None = None  # default: the operator's tools from the settings (validated here)
     records: RecordsSettings | None = None  # call records, operator API, webhook; None: metrics and live events only
+    failed_logins: FailedLogins = field(default_factory=FailedLogins)  # wrong API tokens per client
 
     def __post_init__(self) -> None:
         settings = self.settings

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.helpers import GREETING, WAIT, call_stack, event_types, heard_in_full
+from voiceagent.api_auth import FailedLogins
 from voiceagent.call import Farewell
 from voiceagent.store import CallRecord
 from voiceagent.store.live import EventHub
@@ -54,9 +55,12 @@ async def test_without_a_token_the_api_is_off_and_says_so(
             response = await http.request(method, path, headers={"Authorization": "Bearer anything-at-all"})
             assert response.status_code == 404
             assert "VOICEAGENT_API_TOKEN" in response.json()["error"]
-        assert (await http.get("/metrics")).status_code == 200  # no token set: metrics are open
+        closed = await http.get("/metrics")  # no token set: the public port does not show its figures
+        assert closed.status_code == 404 and "VOICEAGENT_METRICS=open" in closed.json()["error"]
     off = [line for line in caplog_json() if line["event"] == "operator_api_off"]
     assert off and "VOICEAGENT_API_TOKEN" in off[0]["detail"]
+    async with call_stack(env={**env, "VOICEAGENT_METRICS": "open"}) as stack, api(stack.app.base_url) as http:
+        assert (await http.get("/metrics")).status_code == 200  # opened on purpose
 
 
 async def test_the_api_refuses_without_the_token_and_never_logs_it(
@@ -85,6 +89,7 @@ async def test_the_api_refuses_without_the_token_and_never_logs_it(
         {"Authorization": "Bearer é".encode("latin-1")},  # not ASCII: still a plain 401, not a 500
     ]
     async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
+        stack.app.service.failed_logins = FailedLogins(limit=10_000)  # this test guesses on purpose, a lot
         for method, path in routes:
             for headers in wrong:
                 response = await http.request(method, path, headers=headers)
@@ -446,3 +451,23 @@ async def test_a_hung_database_is_a_503_and_leaves_the_tools_their_own_threads(
             assert tool_samples.shout("hi", 2) in result.output
         finally:
             hung.set()
+
+
+async def test_a_client_guessing_tokens_is_logged_once_and_then_stopped(
+    records_env: Path, caplog_json: Callable[[], list[dict[str, Any]]]
+) -> None:
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
+        limit = stack.app.service.failed_logins._limit
+        statuses = [
+            (await http.get("/api/calls", headers={"Authorization": f"Bearer guess-{n:04d}"})).status_code
+            for n in range(limit + 5)
+        ]
+        assert statuses == [401] * limit + [429] * 5
+        right = await http.get("/api/calls", headers=AUTH)  # even the right token waits out the minute
+        assert right.status_code == 429 and right.headers["retry-after"] == "60"
+    lines = caplog_json()
+    assert [line["event"] for line in lines if line["event"].startswith("api_auth")] == [
+        "api_auth_failed",
+        "api_auth_blocked",
+    ]
+    assert "guess-" not in caplog_json.text()  # type: ignore[attr-defined]

@@ -459,7 +459,10 @@ async def test_a_slow_database_slows_the_writer_and_nothing_else(records: Record
             f"worst loop lateness {max(lateness) * 1000:.1f} ms"
         )
         assert worst_put < 0.005
-        assert max(lateness) < 0.1  # asyncio.sleep(0.01) never turned into the database's 200 ms
+        # A loop the database blocked would be late by its 200 ms at every commit, tick after tick; a loaded
+        # machine makes a few ticks late, whatever the database does. Tell the two apart, not the load.
+        blocked_ticks = sum(1 for late in lateness if late >= 0.19)
+        assert statistics.median(lateness) < 0.05 and blocked_ticks <= len(lateness) // 20, sorted(lateness)[-10:]
         assert await asyncio.to_thread(store.flush, 30.0)
         assert len(await asyncio.to_thread(store.transcript, call_sid)) == 200
         batches = metrics.store_batch_size.collect()[0].samples

@@ -15,12 +15,13 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, model_validator
 
-from voiceagent.variables import ConfigError, Variables, present, problem, read_variables, secret
+from voiceagent.variables import ConfigError, Variables, one_of, present, problem, read_variables, secret
 
 __all__ = ["MIN_API_TOKEN_CHARS", "RecordsSettings"]
 
 DEFAULT_DATABASE = "sqlite:///./voiceagent.db"
 DEFAULT_RECORDINGS_DIR = "recordings"
+METRICS_REFUSAL = "{name}={value!r} must be protected or open"
 MIN_API_TOKEN_CHARS = 16  # a bearer token guessable in a weekend is no token
 MIN_WEBHOOK_SECRET_CHARS = 16
 
@@ -71,6 +72,11 @@ class RecordsSettings(Variables):
     )
     api_token: Annotated[str | None, secret("VOICEAGENT_API_TOKEN", MIN_API_TOKEN_CHARS)] = Field(
         None, alias="VOICEAGENT_API_TOKEN", repr=False, description="the operator API's bearer token; unset: off"
+    )
+    metrics: Annotated[str, one_of("VOICEAGENT_METRICS", ("protected", "open"), METRICS_REFUSAL, lower=True)] = Field(
+        "protected",
+        alias="VOICEAGENT_METRICS",
+        description="protected: /metrics wants the API token (closed without one); open: anyone may scrape",
     )
     call_ended_webhook: Annotated[str | None, AfterValidator(_webhook)] = Field(
         None,
