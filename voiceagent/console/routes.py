@@ -42,7 +42,7 @@ SECURITY_HEADERS = {
         "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
     ),
     "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
+    "Referrer-Policy": "same-origin",  # not no-referrer: with it, form posts send "Origin: null"
     "Cache-Control": "no-store",
     "X-Frame-Options": "DENY",
 }
