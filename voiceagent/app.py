@@ -267,7 +267,8 @@ def create_app(
             *operator_routes(),
             *console_routes(),
         ],
-        middleware=[Middleware(WebhookGuard)],
+        # the console's sign-in form gets the same bounds as Twilio's (size, content type, time)
+        middleware=[Middleware(WebhookGuard), Middleware(WebhookGuard, prefix="/console/session")],
         lifespan=lifespan,
     )
     service = Service(settings, credential=credential, connector=connector, clock=clock, tools=tools, records=records)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
 import json
 import shutil
 import warnings
@@ -16,6 +15,8 @@ from pathlib import Path
 import httpx
 import pytest
 from playwright.async_api import Browser, Page, async_playwright, expect
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.helpers import GREETING, WAIT, call_stack, event_types
 from voiceagent.testing import FIXTURE_TEXTS, load_fixture, silence, wait_until
@@ -27,7 +28,7 @@ with warnings.catch_warnings():
 
 TOKEN = "console-token-0123456789abcdef"
 SCREENSHOTS = Path(__file__).resolve().parents[2] / "docs" / "screenshots"
-CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"  # Debian's package; .ci/run installs it
 EXPECT_MS = WAIT * 1000
 HOSTILE = "<img src=x onerror=alert(1)>"
 
@@ -45,7 +46,6 @@ def env(directory: Path, **more: str) -> dict[str, str]:
 @contextlib.asynccontextmanager
 async def chromium(*args: str) -> AsyncIterator[Browser]:
     """The distribution's Chromium (Playwright's own download is not used), headless."""
-    assert Path(CHROMIUM).exists(), "the browser tests need Chromium: apt-get install chromium (.ci/run does)"
     async with async_playwright() as playwright:
         browser = await playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=list(args))
         try:
@@ -55,7 +55,7 @@ async def chromium(*args: str) -> AsyncIterator[Browser]:
 
 
 async def signed_in(browser: Browser, base_url: str, hash_: str = "live") -> Page:
-    page = await browser.new_page(viewport={"width": 1100, "height": 760})
+    page = await browser.new_page(viewport={"width": 960, "height": 600})
     page.set_default_timeout(EXPECT_MS)
     page.on("dialog", lambda dialog: pytest.fail(f"a dialog opened: {dialog.message}"))
     await page.goto(f"{base_url}/console")
@@ -96,6 +96,26 @@ async def test_nothing_is_served_without_the_session_and_foreign_origins_are_ref
         assert proxied.status_code == 303 and "Secure" in proxied.headers["set-cookie"]
         http.cookies.clear()
         http.cookies.set("voiceagent_console", cookie.split(";")[0].split("=", 1)[1], path="/console")
+        json_sign_in = await http.post("/console/session", json={"token": TOKEN}, headers={"Origin": base})
+        assert json_sign_in.status_code == 415  # bounded as Twilio's forms are, before anything parses it
+
+        # the softphone: a call only for the session, from our Origin, and a stream only for a call it placed
+        session = {"Cookie": f"voiceagent_console={http.cookies['voiceagent_console']}"}
+        assert (await http.post("/console/phone", headers={"Origin": "https://evil.example"})).status_code == 403
+        stream = base.replace("http", "ws") + "/console/phone/stream"
+        for headers in ({"Origin": base}, {**session, "Origin": "https://evil.example"}, session):
+            with pytest.raises(InvalidStatus) as refused:
+                async with connect(stream, additional_headers=headers, open_timeout=WAIT):
+                    pass
+            assert refused.value.response.status_code == 403
+        async with connect(stream, additional_headers={**session, "Origin": base}, open_timeout=WAIT) as socket:
+            start = {"event": "start", "streamSid": "MZ" + "1" * 32, "start": {"callSid": "CA" + "2" * 32}}
+            await socket.send(json.dumps(start))
+            with pytest.raises(ConnectionClosed) as closed:
+                await asyncio.wait_for(socket.recv(), WAIT)
+            assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008  # not a call it placed
+        assert not stack.app.service.calls
+
         out = await http.post("/console/logout", headers={"Origin": base})
         assert out.status_code == 303
         http.cookies.clear()
@@ -174,14 +194,19 @@ async def test_a_live_call_is_watched_and_stepped_into_and_lands_in_history(tmp_
         audio = page.locator(".recording audio")
         await audio.wait_for()
         duration = await audio.evaluate(
-            "a => a.readyState >= 1 ? a.duration : new Promise(r => a.addEventListener('loadedmetadata', () => r(a.duration)))"
+            "a => a.readyState >= 1 ? a.duration"
+            " : new Promise(r => a.addEventListener('loadedmetadata', () => r(a.duration)))"
         )
         assert duration > 1.0  # the recording loads and plays: seconds of the call
         await page.screenshot(path=str(SCREENSHOTS / "call.png"), full_page=True)
 
         await page.goto(f"{stack.app.base_url}/console#health")
-        await expect(page.locator(".tiles")).to_contain_text("Calls, last hour")
+        tiles = page.locator(".tile")
+        await expect(tiles.nth(0)).to_contain_text(f"0 of {stack.app.settings.max_calls}")  # in progress: none
+        await expect(tiles.nth(1)).to_contain_text("1")  # calls in the last hour
+        await expect(tiles.nth(3)).not_to_contain_text("– / –")  # time to greeting: this call's
         await expect(page.locator(".sparkline polyline")).to_have_count(1)
+        await page.screenshot(path=str(SCREENSHOTS / "health.png"))
 
 
 def caller_wav(path: Path) -> Path:
@@ -205,21 +230,23 @@ async def test_the_softphone_is_a_real_call_from_the_browser(tmp_path: Path) -> 
         "--autoplay-policy=no-user-gesture-required",
     )
     async with call_stack(speed=1.0, env=env(tmp_path)) as stack, chromium(*args) as browser:
+        watcher = await signed_in(browser, stack.app.base_url, "live")
         page = await signed_in(browser, stack.app.base_url, "phone")
         phone = page.locator(".phone")
         await page.get_by_role("button", name="Call the agent").click()
         await expect(phone).to_have_attribute("data-state", "in-call")
+        [sid] = await wait_until(lambda: list(stack.app.service.calls), WAIT)
+        await expect(watcher.locator(f".call[data-sid={sid}]")).to_be_visible()  # a call like any other
         [session] = await stack.model.wait_for(lambda: stack.model.sessions, WAIT)
         # the page plays the greeting as it arrives, and the model hears the microphone
         await page.wait_for_function("() => +document.querySelector('.phone').dataset.played > 8000")
-        await page.screenshot(path=str(SCREENSHOTS / "softphone.png"))
         await stack.model.wait_for(lambda: len(session.audio_received) > 8000, WAIT)
         # the caller talks over the greeting: the service clears, and the page stops playing at once
         await page.wait_for_function("() => +document.querySelector('.phone').dataset.clears >= 1")
         played = int(await phone.get_attribute("data-played") or 0)
         assert played < len(GREETING)  # not all of the greeting: the clear cut it
-        [sid] = list(stack.app.service.calls)
         assert stack.app.service.recorder.live[sid].barge_ins >= 1
+        await page.screenshot(path=str(SCREENSHOTS / "softphone.png"))
         await page.get_by_role("button", name="Hang up").click()
         await expect(phone).to_have_attribute("data-state", "ended")
         await wait_until(lambda: not stack.app.service.calls, WAIT)

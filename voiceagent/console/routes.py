@@ -1,7 +1,8 @@
 """The operator's console at ``/console``: static pages from the package, behind the operator token.
 
     GET  /console                 the console once signed in; else the sign-in page (nothing else)
-    POST /console/session         form field ``token``: sets the session cookie, back to /console
+    POST /console/session         form field ``token``: sets the session cookie, back to /console (the
+                                  app bounds the form as it bounds Twilio's: ``WebhookGuard``)
     POST /console/logout          ends the session
     GET  /console/static/{name}   the page's files (all but the sign-in page's need the session)
     GET  /console/health          the line's health (``voiceagent.console.health``)
@@ -35,7 +36,6 @@ __all__ = ["console_routes"]
 
 STATIC = Path(__file__).parent / "static"
 PUBLIC_FILES = frozenset({"signin.js", "console.css"})  # what the sign-in page needs, and nothing more
-MAX_SIGN_IN_BYTES = 4096
 SECURITY_HEADERS = {
     "Content-Security-Policy": (
         "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; media-src 'self' blob:; "
@@ -138,9 +138,6 @@ def console_routes() -> list[BaseRoute]:
         if not sessions.may_try(client):
             CallLog().warning("console_sign_in_refused", reason="too many attempts", client=client)
             return _refused(429, "too many sign-in attempts; wait a minute")
-        declared = request.headers.get("content-length", "0")
-        if not declared.isdigit() or int(declared) > MAX_SIGN_IN_BYTES:
-            return _refused(413, "sign-in form too large")
         form = await request.form(max_files=0, max_fields=4)
         given = form.get("token")
         if not isinstance(given, str) or not token_matches(given, token):
