@@ -26,12 +26,17 @@ function render(h) {
       tile("Calls in progress", `${h.calls_in_progress} of ${h.max_calls}`),
       tile("Calls, last hour", String(hour.calls), hour.capped ? "the latest 500" : null),
       tile("Failed, last hour", String(hour.failures), "model unreachable, or never answered"),
-      tile("Time to greeting p50 / p95", quantiles(h.time_to_greeting_ms), `${h.time_to_greeting_ms.count} calls`),
-      tile("Turn latency p50 / p95", quantiles(h.turn_latency_ms), `${h.turn_latency_ms.count} turns`),
+      tile("Time to greeting p50 / p95", quantiles(h.time_to_greeting_ms), since(h.time_to_greeting_ms.count, "call")),
+      tile("Turn latency p50 / p95", quantiles(h.turn_latency_ms), since(h.turn_latency_ms.count, "turn")),
       tile("Model reconnects", String(h.model_reconnects))),
     el("figure", {}, sparkline(hour.calls_per_step, hour.failures_per_step),
       el("figcaption", {}, `Calls (and failures, red) per ${hour.step_seconds / 60} minutes, the last hour`)),
   ];
+}
+
+/** The quantiles come from /metrics' histogram buckets (as Prometheus estimates them), since start-up. */
+function since(count, what) {
+  return `${count} ${what}${count === 1 ? "" : "s"} since start-up; estimated from /metrics' buckets`;
 }
 
 /** An inline SVG: calls as a line, failures as red bars, one point per step. */
@@ -42,6 +47,7 @@ function sparkline(calls, failures, width = 360, height = 60) {
   const svg = document.createElementNS(SVG, "svg");
   svg.setAttribute("viewBox", `0 0 ${width} ${height}`);
   svg.setAttribute("class", "sparkline");
+  svg.setAttribute("preserveAspectRatio", "none");
   svg.setAttribute("role", "img");
   failures.forEach((v, i) => {
     if (!v) return;
