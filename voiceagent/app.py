@@ -19,6 +19,7 @@ from starlette.websockets import WebSocket
 from voiceagent.admission import Busy, CallAnswered, EndedEarly, RateLimited, Rejected, Replayed, StreamAccepted
 from voiceagent.call import EndCall, EndReason, Farewell
 from voiceagent.config import Settings
+from voiceagent.console import console_routes
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.operator_api import announce, metrics_routes, operator_routes
 from voiceagent.service import Clock, ModelConnector, Service
@@ -264,8 +265,10 @@ def create_app(
             Route("/readyz", readyz),
             *metrics_routes(),
             *operator_routes(),
+            *console_routes(),
         ],
-        middleware=[Middleware(WebhookGuard)],
+        # the console's sign-in form gets the same bounds as Twilio's (size, content type, time)
+        middleware=[Middleware(WebhookGuard), Middleware(WebhookGuard, prefix="/console/session")],
         lifespan=lifespan,
     )
     service = Service(settings, credential=credential, connector=connector, clock=clock, tools=tools, records=records)
