@@ -205,7 +205,7 @@ def _line_of(text: str, loc: tuple[int | str, ...]) -> int:
         key = re.compile(rf"^\s*(\[\[?{re.escape(table)}\]\]?\s*$|{re.escape(part)}\s*=)")
         found = next((n for n in range(at, len(lines)) if key.match(lines[n])), None)
         if found is None:
-            break
+            continue  # a table only named in its sub-tables' headers (``[[caller.turns]]``)
         at = found
         if index + 1 < len(loc) and isinstance(loc[index + 1], int) and not lines[found].lstrip().startswith("[["):
             break  # an inline list: this line is as near as it gets
