@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import contextlib
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -89,7 +90,7 @@ async def play_turns(
         following = turns[index + 1] if index + 1 < len(turns) else None
         if following is not None and following.barge_in_after_seconds is not None:
             wanted = before + int(following.barge_in_after_seconds * 1000) * BYTES_PER_MS
-            await ears.until(lambda wanted=wanted: heard.heard_bytes >= wanted)
+            await ears.until(functools.partial(_at_least, heard, wanted))
         else:
             await ears.answer(heard.heard_bytes, settle)
         if heard.heard_bytes > before and (turn.say is not None or turn.wav is not None):
@@ -133,6 +134,14 @@ async def _do(
     return False
 
 
+def _at_least(heard: HeardAudio, wanted: int) -> bool:
+    return heard.heard_bytes >= wanted
+
+
+def _played_past(caller: FakeTwilioCaller, sent: int) -> bool:
+    return len(caller.played) > sent
+
+
 def _first_sound_ms(caller: FakeTwilioCaller, heard: HeardAudio, since_ms: int) -> int | None:
     """When the agent was first heard after ``since_ms`` (from the caller's timeline of media received)."""
     for ms, kind, _detail in caller.timeline:
@@ -161,7 +170,7 @@ async def play_persona(
     async def listen() -> None:  # what the caller hears goes to the caller model
         sent = 0
         while not caller.closed:
-            await ears.until(lambda sent=sent: len(caller.played) > sent)
+            await ears.until(functools.partial(_played_past, caller, sent))
             new = bytes(caller.played[sent:])
             sent += len(new)
             if new:

@@ -38,8 +38,12 @@ def main(args: argparse.Namespace, env: Mapping[str, str], stream: Any = None) -
         if not model
         else f"against the model at {model.get('AZURE_OPENAI_ENDPOINT') or model.get('OPENAI_BASE_URL') or 'OpenAI'}"
     )
-    first_line = f"voiceagent eval: {len(scenarios)} scenario(s) x {args.repeat} on {where}, {model_said}, at {speed:g}x"
-    printer.line(first_line if not args.url else f"voiceagent eval: {len(scenarios)} scenario(s) x {args.repeat} on {where}")
+    first_line = (
+        f"voiceagent eval: {len(scenarios)} scenario(s) x {args.repeat} on {where}, {model_said}, at {speed:g}x"
+    )
+    printer.line(
+        first_line if not args.url else f"voiceagent eval: {len(scenarios)} scenario(s) x {args.repeat} on {where}"
+    )
     speech = Speech()
     if not speech.available():
         printer.line(f"voiceagent eval: the caller's lines cannot be spoken: {INSTALL_HINT}")
@@ -48,28 +52,37 @@ def main(args: argparse.Namespace, env: Mapping[str, str], stream: Any = None) -
     out.mkdir(parents=True, exist_ok=True)
     from voiceagent.logs import configure_logging
 
-    log = open(out / "service.log", "a", encoding="utf-8")  # noqa: SIM115 - open for the whole run
+    log = open(out / "service.log", "a", encoding="utf-8")
     configure_logging(secrets=[], stream=log)
     results = asyncio.run(_run_all(scenarios, args, model, speed, speech, out, printer))
     printer.line("")
     printer.line(summary_table(results))
     (out / "report.md").write_text(markdown_report(results, first_line), encoding="utf-8")
     write_junit(out / "junit.xml", results)
-    printer.line(f"\nReports: {out / 'report.md'}, {out / 'junit.xml'}; per run a transcript (.txt) and the call (.wav)")
+    printer.line(
+        f"\nReports: {out / 'report.md'}, {out / 'junit.xml'}; per run a transcript (.txt) and the call (.wav)"
+    )
     rates = [int(row[2]) / int(row[1]) for row in summary_rows(results)]
     return 0 if all(rate >= args.min_pass_rate for rate in rates) else 1
 
 
 async def _run_all(
-    scenarios: list[Scenario], args: argparse.Namespace, model: Mapping[str, str], speed: float, speech: Speech,
-    out: Path, printer: Printer,
+    scenarios: list[Scenario],
+    args: argparse.Namespace,
+    model: Mapping[str, str],
+    speed: float,
+    speech: Speech,
+    out: Path,
+    printer: Printer,
 ) -> list[RunResult]:
     results: list[RunResult] = []
     total = len(scenarios) * args.repeat
     for scenario in scenarios:
         if args.url:
-            runs = [run_once(scenario, i + 1, out=out, speech=speech, url=args.url, auth_token=args.auth_token, speed=speed)
-                    for i in range(args.repeat)]
+            runs = [
+                run_once(scenario, i + 1, out=out, speech=speech, url=args.url, auth_token=args.auth_token, speed=speed)
+                for i in range(args.repeat)
+            ]
             results += await _gather(runs, results, total, printer)
             continue
         async with serve_scenario(scenario, model, out, speed=speed, speech=speech) as agent:
@@ -108,7 +121,7 @@ class _Nothing:
         return None
 
 
-class _persona_target:  # noqa: N801 - an async context manager read as a function
+class _persona_target:
     """The caller model's target: the configured model, or a fake caller model speaking the bundled
     caller recordings (the same client code path; only the endpoint differs)."""
 
@@ -121,10 +134,19 @@ class _persona_target:  # noqa: N801 - an async context manager read as a functi
         from voiceagent.testing import FakeRealtimeServer
 
         if self.model.get("AZURE_OPENAI_ENDPOINT"):
-            return ModelTarget("azure", self.model["AZURE_OPENAI_ENDPOINT"], self.model.get("AZURE_OPENAI_DEPLOYMENT", ""),
-                               self.model.get("AZURE_OPENAI_API_KEY"), self.model.get("AZURE_OPENAI_API_VERSION"))
-        self.fake = FakeRealtimeServer(api_key="caller-model", speed=4 * self.speed, greeting="caller_book_table",
-                                       replies=("caller_book_table", "caller_goodbye"))
+            return ModelTarget(
+                "azure",
+                self.model["AZURE_OPENAI_ENDPOINT"],
+                self.model.get("AZURE_OPENAI_DEPLOYMENT", ""),
+                self.model.get("AZURE_OPENAI_API_KEY"),
+                self.model.get("AZURE_OPENAI_API_VERSION"),
+            )
+        self.fake = FakeRealtimeServer(
+            api_key="caller-model",
+            speed=4 * self.speed,
+            greeting="caller_book_table",
+            replies=("caller_book_table", "caller_goodbye"),
+        )
         await self.fake.start()
         return ModelTarget("azure", self.fake.endpoint, "gpt-realtime", "caller-model")
 

@@ -17,7 +17,7 @@ def summary_rows(results: list[RunResult]) -> list[tuple[str, ...]]:
     by_name: dict[str, list[RunResult]] = {}
     for result in results:
         by_name.setdefault(result.scenario.name, []).append(result)
-    rows = []
+    rows: list[tuple[str, ...]] = []
     for name, runs in by_name.items():
         passed = sum(run.passed for run in runs)
         latencies = [ms for run in runs for ms in run.caller.latencies_ms]
