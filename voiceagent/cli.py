@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 
 from voiceagent.config import ConfigError, Settings, configuration_warnings, load_settings, sign_in
+from voiceagent.eval.arguments import add_parser as add_eval_parser
 from voiceagent.logs import CallLog, configure_logging
 from voiceagent.records_cli import add_calls_command, run_calls_command
 from voiceagent.store.settings import RecordsSettings
@@ -281,6 +282,7 @@ def _parser() -> argparse.ArgumentParser:
     caller.add_argument(
         "--speed", type=_positive, default=1.0, help="media clock speed: 1 is a real call (faster only against fakes)"
     )
+    add_eval_parser(commands)
     twilio_cmd = commands.add_parser(
         "twilio",
         help="point a Twilio number at this service, or place a call (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)",
@@ -311,10 +313,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_eval(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """``voiceagent eval``: only the model's variables are taken from ``env`` (voiceagent.eval)."""
+    from voiceagent.eval.command import main as eval_main
+
+    return eval_main(args, env)
+
+
 # commands that need no configuration at all
 _STANDALONE = {"demo": demo, "fake-model": fake_model}
 # commands that read a few variables themselves
-_WITH_ENVIRONMENT = {"call": call, "twilio": twilio}
+_WITH_ENVIRONMENT = {"call": call, "twilio": twilio, "eval": run_eval}
 
 
 def list_variables() -> int:
