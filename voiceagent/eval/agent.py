@@ -144,8 +144,9 @@ async def serve_scenario(
     """The service (and, with no ``model``, the fake) for ``scenario``, until the block ends."""
     from voiceagent.app import create_app
     from voiceagent.config import load_settings
-    from voiceagent.simulated_call import free_loopback_socket, serve_on_loopback
+    from voiceagent.server import uvicorn_config
     from voiceagent.testing import FakeRealtimeServer
+    from voiceagent.testing.serving import loopback_socket, serve_asgi
 
     for folder in scenario.agent.python_path:  # where the scenario's tool modules are
         if str(scenario.resolve(folder)) not in sys.path:
@@ -167,7 +168,7 @@ async def serve_scenario(
                 "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
                 "AZURE_OPENAI_API_KEY": model_key,
             }
-        sock = free_loopback_socket()
+        sock = loopback_socket()
         port = sock.getsockname()[1]
         environment = agent_environment(scenario, model, auth_token, port, out)
         environment["VOICEAGENT_CALLER_AUDIO_PACE"] = str(min(100.0, max(1.25, 2 * speed)))
@@ -181,5 +182,5 @@ async def serve_scenario(
         )
         tools = cast(ToolBox, _WatchedTools(box, watches))
         app = create_app(settings, sink=_Sink(watches), tools=tools, records=None)
-        await stack.enter_async_context(serve_on_loopback(app, settings, sock))
+        await stack.enter_async_context(serve_asgi(app, config=uvicorn_config(app, settings, lifespan="on"), sock=sock))
         yield InProcessAgent(settings.public_base_url or "", auth_token, director, fake, watches, speed, app)
