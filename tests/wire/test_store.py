@@ -130,9 +130,9 @@ def test_settings_default_to_sqlite_in_the_working_directory_and_name_bad_variab
     full = RecordsSettings.from_env(
         {
             "VOICEAGENT_RETENTION_DAYS": "30",
-            "VOICEAGENT_API_TOKEN": "t" * 32,
+            "VOICEAGENT_API_TOKEN": "7c1e9a0b4d2f6e8a1c3b5d7f9e0a2c4b",
             "VOICEAGENT_CALL_ENDED_WEBHOOK": "https://example.com/hook",
-            "VOICEAGENT_WEBHOOK_SECRET": "s" * 32,
+            "VOICEAGENT_WEBHOOK_SECRET": "e3b0c44298fc1c149afbf4c8996fb924",
             "VOICEAGENT_RECORDINGS": "on",
             "VOICEAGENT_RECORDINGS_DIR": "rec",
         }
