@@ -35,6 +35,7 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute, Route
 
 from voiceagent.call import Accepted, Action, EndReason, OperatorAnswer, Refused
+from voiceagent.config import Settings
 from voiceagent.logs import CallLog
 from voiceagent.metrics import CONTENT_TYPE_LATEST
 from voiceagent.service import CallBridge, Service
@@ -44,7 +45,8 @@ from voiceagent.store.records import CallRecord, LineRecord, call_as_text, numbe
 __all__ = ["announce", "metrics_routes", "operator_routes"]
 
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}", re.ASCII)
-DESTINATION = re.compile(r"\+[1-9][0-9]{6,14}|sip:[^\s,=]{1,250}", re.ASCII)  # as VOICEAGENT_TRANSFER_TO
+# as VOICEAGENT_TRANSFER_TO: a number, or a sip: URI of printable ASCII (URI parameters allowed), no comma
+DESTINATION = re.compile(r"\+[1-9][0-9]{6,14}|sip:[\x21-\x2b\x2d-\x7e]{1,250}", re.ASCII)
 MAX_BODY_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 2000
 KEEPALIVE_SECONDS = 15.0
@@ -317,6 +319,14 @@ def _refusal(bridge: CallBridge, answer: OperatorAnswer) -> Response | None:
     return None
 
 
+def _may_transfer_to(settings: Settings, destination: str) -> bool:
+    """Only where the operator said calls may go: a leaked token must not dial premium or foreign numbers
+    with this line's caller ID (toll fraud)."""
+    if destination in settings.transfer_to.values():
+        return True
+    return any(destination.startswith(prefix) for prefix in settings.transfer_allow if prefix)
+
+
 def _action(kind: str) -> Handler:
     async def handle(request: Request) -> Response:
         found = await _live_bridge(request)
@@ -335,6 +345,12 @@ def _action(kind: str) -> Handler:
                 to = _text_field(body, "to")
                 if not DESTINATION.fullmatch(to):
                     raise ValueError('"to" must be an E.164 number (+15551230001) or a sip: URI')
+                if not _may_transfer_to(_service(request).settings, to):
+                    return _error(
+                        403,
+                        f"{to} is not a transfer destination of this line: use one of VOICEAGENT_TRANSFER_TO, "
+                        "or a prefix in VOICEAGENT_TRANSFER_ALLOW",
+                    )
                 decided = _operate(bridge, lambda now: bridge.core.operator_transfer(to, now))
             else:
                 decided = _operate(bridge, lambda now: _hang_up(bridge, now))

@@ -221,7 +221,8 @@ async def test_say_makes_the_agent_speak_in_a_live_call_and_the_operator_sees_it
 
 
 async def test_transfer_hands_the_caller_over_and_the_answer_dials(records_env: Path) -> None:
-    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
+    env = with_records(records_env, VOICEAGENT_TRANSFER_ALLOW="sip:desk@")
+    async with call_stack(env=env) as stack, api(stack.app.base_url) as http:
         async with stack.caller() as caller:
             assert await caller.dial(), caller.refusal
             await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
@@ -471,3 +472,25 @@ async def test_a_client_guessing_tokens_is_logged_once_and_then_stopped(
         "api_auth_blocked",
     ]
     assert "guess-" not in caplog_json.text()  # type: ignore[attr-defined]
+
+
+async def test_a_transfer_goes_only_where_the_operator_said_calls_may_go(records_env: Path) -> None:
+    """A leaked token must not buy premium-rate or foreign calls on the line's caller ID (toll fraud)."""
+    env = with_records(records_env, VOICEAGENT_TRANSFER_TO="sales=+15551230001", VOICEAGENT_TRANSFER_ALLOW="+4420")
+    async with call_stack(env=env) as stack, api(stack.app.base_url) as http:
+        async with stack.caller() as caller:
+            assert await caller.dial(), caller.refusal
+            await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+            path = f"/api/calls/{caller.call_sid}/transfer"
+            for refused in ("+19005550100", "+88213456789", "sip:anyone@evil.example"):
+                response = await http.post(path, headers=AUTH, json={"to": refused})
+                assert response.status_code == 403, response.text
+                assert "not a transfer destination of this line" in response.json()["error"]
+            for malformed in ("sip:nul\x00byte@pbx.example.com", "sip:desk@pbx.example.com\r\nX: y"):
+                assert (await http.post(path, headers=AUTH, json={"to": malformed})).status_code == 400
+            assert stack.app.service.end_of(caller.call_sid) is None  # nothing was dialled
+            response = await http.post(path, headers=AUTH, json={"to": "+442079460000"})  # an allowed prefix
+            assert response.status_code == 202
+            await caller.wait_closed(timeout=WAIT)
+        end = await wait_until(lambda: stack.app.service.end_of(caller.call_sid), WAIT)
+        assert end.transfer_to == "+442079460000"
