@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator
 from enum import Enum
 from typing import Any, assert_never
@@ -69,7 +70,16 @@ async def _signed_form(request: Request, base: str, log: CallLog) -> dict[str, s
     params = {key: str(value) for key, value in form.multi_items()}
     url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if not service.signatures.valid(url, params, request.headers.get("x-twilio-signature")):
-        log.warning("webhook_rejected", path=request.url.path, reason="bad or missing X-Twilio-Signature")
+        if service.rejections_logged.allow("signature", time.monotonic()):  # a flood logs once a minute
+            log.warning(
+                "webhook_rejected",
+                path=request.url.path,
+                reason="bad or missing X-Twilio-Signature",
+                checked_against=base + request.url.path,  # what the signature must cover (PUBLIC_BASE_URL)
+                arrived_as=f"{request.url.scheme}://{request.headers.get('host', '?')}",
+                hint="Twilio signs the URL it called: PUBLIC_BASE_URL must be exactly the https:// address "
+                "configured on the number (scheme, host, port, path prefix)",
+            )
         return None
     return params
 

@@ -50,6 +50,7 @@ class Service:
     tools: ToolBox | None = None  # default: the operator's tools from the settings (validated here)
     records: RecordsSettings | None = None  # call records, operator API, webhook; None: metrics and live events only
     failed_logins: FailedLogins = field(default_factory=FailedLogins)  # wrong API tokens per client
+    rejections_logged: RateLimit = field(default_factory=lambda: RateLimit(1, 60.0))  # signature refusals
 
     def __post_init__(self) -> None:
         settings = self.settings
