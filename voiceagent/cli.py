@@ -214,8 +214,9 @@ def _env_file_option() -> argparse.ArgumentParser:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voiceagent", description="A phone agent on the OpenAI Realtime API.")
     parser.add_argument("--env-file", metavar="PATH", help=ENV_FILE_HELP)
+    parser.add_argument("--version", action="version", version=f"voiceagent {_version()}")
     reads_env = [_env_file_option()]
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser(
         "serve", parents=reads_env, help="run the service (HOST/PORT from the environment)", epilog=VARIABLES_EPILOG
     )
@@ -337,8 +338,30 @@ def list_variables() -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("voiceagent")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `voiceagent`: what it can do, not a usage error
+        parser.print_help()
+        return 0
+    try:
+        return _run(args)
+    except BrokenPipeError:  # `voiceagent calls export | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's own flush at exit stays quiet too
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command in _STANDALONE:
         return _STANDALONE[args.command](args)
     if args.command == "config":

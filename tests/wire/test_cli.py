@@ -205,3 +205,36 @@ def test_calls_needs_only_the_store_and_names_it_when_there_is_none(tmp_path: Pa
         [sys.executable, "-m", "voiceagent", "calls", "list"], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and "VOICEAGENT_DATABASE_URL" in done.stderr
+
+
+def test_the_command_line_habits_a_newcomer_expects() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("VOICEAGENT_", "AZURE_"))}
+    version = run(env, "--version")
+    assert version.returncode == 0 and re.fullmatch(r"voiceagent \S+\n", version.stdout)
+    bare = run(env)  # no command: the list of commands, not a usage error
+    assert bare.returncode == 0 and "serve" in bare.stdout and "check-config" in bare.stdout and not bare.stderr
+    shown = run(env, "calls", "export", "--help").stdout
+    assert "jsonl: one {call, transcript} object per line" in shown
+
+
+def test_an_export_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    from voiceagent.store import CallRecord, CallStore, RecordsSettings
+
+    settings = RecordsSettings.sqlite(tmp_path / "calls.db")
+    store = CallStore(settings)
+    store.open()
+    for n in range(3000):  # more than a pipe holds
+        store.call_started(CallRecord(call_sid=f"CA{n:032x}", instance="test:1", started_at=float(n)))
+    assert store.flush(30)
+    store.close()
+    env = {**os.environ, "VOICEAGENT_DATABASE_URL": settings.database_url}
+    result = subprocess.run(
+        f"{sys.executable} -m voiceagent calls export | head -1",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.startswith('{"call"') and result.stdout.count("\n") == 1
+    assert result.stderr == "", result.stderr  # no BrokenPipeError traceback
