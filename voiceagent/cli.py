@@ -127,6 +127,15 @@ def fake_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _caller_pace(env: Mapping[str, str]) -> float:
+    """How much faster than real time the service takes caller audio, as the same environment says."""
+    field = Settings.model_fields["caller_audio_pace"]
+    try:
+        return float(env.get("VOICEAGENT_CALLER_AUDIO_PACE") or field.default)
+    except ValueError:
+        return float(field.default)
+
+
 def call(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """A simulated Twilio caller against a running instance: says a WAV, records the answer."""
     try:
@@ -147,6 +156,15 @@ def call(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return 2
     url = args.url or (env.get("PUBLIC_BASE_URL") or "").strip()
     url = url or f"http://127.0.0.1:{(env.get('PORT') or '').strip() or 8080}"
+    pace = _caller_pace(env)
+    if args.speed > pace:
+        print(
+            f"voiceagent call: --speed {args.speed:g} sends audio faster than the service accepts "
+            f"(VOICEAGENT_CALLER_AUDIO_PACE={pace:g} x real time): it would drop what the caller says. Use "
+            f"--speed {pace:g} or less, or start the service with VOICEAGENT_CALLER_AUDIO_PACE={args.speed:g}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         question = read_wav_as_ulaw(args.wav)
     except WavError as exc:

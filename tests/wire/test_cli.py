@@ -238,3 +238,13 @@ def test_an_export_piped_into_head_ends_quietly(tmp_path: Path) -> None:
     )
     assert result.stdout.startswith('{"call"') and result.stdout.count("\n") == 1
     assert result.stderr == "", result.stderr  # no BrokenPipeError traceback
+
+
+def test_a_simulated_caller_refuses_a_speed_the_service_would_drop() -> None:
+    result = run({"TWILIO_AUTH_TOKEN": "t" * 32}, "call", "--wav", "nothing.wav", "--speed", "4")
+    assert result.returncode == 2
+    assert "faster than the service accepts (VOICEAGENT_CALLER_AUDIO_PACE=1.25" in result.stderr
+    fast = run(
+        {"TWILIO_AUTH_TOKEN": "t" * 32, "VOICEAGENT_CALLER_AUDIO_PACE": "8"}, "call", "--wav", "x", "--speed", "4"
+    )
+    assert "faster than the service accepts" not in fast.stderr  # a service told to take it: goes on (to the WAV)
