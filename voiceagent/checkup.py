@@ -53,6 +53,12 @@ def explain_connect_error(error: ModelConnectError, settings: Settings) -> str:
     model, status = settings.model, error.status
     azure = model.provider == "azure"
     said = f" (the server said: {error})" if status is not None else f" ({error})"
+    if error.sign_in:
+        return (
+            "no AZURE_OPENAI_API_KEY is set, so the service signs in with Entra ID, and that failed: set "
+            "AZURE_OPENAI_API_KEY, or sign this machine in (`az login`, or a managed identity) with the role "
+            "'Cognitive Services OpenAI User' on the resource" + said
+        )
     if status == 401:
         if not azure:
             return "OPENAI_API_KEY was refused (HTTP 401): create a key at https://platform.openai.com/api-keys" + said

@@ -45,9 +45,10 @@ class ModelConnectError(Exception):
     The message never contains a key or token.
     """
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, *, sign_in: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.sign_in = sign_in  # no token could be had (Entra ID): nothing reached the model
 
 
 # ---------------------------------------------------------------- URL and headers
@@ -113,8 +114,11 @@ async def _entra_token(credential: AsyncTokenCredential | None) -> str:
         raise ModelConnectError("Azure OpenAI without an API key needs an Entra ID credential")
     try:
         access = await credential.get_token(ENTRA_SCOPE)
-    except Exception as exc:  # azure.identity raises several unrelated types
-        raise ModelConnectError(f"could not get an Entra ID token: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # azure.identity raises several unrelated types, with pages of advice
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ModelConnectError(
+            f"could not get an Entra ID token: {type(exc).__name__}: {first}", sign_in=True
+        ) from None
     return access.token
 
 
