@@ -20,7 +20,7 @@ from voiceagent.realtime.events import SessionConfig, SessionUpdated, UpdateSess
 from voiceagent.realtime.target import ModelTarget
 
 
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_", "TWILIO_", "VOICEAGENT_"))}
     return subprocess.run(
         [sys.executable, "-m", "voiceagent", *args], env={**clean, **env}, capture_output=True, text=True, timeout=60
@@ -123,6 +123,7 @@ async def test_fake_model_serves_the_realtime_protocol_until_sigterm() -> None:
                 async for event in connection:
                     if isinstance(event, SessionUpdated):
                         break
+            assert isinstance(event, SessionUpdated)
             assert (event.input_format, event.output_format) == ("pcmu", "pcmu")
         finally:
             await connection.close()
