@@ -290,30 +290,23 @@ def _merge_nested(target: dict[str, Any], update: dict[str, Any], *, containers:
             target[key] = copy.deepcopy(value)
 
 
-GA = DialectSpec(
-    name="ga",
-    audio_delta="response.output_audio.delta",
-    audio_done="response.output_audio.done",
-    transcript_delta="response.output_audio_transcript.delta",
-    transcript_done="response.output_audio_transcript.done",
-    text_delta="response.output_text.delta",
-    text_done="response.output_text.done",
-    audio_content_type="output_audio",
-    text_content_type="output_text",
-    voices=GA_VOICES,
-    voice_param="session.audio.output.voice",
-)
-PREVIEW = DialectSpec(
-    name="preview",
-    audio_delta="response.audio.delta",
-    audio_done="response.audio.done",
-    transcript_delta="response.audio_transcript.delta",
-    transcript_done="response.audio_transcript.done",
-    text_delta="response.text.delta",
-    text_done="response.text.done",
-    audio_content_type="audio",
-    text_content_type="text",
-    voices=PREVIEW_VOICES,
-    voice_param="session.voice",
-)
+def _spec(name: str, output: str, voices: tuple[str, ...], voice_param: str) -> DialectSpec:
+    """The two dialects name the same events and content types, GA with an ``output_`` prefix."""
+    return DialectSpec(
+        name=name,
+        audio_delta=f"response.{output}audio.delta",
+        audio_done=f"response.{output}audio.done",
+        transcript_delta=f"response.{output}audio_transcript.delta",
+        transcript_done=f"response.{output}audio_transcript.done",
+        text_delta=f"response.{output}text.delta",
+        text_done=f"response.{output}text.done",
+        audio_content_type=f"{output}audio",
+        text_content_type=f"{output}text",
+        voices=voices,
+        voice_param=voice_param,
+    )
+
+
+GA = _spec("ga", "output_", GA_VOICES, "session.audio.output.voice")
+PREVIEW = _spec("preview", "", PREVIEW_VOICES, "session.voice")
 DIALECTS: dict[str, DialectSpec] = {"ga": GA, "preview": PREVIEW}
