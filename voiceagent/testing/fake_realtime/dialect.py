@@ -194,37 +194,16 @@ class DialectSpec:
 
     @staticmethod
     def user_audio_item(item_id: str, transcript: str | None = None) -> dict[str, Any]:
-        return {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": transcript}],
-        }
+        return _message_item(item_id, "completed", "user", [{"type": "input_audio", "transcript": transcript}])
 
     def assistant_audio_item(self, item_id: str, status: str, transcript: str | None) -> dict[str, Any]:
         content = [] if transcript is None else [{"type": self.audio_content_type, "transcript": transcript}]
-        return {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": status,
-            "role": "assistant",
-            "content": content,
-        }
+        return _message_item(item_id, status, "assistant", content)
 
     def assistant_text_item(self, item_id: str, status: str, text: str | None) -> dict[str, Any]:
         """An assistant message answered in text (no audio part)."""
         content = [] if text is None else [{"type": self.text_content_type, "text": text}]
-        return {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": status,
-            "role": "assistant",
-            "content": content,
-        }
+        return _message_item(item_id, status, "assistant", content)
 
     @staticmethod
     def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
@@ -280,6 +259,17 @@ class DialectSpec:
             "output_audio_format": session.get("output_audio_format", "pcm16"),
             "temperature": session.get("temperature", 0.8),
         }
+
+
+def _message_item(item_id: str, status: str, role: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "status": status,
+        "role": role,
+        "content": content,
+    }
 
 
 def _merge_nested(target: dict[str, Any], update: dict[str, Any], *, containers: set[str]) -> None:
