@@ -84,13 +84,21 @@ async def _signed_form(request: Request, base: str, log: CallLog) -> dict[str, s
     return params
 
 
-async def voice(request: Request) -> Response:
-    """Twilio's incoming-call webhook: answer with TwiML that connects the call to our media stream."""
-    service: Service = request.app.state.service
+async def _signed_webhook(request: Request) -> tuple[Service, str, dict[str, str]] | None:
+    """A webhook from Twilio: the service, our public base URL and the signed form; None (logged) if not."""
     base = _public_base(request)
     params = None if base is None else await _signed_form(request, base, CallLog())
     if base is None or params is None:
+        return None
+    return request.app.state.service, base, params
+
+
+async def voice(request: Request) -> Response:
+    """Twilio's incoming-call webhook: answer with TwiML that connects the call to our media stream."""
+    signed = await _signed_webhook(request)
+    if signed is None:
         return PlainTextResponse("Forbidden", status_code=403)
+    service, base, params = signed
     call_sid = params.get("CallSid", "")
     if not CALL_SID.fullmatch(call_sid):
         CallLog().warning("webhook_rejected", reason="missing or malformed CallSid")
@@ -124,11 +132,10 @@ async def voice(request: Request) -> Response:
 
 async def stream_ended(request: Request) -> Response:
     """``<Connect action>``: Twilio asks what to do once the stream is over."""
-    service: Service = request.app.state.service
-    base = _public_base(request)
-    params = None if base is None else await _signed_form(request, base, CallLog())
-    if base is None or params is None:
+    signed = await _signed_webhook(request)
+    if signed is None:
         return PlainTextResponse("Forbidden", status_code=403)
+    service, base, params = signed
     end = service.end_of(params.get("CallSid", ""))
     if end is not None and end.farewell is Farewell.TRANSFER and end.transfer_to:
         caller_id = service.settings.transfer_caller_id or params.get("To") or None

@@ -88,16 +88,21 @@ def check(settings: Settings, args: argparse.Namespace) -> int:
     return 1
 
 
+def _without_testing_extra(command: str, exc: ImportError) -> int:
+    """Say that ``command`` needs the test kit's extra dependencies (exit status 2)."""
+    from voiceagent.simulated_call import missing_testing_extra
+
+    print(f"voiceagent {command}: {missing_testing_extra(exc)}", file=sys.stderr)
+    return 2
+
+
 def demo(args: argparse.Namespace) -> int:
     """A whole call on this machine: the service, the fake model and a simulated caller."""
     try:
         from voiceagent.demo import run_demo
         from voiceagent.testing import FakeRealtimeServer  # noqa: F401  (the test kit's extra dependencies)
     except ImportError as exc:
-        from voiceagent.simulated_call import missing_testing_extra
-
-        print(f"voiceagent demo: {missing_testing_extra(exc)}", file=sys.stderr)
-        return 2
+        return _without_testing_extra("demo", exc)
     try:
         result = asyncio.run(run_demo(out=args.out, log_file=args.log, speed=args.speed))
     except TimeoutError:
@@ -113,10 +118,7 @@ def fake_model(args: argparse.Namespace) -> int:
     try:
         from voiceagent.demo import serve_fake_model
     except ImportError as exc:
-        from voiceagent.simulated_call import missing_testing_extra
-
-        print(f"voiceagent fake-model: {missing_testing_extra(exc)}", file=sys.stderr)
-        return 2
+        return _without_testing_extra("fake-model", exc)
     try:
         asyncio.run(serve_fake_model(host=args.host, port=args.port, api_key=args.api_key, speed=args.speed))
     except OSError as exc:
@@ -142,10 +144,7 @@ def call(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         from voiceagent.simulated_call import WavError, place_call, read_wav_as_ulaw
         from voiceagent.testing import FakeTwilioCaller  # noqa: F401  (the test kit's extra dependencies)
     except ImportError as exc:
-        from voiceagent.simulated_call import missing_testing_extra
-
-        print(f"voiceagent call: {missing_testing_extra(exc)}", file=sys.stderr)
-        return 2
+        return _without_testing_extra("call", exc)
     token = (env.get("TWILIO_AUTH_TOKEN") or "").strip() or None
     if token is None and not flag(env.get("VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION")):
         print(

@@ -186,9 +186,14 @@ def _sid(request: Request) -> str | None:
     return sid if CALL_SID.fullmatch(sid) else None
 
 
-async def get_call(request: Request) -> Response:
+async def _call_in_path(request: Request) -> tuple[CallRecord, list[LineRecord]] | None:
+    """The call the path names and its transcript; None if the sid is malformed or no such call is known."""
     sid = _sid(request)
-    found = None if sid is None else await _record_and_lines(_service(request), sid)
+    return None if sid is None else await _record_and_lines(_service(request), sid)
+
+
+async def get_call(request: Request) -> Response:
+    found = await _call_in_path(request)
     if found is None:
         return _error(404, "no such call")
     record, lines = found
@@ -196,8 +201,7 @@ async def get_call(request: Request) -> Response:
 
 
 async def transcript_text(request: Request) -> Response:
-    sid = _sid(request)
-    found = None if sid is None else await _record_and_lines(_service(request), sid)
+    found = await _call_in_path(request)
     if found is None:
         return _error(404, "no such call")
     record, lines = found

@@ -41,7 +41,7 @@ def settings_for(endpoint: str, **env: str) -> Settings:
     )
 
 
-async def check(settings: Settings, **options: Any):  # type: ignore[no-untyped-def]
+async def check(settings: Settings, **options: Any) -> checkup.Report:
     return await check_model(settings, await session_with_tools(settings), **options)
 
 

@@ -20,7 +20,7 @@ from voiceagent.realtime.events import SessionConfig, SessionUpdated, UpdateSess
 from voiceagent.realtime.target import ModelTarget
 
 
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_", "TWILIO_", "VOICEAGENT_"))}
     return subprocess.run(
         [sys.executable, "-m", "voiceagent", *args], env={**clean, **env}, capture_output=True, text=True, timeout=60
@@ -33,14 +33,16 @@ def test_serve_without_azure_settings_exits_at_once_naming_them():
     assert "AZURE_OPENAI_ENDPOINT" in result.stderr and "AZURE_OPENAI_DEPLOYMENT" in result.stderr
 
 
+COMPLETE_ENVIRONMENT = {
+    "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
+    "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+    "AZURE_OPENAI_API_KEY": "secret-key-value",
+    "TWILIO_AUTH_TOKEN": "secret-auth-token",
+}
+
+
 def test_check_config_accepts_a_complete_environment():
-    env = {
-        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
-        "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-        "AZURE_OPENAI_API_KEY": "secret-key-value",
-        "TWILIO_AUTH_TOKEN": "secret-auth-token",
-    }
-    result = run(env, "check-config")
+    result = run(COMPLETE_ENVIRONMENT, "check-config")
     assert result.returncode == 0, result.stderr
     assert "azure ga gpt-realtime" in result.stdout
     assert "secret" not in result.stdout + result.stderr
@@ -67,13 +69,7 @@ def test_check_config_lists_every_problem_at_once() -> None:
 
 
 def test_check_config_and_serve_name_a_tool_that_cannot_be_loaded() -> None:
-    env = {
-        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
-        "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-        "AZURE_OPENAI_API_KEY": "secret-key-value",
-        "TWILIO_AUTH_TOKEN": "secret-auth-token",
-        "VOICEAGENT_TOOLS": "no_such_tools_module",
-    }
+    env = {**COMPLETE_ENVIRONMENT, "VOICEAGENT_TOOLS": "no_such_tools_module"}
     for command in ("check-config", "serve"):
         result = run(env, command)
         assert result.returncode == 2, (command, result.stderr)
@@ -123,6 +119,7 @@ async def test_fake_model_serves_the_realtime_protocol_until_sigterm() -> None:
                 async for event in connection:
                     if isinstance(event, SessionUpdated):
                         break
+            assert isinstance(event, SessionUpdated)
             assert (event.input_format, event.output_format) == ("pcmu", "pcmu")
         finally:
             await connection.close()

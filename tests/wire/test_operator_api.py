@@ -80,13 +80,13 @@ async def test_the_api_refuses_without_the_token_and_never_logs_it(
         ("POST", f"/api/calls/{sid}/transfer"),
         ("GET", "/metrics"),  # with a token set, metrics want it too
     ]
-    wrong: list[dict[str, str | bytes]] = [
+    wrong: list[dict[str, str] | dict[bytes, bytes]] = [
         {},
         {"Authorization": TOKEN},  # no scheme
         {"Authorization": f"Basic {TOKEN}"},
         {"Authorization": f"Bearer {TOKEN[:-1]}"},
         {"Authorization": f"Bearer {TOKEN}x"},
-        {"Authorization": "Bearer é".encode("latin-1")},  # not ASCII: still a plain 401, not a 500
+        {b"Authorization": "Bearer é".encode("latin-1")},  # not ASCII: still a plain 401, not a 500
     ]
     async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
         stack.app.service.failed_logins = FailedLogins(limit=10_000)  # this test guesses on purpose, a lot
@@ -232,6 +232,7 @@ async def test_transfer_hands_the_caller_over_and_the_answer_dials(records_env: 
             assert response.status_code == 202
             await caller.wait_closed(timeout=WAIT)
         end = await wait_until(lambda: stack.app.service.end_of(caller.call_sid), WAIT)
+        assert end is not None
         assert end.farewell is Farewell.TRANSFER and end.transfer_to == "sip:desk@pbx.example.com"
 
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import samples, total
 from voiceagent.call import EndCall, EndReason, Farewell, ToolCalled
 from voiceagent.config import ConfigError, load_settings
 from voiceagent.metrics import Metrics
@@ -85,11 +86,6 @@ def started(call_sid: str, at: float, **fields: Any) -> CallRecord:
 
 def line(seq: int, at: float, role: str = "caller", text: str = "hello", **fields: Any) -> LineRecord:
     return LineRecord(seq=seq, at=at, offset_ms=seq * 1000, role=role, text=text, **fields)
-
-
-def total(metric: Any) -> float:
-    """A counter's value, summed over its labels."""
-    return sum(s.value for s in metric.collect()[0].samples if s.name.endswith("_total"))
 
 
 def crash(store: CallStore) -> None:
@@ -465,7 +461,7 @@ async def test_a_slow_database_slows_the_writer_and_nothing_else(records: Record
         assert statistics.median(lateness) < 0.05 and blocked_ticks <= len(lateness) // 20, sorted(lateness)[-10:]
         assert await asyncio.to_thread(store.flush, 30.0)
         assert len(await asyncio.to_thread(store.transcript, call_sid)) == 200
-        batches = metrics.store_batch_size.collect()[0].samples
+        batches = samples(metrics.store_batch_size)
         count = next(s.value for s in batches if s.name.endswith("_count"))
         assert count < 60  # batched: far fewer transactions than writes
     finally:
@@ -542,7 +538,7 @@ def test_a_write_the_database_refuses_loses_only_itself(store: CallStore) -> Non
     store.line(call_sid, line(1, time.time()))
     assert store.flush(WAIT)
     assert [x.seq for x in store.transcript(call_sid)] == [0, 1]
-    lost = {s.labels["reason"]: s.value for s in metrics.store_lost.collect()[0].samples if s.name.endswith("_total")}
+    lost = {s.labels["reason"]: s.value for s in samples(metrics.store_lost) if s.name.endswith("_total")}
     assert lost == {"refused by the database": 1}
 
 

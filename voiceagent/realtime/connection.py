@@ -151,6 +151,24 @@ class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
 # ---------------------------------------------------------------- the connection
 
 
+async def open_model_socket(
+    url: str, headers: Mapping[str, str], *, open_timeout: float | None = 10.0, logger: LoggerLike | None = None
+) -> ClientConnection:
+    """The WebSocket to the model, with the limits and keep-alive every model connection uses (the
+    bare-relay benchmark's too, so that it measures the same socket)."""
+    return await connect(
+        url,
+        additional_headers=dict(headers),
+        open_timeout=open_timeout,
+        max_size=MAX_MESSAGE_BYTES,
+        ping_interval=PING_INTERVAL_SECONDS,
+        ping_timeout=PING_INTERVAL_SECONDS,
+        close_timeout=CLOSE_TIMEOUT_SECONDS,
+        compression=None,  # base64 audio barely compresses; deflating every frame costs real CPU
+        logger=logger,
+    )
+
+
 class ModelConnection:
     """One open WebSocket to the model, speaking our vocabulary. Build it with ``await open(...)``."""
 
@@ -178,15 +196,10 @@ class ModelConnection:
         headers = await auth_headers(target, credential)
         secrets = _secrets(headers)
         try:
-            websocket = await connect(
+            websocket = await open_model_socket(
                 url,
-                additional_headers=headers,
+                headers,
                 open_timeout=timeout,
-                max_size=MAX_MESSAGE_BYTES,
-                ping_interval=PING_INTERVAL_SECONDS,
-                ping_timeout=PING_INTERVAL_SECONDS,
-                close_timeout=CLOSE_TIMEOUT_SECONDS,
-                compression=None,  # base64 audio barely compresses; deflating every frame costs real CPU
                 logger=_RedactingLogger(logging.getLogger("websockets.client"), secrets),
             )
         except Exception as exc:  # refused, rejected, timed out, bad URI...: one scrubbed type
