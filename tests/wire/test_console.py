@@ -127,9 +127,9 @@ async def test_nothing_is_served_without_the_session_and_foreign_origins_are_ref
         assert (await http.get("/console/api/calls")).status_code == 401  # logging out ended the session
 
         async with chromium() as browser:  # a page on another origin cannot reach in
-            page = await signed_in(browser, base)
-            await page.goto(f"{base}/healthz")
-            status = await page.evaluate(
+            other_page = await signed_in(browser, base)
+            await other_page.goto(f"{base}/healthz")
+            status = await other_page.evaluate(
                 """async (base) => {
                     const other = base.replace("127.0.0.1", "localhost");
                     try { const r = await fetch(other + "/console/api/calls", {credentials: "include"});

@@ -494,4 +494,4 @@ async def test_a_transfer_goes_only_where_the_operator_said_calls_may_go(records
             assert response.status_code == 202
             await caller.wait_closed(timeout=WAIT)
         end = await wait_until(lambda: stack.app.service.end_of(caller.call_sid), WAIT)
-        assert end.transfer_to == "+442079460000"
+        assert end is not None and end.transfer_to == "+442079460000"
