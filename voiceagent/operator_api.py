@@ -41,6 +41,7 @@ from voiceagent.metrics import CONTENT_TYPE_LATEST
 from voiceagent.service import CallBridge, Service
 from voiceagent.store import StoreError
 from voiceagent.store.records import CallRecord, LineRecord, call_as_text, number_filter, parse_time
+from voiceagent.text import valid_text
 
 __all__ = ["announce", "metrics_routes", "operator_routes"]
 
@@ -277,7 +278,7 @@ def _text_field(body: dict[str, Any], name: str) -> str:
         raise ValueError(f'"{name}" must be a non-empty string')
     if len(value) > MAX_TEXT_CHARS:
         raise ValueError(f'"{name}" must be at most {MAX_TEXT_CHARS} characters')
-    return value.strip()
+    return valid_text(value.strip())  # a lone surrogate could be accepted here but never sent on
 
 
 async def _live_bridge(request: Request) -> CallBridge | Response:
