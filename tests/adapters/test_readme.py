@@ -37,3 +37,11 @@ def test_every_docker_run_gives_the_drain_time_to_finish() -> None:
         assert runs, name
         for line in runs:
             assert "--stop-timeout 45" in line, (name, line)
+
+
+def test_the_readme_names_the_field_api_errors_carry() -> None:
+    from voiceagent.operator_api import _error
+
+    body = bytes(_error(400, "why").body)
+    assert body == b'{"error":"why"}'
+    assert "API errors are JSON with an `error`" in (ROOT / "README.md").read_text(encoding="utf-8")
