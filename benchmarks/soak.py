@@ -82,7 +82,8 @@ async def caller_loop(base_url: str, number: int, until: float, call_seconds: fl
                 counts["calls"] += 1
         except Exception as exc:  # a soak reports trouble and goes on: the figures say how often
             counts["errors"] += 1
-            counts[f"error {type(exc).__name__}"] = counts.get(f"error {type(exc).__name__}", 0) + 1
+            key = f"error {type(exc).__name__}: {str(exc)[:80]}"
+            counts[key] = counts.get(key, 0) + 1
             await asyncio.sleep(1)
 
 
