@@ -26,6 +26,7 @@ import functools
 import hmac
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -340,6 +341,11 @@ def _action(kind: str) -> Handler:
         bridge = found
         try:
             body = await _json_body(request) if kind != "hangup" else {}
+            if kind in ("say", "note") and not _service(request).operator_lines.allow(
+                f"{kind}:{bridge.call_sid}", time.monotonic()
+            ):
+                limit = _service(request).operator_lines.limit
+                return _error(429, f"at most {limit} {kind}s a minute per call; wait", **{"Retry-After": "60"})
             if kind == "say":
                 text = _text_field(body, "text")
                 decided = _operate(bridge, lambda now: bridge.core.operator_say(text, now))

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 __all__ = ["CallBridge", "Clock", "ModelConnector", "Service"]  # the app and the API meet calls here
 
 SHUTTING_DOWN = "the service is shutting down"
+OPERATOR_LINES_PER_MINUTE = 10
 ENDED_MEMORY = 10_000  # how many recent call ends the stream-ended handler (and late streams) can look up
 STREAM_SILENCE_SECONDS = 5.0  # Twilio sends a frame every 20 ms: this long without one, the stream is dead
 PLAYBACK_REPORT_GRACE_SECONDS = 5.0  # mark echoes this late after the audio must have played are not coming
@@ -51,6 +52,9 @@ class Service:
     records: RecordsSettings | None = None  # call records, operator API, webhook; None: metrics and live events only
     failed_logins: FailedLogins = field(default_factory=FailedLogins)  # wrong API tokens per client
     rejections_logged: RateLimit = field(default_factory=lambda: RateLimit(1, 60.0))  # signature refusals
+    # an operator's says and notes per call: a runaway script must not queue hours of speech or fill the
+    # model's context (OPERATOR_LINES_PER_MINUTE of each kind, per call)
+    operator_lines: RateLimit = field(default_factory=lambda: RateLimit(OPERATOR_LINES_PER_MINUTE, 60.0))
 
     def __post_init__(self) -> None:
         settings = self.settings

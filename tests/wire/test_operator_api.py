@@ -495,3 +495,25 @@ async def test_a_transfer_goes_only_where_the_operator_said_calls_may_go(records
             await caller.wait_closed(timeout=WAIT)
         end = await wait_until(lambda: stack.app.service.end_of(caller.call_sid), WAIT)
         assert end is not None and end.transfer_to == "+442079460000"
+
+
+async def test_says_and_notes_are_rate_limited_per_call(records_env: Path) -> None:
+    """3000 says of 2000 characters would keep the agent talking for hours; 1000 notes would fill the
+    model's context: past the limit the API answers 429 and nothing more is queued."""
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
+        limit = stack.app.service.operator_lines.limit
+        async with stack.caller() as caller:
+            assert await caller.dial(), caller.refusal
+            await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+            for kind in ("note", "say"):
+                path = f"/api/calls/{caller.call_sid}/{kind}"
+                statuses = [
+                    (await http.post(path, headers=AUTH, json={"text": f"line {n}"})).status_code
+                    for n in range(limit + 3)
+                ]
+                assert statuses == [202] * limit + [429] * 3, (kind, statuses)
+            [session] = stack.model.sessions
+            notes = [e for e in session.received if e.get("type") == "conversation.item.create" and "line " in str(e)]
+            assert len(notes) >= limit  # the accepted notes went to the model; the refused ones did not
+            assert len(notes) <= 2 * limit
+            await caller.hangup()
