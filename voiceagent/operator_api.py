@@ -219,7 +219,8 @@ async def recording(request: Request) -> Response:
     path = Path(records.recordings_dir) / f"{sid}.wav"
     if not path.is_file():
         return _error(404, "no recording of this call")
-    return FileResponse(path, media_type="audio/wav", filename=f"{sid}.wav")
+    cut_short = {"X-Recording-Incomplete": "true"} if _service(request).recorder.recording_incomplete(sid) else None
+    return FileResponse(path, media_type="audio/wav", filename=f"{sid}.wav", headers=cut_short)
 
 
 async def events(request: Request) -> Response:
