@@ -189,6 +189,9 @@ class Settings(Variables):
         description="model: key presses reach the model; ignore: they do not",
         json_schema_extra={"env_default": "model"},
     )
+    dtmf_pause_ms: int = Field(
+        2000, alias="VOICEAGENT_DTMF_PAUSE_MS", ge=100, le=30_000, description="a pause this long ends a keypad entry"
+    )
     # ---- limits and lifecycle
     max_calls: int = Field(50, alias="VOICEAGENT_MAX_CALLS", ge=1, description="concurrent calls")
     max_call_seconds: float = _seconds("VOICEAGENT_MAX_CALL_SECONDS", 3600.0, "then goodbye", ge=1.0)

@@ -36,6 +36,7 @@ SHUTTING_DOWN = "the service is shutting down"
 ENDED_MEMORY = 10_000  # how many recent call ends the stream-ended handler (and late streams) can look up
 STREAM_SILENCE_SECONDS = 5.0  # Twilio sends a frame every 20 ms: this long without one, the stream is dead
 PLAYBACK_REPORT_GRACE_SECONDS = 5.0  # mark echoes this late after the audio must have played are not coming
+RESPONSE_DONE_SECONDS = 60.0  # a response that started and never finished: the model is stuck
 ANSWER_TIMEOUT_SECONDS = 15.0  # the caller finished speaking and no response started: the model is stuck
 
 
@@ -106,6 +107,8 @@ class Service:
             end_call_tool=settings.end_call,
             transfer_targets=settings.transfer_to,
             dtmf_to_model=settings.dtmf_to_model,
+            dtmf_pause_seconds=settings.dtmf_pause_ms / 1000,
+            response_done_seconds=RESPONSE_DONE_SECONDS,
         )
 
     async def _connect(self) -> ModelChannel:

@@ -39,8 +39,12 @@ from voiceagent.call.observations import (
     ConnectFailed,
     Observation,
     OperatorAnswer,
+    ReasonDropped,
+    ReasonsAnswered,
     Refused,
+    ResponseRefused,
     ToolCalled,
+    ToolNotRun,
 )
 from voiceagent.call.phases import CallCoreError, CallPhase, ModelPhase
 
@@ -74,7 +78,11 @@ __all__ = [
     "PlayAudio",
     "PlayedUpTo",
     "RecordLine",
+    "ReasonDropped",
+    "ReasonsAnswered",
     "Refused",
+    "ResponseRefused",
+    "ToolNotRun",
     "RunTool",
     "SendToModel",
     "StreamStarted",
