@@ -1,0 +1,133 @@
+"""Turn-taking by the real service's rules (issue 16), in whole calls through the real app, in both dialects,
+against a fake model with the service's response latency (``response.created`` 150 ms after the request,
+in real time) that refuses an overlapping ``response.create`` (the suite fails any test where one was
+refused: tests/conftest.py). Every reason to speak is answered once, none is refused, nothing from a
+response that did not complete is carried out.
+
+Measured against the fakes' accounting (bytes played, events received), never wall clocks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from tests.helpers import FAST, GREETING, MODEL_LEAD, WAIT, call_stack, event_types, heard_in_full
+from voiceagent.testing import FakeModelSession, FakeTwilioCaller, Hangup, load_fixture
+from voiceagent.testing.fake_realtime.outcomes import Failed
+
+DIALECTS = ["ga", "preview"]
+REAL_LATENCY = {"response_delay_ms": 150 * MODEL_LEAD * FAST}  # 150 ms of real time at the model's speed
+TOOLS = {"VOICEAGENT_TOOLS": "tests.tool_samples"}
+GOODBYE = load_fixture("agent_goodbye")
+
+
+async def greeted(caller: FakeTwilioCaller) -> None:
+    assert await caller.dial(), caller.refusal
+    await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+
+
+def requests_after(session: FakeModelSession, kind: str) -> list[str]:
+    """The types the app sent after its first event of ``kind`` (the ``type:item`` of item creates)."""
+    kinds = [
+        event["type"] + (":" + event["item"]["type"] if event["type"] == "conversation.item.create" else "")
+        for event in session.received
+        if event["type"] not in ("input_audio_buffer.append", "session.update")
+    ]
+    return kinds[kinds.index(kind) :] if kind in kinds else []
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_pin_is_answered_once_after_the_whole_entry(dialect: str) -> None:
+    async with call_stack(dialect=dialect, replies=("agent_goodbye",), **REAL_LATENCY) as stack:
+        model = stack.model
+        async with stack.caller() as caller:
+            await greeted(caller)
+            session = model.sessions[0]
+            for key in "4271#":
+                await caller.press(key)
+            await model.wait_for(lambda: session.created_by_request >= 2 and not session.response_live, timeout=WAIT)
+            await caller.wait_until(heard_in_full(caller, len(GREETING) + len(GOODBYE)), timeout=WAIT)
+            await caller.hangup()
+        items = [e["item"] for e in event_types(session.received, "conversation.item.create")]
+        texts = [part["text"] for item in items if item.get("role") == "user" for part in item["content"]]
+        assert texts == ["(The caller keyed 4271#.)"]
+        assert len(event_types(session.received, "response.create")) == 2  # the greeting's, and the entry's
+        assert bytes(caller.played) == GREETING + GOODBYE
+        assert model.refusals == [] and model.violations == [] and caller.violations == []
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_failed_response_is_asked_again_and_then_heard(dialect: str) -> None:
+    async with call_stack(dialect=dialect, outcomes=[Failed()], **REAL_LATENCY) as stack:
+        async with stack.caller() as caller:
+            assert await caller.dial(), caller.refusal
+            session = await stack.model.wait_for(lambda: stack.model.sessions and stack.model.sessions[0], WAIT)
+            await stack.model.wait_for(lambda: len(session.responses) == 2 and not session.response_live, WAIT)
+            said = bytes(session.produced[session.responses[-1].item_id])
+            await caller.wait_until(heard_in_full(caller, len(said)), timeout=WAIT)  # the greeting, asked again
+            statuses = [e["response"]["status"] for e in event_types(session.sent, "response.done")]
+            assert statuses == ["failed", "completed"]
+            await caller.hangup()
+        [first, again] = event_types(session.received, "response.create")
+        assert first == again | {"event_id": first["event_id"]}  # the same greeting, asked again
+        assert bytes(caller.played) == said and said
+        assert stack.model.refusals == [] and stack.model.violations == []
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_response_that_fails_twice_is_apologised_for_and_the_call_ends(dialect: str) -> None:
+    async with call_stack(dialect=dialect, outcomes=[Failed(), Failed()], **REAL_LATENCY) as stack:
+        async with stack.caller() as caller:
+            assert await caller.dial(), caller.refusal
+            after = await caller.wait_after_stream(timeout=WAIT)
+        assert after.said and after.verbs[-1] == Hangup()  # the unavailable message, then the hang-up
+        assert bytes(caller.played) == b""
+        assert len(event_types(stack.model.sessions[0].received, "response.create")) == 2
+        assert stack.model.refusals == []
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_wordless_end_call_still_says_goodbye_in_full(dialect: str) -> None:
+    scripts = {"caller_goodbye": [("end_call", {})]}  # the model hangs up without a word
+    async with call_stack(dialect=dialect, function_calls=scripts, replies=("agent_goodbye",), **REAL_LATENCY) as stack:
+        async with stack.caller() as caller:
+            await greeted(caller)
+            await caller.say("caller_goodbye")
+            after = await caller.wait_after_stream(timeout=WAIT)
+        session = stack.model.sessions[0]
+        [closing] = event_types(session.received, "response.create")[1:]
+        assert "goodbye" in closing["response"]["instructions"]
+        assert bytes(caller.played) == GREETING + GOODBYE  # said in full, then the hang-up
+        assert caller.marks_echoed == caller.marks_received
+        assert after.verbs == (Hangup(),)
+        assert stack.model.refusals == [] and stack.model.violations == [] and caller.violations == []
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_tool_result_is_spoken_after_a_vad_blip(dialect: str) -> None:
+    """The caller makes a sound while the tool runs: the server answers that turn itself, and the tool's
+    result is still asked for and spoken once that response is done."""
+    scripts: dict[str, Any] = {"caller_book_table": [("sleep_for", {"seconds": 1.0})]}
+    async with call_stack(
+        dialect=dialect, env=TOOLS, function_calls=scripts, replies=("agent_goodbye",), **REAL_LATENCY
+    ) as stack:
+        model = stack.model
+        async with stack.caller() as caller:
+            await greeted(caller)
+            session = model.sessions[0]
+            await caller.say("caller_book_table")
+            await model.wait_for(lambda: session.function_calls, timeout=WAIT)
+            await caller.say("caller_interrupt")  # while the tool sleeps: the server answers it by itself
+            await model.wait_for(lambda: session.function_outputs, timeout=WAIT)
+            await model.wait_for(
+                lambda: "response.create" in requests_after(session, "conversation.item.create:function_call_output"),
+                timeout=WAIT,
+            )
+            await model.wait_for(lambda: not session.response_live, timeout=WAIT)
+            answer = bytes(session.produced[session.responses[-1].item_id])
+            await caller.wait_until(lambda: bytes(caller.played).endswith(answer), timeout=WAIT)
+            await caller.hangup()
+        assert session.created_by_vad >= 2  # the table request, and the blip
+        assert model.refusals == [] and model.violations == []
