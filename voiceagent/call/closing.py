@@ -91,7 +91,7 @@ class Closing:
         self._enter(CallPhase.ENDED)
         of, figures = self._of, self._of.figures
         actions = of.caller.last_words() if of.link.ready else []
-        actions += of.audio.record_all()
+        actions += of.audio.record_all() + of.responses.call_ended()
         duration = round(now - (figures.stream_started_at or self.created_at), 3)
         summary = {"reason": terms.detail, "duration_s": duration, **figures.summary()}
         if not_logged := of.warnings.not_logged():

@@ -112,6 +112,12 @@ class Responses:
         dropped = self._reasons.drop(keep=frozenset({ReasonKind.CLOSING}))
         return [ReasonDropped(reason.kind.value, why) for reason in dropped]
 
+    def call_ended(self) -> list[Action]:
+        """The call is over: whatever is still queued never will be answered."""
+        self.ending = True
+        gone = self._reasons.drop()
+        return [ReasonDropped(reason.kind.value, "the call ended") for reason in gone]
+
     def pump(self, now: float) -> list[Action]:
         """Ask for the next reasons, if a response may be asked for now."""
         if self.phase is not NONE or not self.model_ready or self.caller_speaking or not self._reasons:
