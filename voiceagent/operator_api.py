@@ -44,7 +44,7 @@ from voiceagent.store.records import CallRecord, LineRecord, call_as_text, numbe
 __all__ = ["announce", "metrics_routes", "operator_routes"]
 
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}", re.ASCII)
-DESTINATION = re.compile(r"\+[1-9][0-9]{6,14}|sip:[^\s,=]{1,250}", re.ASCII)  # as VOICEAGENT_TRANSFER_TO
+DESTINATION = re.compile(r"\+[1-9][0-9]{6,14}|sip:[\x21-\x2b\x2d-\x7e]{1,250}", re.ASCII)  # as VOICEAGENT_TRANSFER_TO
 MAX_BODY_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 2000
 KEEPALIVE_SECONDS = 15.0

@@ -131,3 +131,37 @@ async def test_a_tool_result_is_spoken_after_a_vad_blip(dialect: str) -> None:
             await caller.hangup()
         assert session.created_by_vad >= 2  # the table request, and the blip
         assert model.refusals == [] and model.violations == []
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_transfer_nobody_answers_brings_the_caller_back_to_the_agent_with_the_conversation(
+    dialect: str,
+) -> None:
+    scripts = {"caller_transfer": ["agent_goodbye", ("transfer_call", {})]}
+    env = {"VOICEAGENT_TRANSFER_TO": "sip:desk@pbx.example.com;transport=tls"}
+    async with call_stack(
+        dialect=dialect, env=env, function_calls=scripts, replies=("agent_goodbye",), **REAL_LATENCY
+    ) as stack:
+        model = stack.model
+        async with stack.caller(dial_status="no-answer") as caller:
+            await greeted(caller)
+            await caller.say("caller_transfer")
+            after = await caller.wait_after_stream(timeout=WAIT)
+            assert after.dialled is not None and after.dialled.sip == "sip:desk@pbx.example.com;transport=tls"
+            back = await caller.wait_after_dial(timeout=WAIT)
+        assert back.said == ["Sorry, nobody could take your call just now. You are back with the assistant."]
+        async with stack.caller(call_sid=caller.call_sid) as again:
+            assert await again.follow(back.twiml), again.refusal
+            session = await model.wait_for(lambda: len(model.sessions) == 2 and model.sessions[1], timeout=WAIT)
+            await model.wait_for(lambda: event_types(session.received, "session.update"), timeout=WAIT)
+            instructions = event_types(session.received, "session.update")[0]["session"]["instructions"]
+            assert "nobody took the call (no-answer)" in instructions  # the conversation carried over
+            assert "transfer_call() to sip:desk@pbx.example.com;transport=tls" in instructions
+            await again.say("caller_book_table")  # the agent is there again, and answers
+            await model.wait_for(lambda: session.responses and not session.response_live, timeout=WAIT)
+            answer = bytes(session.produced[session.responses[-1].item_id])
+            await again.wait_until(heard_in_full(again, len(answer)), timeout=WAIT)
+            await again.hangup()
+        assert event_types(session.received, "response.create") == []  # no second greeting
+        assert bytes(again.played) == answer
+        assert model.refusals == [] and model.violations == [] and again.violations == []

@@ -55,6 +55,7 @@ from voiceagent.call.reasons import ReasonKind
 from voiceagent.call.responses import Responses
 from voiceagent.call.transcript import Transcript
 from voiceagent.realtime import events as ev
+from voiceagent.transcripts import TranscriptLine
 
 __all__ = ["CallCore", "CallOptions"]
 
@@ -76,6 +77,8 @@ class CallCore:
         responses = self._responses = Responses(options)
         transcript = Transcript(call_sid, history_chars=options.history_chars, bytes_per_ms=options.bytes_per_ms)
         self._transcript = transcript
+        for line in options.earlier:
+            transcript.history.add(line)
         audio = self._audio = AgentAudio(options, transcript=transcript, responses=responses, figures=self.figures)
         self._tools = AgentTools(options, transcript=transcript, responses=responses)
         sources = Sources(link, responses, audio, caller, self.figures, warnings)
@@ -98,6 +101,11 @@ class CallCore:
     @property
     def model_phase(self) -> ModelPhase:
         return self._link.phase
+
+    @property
+    def conversation(self) -> tuple[TranscriptLine, ...]:
+        """What was said so far, as a replacing session is told it (a transfer that comes back carries it)."""
+        return tuple(self._transcript.history)
 
     @property
     def _quiet(self) -> bool:
