@@ -9,8 +9,10 @@ Measured against the fakes' accounting (bytes played, events received), never wa
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.helpers import FAST, GREETING, MODEL_LEAD, WAIT, call_stack, event_types, heard_in_full
@@ -21,6 +23,9 @@ DIALECTS = ["ga", "preview"]
 REAL_LATENCY = {"response_delay_ms": 150 * MODEL_LEAD * FAST}  # 150 ms of real time at the model's speed
 TOOLS = {"VOICEAGENT_TOOLS": "tests.tool_samples"}
 GOODBYE = load_fixture("agent_goodbye")
+TOKEN = "operator-token-0123456789abcdef"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+SAY = "Your table for two is confirmed for eight o'clock."
 
 
 async def greeted(caller: FakeTwilioCaller) -> None:
@@ -165,3 +170,64 @@ async def test_a_transfer_nobody_answers_brings_the_caller_back_to_the_agent_wit
         assert event_types(session.received, "response.create") == []  # no second greeting
         assert bytes(again.played) == answer
         assert model.refusals == [] and model.violations == [] and again.violations == []
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_tool_result_and_an_operator_line_are_both_spoken(dialect: str, tmp_path: Path) -> None:
+    """An operator's ``say`` posted while a tool runs is said, and so is the tool's result: one after the
+    other, each asked for once the response before it is done."""
+    scripts: dict[str, Any] = {"caller_book_table": [("sleep_for", {"seconds": 1.0})]}
+    env = TOOLS | {"VOICEAGENT_DATABASE_URL": f"sqlite:///{tmp_path / 'calls.db'}", "VOICEAGENT_API_TOKEN": TOKEN}
+    async with (
+        call_stack(
+            dialect=dialect, env=env, function_calls=scripts, replies=("agent_goodbye",), **REAL_LATENCY
+        ) as stack,
+        httpx.AsyncClient(base_url=stack.app.base_url, timeout=10) as http,
+    ):
+        model = stack.model
+        async with stack.caller() as caller:
+            await greeted(caller)
+            session = model.sessions[0]
+            await caller.say("caller_book_table")
+            await model.wait_for(lambda: session.function_calls, timeout=WAIT)
+            said = await http.post(f"/api/calls/{caller.call_sid}/say", headers=AUTH, json={"text": SAY})
+            assert said.status_code == 202, said.text
+            # the greeting's, the operator's line and the tool result's
+            await model.wait_for(lambda: session.created_by_request == 3 and not session.response_live, timeout=WAIT)
+            spoken = [bytes(session.produced[r.item_id]) for r in session.responses[-2:]]
+            await caller.wait_until(lambda: bytes(caller.played).endswith(b"".join(spoken)), timeout=WAIT)
+            await caller.hangup()
+        requests = event_types(session.received, "response.create")
+        assert sum(SAY in str(request) for request in requests) == 1
+        assert "response.create" in requests_after(session, "conversation.item.create:function_call_output")
+        assert model.refusals == [] and model.violations == []
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+async def test_a_cancelled_end_call_leaves_the_call_up_and_the_agent_answers(dialect: str) -> None:
+    """The caller talks while the model writes ``end_call``'s arguments: the service finishes them, then
+    cancels the response. Nothing is carried out; the caller's turn is answered."""
+    scripts = {"caller_goodbye": [("end_call", {"note": "the caller said goodbye " * 40})]}
+    slow_arguments = {"argument_delta_ms": 40 * MODEL_LEAD * FAST}  # 40 ms of real time between pieces
+    async with call_stack(
+        dialect=dialect, function_calls=scripts, replies=("agent_goodbye",), **REAL_LATENCY, **slow_arguments
+    ) as stack:
+        model = stack.model
+        async with stack.caller() as caller:
+            await greeted(caller)
+            session = model.sessions[0]
+            await caller.say("caller_goodbye")
+            await model.wait_for(lambda: event_types(session.sent, "response.function_call_arguments.delta"), WAIT)
+            await caller.say("caller_interrupt")  # "wait, one more thing"
+            await model.wait_for(
+                lambda: any(e["response"]["status"] == "cancelled" for e in event_types(session.sent, "response.done")),
+                timeout=WAIT,
+            )
+            await model.wait_for(lambda: session.created_by_vad >= 2 and not session.response_live, timeout=WAIT)
+            answer = bytes(session.produced[session.responses[-1].item_id])
+            await caller.wait_until(lambda: bytes(caller.played).endswith(answer), timeout=WAIT)
+            assert caller.streaming and caller.after_stream is None  # the call is up
+            await caller.hangup()
+        [call] = session.function_calls
+        assert "not carried out" in session.function_outputs[call["call_id"]]
+        assert model.refusals == [] and model.violations == []
