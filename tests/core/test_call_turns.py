@@ -4,6 +4,8 @@ the caller. Injected time, no I/O."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from tests.core_helpers import READY, b64, log_lines, of, under_way
 from tests.core_helpers import commands as to_model
 from voiceagent.call import (
@@ -17,6 +19,7 @@ from voiceagent.call import (
     PlayedUpTo,
     StreamStarted,
 )
+from voiceagent.call.actions import Action
 from voiceagent.call.responses import retry_delay
 from voiceagent.realtime import events as ev
 
@@ -34,8 +37,8 @@ def in_call(options: CallOptions | None = None) -> CallCore:
     return core
 
 
-def creates(actions: list[object]) -> list[ev.CreateResponse]:
-    return [c for c in to_model(actions) if isinstance(c, ev.CreateResponse)]  # type: ignore[arg-type]
+def creates(actions: Iterable[Action]) -> list[ev.CreateResponse]:
+    return [c for c in to_model(actions) if isinstance(c, ev.CreateResponse)]
 
 
 def test_tool_results_and_an_operator_line_are_both_asked_for_one_after_the_other() -> None:

@@ -20,7 +20,9 @@ from voiceagent.testing import FakeModelSession, FakeTwilioCaller, Hangup, load_
 from voiceagent.testing.fake_realtime.outcomes import Failed
 
 DIALECTS = ["ga", "preview"]
-REAL_LATENCY = {"response_delay_ms": 150 * MODEL_LEAD * FAST}  # 150 ms of real time at the model's speed
+REAL_LATENCY: dict[str, Any] = {
+    "response_delay_ms": 150 * MODEL_LEAD * FAST
+}  # 150 ms of real time at the model's speed
 TOOLS = {"VOICEAGENT_TOOLS": "tests.tool_samples"}
 GOODBYE = load_fixture("agent_goodbye")
 TOKEN = "operator-token-0123456789abcdef"
@@ -68,7 +70,9 @@ async def test_a_failed_response_is_asked_again_and_then_heard(dialect: str) -> 
     async with call_stack(dialect=dialect, outcomes=[Failed()], **REAL_LATENCY) as stack:
         async with stack.caller() as caller:
             assert await caller.dial(), caller.refusal
-            session = await stack.model.wait_for(lambda: stack.model.sessions and stack.model.sessions[0], WAIT)
+            session = await stack.model.wait_for(
+                lambda: stack.model.sessions[0] if stack.model.sessions else None, WAIT
+            )
             await stack.model.wait_for(lambda: len(session.responses) == 2 and not session.response_live, WAIT)
             said = bytes(session.produced[session.responses[-1].item_id])
             await caller.wait_until(heard_in_full(caller, len(said)), timeout=WAIT)  # the greeting, asked again
@@ -95,7 +99,7 @@ async def test_a_response_that_fails_twice_is_apologised_for_and_the_call_ends(d
 
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_a_wordless_end_call_still_says_goodbye_in_full(dialect: str) -> None:
-    scripts = {"caller_goodbye": [("end_call", {})]}  # the model hangs up without a word
+    scripts: dict[str, Any] = {"caller_goodbye": [("end_call", {})]}  # the model hangs up without a word
     async with call_stack(dialect=dialect, function_calls=scripts, replies=("agent_goodbye",), **REAL_LATENCY) as stack:
         async with stack.caller() as caller:
             await greeted(caller)
@@ -142,7 +146,7 @@ async def test_a_tool_result_is_spoken_after_a_vad_blip(dialect: str) -> None:
 async def test_a_transfer_nobody_answers_brings_the_caller_back_to_the_agent_with_the_conversation(
     dialect: str,
 ) -> None:
-    scripts = {"caller_transfer": ["agent_goodbye", ("transfer_call", {})]}
+    scripts: dict[str, Any] = {"caller_transfer": ["agent_goodbye", ("transfer_call", {})]}
     env = {"VOICEAGENT_TRANSFER_TO": "sip:desk@pbx.example.com;transport=tls"}
     async with call_stack(
         dialect=dialect, env=env, function_calls=scripts, replies=("agent_goodbye",), **REAL_LATENCY
@@ -157,7 +161,9 @@ async def test_a_transfer_nobody_answers_brings_the_caller_back_to_the_agent_wit
         assert back.said == ["Sorry, nobody could take your call just now. You are back with the assistant."]
         async with stack.caller(call_sid=caller.call_sid) as again:
             assert await again.follow(back.twiml), again.refusal
-            session = await model.wait_for(lambda: len(model.sessions) == 2 and model.sessions[1], timeout=WAIT)
+            session = await model.wait_for(
+                lambda: model.sessions[1] if len(model.sessions) == 2 else None, timeout=WAIT
+            )
             await model.wait_for(lambda: event_types(session.received, "session.update"), timeout=WAIT)
             instructions = event_types(session.received, "session.update")[0]["session"]["instructions"]
             assert "nobody took the call (no-answer)" in instructions  # the conversation carried over
@@ -207,8 +213,8 @@ async def test_a_tool_result_and_an_operator_line_are_both_spoken(dialect: str, 
 async def test_a_cancelled_end_call_leaves_the_call_up_and_the_agent_answers(dialect: str) -> None:
     """The caller talks while the model writes ``end_call``'s arguments: the service finishes them, then
     cancels the response. Nothing is carried out; the caller's turn is answered."""
-    scripts = {"caller_goodbye": [("end_call", {"note": "the caller said goodbye " * 40})]}
-    slow_arguments = {"argument_delta_ms": 40 * MODEL_LEAD * FAST}  # 40 ms of real time between pieces
+    scripts: dict[str, Any] = {"caller_goodbye": [("end_call", {"note": "the caller said goodbye " * 40})]}
+    slow_arguments: dict[str, Any] = {"argument_delta_ms": 40 * MODEL_LEAD * FAST}  # 40 ms of real time between pieces
     async with call_stack(
         dialect=dialect, function_calls=scripts, replies=("agent_goodbye",), **REAL_LATENCY, **slow_arguments
     ) as stack:
