@@ -70,9 +70,8 @@ async def test_a_failed_response_is_asked_again_and_then_heard(dialect: str) -> 
     async with call_stack(dialect=dialect, outcomes=[Failed()], **REAL_LATENCY) as stack:
         async with stack.caller() as caller:
             assert await caller.dial(), caller.refusal
-            session = await stack.model.wait_for(
-                lambda: stack.model.sessions[0] if stack.model.sessions else None, WAIT
-            )
+            await stack.model.wait_for(lambda: stack.model.sessions, WAIT)
+            session = stack.model.sessions[0]
             await stack.model.wait_for(lambda: len(session.responses) == 2 and not session.response_live, WAIT)
             said = bytes(session.produced[session.responses[-1].item_id])
             await caller.wait_until(heard_in_full(caller, len(said)), timeout=WAIT)  # the greeting, asked again
@@ -161,9 +160,8 @@ async def test_a_transfer_nobody_answers_brings_the_caller_back_to_the_agent_wit
         assert back.said == ["Sorry, nobody could take your call just now. You are back with the assistant."]
         async with stack.caller(call_sid=caller.call_sid) as again:
             assert await again.follow(back.twiml), again.refusal
-            session = await model.wait_for(
-                lambda: model.sessions[1] if len(model.sessions) == 2 else None, timeout=WAIT
-            )
+            await model.wait_for(lambda: len(model.sessions) == 2, timeout=WAIT)
+            session = model.sessions[1]
             await model.wait_for(lambda: event_types(session.received, "session.update"), timeout=WAIT)
             instructions = event_types(session.received, "session.update")[0]["session"]["instructions"]
             assert "nobody took the call (no-answer)" in instructions  # the conversation carried over
