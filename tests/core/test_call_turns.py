@@ -164,3 +164,18 @@ def test_keypad_entries_and_operator_notes_survive_a_session_replacement() -> No
         c for c in to_model(core.model_connected(under_way(core), T0 + 60.2)) if isinstance(c, ev.UpdateSession)
     ]
     assert "(keyed 12#)" in update.config.instructions and "VIP guest" in update.config.instructions
+
+
+def test_the_no_answer_guard_covers_a_request_never_created_and_a_response_never_done() -> None:
+    guarded = CallOptions(greeting="Hello", answer_timeout_seconds=15, response_done_seconds=60)
+    never_created = in_call(guarded)  # the greeting was asked for at T0
+    assert never_created.next_deadline() == T0 + 15
+    [end] = of(never_created.handle_timer(T0 + 15), EndCall)
+    assert (end.reason, end.farewell) == (EndReason.MODEL_UNRESPONSIVE, Farewell.UNAVAILABLE)
+    never_done = in_call(guarded)
+    never_done.model_event(ev.ResponseCreated("g1"), T0 + 1)
+    assert never_done.next_deadline() == T0 + 61
+    waited = never_done.handle_timer(T0 + 61)
+    assert [log.fields for log in log_lines(waited) if log.event == "model_unresponsive"] == [
+        {"waiting_for": "response"}
+    ]
