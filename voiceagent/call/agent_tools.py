@@ -71,9 +71,11 @@ class AgentTools:
         held = self._held.pop(response_id, [])
         if status != "completed":
             actions: list[Action] = []
-            for call in held if model_ready else []:
-                not_run = json.dumps({"error": f"not carried out: the response was {status}"})
-                actions += [ToolNotRun(call.name, status), SendToModel(ev.FunctionOutput(call.call_id, not_run))]
+            for call in held:
+                actions.append(ToolNotRun(call.name, status))
+                if model_ready:
+                    not_run = json.dumps({"error": f"not carried out: the response was {status}"})
+                    actions.append(SendToModel(ev.FunctionOutput(call.call_id, not_run)))
             return actions
         done: list[Action] = []
         closes: Closes | None = None

@@ -48,7 +48,7 @@ from voiceagent.call.inputs import (
 from voiceagent.call.keypad import KeypadEntry
 from voiceagent.call.link import ModelLink
 from voiceagent.call.model_events import ModelEvents
-from voiceagent.call.observations import Accepted, OperatorAnswer, Refused
+from voiceagent.call.observations import Accepted, OperatorAnswer, ReasonDropped, Refused
 from voiceagent.call.options import CallOptions
 from voiceagent.call.phases import CallPhase, ModelPhase
 from voiceagent.call.reasons import ReasonKind
@@ -204,8 +204,10 @@ class CallCore:
 
     def _keyed(self, entry: str | None, now: float) -> list[Action]:
         """A whole keypad entry: one item for the model, one answer (``KeypadEntry``)."""
-        if entry is None or not self._link.ready:
+        if entry is None:
             return []
+        if not self._link.ready:
+            return [ReasonDropped(ReasonKind.KEYPAD.value, "no model session")]
         keyed = SendToModel(ev.CreateTextItem("user", f"(The caller keyed {entry}.)"))
         return [*self._transcript.keyed(entry), keyed, *self._responses.add(ReasonKind.KEYPAD, now)]
 
