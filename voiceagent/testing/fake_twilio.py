@@ -14,6 +14,10 @@ would not accept:
 * When the app ends the stream (closes the WebSocket), Twilio requests the ``<Connect action>`` URL (a
   signed webhook with the call's standard parameters) and runs the TwiML it gets: ``after_stream``
   records the request and the verbs (``Say``, ``Hangup``, ``Dial``), ``wait_after_stream`` waits for it.
+* A ``<Dial action>`` in that answer is requested once the dialled leg is over, signed, with
+  ``DialCallStatus=dial_status`` (``completed`` by default; ``no-answer``, ``busy``, ``failed``):
+  ``after_dial``, ``wait_after_dial``. A new caller with the same ``call_sid`` can ``follow`` the TwiML
+  of that answer (``<Say>`` then ``<Connect><Stream>``) onto a new stream of the same call.
 * Behind a TLS-terminating proxy (``public_base_url``, ``proxy_headers``, ``upgrade_proxy_headers``):
   Twilio signs every request for the public URL, and the request reaches the app over plain HTTP with
   the headers the proxy adds (e.g. ``X-Forwarded-Proto``).
