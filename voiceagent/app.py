@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator
 from enum import Enum
 from typing import Any, assert_never
@@ -28,6 +29,7 @@ from voiceagent.admission import (
 )
 from voiceagent.call import EndCall, EndReason, Farewell
 from voiceagent.config import Settings
+from voiceagent.console import console_routes
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.operator_api import announce, metrics_routes, operator_routes
 from voiceagent.service import Clock, ModelConnector, Service
@@ -78,18 +80,35 @@ async def _signed_form(request: Request, base: str, log: CallLog) -> dict[str, s
     params = {key: str(value) for key, value in form.multi_items()}
     url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if not service.signatures.valid(url, params, request.headers.get("x-twilio-signature")):
-        log.warning("webhook_rejected", path=request.url.path, reason="bad or missing X-Twilio-Signature")
+        if service.rejections_logged.allow("signature", time.monotonic()):  # a flood logs once a minute
+            log.warning(
+                "webhook_rejected",
+                path=request.url.path,
+                reason="bad or missing X-Twilio-Signature",
+                checked_against=base + request.url.path,  # what the signature must cover (PUBLIC_BASE_URL)
+                arrived_as=f"{request.url.scheme}://{request.headers.get('host', '?')}",
+                hint="Twilio signs the URL it called: PUBLIC_BASE_URL must be exactly the https:// address "
+                "configured on the number (scheme, host, port, path prefix)",
+            )
         return None
     return params
 
 
-async def voice(request: Request) -> Response:
-    """Twilio's incoming-call webhook: answer with TwiML that connects the call to our media stream."""
-    service: Service = request.app.state.service
+async def _signed_webhook(request: Request) -> tuple[Service, str, dict[str, str]] | None:
+    """A webhook from Twilio: the service, our public base URL and the signed form; None (logged) if not."""
     base = _public_base(request)
     params = None if base is None else await _signed_form(request, base, CallLog())
     if base is None or params is None:
+        return None
+    return request.app.state.service, base, params
+
+
+async def voice(request: Request) -> Response:
+    """Twilio's incoming-call webhook: answer with TwiML that connects the call to our media stream."""
+    signed = await _signed_webhook(request)
+    if signed is None:
         return PlainTextResponse("Forbidden", status_code=403)
+    service, base, params = signed
     call_sid = params.get("CallSid", "")
     if not CALL_SID.fullmatch(call_sid):
         CallLog().warning("webhook_rejected", reason="missing or malformed CallSid")
@@ -124,11 +143,10 @@ async def voice(request: Request) -> Response:
 
 async def stream_ended(request: Request) -> Response:
     """``<Connect action>``: Twilio asks what to do once the stream is over."""
-    service: Service = request.app.state.service
-    base = _public_base(request)
-    params = None if base is None else await _signed_form(request, base, CallLog())
-    if base is None or params is None:
+    signed = await _signed_webhook(request)
+    if signed is None:
         return PlainTextResponse("Forbidden", status_code=403)
+    service, base, params = signed
     end = service.end_of(params.get("CallSid", ""))
     if end is not None and end.farewell is Farewell.TRANSFER and end.transfer_to:
         caller_id = service.settings.transfer_caller_id or params.get("To") or None
@@ -299,8 +317,10 @@ def create_app(
             Route("/readyz", readyz),
             *metrics_routes(),
             *operator_routes(),
+            *console_routes(),
         ],
-        middleware=[Middleware(WebhookGuard)],
+        # the console's sign-in form gets the same bounds as Twilio's (size, content type, time)
+        middleware=[Middleware(WebhookGuard), Middleware(WebhookGuard, prefix="/console/session")],
         lifespan=lifespan,
     )
     service = Service(settings, credential=credential, connector=connector, clock=clock, tools=tools, records=records)

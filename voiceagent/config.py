@@ -182,6 +182,11 @@ class Settings(Variables):
     transfer_to: Annotated[dict[str, str], BeforeValidator(_transfer_targets)] = Field(
         default_factory=dict, alias="VOICEAGENT_TRANSFER_TO", description="transfer_call: a number, or name=number,…"
     )
+    transfer_allow: CommaList = Field(
+        (),
+        alias="VOICEAGENT_TRANSFER_ALLOW",
+        description="an operator may also transfer to numbers or SIP URIs starting so (+44,sip:desk@); unset: none",
+    )
     transfer_caller_id: str | None = Field(
         None, alias="VOICEAGENT_TRANSFER_CALLER_ID", description="caller ID on a transfer; unset: the number called"
     )

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from voiceagent.admission import Admission, CallStatus, Load
+from voiceagent.api_auth import FailedLogins
 from voiceagent.bridge import CallBridge, Clock, LoopClock, ModelChannel, ModelConnector
 from voiceagent.call import CallCore, CallOptions, EndCall, EndReason, Farewell
 from voiceagent.call.agent_tools import END_CALL, TRANSFER_CALL
@@ -35,6 +36,7 @@ __all__ = ["CallBridge", "Clock", "ModelConnector", "Service"]  # the app and th
 SHUTTING_DOWN = "the service is shutting down"
 TRANSFERS_MEMORY = 1_000  # transferred calls whose conversation is kept in case nobody takes the transfer
 TRANSFER_TEARDOWN_SECONDS = 5.0
+OPERATOR_LINES_PER_MINUTE = 10
 ENDED_MEMORY = 10_000  # how many recent call ends the stream-ended handler (and late streams) can look up
 STREAM_SILENCE_SECONDS = 5.0  # Twilio sends a frame every 20 ms: this long without one, the stream is dead
 PLAYBACK_REPORT_GRACE_SECONDS = 5.0  # mark echoes this late after the audio must have played are not coming
@@ -51,6 +53,11 @@ class Service:
     clock: Clock | None = None  # default: the event loop's clock
     tools: ToolBox | None = None  # default: the operator's tools from the settings (validated here)
     records: RecordsSettings | None = None  # call records, operator API, webhook; None: metrics and live events only
+    failed_logins: FailedLogins = field(default_factory=FailedLogins)  # wrong API tokens per client
+    rejections_logged: RateLimit = field(default_factory=lambda: RateLimit(1, 60.0))  # signature refusals
+    # an operator's says and notes per call: a runaway script must not queue hours of speech or fill the
+    # model's context (OPERATOR_LINES_PER_MINUTE of each kind, per call)
+    operator_lines: RateLimit = field(default_factory=lambda: RateLimit(OPERATOR_LINES_PER_MINUTE, 60.0))
 
     def __post_init__(self) -> None:
         settings = self.settings

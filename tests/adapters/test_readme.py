@@ -28,3 +28,20 @@ def test_ci_runs_the_test_command_the_readme_gives():
     ci = (ROOT / ".ci" / "run").read_text(encoding="utf-8")
     assert "pip install -e '.[dev]' && python -m pytest" in readme
     assert "python3 -m pytest" in ci or "python -m pytest" in ci
+
+
+def test_every_docker_run_gives_the_drain_time_to_finish() -> None:
+    """Docker's own stop timeout is 10 s: shorter than the 30 s drain, so callers would be cut off."""
+    for name in ("README.md", "Dockerfile"):
+        runs = [line for line in (ROOT / name).read_text(encoding="utf-8").splitlines() if "docker run" in line]
+        assert runs, name
+        for line in runs:
+            assert "--stop-timeout 45" in line, (name, line)
+
+
+def test_the_readme_names_the_field_api_errors_carry() -> None:
+    from voiceagent.operator_api import _error
+
+    body = bytes(_error(400, "why").body)
+    assert body == b'{"error":"why"}'
+    assert "API errors are JSON with an `error`" in (ROOT / "README.md").read_text(encoding="utf-8")

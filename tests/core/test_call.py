@@ -257,6 +257,7 @@ def test_bad_input_is_counted_and_ends_the_call_at_the_limit() -> None:
     core = ready(CallOptions(max_bad_inputs=3))
     for count in (1, 2):
         [log] = core.transport_event(BadInput("not JSON"), T0)
+        assert isinstance(log, Log)
         assert log.fields == {"reason": "not JSON", "count": count}
     actions = core.transport_event(BadInput("not JSON"), T0)
     assert of(actions, EndCall) == [EndCall(EndReason.BAD_INPUT, "too many malformed messages on the media stream")]

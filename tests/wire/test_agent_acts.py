@@ -63,7 +63,8 @@ async def answered_after_the_tools(caller: FakeTwilioCaller, session: FakeModelS
 async def tool_output(model: FakeRealtimeServer, session: FakeModelSession) -> str:
     """What the app answered the one function call the session made."""
     [call] = await model.wait_for(lambda: session.function_calls, timeout=WAIT)
-    output: str = await model.wait_for(lambda: session.function_outputs.get(call["call_id"]), timeout=WAIT)
+    output = await model.wait_for(lambda: session.function_outputs.get(call["call_id"]), timeout=WAIT)
+    assert output is not None
     return output
 
 
@@ -130,7 +131,7 @@ async def test_end_call_hangs_up_only_once_the_goodbye_has_been_heard_in_full() 
     """The model says goodbye and calls ``end_call`` in the same response: every byte of the goodbye is
     played (its marks echoed), then the stream ends and the ``<Connect action>`` answer hangs up. (Preview:
     the call is named only in its output item; GA's extra ``name`` is covered by the Python tool test.)"""
-    scripts = {"caller_goodbye": ["agent_goodbye", ("end_call", {})]}
+    scripts: dict[str, list[str | tuple[str, dict[str, Any]]]] = {"caller_goodbye": ["agent_goodbye", ("end_call", {})]}
     async with call_stack(dialect="preview", function_calls=scripts) as stack:
         model = stack.model
         async with stack.caller() as caller:

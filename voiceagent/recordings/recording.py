@@ -68,7 +68,7 @@ class RecordingFiles:
         self._log = CallLog()
 
     def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # as private as the calls in it
         self._thread = threading.Thread(target=self._run, name="voiceagent-recordings", daemon=True)
         self._thread.start()
 
