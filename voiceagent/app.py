@@ -17,7 +17,16 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from voiceagent.admission import Busy, CallAnswered, EndedEarly, RateLimited, Rejected, Replayed, StreamAccepted
+from voiceagent.admission import (
+    Busy,
+    CallAnswered,
+    EndedEarly,
+    RateLimited,
+    Rejected,
+    Replayed,
+    StreamAccepted,
+    other_party,
+)
 from voiceagent.call import EndCall, EndReason, Farewell
 from voiceagent.config import Settings
 from voiceagent.console import console_routes
@@ -36,6 +45,7 @@ from voiceagent.twilio.webhook_guard import WebhookGuard
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}", re.ASCII)  # used with fullmatch: no trailing newline
 START_TIMEOUT_SECONDS = 10.0
 MAX_FORM_FIELDS = 100  # Twilio's call webhooks carry about 30
+UNANSWERED_DIAL = frozenset({"no-answer", "busy", "failed"})  # DialCallStatus of a transfer nobody took
 
 
 def _xml(document: str) -> Response:
@@ -105,7 +115,8 @@ async def voice(request: Request) -> Response:
         return PlainTextResponse("Bad Request", status_code=400)
     log = CallLog(call_sid)
     full = service.settings.log_full_numbers
-    verdict = service.admission.webhook(call_sid, params.get("From", ""), service.load())
+    party, ours = other_party(params)  # an outbound call's From is our own number
+    verdict = service.admission.webhook(call_sid, party, service.load())
     match verdict:
         case Busy(reason=reason, calls=calls):
             log.warning("call_refused", reason=reason, calls=calls)
@@ -115,7 +126,7 @@ async def voice(request: Request) -> Response:
             log.warning("webhook_replayed", detail="this CallSid already got its stream token and model session")
             return _xml(twiml.say_and_hang_up(""))
         case RateLimited(reason=reason):
-            log.warning("call_refused", reason=reason, caller=mask_number(params.get("From"), full=full))
+            log.warning("call_refused", reason=reason, caller=mask_number(party, full=full))
             return _xml(twiml.say_and_hang_up(service.settings.busy_message))
         case CallAnswered(token=token):
             log.info(
@@ -123,8 +134,8 @@ async def voice(request: Request) -> Response:
                 caller=mask_number(params.get("From"), full=full),
                 to=mask_number(params.get("To"), full=full),
             )
-            stream_params = {TOKEN_PARAMETER: token, "from": params.get("From", ""), "to": params.get("To", "")}
-            service.prewarm(call_sid, caller=params.get("From"), called=params.get("To"))
+            stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
+            service.prewarm(call_sid, caller=party or None, called=ours or None)
             return _xml(twiml.connect(base, stream_params))
         case _:
             assert_never(verdict)
@@ -140,9 +151,32 @@ async def stream_ended(request: Request) -> Response:
     if end is not None and end.farewell is Farewell.TRANSFER and end.transfer_to:
         caller_id = service.settings.transfer_caller_id or params.get("To") or None
         CallLog(params.get("CallSid")).info("call_transferred", caller_id_set=caller_id is not None)
-        return _xml(twiml.dial(end.transfer_to, caller_id))
+        return _xml(twiml.dial(end.transfer_to, caller_id, base))
     farewell = end.farewell if end is not None else Farewell.HANG_UP
     return _xml(twiml.say_and_hang_up(_farewell_message(service.settings, farewell)))
+
+
+async def dial_ended(request: Request) -> Response:
+    """``<Dial action>``: the transfer's leg is over. Nobody took it (``no-answer``, ``busy``, ``failed``):
+    the caller hears so and is back with the agent on a new stream, the conversation carried over."""
+    service: Service = request.app.state.service
+    base = _public_base(request)
+    params = None if base is None else await _signed_form(request, base, CallLog())
+    if base is None or params is None:
+        return PlainTextResponse("Forbidden", status_code=403)
+    call_sid, status = params.get("CallSid", ""), params.get("DialCallStatus", "")
+    log = CallLog(call_sid)
+    if status not in UNANSWERED_DIAL or not CALL_SID.fullmatch(call_sid):
+        log.info("transfer_ended", dial_status=status)
+        return _xml(twiml.say_and_hang_up(""))
+    token = await service.transfer_unanswered(call_sid, status)
+    if token is None:
+        log.warning("transfer_unanswered", dial_status=status, back_to_agent=False)
+        return _xml(twiml.say_and_hang_up(service.settings.unavailable_message))
+    log.info("transfer_unanswered", dial_status=status, back_to_agent=True)
+    party, ours = other_party(params)
+    stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
+    return _xml(twiml.say_and_reconnect(service.settings.transfer_unanswered_message, base, stream_params))
 
 
 def _farewell_message(settings: Settings, farewell: Farewell) -> str:
@@ -277,6 +311,7 @@ def create_app(
         routes=[
             Route("/twilio/voice", voice, methods=["POST"]),
             Route(twiml.STREAM_ENDED_PATH, stream_ended, methods=["POST"]),
+            Route(twiml.DIAL_ENDED_PATH, dial_ended, methods=["POST"]),
             WebSocketRoute(twiml.MEDIA_PATH, media),
             Route("/healthz", healthz),
             Route("/readyz", readyz),

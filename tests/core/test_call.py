@@ -364,8 +364,12 @@ def test_the_greeting_and_the_goodbye_keep_the_operators_prompt() -> None:
     core.transport_event(StreamStarted(), T0)
     [greeting] = [c for c in to_model(core.model_event(READY, T0)) if isinstance(c, ev.CreateResponse)]
     assert greeting.instructions is not None and greeting.instructions.startswith(session.instructions)
+    assert to_model(core.wind_down(EndReason.SHUTDOWN, "test", T0)) == []  # the greeting is still live
+    core.model_event(ev.ResponseCreated("r1"), T0)
     [goodbye] = [
-        c for c in to_model(core.wind_down(EndReason.SHUTDOWN, "test", T0)) if isinstance(c, ev.CreateResponse)
+        c
+        for c in to_model(core.model_event(ev.ResponseDone("r1", "completed"), T0))
+        if isinstance(c, ev.CreateResponse)
     ]
     assert goodbye.instructions is not None and goodbye.instructions.startswith(session.instructions)
 

@@ -340,6 +340,7 @@ async def test_later_responses_cycle_through_the_replies(open_session: Opener) -
     assert spoken == [greeting, goodbye, goodbye]
 
 
+@pytest.mark.refusals
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_a_second_response_while_one_is_live_is_refused(open_session: Opener, dialect: str) -> None:
     client, session = await open_session(dialect, speed=1.0, greeting=LONG)
@@ -958,6 +959,7 @@ async def test_response_created_comes_after_the_delay_on_the_fakes_clock(open_se
         await client.next("response.done")
 
 
+@pytest.mark.refusals
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_a_request_before_the_first_is_created_is_refused_as_the_service_does(
     open_session: Opener, dialect: str
@@ -985,6 +987,7 @@ async def test_a_request_before_the_first_is_created_is_refused_as_the_service_d
     assert client.types().index("error") < client.types().index("response.created")
 
 
+@pytest.mark.refusals
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_the_server_answers_a_caller_turn_itself_and_refuses_a_racing_request(
     open_session: Opener, dialect: str
