@@ -61,7 +61,11 @@ class LineNode:
 
     def later(self, work: Coroutine[Any, Any, Any], what: str) -> None:
         """Run ``work`` without holding the caller up (a call's end, an owner change); ``settle`` waits."""
-        if not self.running:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            loop = None
+        if not self.running or loop is None:  # not started (a test without the app's lifespan): nothing to share
             work.close()
             return
 
@@ -71,7 +75,7 @@ class LineNode:
             except Exception as exc:  # the line's database away: the call goes on, the log says so
                 self._log.warning("line_write_failed", what=what, error=str(exc)[:200])
 
-        task = asyncio.get_running_loop().create_task(guarded(), name=f"line:{what}")
+        task = loop.create_task(guarded(), name=f"line:{what}")
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
