@@ -104,6 +104,12 @@ async def test_request_and_reply_between_instances(node: LineNode, database_url:
             await other.publish("utterance", {"call_sid": SID, "text": "hi"})
             await asyncio.wait_for(arrived.wait(), 5)
             assert seen == [("utterance", {"call_sid": SID, "text": "hi", "instance": "b"})]
+            # a message longer than NOTIFY's 8000 bytes arrives whole, in pieces
+            arrived.clear()
+            long = "é" * 20_000
+            await other.publish("utterance", {"call_sid": SID, "text": long})
+            await asyncio.wait_for(arrived.wait(), 5)
+            assert seen[-1] == ("utterance", {"call_sid": SID, "text": long, "instance": "b"})
     finally:
         if other is not node:
             await other.stop()

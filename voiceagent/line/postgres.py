@@ -4,7 +4,8 @@
 Tables (migration 2, ``voiceagent.store.schema``): ``line_owners`` (CallSid -> instance, liveness from
 the store's ``instances`` heartbeats), ``line_ends``, ``line_keys`` (single-use keys with an expiry),
 ``line_resumes``. Each instance holds two ``psycopg.AsyncConnection``\\s: one for statements, one that
-only listens. A NOTIFY payload is at most 8000 bytes: longer messages are cut to their control fields.
+only listens. A NOTIFY payload is at most 8000 bytes: a longer message goes in numbered pieces, sent in
+one transaction (so that they arrive together and in order) and put together by the listener.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import asyncio
 import contextlib
 import json
 import time
+import uuid
 from typing import Any
 
 from voiceagent.call import EndCall
@@ -24,6 +26,8 @@ __all__ = ["CHANNEL", "PostgresBus", "PostgresState"]
 
 CHANNEL = "voiceagent_line"
 MAX_PAYLOAD = 7900  # NOTIFY's limit is 8000 bytes
+PIECE_CHARS = 1800  # of a longer message's JSON: 4 bytes a character at worst, well under the limit
+MAX_UNFINISHED = 100  # messages whose pieces are still arriving, at most (the oldest go first)
 STATEMENT_TIMEOUT_MS = 3000
 CONNECT_TIMEOUT_SECONDS = 10
 
@@ -155,10 +159,14 @@ class PostgresBus:
 
     async def _listen(self, deliver: Handler) -> None:
         log = CallLog()
+        pieces: dict[str, list[str]] = {}
         while True:
             try:
                 async for notify in self._listener.notifies():
-                    message = _parse(notify.payload)
+                    payload = _assembled(notify.payload, pieces)
+                    if payload is None:
+                        continue
+                    message = _parse(payload)
                     if message is None or message.to not in (self.instance, EVERYONE):
                         continue
                     try:
@@ -191,19 +199,50 @@ class PostgresBus:
             {"to": message.to, "from": message.sender, "kind": message.kind, "body": message.body},
             separators=(",", ":"),
         )
+        payloads = [payload]
         if len(payload.encode()) > MAX_PAYLOAD:
-            body = {key: value for key, value in message.body.items() if not isinstance(value, str | list | dict)}
-            payload = json.dumps({"to": message.to, "from": message.sender, "kind": message.kind, "body": body})
+            key = uuid.uuid4().hex
+            parts = [payload[at : at + PIECE_CHARS] for at in range(0, len(payload), PIECE_CHARS)]
+            payloads = [
+                json.dumps({"piece": key, "i": i, "n": len(parts), "data": part}) for i, part in enumerate(parts)
+            ]
         async with self._send_lock:
-            if self._sender is None:
-                self._sender = await _connect(self.url)
             try:
-                await self._sender.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+                await self._notify(payloads)
             except Exception:
                 with contextlib.suppress(Exception):
                     await self._sender.close()
-                self._sender = await _connect(self.url)
+                self._sender = None
+                await self._notify(payloads)
+
+    async def _notify(self, payloads: list[str]) -> None:
+        if self._sender is None:
+            self._sender = await _connect(self.url)
+        async with self._sender.transaction():
+            for payload in payloads:
                 await self._sender.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+
+
+def _assembled(payload: str, pieces: dict[str, list[str]]) -> str | None:
+    """The payload of a whole message, once its last piece has come (pieces of one message arrive in order)."""
+    if not payload.startswith('{"piece"'):
+        return payload
+    try:
+        piece = json.loads(payload)
+        key, index, count, data = str(piece["piece"]), int(piece["i"]), int(piece["n"]), str(piece["data"])
+    except (ValueError, KeyError, TypeError):
+        return None
+    parts = pieces.setdefault(key, [])
+    if index != len(parts):  # a piece missed: the message is lost
+        pieces.pop(key, None)
+        return None
+    parts.append(data)
+    while len(pieces) > MAX_UNFINISHED:
+        pieces.pop(next(iter(pieces)))
+    if len(parts) < count:
+        return None
+    del pieces[key]
+    return "".join(parts)
 
 
 def _parse(payload: str) -> Message | None:
