@@ -96,16 +96,16 @@ async def one_call(proxy: str, http: httpx.AsyncClient, ports: list[int], latenc
     async with FakeTwilioCaller(proxy, auth_token=TEST_AUTH_TOKEN) as caller:
         assert await caller.dial(), caller.refusal
         await caller.wait_until(lambda: len(caller.played) >= len(GREETING), 120)
-        if len(ports) > 1:
-            live = (await http.get(proxy + "/api/calls/live", headers=AUTH)).json()["calls"]
-            owner = next(c["instance"] for c in live if c["call_sid"] == caller.call_sid)
-            for port in ports:
-                kind = "owner" if owner.endswith(f":{port}") else "other"
-                started = time.perf_counter()
-                url = f"http://127.0.0.1:{port}/api/calls/{caller.call_sid}/note"
-                answer = await http.post(url, json={"text": "benchmark note"}, headers=AUTH)
-                assert answer.status_code == 202, answer.text
-                latencies[kind].append((time.perf_counter() - started) * 1000)
+        # the same work on one instance and on two: a live view, then a note to each instance
+        live = (await http.get(proxy + "/api/calls/live", headers=AUTH)).json()["calls"]
+        owner = next(c["instance"] for c in live if c["call_sid"] == caller.call_sid)
+        for port in ports if len(ports) > 1 else ports * 2:
+            kind = "owner" if owner.endswith(f":{port}") else "other"
+            started = time.perf_counter()
+            url = f"http://127.0.0.1:{port}/api/calls/{caller.call_sid}/note"
+            answer = await http.post(url, json={"text": "benchmark note"}, headers=AUTH)
+            assert answer.status_code == 202, answer.text
+            latencies[kind].append((time.perf_counter() - started) * 1000)
         await caller.say("caller_book_table")
         await caller.wait_until(lambda: len(caller.played) >= len(GREETING) + 8000, 120)
         await caller.hangup()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import time
 from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
@@ -21,6 +22,7 @@ from voiceagent.logs import CallLog
 __all__ = ["REQUEST_TIMEOUT_SECONDS", "LineNode", "line_node"]
 
 REQUEST_TIMEOUT_SECONDS = 3.0  # an owning instance that does not answer by then is gone (or stuck)
+WATCH_LEASE_SECONDS = 30.0  # an instance with live-event subscribers says so this often (and a third more)
 
 Answerer = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
 EventSink = Callable[[str, dict[str, Any]], None]
@@ -38,6 +40,7 @@ class LineNode:
         self.on_event: EventSink | None = None  # events of the other instances (the live-event hub)
         self._log = CallLog()
         self.running = False
+        self._watched_until = 0.0  # some instance has /api/events subscribers until then (monotonic)
 
     @property
     def shared(self) -> bool:
@@ -83,6 +86,15 @@ class LineNode:
         if self._pending:
             await asyncio.wait(list(self._pending), timeout=REQUEST_TIMEOUT_SECONDS)
 
+    @property
+    def watched(self) -> bool:
+        """Some other instance has live-event subscribers: this one's events are worth sending."""
+        return time.monotonic() < self._watched_until
+
+    async def watch(self) -> None:
+        """This instance has live-event subscribers: the others send their events for a lease."""
+        await self.bus.send(Message(EVERYONE, self.instance, "watch", {}))
+
     async def publish(self, kind: str, data: dict[str, Any]) -> None:
         await self.bus.send(Message(EVERYONE, self.instance, "event", {"kind": kind, "data": data}))
 
@@ -118,6 +130,9 @@ class LineNode:
             waiter = self._waiting.get(str(message.body.get("id")))
             if waiter is not None and not waiter.done():
                 waiter.set_result(message.body)
+            return
+        if message.kind == "watch":
+            self._watched_until = time.monotonic() + WATCH_LEASE_SECONDS * 4 / 3
             return
         if message.kind == "event":
             if self.on_event is not None:
