@@ -357,3 +357,28 @@ async def test_kill_9_mid_call_resumes_on_the_other_with_the_conversation(line: 
         figure("streams of the call", call.streams)
         figure("audio heard after the resume, ms", (len(call.played) - heard) // 8)
         await call.hangup()
+
+
+async def test_resumes_are_bounded_then_the_caller_hears_the_apology(line: Line, schema_url: str) -> None:
+    from voiceagent.line.postgres import PostgresState
+
+    sid = new_sid("CA")
+    ghost = PostgresState(schema_url, "ghost:8080")  # an instance that owned the call and died
+    await ghost.start()
+    try:
+        assert await ghost.own(sid) is None
+    finally:
+        await ghost.stop()
+    form = webhook_params(
+        account_sid=new_sid("AC"), call_sid=sid, from_number="+15551234567", to_number="+15557654321",
+        call_status="in-progress",
+    )  # fmt: skip
+    answers = []
+    for each in (*line.instances, line.instances[0]):  # VOICEAGENT_MAX_RESUMES=2 (the default), then one more
+        response = await post_webhook(
+            line.proxy + "/twilio/stream-ended", form, validator=RequestValidator(TEST_AUTH_TOKEN), via=each.url
+        )
+        answers.append(response.text)
+    assert ["<Stream" in text for text in answers] == [True, True, False], answers
+    assert "<Say" in answers[-1] and "<Hangup" in answers[-1]
+    figure("answers to a lost call's action", ["resume", "resume", "apology"])
