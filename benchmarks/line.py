@@ -48,7 +48,7 @@ defaults
     option redispatch 1
 listen line
     bind 127.0.0.1:{port}
-    balance roundrobin
+    balance {balance}
     option httpchk GET /readyz
     default-server inter 1s fall 1 rise 1
 {servers}
@@ -115,7 +115,7 @@ Latencies = dict[str, list[float]]
 
 
 async def run(
-    instances: int, calls: int, model: FakeRealtimeServer, database_url: str, work: Path
+    instances: int, calls: int, model: FakeRealtimeServer, database_url: str, work: Path, balance: str
 ) -> tuple[float, Latencies]:
     proxy_port = free_port()
     proxy = f"http://127.0.0.1:{proxy_port}"
@@ -131,7 +131,7 @@ async def run(
     servers = [await start_instance(env, port, work / f"serve-{port}.log") for port in ports]
     config = work / f"haproxy-{instances}.cfg"
     lines = "\n".join(f"    server i{i} 127.0.0.1:{port} check" for i, port in enumerate(ports))
-    config.write_text(HAPROXY.format(port=proxy_port, servers=lines))
+    config.write_text(HAPROXY.format(port=proxy_port, servers=lines, balance=balance))
     haproxy = await asyncio.create_subprocess_exec("haproxy", "-db", "-f", str(config))
     latencies: dict[str, list[float]] = {"owner": [], "other": []}
     try:
@@ -152,7 +152,7 @@ async def run(
     return spent / calls, latencies
 
 
-async def main(calls: int, database_url: str) -> None:
+async def main(calls: int, database_url: str, balance: str) -> None:
     import psycopg
 
     schema = f"bench_{uuid.uuid4().hex[:12]}"
@@ -162,12 +162,12 @@ async def main(calls: int, database_url: str) -> None:
     try:
         with tempfile.TemporaryDirectory() as work:
             async with FakeRealtimeServer(speed=4.0) as model:
-                one, _ = await run(1, calls, model, url, Path(work))
-                two, latencies = await run(2, calls, model, url, Path(work))
+                one, _ = await run(1, calls, model, url, Path(work), balance)
+                two, latencies = await run(2, calls, model, url, Path(work), balance)
     finally:
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
-    print(f"{calls} calls through haproxy, PostgreSQL records")
+    print(f"{calls} calls through haproxy (balance {balance}), PostgreSQL records")
     print(f"CPU per call, one instance : {one * 1000:.0f} ms")
     print(f"CPU per call, two instances: {two * 1000:.0f} ms ({(two / one - 1) * 100:+.1f} %)")
     for kind, label in (("owner", "to the owner"), ("other", "to the other (over the bus)")):
@@ -179,8 +179,14 @@ async def main(calls: int, database_url: str) -> None:
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument(
+        "--balance",
+        default="roundrobin",
+        choices=("roundrobin", "source"),
+        help="source: every call on one instance (all callers are 127.0.0.1): the line's cost without split calls",
+    )
     parser.add_argument("--database-url", default=os.environ.get("VOICEAGENT_TEST_POSTGRES_URL"))
     options = parser.parse_args()
     if not options.database_url or shutil.which("haproxy") is None:
         raise SystemExit("needs PostgreSQL (VOICEAGENT_TEST_POSTGRES_URL or --database-url) and haproxy")
-    asyncio.run(main(options.calls, options.database_url))
+    asyncio.run(main(options.calls, options.database_url, options.balance))
