@@ -71,6 +71,10 @@ async def test_owners_ends_and_single_use_keys(node: LineNode, database_url: str
     assert await state.first_use("token:x", 60.0)
     assert [await state.resumed(SID, 600.0) for _ in range(3)] == [1, 2, 3]
     assert "a" in await state.instances()
+    await state.forget_older_than(0.0)  # housekeeping (in process: bounded by count instead)
+    if database_url is not None:
+        assert await state.end_of(SID) is None
+        assert not await state.first_use("token:x", 60.0)  # not expired yet: still remembered
 
 
 async def test_request_and_reply_between_instances(node: LineNode, database_url: str | None) -> None:

@@ -68,6 +68,9 @@ class LocalState:
     async def instances(self) -> list[str]:
         return [self.instance]
 
+    async def forget_older_than(self, seconds: float) -> None:
+        pass  # bounded by MEMORY already
+
 
 def _put(memory: OrderedDict[K, V], key: K, value: V) -> None:
     memory[key] = value

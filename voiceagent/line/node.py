@@ -22,6 +22,8 @@ from voiceagent.logs import CallLog
 __all__ = ["REQUEST_TIMEOUT_SECONDS", "LineNode", "line_node"]
 
 REQUEST_TIMEOUT_SECONDS = 3.0  # an owning instance that does not answer by then is gone (or stuck)
+HOUSEKEEPING_EVERY_SECONDS = 600.0
+FORGET_AFTER_SECONDS = 86_400.0  # ends, resumes and owners a day old (calls are far shorter)
 WATCH_LEASE_SECONDS = 30.0  # an instance with live-event subscribers says so this often (and a third more)
 
 Answerer = Callable[[dict[str, Any]], Awaitable[dict[str, Any]]]
@@ -40,6 +42,7 @@ class LineNode:
         self.on_event: EventSink | None = None  # events of the other instances (the live-event hub)
         self._log = CallLog()
         self.running = False
+        self._housekeeping: asyncio.Task[None] | None = None
         self._watched_until = 0.0  # some instance has /api/events subscribers until then (monotonic)
 
     @property
@@ -53,8 +56,18 @@ class LineNode:
         await self.state.start()
         await self.bus.start(self._deliver)
         self.running = True
+        self._housekeeping = asyncio.get_running_loop().create_task(self._keep_house(), name="line-housekeeping")
+
+    async def _keep_house(self) -> None:
+        while True:
+            await asyncio.sleep(HOUSEKEEPING_EVERY_SECONDS)
+            self.later(self.state.forget_older_than(FORGET_AFTER_SECONDS), "housekeeping")
 
     async def stop(self) -> None:
+        if self._housekeeping is not None:
+            self._housekeeping.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._housekeeping
         await self.settle()
         self.running = False
         await self.bus.stop()

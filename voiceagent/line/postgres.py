@@ -128,12 +128,13 @@ class PostgresState:
         names = [str(row[0]) for row in rows]
         return names if self.instance in names else [*names, self.instance]
 
-    async def forget_expired(self, older_than_seconds: float) -> None:
-        """Housekeeping (from the heartbeat's rhythm): keys past expiry, ends and resumes long gone."""
+    async def forget_older_than(self, seconds: float) -> None:
         now = time.time()
         await self._rows("DELETE FROM line_keys WHERE expires_at < %s", (now,))
-        await self._rows("DELETE FROM line_ends WHERE at < %s", (now - older_than_seconds,))
-        await self._rows("DELETE FROM line_resumes WHERE at < %s", (now - older_than_seconds,))
+        await self._rows("DELETE FROM line_ends WHERE at < %s", (now - seconds,))
+        await self._rows("DELETE FROM line_resumes WHERE at < %s", (now - seconds,))
+        # a call whose instance died and which nobody resumed (the caller hung up meanwhile)
+        await self._rows("DELETE FROM line_owners WHERE since < %s", (now - seconds,))
 
 
 class PostgresBus:

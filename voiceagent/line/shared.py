@@ -68,6 +68,10 @@ class SharedState(Protocol):
         """The instances alive on the line (their heartbeat is fresh), this one included."""
         ...
 
+    async def forget_older_than(self, seconds: float) -> None:
+        """Housekeeping: used keys past their expiry; ends, resumes and owners older than ``seconds``."""
+        ...
+
 
 class Bus(Protocol):
     async def start(self, deliver: Handler) -> None:
