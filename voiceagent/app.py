@@ -112,6 +112,7 @@ async def voice(request: Request) -> Response:
             stream_params = {TOKEN_PARAMETER: token, "from": params.get("From", ""), "to": params.get("To", "")}
             if not service.draining:  # draining (the line is shared): the stream goes to another instance
                 service.prewarm(call_sid, caller=params.get("From"), called=params.get("To"))
+                await service.line_calls.owned(call_sid)  # on record before the stream can land elsewhere
             return _xml(twiml.connect(base, stream_params))
         case _:
             assert_never(verdict)
@@ -227,7 +228,7 @@ async def media(websocket: WebSocket) -> None:
         options=options,
         earlier=earlier,
     )
-    service.line.later(service.line_calls.claimed(start.call_sid), "claim")  # the stream waits for nothing
+    await service.line_calls.claimed(start.call_sid)  # one row written; the release goes on without us
     await bridge.run_stream(service.transport_for(bridge, TwilioTransport(websocket, MediaStreamAdapter(start))))
 
 

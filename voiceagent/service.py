@@ -165,7 +165,6 @@ class Service:
         ``called``: the webhook's From and To, for the call's record."""
         if call_sid not in self.calls:
             self._new_call(call_sid, caller, called)
-            self.line_calls.started(call_sid)
 
     def claim(
         self,

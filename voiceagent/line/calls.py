@@ -61,20 +61,29 @@ class LineCalls:
 
     # ------------------------------------------------------------ hooks from the service (never wait)
 
-    def started(self, call_sid: str) -> None:
-        self.node.later(self.node.state.own(call_sid), "owner")
-
     def ended(self, call_sid: str, end: EndCall) -> None:
         self.node.later(self.node.state.record_end(call_sid, end), "end")
 
     # ------------------------------------------------------------ from the routes
 
+    async def owned(self, call_sid: str) -> str | None:
+        """This instance holds the call now (awaited, so that the owner is on record before anyone can ask:
+        a single-row write); returns the instance that held it before, if another."""
+        try:
+            return await self.node.state.own(call_sid)
+        except Exception as exc:  # the line's database away: the call goes on here, unshared
+            CallLog(call_sid).warning("line_write_failed", what="owner", error=str(exc)[:200])
+            return None
+
     async def claimed(self, call_sid: str) -> None:
         """A stream started here: this instance owns the call; the one that pre-warmed it lets go now."""
-        before = await self.node.state.own(call_sid)
+        before = await self.owned(call_sid)
         if before is not None:
-            answer = await self.node.request(before, "release", {"call_sid": call_sid}, timeout=RELEASE_TIMEOUT_SECONDS)
-            CallLog(call_sid).info("prewarm_release", instance=before, released=bool(answer and answer.get("released")))
+            self.node.later(self._release_on(before, call_sid), "release")
+
+    async def _release_on(self, instance: str, call_sid: str) -> None:
+        answer = await self.node.request(instance, "release", {"call_sid": call_sid}, timeout=RELEASE_TIMEOUT_SECONDS)
+        CallLog(call_sid).info("prewarm_release", instance=instance, released=bool(answer and answer.get("released")))
 
     async def first_webhook(self, call_sid: str) -> bool:
         return await self.node.state.first_use(f"webhook:{call_sid}", WEBHOOK_MEMORY_SECONDS)
