@@ -27,9 +27,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from websockets.asyncio.client import connect
 
-from voiceagent.realtime.connection import CLOSE_TIMEOUT_SECONDS, MAX_MESSAGE_BYTES, PING_INTERVAL_SECONDS
+from voiceagent.realtime.connection import open_model_socket
 from voiceagent.server import uvicorn_config
 
 ENDPOINT = os.environ.get("AZURE_OPENAI_ENDPOINT", "http://127.0.0.1:9000").replace("http", "ws", 1)
@@ -81,15 +80,7 @@ async def media(websocket: WebSocket) -> None:
         event = json.loads(message["text"])
         if event.get("event") == "start":
             stream_sid = event["streamSid"]
-    model = await connect(
-        MODEL_URL,
-        additional_headers=HEADERS,
-        max_size=MAX_MESSAGE_BYTES,
-        ping_interval=PING_INTERVAL_SECONDS,
-        ping_timeout=PING_INTERVAL_SECONDS,
-        close_timeout=CLOSE_TIMEOUT_SECONDS,
-        compression=None,
-    )
+    model = await open_model_socket(MODEL_URL, HEADERS)
     await model.send(SESSION_UPDATE)
     await model.send(GREETING)
 

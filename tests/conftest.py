@@ -70,6 +70,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(autouse=True)
+def _no_refused_responses(request: pytest.FixtureRequest) -> Iterator[None]:
+    """The fake model refuses an overlapping ``response.create`` as the service does, and a test over
+    sockets fails if any was refused: by construction the call never asks while a response is active.
+    A test that asks for refusals says so (``@pytest.mark.refusals``). Only the socket tiers import it."""
+    if request.node.get_closest_marker("wire") is None:
+        yield
+        return
+    from voiceagent.testing.fake_realtime.server import FakeRealtimeServer
+
+    forbid = request.node.get_closest_marker("refusals") is None
+    saved, FakeRealtimeServer.forbid_refusals_by_default = FakeRealtimeServer.forbid_refusals_by_default, forbid
+    try:
+        yield
+    finally:
+        FakeRealtimeServer.forbid_refusals_by_default = saved
+
+
+@pytest.fixture(autouse=True)
 def _restore_loggers() -> Iterator[None]:
     """``configure_logging`` takes over several process-wide loggers: give them back after every test,
     so one test's handlers never decide what another test's logs look like."""

@@ -23,6 +23,9 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client.metrics import MetricWrapperBase
+from prometheus_client.samples import Sample
+
 from voiceagent.testing import (
     TEST_AUTH_TOKEN,
     FakeModelSession,
@@ -114,6 +117,17 @@ def audio_deltas(session: FakeModelSession, item_id: str) -> list[bytes]:
     """The audio of each delta a model session sent for ``item_id``, in order."""
     kind = session.spec.audio_delta
     return [base64.b64decode(e["delta"]) for e in session.sent if e["type"] == kind and e["item_id"] == item_id]
+
+
+def samples(metric: MetricWrapperBase) -> list[Sample]:
+    """A metric's samples, over all its labels (one metric family per prometheus_client metric)."""
+    [family] = metric.collect()
+    return family.samples
+
+
+def total(counter: MetricWrapperBase) -> float:
+    """A counter's value, summed over its labels."""
+    return sum(s.value for s in samples(counter) if s.name.endswith("_total"))
 
 
 def environment_without_credentials(**extra: str) -> dict[str, str]:

@@ -40,6 +40,7 @@ __all__ = [
     "StreamAccepted",
     "StreamVerdict",
     "WebhookVerdict",
+    "other_party",
 ]
 
 REPLAY_MEMORY_SECONDS = 3600.0  # a CallSid seen by the webhook gets no second token or pre-warm for this long
@@ -113,6 +114,16 @@ class StreamAccepted:
 
 
 WebhookVerdict = Busy | Replayed | RateLimited | CallAnswered
+
+
+def other_party(params: dict[str, str]) -> tuple[str, str]:
+    """(the person on the line, our number) of a voice webhook: From and To for a call that came in; To
+    and From for one we placed (``Direction`` ``outbound-api`` or ``outbound-dial``), whose From is our
+    own number, so that the per-number rate and the call's record are about the dialled party."""
+    caller, called = params.get("From", ""), params.get("To", "")
+    return (called, caller) if params.get("Direction", "inbound").startswith("outbound") else (caller, called)
+
+
 StreamVerdict = Rejected | EndedEarly | Busy | StreamAccepted
 
 
@@ -154,6 +165,10 @@ class Admission:
         if not self.calls_per_number.allow(caller, now):
             return RateLimited()
         return CallAnswered(self.tokens.issue(call_sid, self._wall()))
+
+    def rejoin(self, call_sid: str) -> str:
+        """A stream token for a call coming back from a transfer nobody took (the webhook is not asked again)."""
+        return self.tokens.issue(call_sid, self._wall())
 
     def stream(self, call_sid: str, token: str | None, call: CallStatus, load: Load) -> StreamVerdict:
         """A media stream whose ``start`` names ``call_sid`` and carries ``token``."""

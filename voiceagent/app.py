@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import re
+import time
 from collections.abc import AsyncIterator
 from enum import Enum
 from typing import Any, assert_never
@@ -16,9 +17,19 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from voiceagent.admission import Busy, CallAnswered, EndedEarly, RateLimited, Rejected, Replayed, StreamAccepted
+from voiceagent.admission import (
+    Busy,
+    CallAnswered,
+    EndedEarly,
+    RateLimited,
+    Rejected,
+    Replayed,
+    StreamAccepted,
+    other_party,
+)
 from voiceagent.call import CallOptions, EndCall, EndReason, Farewell
 from voiceagent.config import Settings
+from voiceagent.console import console_routes
 from voiceagent.line.calls import Ended, Lost
 from voiceagent.line.resume import RESUME_PARAMETER, resumed_options
 from voiceagent.logs import CallLog, mask_number
@@ -37,6 +48,7 @@ from voiceagent.twilio.webhook_guard import WebhookGuard
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}", re.ASCII)  # used with fullmatch: no trailing newline
 START_TIMEOUT_SECONDS = 10.0
 MAX_FORM_FIELDS = 100  # Twilio's call webhooks carry about 30
+UNANSWERED_DIAL = frozenset({"no-answer", "busy", "failed"})  # DialCallStatus of a transfer nobody took
 
 
 def _xml(document: str) -> Response:
@@ -71,25 +83,43 @@ async def _signed_form(request: Request, base: str, log: CallLog) -> dict[str, s
     params = {key: str(value) for key, value in form.multi_items()}
     url = base + request.url.path + (f"?{request.url.query}" if request.url.query else "")
     if not service.signatures.valid(url, params, request.headers.get("x-twilio-signature")):
-        log.warning("webhook_rejected", path=request.url.path, reason="bad or missing X-Twilio-Signature")
+        if service.rejections_logged.allow("signature", time.monotonic()):  # a flood logs once a minute
+            log.warning(
+                "webhook_rejected",
+                path=request.url.path,
+                reason="bad or missing X-Twilio-Signature",
+                checked_against=base + request.url.path,  # what the signature must cover (PUBLIC_BASE_URL)
+                arrived_as=f"{request.url.scheme}://{request.headers.get('host', '?')}",
+                hint="Twilio signs the URL it called: PUBLIC_BASE_URL must be exactly the https:// address "
+                "configured on the number (scheme, host, port, path prefix)",
+            )
         return None
     return params
 
 
-async def voice(request: Request) -> Response:
-    """Twilio's incoming-call webhook: answer with TwiML that connects the call to our media stream."""
-    service: Service = request.app.state.service
+async def _signed_webhook(request: Request) -> tuple[Service, str, dict[str, str]] | None:
+    """A webhook from Twilio: the service, our public base URL and the signed form; None (logged) if not."""
     base = _public_base(request)
     params = None if base is None else await _signed_form(request, base, CallLog())
     if base is None or params is None:
+        return None
+    return request.app.state.service, base, params
+
+
+async def voice(request: Request) -> Response:
+    """Twilio's incoming-call webhook: answer with TwiML that connects the call to our media stream."""
+    signed = await _signed_webhook(request)
+    if signed is None:
         return PlainTextResponse("Forbidden", status_code=403)
+    service, base, params = signed
     call_sid = params.get("CallSid", "")
     if not CALL_SID.fullmatch(call_sid):
         CallLog().warning("webhook_rejected", reason="missing or malformed CallSid")
         return PlainTextResponse("Bad Request", status_code=400)
     log = CallLog(call_sid)
     full = service.settings.log_full_numbers
-    verdict = service.admission.webhook(call_sid, params.get("From", ""), service.webhook_load())
+    party, ours = other_party(params)  # an outbound call's From is our own number
+    verdict = service.admission.webhook(call_sid, party, service.webhook_load())
     if isinstance(verdict, CallAnswered) and not await service.line_calls.first_webhook(call_sid):
         verdict = Replayed()  # answered already, by another instance of the line
     match verdict:
@@ -101,7 +131,7 @@ async def voice(request: Request) -> Response:
             log.warning("webhook_replayed", detail="this CallSid already got its stream token and model session")
             return _xml(twiml.say_and_hang_up(""))
         case RateLimited(reason=reason):
-            log.warning("call_refused", reason=reason, caller=mask_number(params.get("From"), full=full))
+            log.warning("call_refused", reason=reason, caller=mask_number(party, full=full))
             return _xml(twiml.say_and_hang_up(service.settings.busy_message))
         case CallAnswered(token=token):
             log.info(
@@ -109,9 +139,9 @@ async def voice(request: Request) -> Response:
                 caller=mask_number(params.get("From"), full=full),
                 to=mask_number(params.get("To"), full=full),
             )
-            stream_params = {TOKEN_PARAMETER: token, "from": params.get("From", ""), "to": params.get("To", "")}
+            stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
             if not service.draining:  # draining (the line is shared): the stream goes to another instance
-                service.prewarm(call_sid, caller=params.get("From"), called=params.get("To"))
+                service.prewarm(call_sid, caller=party or None, called=ours or None)
                 await service.line_calls.owned(call_sid)  # on record before the stream can land elsewhere
             return _xml(twiml.connect(base, stream_params))
         case _:
@@ -120,11 +150,10 @@ async def voice(request: Request) -> Response:
 
 async def stream_ended(request: Request) -> Response:
     """``<Connect action>``: Twilio asks what to do once the stream is over."""
-    service: Service = request.app.state.service
-    base = _public_base(request)
-    params = None if base is None else await _signed_form(request, base, CallLog())
-    if base is None or params is None:
+    signed = await _signed_webhook(request)
+    if signed is None:
         return PlainTextResponse("Forbidden", status_code=403)
+    service, base, params = signed
     call_sid = params.get("CallSid", "")
     known = await service.line_calls.end_for_action(call_sid)
     if isinstance(known, Lost):
@@ -133,9 +162,32 @@ async def stream_ended(request: Request) -> Response:
     if end is not None and end.farewell is Farewell.TRANSFER and end.transfer_to:
         caller_id = service.settings.transfer_caller_id or params.get("To") or None
         CallLog(params.get("CallSid")).info("call_transferred", caller_id_set=caller_id is not None)
-        return _xml(twiml.dial(end.transfer_to, caller_id))
+        return _xml(twiml.dial(end.transfer_to, caller_id, base))
     farewell = end.farewell if end is not None else Farewell.HANG_UP
     return _xml(twiml.say_and_hang_up(_farewell_message(service.settings, farewell)))
+
+
+async def dial_ended(request: Request) -> Response:
+    """``<Dial action>``: the transfer's leg is over. Nobody took it (``no-answer``, ``busy``, ``failed``):
+    the caller hears so and is back with the agent on a new stream, the conversation carried over."""
+    service: Service = request.app.state.service
+    base = _public_base(request)
+    params = None if base is None else await _signed_form(request, base, CallLog())
+    if base is None or params is None:
+        return PlainTextResponse("Forbidden", status_code=403)
+    call_sid, status = params.get("CallSid", ""), params.get("DialCallStatus", "")
+    log = CallLog(call_sid)
+    if status not in UNANSWERED_DIAL or not CALL_SID.fullmatch(call_sid):
+        log.info("transfer_ended", dial_status=status)
+        return _xml(twiml.say_and_hang_up(""))
+    token = await service.transfer_unanswered(call_sid, status)
+    if token is None:
+        log.warning("transfer_unanswered", dial_status=status, back_to_agent=False)
+        return _xml(twiml.say_and_hang_up(service.settings.unavailable_message))
+    log.info("transfer_unanswered", dial_status=status, back_to_agent=True)
+    party, ours = other_party(params)
+    stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
+    return _xml(twiml.say_and_reconnect(service.settings.transfer_unanswered_message, base, stream_params))
 
 
 async def _resume_or_apologise(service: Service, base: str, call_sid: str, params: dict[str, str]) -> str:
@@ -147,7 +199,8 @@ async def _resume_or_apologise(service: Service, base: str, call_sid: str, param
         return twiml.say_and_hang_up(settings.unavailable_message)
     log.info("call_resuming", detail="its instance is gone without an end: a new stream here")
     token = service.tokens.issue(call_sid, service.now())
-    stream_params = {TOKEN_PARAMETER: token, "from": params.get("From", ""), "to": params.get("To", "")}
+    party, ours = other_party(params)
+    stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
     return twiml.connect(base, {**stream_params, RESUME_PARAMETER: "1"})
 
 
@@ -299,13 +352,16 @@ def create_app(
         routes=[
             Route("/twilio/voice", voice, methods=["POST"]),
             Route(twiml.STREAM_ENDED_PATH, stream_ended, methods=["POST"]),
+            Route(twiml.DIAL_ENDED_PATH, dial_ended, methods=["POST"]),
             WebSocketRoute(twiml.MEDIA_PATH, media),
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *metrics_routes(),
             *operator_routes(),
+            *console_routes(),
         ],
-        middleware=[Middleware(WebhookGuard)],
+        # the console's sign-in form gets the same bounds as Twilio's (size, content type, time)
+        middleware=[Middleware(WebhookGuard), Middleware(WebhookGuard, prefix="/console/session")],
         lifespan=lifespan,
     )
     service = Service(settings, credential=credential, connector=connector, clock=clock, tools=tools, records=records)

@@ -32,11 +32,15 @@ from voiceagent.call import (
     Log,
     Observation,
     PlayAudio,
+    ReasonDropped,
+    ReasonsAnswered,
     RecordLine,
     Refused,
+    ResponseRefused,
     RunTool,
     SendToModel,
     ToolCalled,
+    ToolNotRun,
     UseNewModel,
     log_line,
 )
@@ -255,6 +259,8 @@ class CallBridge:
                 case Log(level=level, event=event, fields=fields):
                     self.log.log(level, event, **fields)
                 case BargeIn() | ToolCalled() | AgentClosing() | ConnectFailed() | Refused() | CallEnded():
+                    self._observe(action)
+                case ReasonsAnswered() | ReasonDropped() | ResponseRefused() | ToolNotRun():
                     self._observe(action)
                 case ConnectModel(attempt=attempt):
                     self._spawn(self._open_model(attempt), "connect")

@@ -53,6 +53,12 @@ def explain_connect_error(error: ModelConnectError, settings: Settings) -> str:
     model, status = settings.model, error.status
     azure = model.provider == "azure"
     said = f" (the server said: {error})" if status is not None else f" ({error})"
+    if error.sign_in:
+        return (
+            "no AZURE_OPENAI_API_KEY is set, so the service signs in with Entra ID, and that failed: set "
+            "AZURE_OPENAI_API_KEY, or sign this machine in (`az login`, or a managed identity) with the role "
+            "'Cognitive Services OpenAI User' on the resource" + said
+        )
     if status == 401:
         if not azure:
             return "OPENAI_API_KEY was refused (HTTP 401): create a key at https://platform.openai.com/api-keys" + said
@@ -349,6 +355,19 @@ async def run_check(settings: Settings, session: ev.SessionConfig, *, speak: boo
         async with DefaultAzureCredential() as credential:
             return await check_model(settings, session, credential=credential, speak=speak, stream=stream)
     return await check_model(settings, session, speak=speak, stream=stream)
+
+
+def tool_warnings(settings: Settings) -> list[tuple[str, str]]:
+    """What ``ToolBox.warnings`` says of the operator's tools (``ToolConfigError`` if they do not load)."""
+    from voiceagent.tools import load_toolbox
+
+    box = load_toolbox(
+        modules=settings.tool_modules,
+        tools_file=settings.tools_file,
+        env=settings.environment,
+        timeout_seconds=settings.tool_timeout_seconds,
+    )
+    return box.warnings()
 
 
 async def session_with_tools(settings: Settings) -> ev.SessionConfig:

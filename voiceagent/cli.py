@@ -9,6 +9,7 @@ import sys
 from collections.abc import Mapping
 
 from voiceagent.config import ConfigError, Settings, configuration_warnings, load_settings, sign_in
+from voiceagent.eval.arguments import add_parser as add_eval_parser
 from voiceagent.logs import CallLog, configure_logging
 from voiceagent.records_cli import add_calls_command, run_calls_command
 from voiceagent.store.settings import RecordsSettings
@@ -44,14 +45,17 @@ def serve(settings: Settings, records: RecordsSettings) -> int:
         print(f"voiceagent: tools configuration error: {exc}", file=sys.stderr)
         return 2
     # the tools' secrets are known once they are loaded: the log scrubber gets them too
-    configure_logging(_secrets(settings) + records.secrets() + sorted(app.state.service.tools.secrets()))
+    tools = app.state.service.tools
+    configure_logging(_secrets(settings) + records.secrets() + sorted(tools.secrets()))
+    for event, detail in tools.warnings():
+        log.warning(event, detail=detail)
     run_server(app, settings)
     return 0
 
 
 def check_config(settings: Settings) -> int:
     """The environment and the tools, without connecting anywhere."""
-    from voiceagent.checkup import session_with_tools
+    from voiceagent.checkup import session_with_tools, tool_warnings
 
     print(f"configuration OK: {settings.model.provider} {settings.model.dialect} {settings.model.deployment}")
     print(f"model sign-in: {sign_in(settings)}")
@@ -63,6 +67,8 @@ def check_config(settings: Settings) -> int:
         print(f"voiceagent: tools configuration error: {exc}", file=sys.stderr)
         return 2
     print(f"tools OK: {', '.join(tool.name for tool in session.tools) or 'none'}")
+    for _event, detail in tool_warnings(settings):
+        print(f"warning: {detail}")
     return 0
 
 
@@ -82,16 +88,21 @@ def check(settings: Settings, args: argparse.Namespace) -> int:
     return 1
 
 
+def _without_testing_extra(command: str, exc: ImportError) -> int:
+    """Say that ``command`` needs the test kit's extra dependencies (exit status 2)."""
+    from voiceagent.simulated_call import missing_testing_extra
+
+    print(f"voiceagent {command}: {missing_testing_extra(exc)}", file=sys.stderr)
+    return 2
+
+
 def demo(args: argparse.Namespace) -> int:
     """A whole call on this machine: the service, the fake model and a simulated caller."""
     try:
         from voiceagent.demo import run_demo
         from voiceagent.testing import FakeRealtimeServer  # noqa: F401  (the test kit's extra dependencies)
     except ImportError as exc:
-        from voiceagent.simulated_call import missing_testing_extra
-
-        print(f"voiceagent demo: {missing_testing_extra(exc)}", file=sys.stderr)
-        return 2
+        return _without_testing_extra("demo", exc)
     try:
         result = asyncio.run(run_demo(out=args.out, log_file=args.log, speed=args.speed))
     except TimeoutError:
@@ -107,10 +118,7 @@ def fake_model(args: argparse.Namespace) -> int:
     try:
         from voiceagent.demo import serve_fake_model
     except ImportError as exc:
-        from voiceagent.simulated_call import missing_testing_extra
-
-        print(f"voiceagent fake-model: {missing_testing_extra(exc)}", file=sys.stderr)
-        return 2
+        return _without_testing_extra("fake-model", exc)
     try:
         asyncio.run(serve_fake_model(host=args.host, port=args.port, api_key=args.api_key, speed=args.speed))
     except OSError as exc:
@@ -121,16 +129,22 @@ def fake_model(args: argparse.Namespace) -> int:
     return 0
 
 
+def _caller_pace(env: Mapping[str, str]) -> float:
+    """How much faster than real time the service takes caller audio, as the same environment says."""
+    field = Settings.model_fields["caller_audio_pace"]
+    try:
+        return float(env.get("VOICEAGENT_CALLER_AUDIO_PACE") or field.default)
+    except ValueError:
+        return float(field.default)
+
+
 def call(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """A simulated Twilio caller against a running instance: says a WAV, records the answer."""
     try:
         from voiceagent.simulated_call import WavError, place_call, read_wav_as_ulaw
         from voiceagent.testing import FakeTwilioCaller  # noqa: F401  (the test kit's extra dependencies)
     except ImportError as exc:
-        from voiceagent.simulated_call import missing_testing_extra
-
-        print(f"voiceagent call: {missing_testing_extra(exc)}", file=sys.stderr)
-        return 2
+        return _without_testing_extra("call", exc)
     token = (env.get("TWILIO_AUTH_TOKEN") or "").strip() or None
     if token is None and not flag(env.get("VOICEAGENT_INSECURE_SKIP_TWILIO_VALIDATION")):
         print(
@@ -141,6 +155,15 @@ def call(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         return 2
     url = args.url or (env.get("PUBLIC_BASE_URL") or "").strip()
     url = url or f"http://127.0.0.1:{(env.get('PORT') or '').strip() or 8080}"
+    pace = _caller_pace(env)
+    if args.speed > pace:
+        print(
+            f"voiceagent call: --speed {args.speed:g} sends audio faster than the service accepts "
+            f"(VOICEAGENT_CALLER_AUDIO_PACE={pace:g} x real time): it would drop what the caller says. Use "
+            f"--speed {pace:g} or less, or start the service with VOICEAGENT_CALLER_AUDIO_PACE={args.speed:g}",
+            file=sys.stderr,
+        )
+        return 2
     try:
         question = read_wav_as_ulaw(args.wav)
     except WavError as exc:
@@ -208,8 +231,9 @@ def _env_file_option() -> argparse.ArgumentParser:
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="voiceagent", description="A phone agent on the OpenAI Realtime API.")
     parser.add_argument("--env-file", metavar="PATH", help=ENV_FILE_HELP)
+    parser.add_argument("--version", action="version", version=f"voiceagent {_version()}")
     reads_env = [_env_file_option()]
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.add_parser(
         "serve", parents=reads_env, help="run the service (HOST/PORT from the environment)", epilog=VARIABLES_EPILOG
     )
@@ -276,6 +300,7 @@ def _parser() -> argparse.ArgumentParser:
     caller.add_argument(
         "--speed", type=_positive, default=1.0, help="media clock speed: 1 is a real call (faster only against fakes)"
     )
+    add_eval_parser(commands)
     twilio_cmd = commands.add_parser(
         "twilio",
         help="point a Twilio number at this service, or place a call (TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN)",
@@ -306,10 +331,17 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def run_eval(args: argparse.Namespace, env: dict[str, str]) -> int:
+    """``voiceagent eval``: only the model's variables are taken from ``env`` (voiceagent.eval)."""
+    from voiceagent.eval.command import main as eval_main
+
+    return eval_main(args, env)
+
+
 # commands that need no configuration at all
 _STANDALONE = {"demo": demo, "fake-model": fake_model}
 # commands that read a few variables themselves
-_WITH_ENVIRONMENT = {"call": call, "twilio": twilio}
+_WITH_ENVIRONMENT = {"call": call, "twilio": twilio, "eval": run_eval}
 
 
 def list_variables() -> int:
@@ -323,8 +355,30 @@ def list_variables() -> int:
     return 0
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("voiceagent")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:  # bare `voiceagent`: what it can do, not a usage error
+        parser.print_help()
+        return 0
+    try:
+        return _run(args)
+    except BrokenPipeError:  # `voiceagent calls export | head`: the reader has what it wanted
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())  # so that the interpreter's own flush at exit stays quiet too
+        return 0
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command in _STANDALONE:
         return _STANDALONE[args.command](args)
     if args.command == "config":

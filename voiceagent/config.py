@@ -40,6 +40,7 @@ DEFAULT_INSTRUCTIONS = (
 )
 BUSY_MESSAGE = "Sorry, all our lines are busy right now. Please call again later."
 UNAVAILABLE_MESSAGE = "Sorry, our assistant is not available right now. Please call again later."
+TRANSFER_UNANSWERED_MESSAGE = "Sorry, nobody could take your call just now. You are back with the assistant."
 VOICES = ("alloy", "ash", "ballad", "coral", "echo", "sage", "shimmer", "verse", "marin", "cedar")
 GA_ONLY_VOICES = ("marin", "cedar")
 VAD_MODES = ("server_vad", "semantic_vad")
@@ -68,7 +69,8 @@ def _api_version(raw: str | None) -> str | None:
     return raw
 
 
-_DESTINATION = re.compile(r"\+[1-9][0-9]{6,14}|sip:[^\s,=]+", re.ASCII)
+# a SIP URI may carry parameters (``sip:desk@pbx.example.com;transport=tls``): printable ASCII but ","
+_DESTINATION = re.compile(r"\+[1-9][0-9]{6,14}|sip:[\x21-\x2b\x2d-\x7e]+", re.ASCII)
 _DESTINATION_NAME = re.compile(r"[a-z][a-z0-9_]{0,31}", re.ASCII)
 
 
@@ -76,7 +78,7 @@ def _transfer_targets(raw: Any) -> Any:
     """``+15551230001`` (one destination) or ``sales=+15551230001,support=sip:desk@pbx.example.com``."""
     if not isinstance(raw, str):
         return raw
-    if "=" not in raw:
+    if "=" not in raw or raw.lower().startswith(("sip:", "+")):
         if not _DESTINATION.fullmatch(raw):
             raise problem(f"VOICEAGENT_TRANSFER_TO={raw!r} must be an E.164 number (+15551230001) or a sip: URI")
         return {"": raw}
@@ -180,6 +182,11 @@ class Settings(Variables):
     transfer_to: Annotated[dict[str, str], BeforeValidator(_transfer_targets)] = Field(
         default_factory=dict, alias="VOICEAGENT_TRANSFER_TO", description="transfer_call: a number, or name=number,…"
     )
+    transfer_allow: CommaList = Field(
+        (),
+        alias="VOICEAGENT_TRANSFER_ALLOW",
+        description="an operator may also transfer to numbers or SIP URIs starting so (+44,sip:desk@); unset: none",
+    )
     transfer_caller_id: str | None = Field(
         None, alias="VOICEAGENT_TRANSFER_CALLER_ID", description="caller ID on a transfer; unset: the number called"
     )
@@ -188,6 +195,9 @@ class Settings(Variables):
         alias="VOICEAGENT_DTMF",
         description="model: key presses reach the model; ignore: they do not",
         json_schema_extra={"env_default": "model"},
+    )
+    dtmf_pause_ms: int = Field(
+        2000, alias="VOICEAGENT_DTMF_PAUSE_MS", ge=100, le=30_000, description="a pause this long ends a keypad entry"
     )
     # ---- limits and lifecycle
     max_calls: int = Field(50, alias="VOICEAGENT_MAX_CALLS", ge=1, description="concurrent calls")
@@ -224,6 +234,11 @@ class Settings(Variables):
         UNAVAILABLE_MESSAGE,
         alias="VOICEAGENT_UNAVAILABLE_MESSAGE",
         description="said when the model cannot be reached",
+    )
+    transfer_unanswered_message: str = Field(
+        TRANSFER_UNANSWERED_MESSAGE,
+        alias="VOICEAGENT_TRANSFER_UNANSWERED_MESSAGE",
+        description="said when nobody takes a transfer, before the caller is back with the agent",
     )
     # ---- several instances: a call whose instance died resumes on another (voiceagent.line)
     resume_line: str = Field(

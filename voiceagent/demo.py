@@ -19,6 +19,7 @@ import logging
 import os
 import secrets
 import signal
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -44,7 +45,7 @@ from voiceagent.testing import (
     wait_until,
 )
 from voiceagent.testing.fake_realtime.server import MAX_MESSAGE_BYTES
-from voiceagent.transcripts import TranscriptLine
+from voiceagent.transcripts import FanoutSink, LogTranscriptSink, TranscriptLine
 
 GREETING = "Thank you for calling the Riverside Bistro. How can I help you today?"
 INSTRUCTIONS = "You take table bookings for the Riverside Bistro. Be brief and friendly."
@@ -104,10 +105,14 @@ class _BargeInHandler(logging.Handler):
             self.transcript.barge_in(fields["heard_ms"])
 
 
-def demo_environment(model_endpoint: str, model_key: str, auth_token: str, port: int, speed: float) -> dict[str, str]:
-    """The service's settings for the demo, built here: nothing is read from the environment."""
+def demo_environment(
+    model_endpoint: str, model_key: str, auth_token: str, port: int, speed: float, store_dir: str | Path
+) -> dict[str, str]:
+    """The service's settings for the demo, built here: nothing is read from the environment. Call records
+    go to a throwaway store in ``store_dir``; no webhook, no recordings, no API."""
     base_url = f"http://127.0.0.1:{port}"
     return {
+        "VOICEAGENT_DATABASE_URL": f"sqlite:///{Path(store_dir).resolve() / 'demo.db'}",
         "AZURE_OPENAI_ENDPOINT": model_endpoint,
         "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
         "AZURE_OPENAI_API_KEY": model_key,
@@ -155,14 +160,16 @@ async def run_demo(
     barge_ins = _BargeInHandler(transcript)
     service_logger.addHandler(barge_ins)
     try:
-        async with asyncio.timeout(wall_limit):
+        async with asyncio.timeout(wall_limit), contextlib.AsyncExitStack() as stack:
             async with FakeRealtimeServer(
                 api_key=model_key, speed=MODEL_LEAD * speed, replies=("agent_reply_long", "agent_goodbye")
             ) as model:
                 sock = loopback_socket()
                 port = sock.getsockname()[1]
-                settings = load_settings(demo_environment(model.endpoint, model_key, auth_token, port, speed))
-                app = create_app(settings, sink=transcript)
+                scratch = stack.enter_context(tempfile.TemporaryDirectory(prefix="voiceagent-demo-"))
+                settings = load_settings(demo_environment(model.endpoint, model_key, auth_token, port, speed, scratch))
+                # every utterance on the terminal and, as the service logs it, in the JSON log
+                app = create_app(settings, sink=FanoutSink(transcript, LogTranscriptSink()))
                 async with serve_asgi(app, config=uvicorn_config(app, settings, lifespan="on"), sock=sock):
                     printer.line(
                         f"The service is up on {settings.public_base_url} (the fake model on {model.endpoint})."
@@ -200,6 +207,9 @@ async def run_demo(
         f"{len(result.barge_ins)} barge-in(s); {heard.heard_bytes / BYTES_PER_MS / 1000:.1f} s of the agent heard."
     )
     printer.line(f"What it sounded like: {result.wav}  (e.g. `aplay {result.wav}` or `afplay {result.wav}`)")
+    if speed != 1:
+        printer.line(f"  (it plays at the call's own pace, {result.call_seconds:.1f} s, whatever --speed was)")
+    printer.line("Nothing was kept: the demo's call records were in a temporary store, now deleted.")
     if log_file is not None:
         printer.line(f"The service's own JSON log of the call: {log_file}")
     else:

@@ -61,6 +61,9 @@ class Metrics(WriterObserver):
             "voiceagent_tool_calls", "Tool calls by the agent, by tool and outcome.", ["tool", "outcome"], registry=r
         )
         self.bad_inputs = Counter("voiceagent_bad_inputs", "Malformed messages on media streams.", registry=r)
+        self.recordings_incomplete = Counter(
+            "voiceagent_recordings_incomplete", "Recordings cut short by a failed write (a full disk).", registry=r
+        )
         self.store_write = Histogram(
             "voiceagent_store_write_seconds", "Store transactions (one per batch).", buckets=_STORE_BUCKETS, registry=r
         )

@@ -28,6 +28,7 @@ import functools
 import hmac
 import json
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -37,16 +38,19 @@ from starlette.responses import FileResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import BaseRoute, Route
 
 from voiceagent.call import Accepted, Action, EndReason, OperatorAnswer, Refused
+from voiceagent.config import Settings
 from voiceagent.logs import CallLog
 from voiceagent.metrics import CONTENT_TYPE_LATEST
 from voiceagent.service import CallBridge, Service
 from voiceagent.store import StoreError
 from voiceagent.store.records import CallRecord, LineRecord, call_as_text, number_filter, parse_time
+from voiceagent.text import valid_text
 
 __all__ = ["announce", "metrics_routes", "operator_routes"]
 
 CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}", re.ASCII)
-DESTINATION = re.compile(r"\+[1-9][0-9]{6,14}|sip:[^\s,=]{1,250}", re.ASCII)  # as VOICEAGENT_TRANSFER_TO
+# as VOICEAGENT_TRANSFER_TO: a number, or a sip: URI of printable ASCII (URI parameters allowed), no comma
+DESTINATION = re.compile(r"\+[1-9][0-9]{6,14}|sip:[\x21-\x2b\x2d-\x7e]{1,250}", re.ASCII)
 MAX_BODY_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 2000
 KEEPALIVE_SECONDS = 15.0
@@ -81,6 +85,19 @@ def _unauthorized() -> JSONResponse:
     return _error(401, "missing or wrong bearer token", **{"WWW-Authenticate": 'Bearer realm="voiceagent"'})
 
 
+def _check_token(request: Request, token: str) -> Response | None:
+    """None when the request carries ``token``; otherwise the answer (401, or 429 for a client that has
+    guessed wrong too often: see ``voiceagent.api_auth``)."""
+    failures = _service(request).failed_logins
+    client = request.client.host if request.client is not None else "?"
+    if failures.blocked(client):
+        return _error(429, "too many wrong tokens from this address; wait a minute", **{"Retry-After": "60"})
+    if _bearer_ok(request, token):
+        return None
+    failures.failed(client, request.url.path)
+    return _unauthorized()
+
+
 def _protected(handler: Handler) -> Handler:
     """The token check in front of every operator route."""
 
@@ -89,8 +106,9 @@ def _protected(handler: Handler) -> Handler:
         token = _api_token(service)
         if token is None or service.recorder.store is None:
             return _error(404, "the operator API is off: set VOICEAGENT_API_TOKEN (and keep call records on)")
-        if not _bearer_ok(request, token):
-            return _unauthorized()
+        refused = _check_token(request, token)
+        if refused is not None:
+            return refused
         try:
             return await handler(request)
         except StoreError as exc:  # a database that is away or hangs: say so, never a traceback
@@ -109,8 +127,11 @@ def announce(service: Service) -> None:
         log.warning("operator_api_off", detail="no call records: /api/* answers 404")
     else:
         log.info("operator_api_on", routes="/api/*", auth="bearer")
-    if _api_token(service) is None:
-        log.info("metrics_open", detail="GET /metrics needs no token (set VOICEAGENT_API_TOKEN to require one)")
+    if service.records is not None and service.records.metrics == "open":
+        log.info("metrics_open", detail="GET /metrics needs no token (VOICEAGENT_METRICS=open)")
+    elif _api_token(service) is None:
+        closed = "GET /metrics answers 404: set VOICEAGENT_API_TOKEN, or VOICEAGENT_METRICS=open"
+        log.info("metrics_closed", detail=closed)
 
 
 # ------------------------------------------------------------ queries
@@ -181,9 +202,14 @@ def _sid(request: Request) -> str | None:
     return sid if CALL_SID.fullmatch(sid) else None
 
 
-async def get_call(request: Request) -> Response:
+async def _call_in_path(request: Request) -> tuple[CallRecord, list[LineRecord]] | None:
+    """The call the path names and its transcript; None if the sid is malformed or no such call is known."""
     sid = _sid(request)
-    found = None if sid is None else await _record_and_lines(_service(request), sid)
+    return None if sid is None else await _record_and_lines(_service(request), sid)
+
+
+async def get_call(request: Request) -> Response:
+    found = await _call_in_path(request)
     if found is None:
         return _error(404, "no such call")
     record, lines = found
@@ -191,8 +217,7 @@ async def get_call(request: Request) -> Response:
 
 
 async def transcript_text(request: Request) -> Response:
-    sid = _sid(request)
-    found = None if sid is None else await _record_and_lines(_service(request), sid)
+    found = await _call_in_path(request)
     if found is None:
         return _error(404, "no such call")
     record, lines = found
@@ -208,7 +233,8 @@ async def recording(request: Request) -> Response:
     path = Path(records.recordings_dir) / f"{sid}.wav"
     if not path.is_file():
         return _error(404, "no recording of this call")
-    return FileResponse(path, media_type="audio/wav", filename=f"{sid}.wav")
+    cut_short = {"X-Recording-Incomplete": "true"} if _service(request).recorder.recording_incomplete(sid) else None
+    return FileResponse(path, media_type="audio/wav", filename=f"{sid}.wav", headers=cut_short)
 
 
 async def events(request: Request) -> Response:
@@ -268,7 +294,7 @@ def _text_field(body: dict[str, Any], name: str) -> str:
         raise ValueError(f'"{name}" must be a non-empty string')
     if len(value) > MAX_TEXT_CHARS:
         raise ValueError(f'"{name}" must be at most {MAX_TEXT_CHARS} characters')
-    return value.strip()
+    return valid_text(value.strip())  # a lone surrogate could be accepted here but never sent on
 
 
 async def _live_bridge(service: Service, sid: str) -> CallBridge | Response:
@@ -308,6 +334,14 @@ def _refusal(bridge: CallBridge, answer: OperatorAnswer) -> Response | None:
             409, f"the call cannot take that now (phase: {phase}, model: {bridge.core.model_phase.name.lower()})"
         )
     return None
+
+
+def _may_transfer_to(settings: Settings, destination: str) -> bool:
+    """Only where the operator said calls may go: a leaked token must not dial premium or foreign numbers
+    with this line's caller ID (toll fraud)."""
+    if destination in settings.transfer_to.values():
+        return True
+    return any(destination.startswith(prefix) for prefix in settings.transfer_allow if prefix)
 
 
 def _action(kind: str) -> Handler:
@@ -373,6 +407,9 @@ async def _act_on(
     bridge = found
     try:
         body = await read_body() if kind != "hangup" else {}
+        if kind in ("say", "note") and not service.operator_lines.allow(f"{kind}:{bridge.call_sid}", time.monotonic()):
+            limit = service.operator_lines.limit
+            return _error(429, f"at most {limit} {kind}s a minute per call; wait", **{"Retry-After": "60"})
         if kind == "say":
             text = _text_field(body, "text")
             decided = _operate(bridge, lambda now: bridge.core.operator_say(text, now))
@@ -383,6 +420,12 @@ async def _act_on(
             to = _text_field(body, "to")
             if not DESTINATION.fullmatch(to):
                 raise ValueError('"to" must be an E.164 number (+15551230001) or a sip: URI')
+            if not _may_transfer_to(service.settings, to):
+                return _error(
+                    403,
+                    f"{to} is not a transfer destination of this line: use one of VOICEAGENT_TRANSFER_TO, "
+                    "or a prefix in VOICEAGENT_TRANSFER_ALLOW",
+                )
             decided = _operate(bridge, lambda now: bridge.core.operator_transfer(to, now))
         else:
             decided = _operate(bridge, lambda now: _hang_up(bridge, now))
@@ -415,11 +458,16 @@ def operator_routes() -> list[BaseRoute]:
 
 
 async def metrics(request: Request) -> Response:
-    """Prometheus exposition. With ``VOICEAGENT_API_TOKEN`` set, it wants the bearer token too."""
+    """Prometheus exposition: with the bearer token, or to anyone with ``VOICEAGENT_METRICS=open``; closed
+    (404) when neither is configured, since the port also serves Twilio and so is public."""
     service = _service(request)
-    token = _api_token(service)
-    if token is not None and not _bearer_ok(request, token):
-        return _unauthorized()
+    if service.records is None or service.records.metrics != "open":
+        token = _api_token(service)
+        if token is None:
+            return _error(404, "/metrics is closed: set VOICEAGENT_API_TOKEN (and send it), or VOICEAGENT_METRICS=open")
+        refused = _check_token(request, token)
+        if refused is not None:
+            return refused
     return Response(service.recorder.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
 

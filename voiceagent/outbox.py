@@ -38,5 +38,7 @@ class Outbox(Generic[T]):
                 message = self._queue.popleft()
                 try:
                     await self._send(message)
+                except (UnicodeError, TypeError, ValueError) as exc:  # could not be encoded: a bug of ours
+                    self._log.error("send_failed", peer=self._peer, error=f"{type(exc).__name__}: {exc}"[:300])
                 except Exception as exc:  # a closed peer shows up on its reader, which ends the call
                     self._log.log("debug", "send_dropped", peer=self._peer, error=type(exc).__name__)

@@ -11,9 +11,9 @@ from collections.abc import Iterable
 
 from voiceagent.transcripts import TranscriptLine
 
-__all__ = ["conversation_so_far", "goodbye_instructions", "greeting_instructions"]
+__all__ = ["closing_words_instructions", "conversation_so_far", "goodbye_instructions", "greeting_instructions"]
 
-_SPEAKERS = {"caller": "Caller", "agent": "You", "tool": "Tool result"}
+_SPEAKERS = {"caller": "Caller", "agent": "You", "tool": "Tool result", "operator": "Operator's note"}
 
 
 def greeting_instructions(prompt: str, greeting: str) -> str:
@@ -25,6 +25,15 @@ def goodbye_instructions(prompt: str, reason: str) -> str:
         f"{prompt}\n\nThe call is ending now ({reason}). "
         "Say a short, friendly goodbye in one sentence and do not ask any question."
     )
+
+
+def closing_words_instructions(prompt: str, *, transfer: bool) -> str:
+    """The agent hung up or transferred (``transfer``) without a word: the line the caller must still hear."""
+    if transfer:
+        line = "Tell the caller in one short sentence that you are putting them through to a colleague now."
+    else:
+        line = "Say a short, friendly goodbye in one sentence and do not ask any question."
+    return f"{prompt}\n\nYou are ending this call now. {line}"
 
 
 def conversation_so_far(prompt: str, lines: Iterable[TranscriptLine], *, left_out: int = 0) -> str:

@@ -179,10 +179,15 @@ def add_calls_command(commands: Any) -> None:
     listing.add_argument("--limit", type=int, default=50, help="at most this many (1-500; default 50)")
     listing.add_argument("--json", action="store_true", help="one JSON object per call")
     show = sub.add_parser("show", help="one call: record and transcript")
-    show.add_argument("call_sid", metavar="SID")
-    show.add_argument("--json", action="store_true")
+    show.add_argument("call_sid", metavar="SID", help="the call's CallSid (CA followed by 32 hex digits)")
+    show.add_argument("--json", action="store_true", help="the record and transcript as one JSON object")
     exporting = sub.add_parser("export", help="every call with its transcript")
-    exporting.add_argument("--format", choices=EXPORT_FORMATS, default="jsonl")
+    exporting.add_argument(
+        "--format",
+        choices=EXPORT_FORMATS,
+        default="jsonl",
+        help="jsonl: one {call, transcript} object per line; csv: one row per call (default: jsonl)",
+    )
     exporting.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
 
 

@@ -13,8 +13,9 @@ from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 from voiceagent.admission import Admission, CallStatus, Load
+from voiceagent.api_auth import FailedLogins
 from voiceagent.bridge import CallBridge, Clock, LoopClock, ModelChannel, ModelConnector
-from voiceagent.call import CallCore, CallOptions, EndCall, EndReason
+from voiceagent.call import CallCore, CallOptions, EndCall, EndReason, Farewell
 from voiceagent.call.agent_tools import END_CALL, TRANSFER_CALL
 from voiceagent.call.transport import Frame, Transport
 from voiceagent.call_control import builtin_tools
@@ -29,7 +30,7 @@ from voiceagent.store.recorder import CallHandle, Recorder
 from voiceagent.store.records import LineRecord
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox, load_toolbox
-from voiceagent.transcripts import LogTranscriptSink, TranscriptSink
+from voiceagent.transcripts import LogTranscriptSink, TranscriptLine, TranscriptSink
 from voiceagent.twilio.security import SignatureChecker, StreamTokens
 
 if TYPE_CHECKING:
@@ -38,9 +39,13 @@ if TYPE_CHECKING:
 __all__ = ["CallBridge", "Clock", "ModelConnector", "Service"]  # the app and the API meet calls here
 
 SHUTTING_DOWN = "the service is shutting down"
+TRANSFERS_MEMORY = 1_000  # transferred calls whose conversation is kept in case nobody takes the transfer
+TRANSFER_TEARDOWN_SECONDS = 5.0
+OPERATOR_LINES_PER_MINUTE = 10
 ENDED_MEMORY = 10_000  # how many recent call ends the stream-ended handler (and late streams) can look up
 STREAM_SILENCE_SECONDS = 5.0  # Twilio sends a frame every 20 ms: this long without one, the stream is dead
 PLAYBACK_REPORT_GRACE_SECONDS = 5.0  # mark echoes this late after the audio must have played are not coming
+RESPONSE_DONE_SECONDS = 60.0  # a response that started and never finished: the model is stuck
 ANSWER_TIMEOUT_SECONDS = 15.0  # the caller finished speaking and no response started: the model is stuck
 
 
@@ -53,6 +58,11 @@ class Service:
     clock: Clock | None = None  # default: the event loop's clock
     tools: ToolBox | None = None  # default: the operator's tools from the settings (validated here)
     records: RecordsSettings | None = None  # call records, operator API, webhook; None: metrics and live events only
+    failed_logins: FailedLogins = field(default_factory=FailedLogins)  # wrong API tokens per client
+    rejections_logged: RateLimit = field(default_factory=lambda: RateLimit(1, 60.0))  # signature refusals
+    # an operator's says and notes per call: a runaway script must not queue hours of speech or fill the
+    # model's context (OPERATOR_LINES_PER_MINUTE of each kind, per call)
+    operator_lines: RateLimit = field(default_factory=lambda: RateLimit(OPERATOR_LINES_PER_MINUTE, 60.0))
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -70,6 +80,9 @@ class Service:
         self.tokens = StreamTokens(settings.twilio_auth_token)
         self.calls: dict[str, CallBridge] = {}
         self.ended: OrderedDict[str, EndCall] = OrderedDict()
+        # the conversations of calls handed on, until their transfer is answered or comes back
+        self._transferred: OrderedDict[str, tuple[TranscriptLine, ...]] = OrderedDict()
+        self._returning: dict[str, tuple[TranscriptLine, ...]] = {}  # back from a transfer: the next stream's
         self.draining = False
         self.admission = Admission(
             self.tokens,
@@ -123,6 +136,8 @@ class Service:
             end_call_tool=settings.end_call,
             transfer_targets=settings.transfer_to,
             dtmf_to_model=settings.dtmf_to_model,
+            dtmf_pause_seconds=settings.dtmf_pause_ms / 1000,
+            response_done_seconds=RESPONSE_DONE_SECONDS,
         )
 
     async def _connect(self) -> ModelChannel:
@@ -143,7 +158,11 @@ class Service:
         self, call_sid: str, caller: str | None, called: str | None, options: CallOptions | None = None
     ) -> CallBridge:
         clock = self.clock or LoopClock()
-        core = CallCore(options or self.call_options(), call_sid=call_sid, now=clock.now())
+        options = options or self.call_options()
+        earlier = self._returning.pop(call_sid, None)
+        if earlier is not None:  # back from a transfer nobody took: no second greeting, the conversation goes on
+            options = replace(options, greeting="", earlier=earlier)
+        core = CallCore(options, call_sid=call_sid, now=clock.now())
         handle = self.recorder.call_started(call_sid, caller, called)  # records hook: the call exists
         bridge = CallBridge(
             core,
@@ -201,6 +220,10 @@ class Service:
             return
         end = bridge.ended or EndCall(EndReason.INTERNAL_ERROR, "ended")
         self.remember_end(bridge.call_sid, end)
+        if end.farewell is Farewell.TRANSFER:
+            self._transferred[bridge.call_sid] = bridge.core.conversation
+            while len(self._transferred) > TRANSFERS_MEMORY:
+                self._transferred.popitem(last=False)
         handle = self._handles.pop(bridge, None)
         if handle is not None:  # records hook: the call is over, with its figures
             self.recorder.call_ended(handle, end, bridge.core.figures.turn_latencies_ms)
@@ -212,6 +235,23 @@ class Service:
         if bridge is not None and bridge.ended is not None:
             return bridge.ended
         return self.ended.get(call_sid)
+
+    async def transfer_unanswered(self, call_sid: str, dial_status: str) -> str | None:
+        """Nobody took the transfer of ``call_sid``: a stream token for the caller's way back to the agent
+        (the next stream of the call carries the conversation on), or None if the call is not ours."""
+        bridge = self.calls.get(call_sid)
+        if bridge is not None:  # the hand-over's teardown may still be under way
+            await _all_finished([bridge], timeout=TRANSFER_TEARDOWN_SECONDS)
+        lines = self._transferred.pop(call_sid, None)
+        end = self.ended.get(call_sid)
+        if lines is None or end is None or end.farewell is not Farewell.TRANSFER or self.draining:
+            return None
+        del self.ended[call_sid]  # the call goes on: a new stream may join it
+        back = TranscriptLine(
+            call_sid, "tool", f"transfer_call() → nobody took the call ({dial_status}); the caller is back with you"
+        )
+        self._returning[call_sid] = (*lines, back)
+        return self.admission.rejoin(call_sid)
 
     def remember_end(self, call_sid: str, end: EndCall) -> None:
         """Remember a call refused before it had a bridge, so ``<Connect action>`` says the right thing."""

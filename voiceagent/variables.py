@@ -7,8 +7,10 @@ problem names its variable and, where it helps, the fix; ``read_variables`` coll
 
 from __future__ import annotations
 
+import collections
 import difflib
 import ipaddress
+import math
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -175,12 +177,27 @@ def base_url(name: str) -> AfterValidator:
     return AfterValidator(check)
 
 
+MIN_SECRET_BITS = 64.0  # a guess per millisecond for a thousand years is about 2^45
+
+
+def guessable_bits(value: str) -> float:
+    """How many bits guessing ``value`` costs at most, judged from its own characters: length times the
+    Shannon entropy of its character frequencies (``aaaaaaaaaaaaaaaa`` is 0, 32 random hex digits ~120)."""
+    counts = collections.Counter(value)
+    per_char = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values()) if value else 0.0
+    return per_char * len(value)
+
+
 def secret(name: str, minimum: int) -> AfterValidator:
-    """A token that must be long enough not to be guessed."""
+    """A token that must be long and varied enough not to be guessed."""
 
     def check(value: str | None) -> str | None:
         if value is not None and len(value) < minimum:
             raise problem(f"{name} must be at least {minimum} characters (use e.g. `openssl rand -hex 32`)")
+        if value is not None and guessable_bits(value) < MIN_SECRET_BITS:
+            raise problem(
+                f"{name} is too easy to guess (repeated or few different characters): use e.g. `openssl rand -hex 32`"
+            )
         return value
 
     return AfterValidator(check)

@@ -19,6 +19,7 @@ from voiceagent.admission import (
     Rejected,
     Replayed,
     StreamAccepted,
+    other_party,
 )
 from voiceagent.call import EndCall, EndReason, Farewell
 from voiceagent.twilio.security import StreamTokens
@@ -139,3 +140,10 @@ def test_a_busy_service_takes_a_prewarmed_calls_stream_but_no_stranger() -> None
     assert gate.stream(CALL, token, PREWARMED, full) == StreamAccepted()
     stranger = gate.tokens.issue(OTHER, time.now)  # a token from another instance behind the balancer
     assert gate.stream(OTHER, stranger, NEW, full) == Busy("at capacity", 1)
+
+
+def test_an_outbound_call_is_about_the_dialled_party_not_our_own_number() -> None:
+    inbound = {"Direction": "inbound", "From": "+15551234567", "To": "+15557654321"}
+    outbound = {"Direction": "outbound-api", "From": "+15557654321", "To": "+15551234567"}
+    assert other_party(inbound) == other_party(outbound) == ("+15551234567", "+15557654321")
+    assert other_party({"From": "+15551234567", "To": "+15557654321"}) == ("+15551234567", "+15557654321")

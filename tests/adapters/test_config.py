@@ -245,3 +245,25 @@ def test_azure_without_a_deployment_also_reports_a_bad_endpoint() -> None:
         "AZURE_OPENAI_ENDPOINT",
         "AZURE_OPENAI_DEPLOYMENT",
     ]
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "sip:desk@pbx.example.com;transport=tls",
+        "desk=sip:desk@pbx.example.com;transport=tls;region=ie1,sales=+15551230001",
+    ],
+)
+def test_a_sip_destination_may_carry_uri_parameters(raw: str) -> None:
+    from voiceagent.config import _transfer_targets
+
+    targets = _transfer_targets(raw)
+    assert any(value.startswith("sip:desk@pbx.example.com;transport=tls") for value in targets.values())
+
+
+@pytest.mark.parametrize("raw", ["sip:desk@pbx\x01.example.com", "sip:desk@pbx .example.com", "sip:dé@pbx.example.com"])
+def test_a_sip_destination_is_printable_ascii_only(raw: str) -> None:
+    from voiceagent.config import _transfer_targets
+
+    with pytest.raises(ValueError):
+        _transfer_targets(raw)

@@ -448,7 +448,7 @@ def test_preview_formats(session: dict[str, Any], expected: ev.SessionUpdated) -
 
 # ---------------------------------------------------------------- malformed events never raise
 
-MALFORMED_EVENTS = [
+MALFORMED_EVENTS: list[Any] = [
     None,
     [],
     "response.done",

@@ -42,7 +42,8 @@ def play(stream: MediaStreamAdapter, item: str, size: int, end: int) -> str:
     """Send one chunk; return the name of its mark."""
     media, mark = wire(stream.send(PlayAudio(item, b64(size), end)))
     assert media["event"] == "media" and mark["event"] == "mark"
-    return mark["mark"]["name"]
+    name: str = mark["mark"]["name"]
+    return name
 
 
 # ---------------------------------------------------------------- outbound

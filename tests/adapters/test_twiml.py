@@ -31,12 +31,18 @@ def test_examples_in_the_repo_match_the_builders(name):
     assert (EXAMPLES / name).read_text(encoding="utf-8").strip() == examples()[name].strip()
 
 
+def child(parent: ET.Element, tag: str) -> ET.Element:
+    found = parent.find(tag)
+    assert found is not None, f"no <{tag}> in <{parent.tag}>"
+    return found
+
+
 def test_connect_streams_to_wss_without_a_query_string():
     root = ET.fromstring(twiml.connect(BASE + "/", {"token": "t", "from": "+1"}))
-    connect = root.find("Connect")
-    stream = connect.find("Stream")
+    connect = child(root, "Connect")
+    stream = child(connect, "Stream")
     assert stream.get("url") == "wss://voice.example.com/twilio/media"
-    assert "?" not in stream.get("url")
+    assert "?" not in stream.get("url", "")
     assert connect.get("action") == "https://voice.example.com/twilio/stream-ended"
     assert {p.get("name"): p.get("value") for p in stream.findall("Parameter")} == {"token": "t", "from": "+1"}
 
@@ -48,4 +54,4 @@ def test_local_http_base_maps_to_ws_and_keeps_the_port_and_path():
 
 def test_say_and_hang_up_escapes_text():
     root = ET.fromstring(twiml.say_and_hang_up("Fish & chips <today>"))
-    assert root.find("Say").text == "Fish & chips <today>" and root.find("Hangup") is not None
+    assert child(root, "Say").text == "Fish & chips <today>" and root.find("Hangup") is not None

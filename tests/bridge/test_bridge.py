@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from voiceagent.bridge import CallBridge
+from voiceagent.bridge import CallBridge, TimerHandle
 from voiceagent.call import CallCore, CallOptions, EndReason
 from voiceagent.realtime import events as ev
 from voiceagent.testing import (
@@ -216,12 +216,17 @@ async def test_caller_silence_brings_a_goodbye_then_the_hang_up_once_it_was_hear
 
 
 async def test_caller_frames_do_not_re_arm_the_timer_yet_a_dead_stream_is_noticed_on_time(
-    rig_factory: RigFactory,
+    rig_factory: RigFactory, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     rig = rig_factory(CallOptions(stream_silence_seconds=20))
     armed: list[float] = []
     schedule = rig.clock.call_at
-    rig.clock.call_at = lambda when, callback: (armed.append(when), schedule(when, callback))[1]  # type: ignore[method-assign]
+
+    def record_then_schedule(when: float, callback: Callable[[], None]) -> TimerHandle:
+        armed.append(when)
+        return schedule(when, callback)
+
+    monkeypatch.setattr(rig.clock, "call_at", record_then_schedule)
     session = await rig.connected()
     await rig.armed()
     rig.clock.advance(6)  # past the session-ready deadline: the stream's deadline is the only one left
@@ -229,7 +234,11 @@ async def test_caller_frames_do_not_re_arm_the_timer_yet_a_dead_stream_is_notice
     for frames in range(1, 11):  # a frame a second, each pushing the stream's deadline a second later
         rig.clock.advance(1)
         rig.socket.media(b64(160))
-        await wait_until(lambda frames=frames: len(session.commands(ev.AppendAudio)) == frames, WAIT)
+
+        def all_forwarded(count: int = frames) -> bool:
+            return len(session.commands(ev.AppendAudio)) == count
+
+        await wait_until(all_forwarded, WAIT)
     assert len(armed) == before  # the timer armed for the first deadline stays armed
     last_frame = rig.clock.now()
     rig.clock.advance(10)  # that timer fires early, finds nothing due and is armed for the real deadline

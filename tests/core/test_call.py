@@ -257,6 +257,7 @@ def test_bad_input_is_counted_and_ends_the_call_at_the_limit() -> None:
     core = ready(CallOptions(max_bad_inputs=3))
     for count in (1, 2):
         [log] = core.transport_event(BadInput("not JSON"), T0)
+        assert isinstance(log, Log)
         assert log.fields == {"reason": "not JSON", "count": count}
     actions = core.transport_event(BadInput("not JSON"), T0)
     assert of(actions, EndCall) == [EndCall(EndReason.BAD_INPUT, "too many malformed messages on the media stream")]
@@ -363,8 +364,12 @@ def test_the_greeting_and_the_goodbye_keep_the_operators_prompt() -> None:
     core.transport_event(StreamStarted(), T0)
     [greeting] = [c for c in to_model(core.model_event(READY, T0)) if isinstance(c, ev.CreateResponse)]
     assert greeting.instructions is not None and greeting.instructions.startswith(session.instructions)
+    assert to_model(core.wind_down(EndReason.SHUTDOWN, "test", T0)) == []  # the greeting is still live
+    core.model_event(ev.ResponseCreated("r1"), T0)
     [goodbye] = [
-        c for c in to_model(core.wind_down(EndReason.SHUTDOWN, "test", T0)) if isinstance(c, ev.CreateResponse)
+        c
+        for c in to_model(core.model_event(ev.ResponseDone("r1", "completed"), T0))
+        if isinstance(c, ev.CreateResponse)
     ]
     assert goodbye.instructions is not None and goodbye.instructions.startswith(session.instructions)
 

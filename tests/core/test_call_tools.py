@@ -40,12 +40,14 @@ def in_call(options: CallOptions | None = None) -> CallCore:
 def test_several_calls_in_one_response_run_at_once_and_answer_together_then_one_response() -> None:
     core = in_call()
     core.model_event(ev.ResponseCreated("r1"), T0)
-    first = core.model_event(ev.FunctionCall("r1", "c1", "check_availability", '{"party_size": 2}'), T0)
-    second = core.model_event(ev.FunctionCall("r1", "c2", "opening_hours", "{}"), T0)
-    assert of(first, RunTool) == [RunTool("c1", "check_availability", '{"party_size": 2}')]
-    assert of(second, RunTool) == [RunTool("c2", "opening_hours", "{}")]
+    assert core.model_event(ev.FunctionCall("r1", "c1", "check_availability", '{"party_size": 2}'), T0) == []
+    assert core.model_event(ev.FunctionCall("r1", "c2", "opening_hours", "{}"), T0) == []  # until completed
+    done = core.model_event(ev.ResponseDone("r1", "completed"), T0)
+    assert of(done, RunTool) == [
+        RunTool("c1", "check_availability", '{"party_size": 2}'),
+        RunTool("c2", "opening_hours", "{}"),
+    ]
     assert to_model(core.tool_finished("c2", '{"open": "18:00"}', T0 + 0.2)) == []  # c1 still running
-    assert to_model(core.model_event(ev.ResponseDone("r1", "completed"), T0 + 0.3)) == []
     actions = core.tool_finished("c1", '{"tables": 2}', T0 + 0.5)
     assert to_model(actions) == [
         ev.FunctionOutput("c1", '{"tables": 2}'),
@@ -57,13 +59,22 @@ def test_several_calls_in_one_response_run_at_once_and_answer_together_then_one_
     assert [a.line.role for a in of(actions, RecordLine)] == ["tool"]
 
 
-def test_outputs_finished_before_the_response_ended_wait_for_it() -> None:
-    core = in_call()
-    core.model_event(ev.ResponseCreated("r1"), T0)
-    core.model_event(ev.FunctionCall("r1", "c1", "lookup", "{}"), T0)
-    assert to_model(core.tool_finished("c1", "{}", T0 + 0.1)) == []
-    done = core.model_event(ev.ResponseDone("r1", "completed"), T0 + 0.2)
-    assert to_model(done) == [ev.FunctionOutput("c1", "{}"), ev.CreateResponse()]
+def test_a_function_call_of_a_response_that_did_not_complete_is_not_carried_out() -> None:
+    core = in_call(CallOptions(end_call_tool=True))
+    for status in ("cancelled", "failed", "incomplete"):
+        core.model_event(ev.ResponseCreated("r-" + status), T0)
+        core.model_event(ev.FunctionCall("r-" + status, "c-" + status, "end_call", "{}"), T0)
+        done = core.model_event(ev.ResponseDone("r-" + status, status), T0)
+        assert of(done, RunTool) == [] and of(done, EndCall) == []
+        [output] = [c for c in to_model(done) if isinstance(c, ev.FunctionOutput)]
+        assert output.call_id == "c-" + status and status in output.output  # the model knows it did not happen
+        assert [log.fields for log in log_lines(done) if log.event == "tool_not_run"] == [
+            {"name": "end_call", "status": status}
+        ]
+        core.handle_timer(T0 + 5)  # a failed response's retry, so that the next one can be asked
+        core.model_event(ev.ResponseCreated("again-" + status), T0 + 5)
+        core.model_event(ev.ResponseDone("again-" + status, "completed"), T0 + 5)
+    assert core.phase.name == "IN_CALL"
 
 
 def test_a_caller_who_spoke_meanwhile_gets_the_answer_in_their_turn_and_no_result_is_lost() -> None:
@@ -71,7 +82,7 @@ def test_a_caller_who_spoke_meanwhile_gets_the_answer_in_their_turn_and_no_resul
     core.model_event(ev.ResponseCreated("r1"), T0)
     core.model_event(ev.FunctionCall("r1", "c1", "lookup", "{}"), T0)
     core.model_event(ev.ResponseDone("r1", "completed"), T0)
-    core.model_event(ev.SpeechStarted("u", 0), T0 + 0.1)  # a barge-in while the tool runs
+    core.model_event(ev.SpeechStarted("u", 0), T0 + 0.1)  # the caller speaks while the tool runs
     assert to_model(core.tool_finished("c1", '{"found": true}', T0 + 0.3)) == [
         ev.FunctionOutput("c1", '{"found": true}')
     ]
@@ -123,23 +134,42 @@ def test_a_transfer_to_an_unknown_destination_is_an_error_for_the_model_not_a_ha
 def test_a_single_transfer_destination_needs_no_argument() -> None:
     core = in_call(CallOptions(transfer_targets={"": "sip:desk@pbx.example.com"}))
     core.model_event(ev.ResponseCreated("r1"), T0)
+    [play] = of(core.model_event(ev.AudioDelta("r1", "x", b64(800)), T0), PlayAudio)
     core.model_event(ev.FunctionCall("r1", "c1", "transfer_call", "{}"), T0)
-    [end] = of(core.model_event(ev.ResponseDone("r1", "completed"), T0), EndCall)
+    core.model_event(ev.ResponseDone("r1", "completed"), T0)
+    [end] = of(core.transport_event(PlayedUpTo("x", play.end), T0 + 0.2), EndCall)
     assert end.transfer_to == "sip:desk@pbx.example.com"
 
 
-def test_keypad_presses_reach_the_model_as_caller_input_but_never_a_log_line() -> None:
+def test_a_keypad_entry_reaches_the_model_whole_once_and_never_a_log_line() -> None:
     core = in_call(CallOptions(dtmf_to_model=True))
-    actions = core.transport_event(Digit("4"), T0)
-    assert to_model(actions) == [ev.CreateTextItem("user", "(The caller pressed 4.)"), ev.CreateResponse()]
-    assert "4" not in repr(log_lines(actions)) and "4" not in repr(of(actions, RecordLine))
+    actions = [action for key in "427" for action in core.transport_event(Digit(key), T0)]
+    assert to_model(actions) == []  # gathered
+    actions += core.transport_event(Digit("1"), T0 + 0.5) + core.transport_event(Digit("#"), T0 + 1)
+    assert to_model(actions) == [ev.CreateTextItem("user", "(The caller keyed 4271#.)"), ev.CreateResponse()]
+    logged = [log.fields for log in log_lines(actions)] + [line.line.text for line in of(actions, RecordLine)]
+    assert "427" not in repr(logged) and not any(key in repr(logged) for key in "47#"), logged
+
+
+def test_a_keypad_entry_ends_at_a_pause_too() -> None:
+    core = in_call(CallOptions(dtmf_to_model=True, dtmf_pause_seconds=2.0))
+    core.transport_event(Digit("9"), T0)
+    core.transport_event(Digit("8"), T0 + 1)
+    assert core.next_deadline() == T0 + 3
+    assert to_model(core.handle_timer(T0 + 2.9)) == []
+    assert to_model(core.handle_timer(T0 + 3)) == [
+        ev.CreateTextItem("user", "(The caller keyed 98.)"),
+        ev.CreateResponse(),
+    ]
     ignored = in_call(CallOptions(dtmf_to_model=False)).transport_event(Digit("4"), T0)
     assert to_model(ignored) == []
 
 
 def test_tool_results_are_part_of_the_conversation_a_new_session_is_given() -> None:
     core = in_call()
+    core.model_event(ev.ResponseCreated("r1"), T0)
     core.model_event(ev.FunctionCall("r1", "c1", "book_table", '{"party_size": 2}'), T0)
+    core.model_event(ev.ResponseDone("r1", "completed"), T0)
     core.tool_finished("c1", '{"booked": "19:30"}', T0 + 0.1)
     core.model_lost(1006, "", T0 + 60)
     [update] = [

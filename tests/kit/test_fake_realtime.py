@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
 import pytest
@@ -48,12 +48,12 @@ def realtime_url(fake: FakeRealtimeServer, dialect: str, model: str = "gpt-realt
 
 def mulaw_update(dialect: str, *, transcription: bool = True, vad: dict[str, Any] | None = None) -> dict[str, Any]:
     turn_detection = vad if vad is not None else {"type": "server_vad"}
-    transcribe = {"model": "whisper-1"} if transcription else None
+    transcribe: dict[str, str] | None = {"model": "whisper-1"} if transcription else None
     if dialect == "ga":
         audio_in = {"format": {"type": "audio/pcmu"}, "turn_detection": turn_detection, "transcription": transcribe}
         audio_out = {"format": {"type": "audio/pcmu"}, "voice": "alloy"}
         audio = {"input": audio_in, "output": audio_out}
-        session = {"type": "realtime", "output_modalities": ["audio"], "audio": audio}
+        session: dict[str, Any] = {"type": "realtime", "output_modalities": ["audio"], "audio": audio}
     else:
         session = {
             "modalities": ["text", "audio"],
@@ -99,7 +99,7 @@ class Client:
         """Read until an event of ``kind`` arrives (within ``TIMEOUT``) and return it."""
         async with asyncio.timeout(TIMEOUT):
             while True:
-                event = json.loads(await self.ws.recv())
+                event: dict[str, Any] = json.loads(await self.ws.recv())
                 self.events.append(event)
                 if event["type"] == kind:
                     return event
@@ -340,6 +340,7 @@ async def test_later_responses_cycle_through_the_replies(open_session: Opener) -
     assert spoken == [greeting, goodbye, goodbye]
 
 
+@pytest.mark.refusals
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_a_second_response_while_one_is_live_is_refused(open_session: Opener, dialect: str) -> None:
     client, session = await open_session(dialect, speed=1.0, greeting=LONG)
@@ -445,7 +446,9 @@ async def test_the_truncate_rule(open_session: Opener, dialect: str) -> None:
     truncated = await client.next("conversation.item.truncated")
     assert (truncated["item_id"], truncated["content_index"], truncated["audio_end_ms"]) == (item_id, 0, 1200)
     assert session.truncations == [(item_id, 1200)]
-    heard = session.item(item_id)["content"][0]["transcript"]
+    item = session.item(item_id)
+    assert item is not None
+    heard = item["content"][0]["transcript"]
     assert heard and FIXTURE_TEXTS["agent_greeting"].startswith(heard) and heard != FIXTURE_TEXTS["agent_greeting"]
 
     await client.send({**truncate, "audio_end_ms": produced_ms})  # exactly the end is fine
@@ -715,7 +718,7 @@ async def test_wait_until_returns_the_value_once_it_holds() -> None:
 
 async def test_wait_until_fails_the_test_naming_the_predicate() -> None:
     with pytest.raises(AssertionError, match=r"never_true.*0\.02 s\nwhat I saw"):
-        await wait_until(lambda: "never_true" == "", 0.02, describe=lambda: "what I saw")
+        await wait_until(lambda: "never_true" in "", 0.02, describe=lambda: "what I saw")
     with pytest.raises(ValueError, match="negative"):
         await wait_until(lambda: True, -1)
 
@@ -922,13 +925,14 @@ async def test_a_scripted_call_interrupted_while_speaking_is_never_made(open_ses
 
 
 def test_function_call_scripts_are_checked() -> None:
-    for bad in (
+    scripts: list[dict[str, Sequence[str | tuple[str, Any]]]] = [
         {"caller_nobody": [("f", {})]},
         {"line_noise": [("f", {})]},
         {"caller_goodbye": ["agent_goodbye"]},
         {"caller_goodbye": [("f", {}), "agent_goodbye"]},
         {"caller_goodbye": ["agent_nobody", ("f", {})]},
-    ):
+    ]
+    for bad in scripts:
         with pytest.raises(ValueError, match="function_calls"):
             FakeRealtimeServer(function_calls=bad)
 
@@ -938,6 +942,7 @@ def test_function_call_scripts_are_checked() -> None:
 
 def error_of(client: Client, event_id: str) -> dict[str, Any]:
     [error] = [event["error"] for event in client.of("error") if event["error"]["event_id"] == event_id]
+    assert isinstance(error, dict)
     return error
 
 
@@ -954,6 +959,7 @@ async def test_response_created_comes_after_the_delay_on_the_fakes_clock(open_se
         await client.next("response.done")
 
 
+@pytest.mark.refusals
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_a_request_before_the_first_is_created_is_refused_as_the_service_does(
     open_session: Opener, dialect: str
@@ -981,6 +987,7 @@ async def test_a_request_before_the_first_is_created_is_refused_as_the_service_d
     assert client.types().index("error") < client.types().index("response.created")
 
 
+@pytest.mark.refusals
 @pytest.mark.parametrize("dialect", DIALECTS)
 async def test_the_server_answers_a_caller_turn_itself_and_refuses_a_racing_request(
     open_session: Opener, dialect: str

@@ -739,6 +739,30 @@ async def test_when_the_app_ends_the_stream_twilio_asks_the_connect_action_and_r
 
 
 @on_the_module_loop
+async def test_a_dial_action_is_asked_once_the_dialled_leg_is_over_with_the_status_the_test_chose(
+    fake_app: FakeApp,
+) -> None:
+    fake_app.twiml = lambda url: connect_stream_twiml(url, action="/twilio/after")
+    answer = VoiceResponse()
+    answer.dial(action="/twilio/after", method="POST").sip("sip:desk@pbx.example.com;transport=tls")
+    fake_app.action_answer = Response(str(answer), media_type="text/xml")
+    async with FakeTwilioCaller(fake_app.base_url, auth_token=AUTH_TOKEN, dial_status="no-answer") as caller:
+        assert await caller.dial(), caller.refusal
+        peer = await fake_app.next_peer()
+        await peer.wait_for(lambda: peer.events("start"))
+        await peer.websocket.close(code=1000)
+        after = await caller.wait_after_stream(timeout=WAIT)
+        dialled = await caller.wait_after_dial(timeout=WAIT)
+    assert after.dialled == Dial(None, "sip:desk@pbx.example.com;transport=tls", None, action="/twilio/after")
+    [_, action] = fake_app.actions
+    url = fake_app.base_url + "/twilio/after"
+    assert dialled.url == action.url == url and dialled.status == 200
+    assert RequestValidator(AUTH_TOKEN).validate(url, action.form, action.headers["x-twilio-signature"])
+    assert action.form["DialCallStatus"] == "no-answer" and action.form["CallSid"] == caller.call_sid
+    assert action.form["DialCallSid"].startswith("CA") and action.form["DialCallSid"] != caller.call_sid
+
+
+@on_the_module_loop
 async def test_a_get_action_carries_the_parameters_in_its_signed_query_string(fake_app: FakeApp) -> None:
     fake_app.twiml = lambda url: connect_stream_twiml(url, action=fake_app.base_url + "/twilio/after", method="GET")
     async with streaming(fake_app) as (caller, peer):

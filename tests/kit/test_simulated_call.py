@@ -102,8 +102,12 @@ def test_mixing_keeps_both_sides() -> None:
 
 
 async def run_call(*args: str, token: str = TEST_AUTH_TOKEN, timeout: float = 60.0) -> tuple[int, str, str]:
+    # the caller is told the service's pace (app_environment's 32x), as an operator's env file would
     return await run_voiceagent(
-        "call", *args, env=environment_without_credentials(TWILIO_AUTH_TOKEN=token), timeout=timeout
+        "call",
+        *args,
+        env=environment_without_credentials(TWILIO_AUTH_TOKEN=token, VOICEAGENT_CALLER_AUDIO_PACE="32"),
+        timeout=timeout,
     )
 
 

@@ -63,7 +63,8 @@ async def answered_after_the_tools(caller: FakeTwilioCaller, session: FakeModelS
 async def tool_output(model: FakeRealtimeServer, session: FakeModelSession) -> str:
     """What the app answered the one function call the session made."""
     [call] = await model.wait_for(lambda: session.function_calls, timeout=WAIT)
-    output: str = await model.wait_for(lambda: session.function_outputs.get(call["call_id"]), timeout=WAIT)
+    output = await model.wait_for(lambda: session.function_outputs.get(call["call_id"]), timeout=WAIT)
+    assert output is not None
     return output
 
 
@@ -130,7 +131,7 @@ async def test_end_call_hangs_up_only_once_the_goodbye_has_been_heard_in_full() 
     """The model says goodbye and calls ``end_call`` in the same response: every byte of the goodbye is
     played (its marks echoed), then the stream ends and the ``<Connect action>`` answer hangs up. (Preview:
     the call is named only in its output item; GA's extra ``name`` is covered by the Python tool test.)"""
-    scripts = {"caller_goodbye": ["agent_goodbye", ("end_call", {})]}
+    scripts: dict[str, list[str | tuple[str, dict[str, Any]]]] = {"caller_goodbye": ["agent_goodbye", ("end_call", {})]}
     async with call_stack(dialect="preview", function_calls=scripts) as stack:
         model = stack.model
         async with stack.caller() as caller:
@@ -155,7 +156,9 @@ async def test_transfer_call_dials_the_named_destination_after_the_hand_over_lin
             await caller.say("caller_transfer")
             after = await caller.wait_after_stream(timeout=WAIT)
         assert bytes(caller.played) == GREETING + GOODBYE and not caller.clears
-        assert after.dialled == Dial(number="+15551230002", sip=None, caller_id=caller.to_number)
+        assert after.dialled == Dial(
+            "+15551230002", None, caller.to_number, action=f"{stack.app.base_url}/twilio/dial-ended"
+        )
         assert after.verbs == (after.dialled,)
         assert stack.model.violations == [] and caller.violations == []
 
@@ -191,7 +194,7 @@ async def test_failing_slow_and_malformed_tool_calls_leave_the_call_alive_and_th
     assert sorted(called) == [("check_availability", False), ("fail", False), ("sleep_for", False)]
 
 
-async def test_a_key_press_reaches_the_model_and_it_answers() -> None:
+async def test_a_key_press_reaches_the_model_after_the_pause_that_ends_the_entry_and_it_answers() -> None:
     async with call_stack(replies=("agent_goodbye",)) as stack:
         model = stack.model
         async with stack.caller() as caller:
@@ -204,7 +207,7 @@ async def test_a_key_press_reaches_the_model_and_it_answers() -> None:
         [pressed] = [
             e for e in event_types(session.received, "conversation.item.create") if e["item"]["role"] == "user"
         ]
-        assert pressed["item"]["content"] == [{"type": "input_text", "text": "(The caller pressed 4.)"}]
+        assert pressed["item"]["content"] == [{"type": "input_text", "text": "(The caller keyed 4.)"}]
         assert sent_to_model(session)[-2:] == ["conversation.item.create:message", "response.create"]
         assert bytes(caller.played) == GREETING + GOODBYE
         assert model.violations == [] and caller.violations == []

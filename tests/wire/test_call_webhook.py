@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from tests.helpers import GREETING, WAIT, call_stack, heard_in_full
+from tests.helpers import GREETING, WAIT, call_stack, heard_in_full, samples
 from voiceagent.call_webhook import SIGNATURE_HEADER, CallEndedWebhook, sign, verify_signature
 from voiceagent.metrics import Metrics
 from voiceagent.testing import FIXTURE_TEXTS, base_url_of, loopback_socket, serve_asgi, wait_until
@@ -104,8 +104,7 @@ def mock_client(handler: Callable[[httpx.Request], httpx.Response]) -> httpx.Asy
 
 
 def outcomes(metrics: Metrics) -> dict[str, float]:
-    samples = metrics.webhook_deliveries.collect()[0].samples
-    return {s.labels["outcome"]: s.value for s in samples if s.name.endswith("_total")}
+    return {s.labels["outcome"]: s.value for s in samples(metrics.webhook_deliveries) if s.name.endswith("_total")}
 
 
 async def test_server_errors_are_retried_with_back_off_and_a_refusal_is_final() -> None:

@@ -41,7 +41,7 @@ def settings_for(endpoint: str, **env: str) -> Settings:
     )
 
 
-async def check(settings: Settings, **options: Any):  # type: ignore[no-untyped-def]
+async def check(settings: Settings, **options: Any) -> checkup.Report:
     return await check_model(settings, await session_with_tools(settings), **options)
 
 
@@ -249,3 +249,24 @@ async def test_the_command_exits_0_when_all_is_well_and_1_naming_the_problem_oth
     assert code == 1, stdout + stderr
     assert "PROBLEM: AZURE_OPENAI_API_KEY was refused (HTTP 401)" in stdout
     assert "not-the-key" not in stdout + stderr
+
+
+class NoIdentity:
+    async def get_token(self, *scopes: str, **kwargs: Any) -> AccessToken:
+        from azure.identity import CredentialUnavailableError
+
+        raise CredentialUnavailableError(
+            "DefaultAzureCredential failed to retrieve a token from the included credentials.\n"
+            "Attempted credentials:\n\tEnvironmentCredential: EnvironmentCredential authentication unavailable.\n"
+            "\tManagedIdentityCredential: ManagedIdentityCredential authentication unavailable.\n"
+            "To mitigate this issue, please refer to the troubleshooting guidelines here at https://aka.ms/…"
+        )
+
+
+async def test_no_key_and_no_identity_is_one_line_naming_both_ways_out() -> None:
+    async with FakeRealtimeServer(api_key=None, bearer_tokens=["good-token"]) as model:
+        report = await check(settings_for(model.endpoint, AZURE_OPENAI_API_KEY=""), credential=NoIdentity())
+    [problem] = report.problems
+    assert "\n" not in problem and "Attempted credentials" not in problem
+    assert "set AZURE_OPENAI_API_KEY" in problem and "az login" in problem and "managed identity" in problem
+    assert model.connection_attempts == 0  # nothing reached the model

@@ -20,7 +20,7 @@ from voiceagent.realtime.events import SessionConfig, SessionUpdated, UpdateSess
 from voiceagent.realtime.target import ModelTarget
 
 
-def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     clean = {k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_", "TWILIO_", "VOICEAGENT_"))}
     return subprocess.run(
         [sys.executable, "-m", "voiceagent", *args], env={**clean, **env}, capture_output=True, text=True, timeout=60
@@ -33,14 +33,16 @@ def test_serve_without_azure_settings_exits_at_once_naming_them():
     assert "AZURE_OPENAI_ENDPOINT" in result.stderr and "AZURE_OPENAI_DEPLOYMENT" in result.stderr
 
 
+COMPLETE_ENVIRONMENT = {
+    "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
+    "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
+    "AZURE_OPENAI_API_KEY": "secret-key-value",
+    "TWILIO_AUTH_TOKEN": "secret-auth-token",
+}
+
+
 def test_check_config_accepts_a_complete_environment():
-    env = {
-        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
-        "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-        "AZURE_OPENAI_API_KEY": "secret-key-value",
-        "TWILIO_AUTH_TOKEN": "secret-auth-token",
-    }
-    result = run(env, "check-config")
+    result = run(COMPLETE_ENVIRONMENT, "check-config")
     assert result.returncode == 0, result.stderr
     assert "azure ga gpt-realtime" in result.stdout
     assert "secret" not in result.stdout + result.stderr
@@ -67,13 +69,7 @@ def test_check_config_lists_every_problem_at_once() -> None:
 
 
 def test_check_config_and_serve_name_a_tool_that_cannot_be_loaded() -> None:
-    env = {
-        "AZURE_OPENAI_ENDPOINT": "https://res.openai.azure.com",
-        "AZURE_OPENAI_DEPLOYMENT": "gpt-realtime",
-        "AZURE_OPENAI_API_KEY": "secret-key-value",
-        "TWILIO_AUTH_TOKEN": "secret-auth-token",
-        "VOICEAGENT_TOOLS": "no_such_tools_module",
-    }
+    env = {**COMPLETE_ENVIRONMENT, "VOICEAGENT_TOOLS": "no_such_tools_module"}
     for command in ("check-config", "serve"):
         result = run(env, command)
         assert result.returncode == 2, (command, result.stderr)
@@ -123,6 +119,7 @@ async def test_fake_model_serves_the_realtime_protocol_until_sigterm() -> None:
                 async for event in connection:
                     if isinstance(event, SessionUpdated):
                         break
+            assert isinstance(event, SessionUpdated)
             assert (event.input_format, event.output_format) == ("pcmu", "pcmu")
         finally:
             await connection.close()
@@ -205,3 +202,46 @@ def test_calls_needs_only_the_store_and_names_it_when_there_is_none(tmp_path: Pa
         [sys.executable, "-m", "voiceagent", "calls", "list"], env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode == 2 and "VOICEAGENT_DATABASE_URL" in done.stderr
+
+
+def test_the_command_line_habits_a_newcomer_expects() -> None:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("VOICEAGENT_", "AZURE_"))}
+    version = run(env, "--version")
+    assert version.returncode == 0 and re.fullmatch(r"voiceagent \S+\n", version.stdout)
+    bare = run(env)  # no command: the list of commands, not a usage error
+    assert bare.returncode == 0 and "serve" in bare.stdout and "check-config" in bare.stdout and not bare.stderr
+    shown = run(env, "calls", "export", "--help").stdout
+    assert "jsonl: one {call, transcript} object per line" in shown
+
+
+def test_an_export_piped_into_head_ends_quietly(tmp_path: Path) -> None:
+    from voiceagent.store import CallRecord, CallStore, RecordsSettings
+
+    settings = RecordsSettings.sqlite(tmp_path / "calls.db")
+    store = CallStore(settings)
+    store.open()
+    for n in range(3000):  # more than a pipe holds
+        store.call_started(CallRecord(call_sid=f"CA{n:032x}", instance="test:1", started_at=float(n)))
+    assert store.flush(30)
+    store.close()
+    env = {**os.environ, "VOICEAGENT_DATABASE_URL": settings.database_url}
+    result = subprocess.run(
+        f"{sys.executable} -m voiceagent calls export | head -1",
+        shell=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.stdout.startswith('{"call"') and result.stdout.count("\n") == 1
+    assert result.stderr == "", result.stderr  # no BrokenPipeError traceback
+
+
+def test_a_simulated_caller_refuses_a_speed_the_service_would_drop() -> None:
+    result = run({"TWILIO_AUTH_TOKEN": "t" * 32}, "call", "--wav", "nothing.wav", "--speed", "4")
+    assert result.returncode == 2
+    assert "faster than the service accepts (VOICEAGENT_CALLER_AUDIO_PACE=1.25" in result.stderr
+    fast = run(
+        {"TWILIO_AUTH_TOKEN": "t" * 32, "VOICEAGENT_CALLER_AUDIO_PACE": "8"}, "call", "--wav", "x", "--speed", "4"
+    )
+    assert "faster than the service accepts" not in fast.stderr  # a service told to take it: goes on (to the WAV)

@@ -77,6 +77,12 @@ class FakeCredential:
             raise RuntimeError("no identity available here")
         return AccessToken(f"entra-token-{len(self.scopes)}-secret", 4_000_000_000)
 
+    async def __aenter__(self) -> FakeCredential:
+        return self
+
+    async def __aexit__(self, *exc_info: object) -> None:
+        pass
+
     async def close(self) -> None:
         pass
 
@@ -193,6 +199,7 @@ async def greet_then_echo(ws: ServerConnection, fake: FakeModel) -> None:
     """Send session.created; answer each session.update with session.updated; record everything."""
     await ws.send(json.dumps(SESSION_CREATED))
     async for message in ws:
+        assert isinstance(message, str), "the client sends text frames"
         await fake.received.put(message)
         if json.loads(message).get("type") == "session.update":
             await ws.send(json.dumps(SESSION_UPDATED))
@@ -217,7 +224,8 @@ class FakeModel:
         await self.behaviour(ws, self)
 
     async def next_received(self) -> dict[str, Any]:
-        return json.loads(await asyncio.wait_for(self.received.get(), WAIT))
+        event: dict[str, Any] = json.loads(await asyncio.wait_for(self.received.get(), WAIT))
+        return event
 
 
 @asynccontextmanager
@@ -338,7 +346,7 @@ async def test_server_close_1001_is_reported() -> None:
 
     async with running(FakeModel(session_cap)) as endpoint:
         connection = await ModelConnection.open(azure(endpoint), timeout=WAIT)
-        assert connection.close_code is None and connection.close_reason is None
+        assert (connection.close_code, connection.close_reason) == (None, None)
         assert await collect(connection) == [Ignored("session.created")]
         assert (connection.close_code, connection.close_reason) == (1001, reason)
         await connection.send(AppendAudio("AAAA"))  # after the close: dropped, not raised

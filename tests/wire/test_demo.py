@@ -7,6 +7,7 @@ import io
 import json
 import os
 import wave
+from pathlib import Path
 
 import pytest
 
@@ -64,3 +65,45 @@ async def test_the_demo_plays_a_whole_call_with_a_barge_in_and_writes_what_it_so
     of_the_answer = result.heard_bytes - len(load_fixture("agent_greeting")) - len(load_fixture("agent_goodbye"))
     assert -8 < of_the_answer - heard_ms * 8 < 250 * 8  # (heard_ms is whole milliseconds)
     assert peak_dbfs(read_wav_as_ulaw(out)) > -20
+
+
+def test_the_demo_touches_nothing_of_a_real_environment(tmp_path: Path) -> None:
+    """A shell that loaded a real voiceagent.env: the demo must not write to its store, post to its webhook
+    or record, and leaves nothing behind in the working directory but what it says it wrote."""
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as listener:  # a webhook receiver that would see any POST
+        listener.bind(("127.0.0.1", 0))
+        listener.listen()
+        listener.settimeout(0.1)
+        hostile = {
+            **os.environ,
+            "VOICEAGENT_DATABASE_URL": f"sqlite:///{tmp_path / 'real' / 'calls.db'}",
+            "VOICEAGENT_CALL_ENDED_WEBHOOK": f"http://127.0.0.1:{listener.getsockname()[1]}/hook",
+            "VOICEAGENT_WEBHOOK_SECRET": "9f2c4e1a7b3d5f60a8c2e4b6d8f01357",
+            "VOICEAGENT_RECORDINGS": "yes",
+            "VOICEAGENT_RECORDINGS_DIR": str(tmp_path / "real" / "recordings"),
+        }
+        work = tmp_path / "work"
+        work.mkdir()
+        result = subprocess.run(
+            [sys.executable, "-m", "voiceagent", "demo", "--speed", str(SPEED), "--log", "demo.log"],
+            cwd=work,
+            env=hostile,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        try:
+            listener.accept()
+            posted = True
+        except TimeoutError:
+            posted = False
+    assert result.returncode == 0, result.stderr
+    assert not (tmp_path / "real").exists() and not posted
+    assert sorted(path.name for path in work.iterdir()) == ["demo-heard.wav", "demo.log"]
+    transcript = [json.loads(line) for line in (work / "demo.log").read_text().splitlines()]
+    assert sum(line["event"] == "transcript" for line in transcript) == 5  # every utterance is logged
+    assert "temporary store, now deleted" in result.stdout

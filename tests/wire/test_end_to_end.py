@@ -162,7 +162,7 @@ async def test_two_calls_at_once_keep_to_themselves() -> None:
             await model.wait_for(lambda: any(line.role == "caller" for line in app.transcripts.lines), timeout=WAIT)
             await first.hangup()
             await second.hangup()
-        by_call: dict[str, list[tuple[str, str]]] = {}
+        by_call: dict[str | None, list[tuple[str, str]]] = {}
         for line in app.transcripts.lines:
             by_call.setdefault(line.call_sid, []).append((line.role, line.text))
         assert ("caller", FIXTURE_TEXTS["caller_transfer"]) in by_call[first.call_sid]

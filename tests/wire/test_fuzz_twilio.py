@@ -35,7 +35,7 @@ stream_sids = st.sampled_from([STREAM, "MZ" + "e" * 32, "", None, 3])
 
 
 @st.composite
-def twilio_frames(draw) -> str | bytes:
+def twilio_frames(draw: st.DrawFn) -> str | bytes:
     kind = draw(st.integers(0, 5))
     if kind == 0:
         return draw(st.binary(max_size=64))
@@ -43,7 +43,7 @@ def twilio_frames(draw) -> str | bytes:
         return draw(st.text(max_size=80))
     if kind == 2:
         return json.dumps(draw(json_values))
-    message = {"event": draw(events), "streamSid": draw(stream_sids)}
+    message: dict[str, Any] = {"event": draw(events), "streamSid": draw(stream_sids)}
     body = draw(st.sampled_from(["media", "mark", "start", "stop", "dtmf"]))
     if kind == 3:
         message[body] = draw(json_values)
@@ -149,7 +149,7 @@ def junk_frames(seed: int, count: int) -> list[str | bytes]:
     """Deterministic junk for the end-to-end run (the generative search happens above)."""
     rng = random.Random(seed)
     stream = new_sid("MZ")
-    samples = [
+    samples: list[str | bytes] = [
         b"\x00\x01binary",
         "not json at all",
         "[]",

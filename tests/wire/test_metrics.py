@@ -16,6 +16,7 @@ from tests.helpers import WAIT, call_stack, heard_in_full, played_more_than
 from voiceagent.call import EndReason
 from voiceagent.metrics import Metrics
 
+OPEN = {"VOICEAGENT_METRICS": "open"}  # no API token in these tests: metrics opened on purpose
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
 
@@ -44,7 +45,7 @@ async def test_a_call_shows_up_in_the_metrics(
 ) -> None:
     monkeypatch.setenv("VOICEAGENT_DATABASE_URL", f"sqlite:///{tmp_path / 'calls.db'}")
     monkeypatch.delenv("VOICEAGENT_API_TOKEN", raising=False)
-    async with call_stack(replies=("agent_goodbye",)) as stack:
+    async with call_stack(replies=("agent_goodbye",), env=OPEN) as stack:
         model, app = stack.model, stack.app
         before = await scrape(app.base_url)
         assert value(before, "voiceagent_calls_in_progress") == 0
@@ -94,7 +95,7 @@ async def test_a_call_shows_up_in_the_metrics(
 
 async def test_an_unreachable_model_counts_connect_failures(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOICEAGENT_DATABASE_URL", f"sqlite:///{tmp_path / 'calls.db'}")
-    async with call_stack(refuse_next=100, env={"VOICEAGENT_CONNECT_ATTEMPTS": "2"}) as stack:
+    async with call_stack(refuse_next=100, env={"VOICEAGENT_CONNECT_ATTEMPTS": "2", **OPEN}) as stack:
         async with stack.caller() as caller:
             assert await caller.dial()
             await caller.wait_closed(timeout=WAIT)

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from tests.helpers import GREETING, WAIT, call_stack, event_types, heard_in_full
+from voiceagent.api_auth import FailedLogins
 from voiceagent.call import Farewell
 from voiceagent.store import CallRecord
 from voiceagent.store.live import EventHub
@@ -54,9 +55,12 @@ async def test_without_a_token_the_api_is_off_and_says_so(
             response = await http.request(method, path, headers={"Authorization": "Bearer anything-at-all"})
             assert response.status_code == 404
             assert "VOICEAGENT_API_TOKEN" in response.json()["error"]
-        assert (await http.get("/metrics")).status_code == 200  # no token set: metrics are open
+        closed = await http.get("/metrics")  # no token set: the public port does not show its figures
+        assert closed.status_code == 404 and "VOICEAGENT_METRICS=open" in closed.json()["error"]
     off = [line for line in caplog_json() if line["event"] == "operator_api_off"]
     assert off and "VOICEAGENT_API_TOKEN" in off[0]["detail"]
+    async with call_stack(env={**env, "VOICEAGENT_METRICS": "open"}) as stack, api(stack.app.base_url) as http:
+        assert (await http.get("/metrics")).status_code == 200  # opened on purpose
 
 
 async def test_the_api_refuses_without_the_token_and_never_logs_it(
@@ -76,15 +80,16 @@ async def test_the_api_refuses_without_the_token_and_never_logs_it(
         ("POST", f"/api/calls/{sid}/transfer"),
         ("GET", "/metrics"),  # with a token set, metrics want it too
     ]
-    wrong: list[dict[str, str | bytes]] = [
+    wrong: list[dict[str, str] | dict[bytes, bytes]] = [
         {},
         {"Authorization": TOKEN},  # no scheme
         {"Authorization": f"Basic {TOKEN}"},
         {"Authorization": f"Bearer {TOKEN[:-1]}"},
         {"Authorization": f"Bearer {TOKEN}x"},
-        {"Authorization": "Bearer é".encode("latin-1")},  # not ASCII: still a plain 401, not a 500
+        {b"Authorization": "Bearer é".encode("latin-1")},  # not ASCII: still a plain 401, not a 500
     ]
     async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
+        stack.app.service.failed_logins = FailedLogins(limit=10_000)  # this test guesses on purpose, a lot
         for method, path in routes:
             for headers in wrong:
                 response = await http.request(method, path, headers=headers)
@@ -216,7 +221,8 @@ async def test_say_makes_the_agent_speak_in_a_live_call_and_the_operator_sees_it
 
 
 async def test_transfer_hands_the_caller_over_and_the_answer_dials(records_env: Path) -> None:
-    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
+    env = with_records(records_env, VOICEAGENT_TRANSFER_ALLOW="sip:desk@")
+    async with call_stack(env=env) as stack, api(stack.app.base_url) as http:
         async with stack.caller() as caller:
             assert await caller.dial(), caller.refusal
             await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
@@ -226,6 +232,7 @@ async def test_transfer_hands_the_caller_over_and_the_answer_dials(records_env: 
             assert response.status_code == 202
             await caller.wait_closed(timeout=WAIT)
         end = await wait_until(lambda: stack.app.service.end_of(caller.call_sid), WAIT)
+        assert end is not None
         assert end.farewell is Farewell.TRANSFER and end.transfer_to == "sip:desk@pbx.example.com"
 
 
@@ -446,3 +453,67 @@ async def test_a_hung_database_is_a_503_and_leaves_the_tools_their_own_threads(
             assert tool_samples.shout("hi", 2) in result.output
         finally:
             hung.set()
+
+
+async def test_a_client_guessing_tokens_is_logged_once_and_then_stopped(
+    records_env: Path, caplog_json: Callable[[], list[dict[str, Any]]]
+) -> None:
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
+        limit = stack.app.service.failed_logins._limit
+        statuses = [
+            (await http.get("/api/calls", headers={"Authorization": f"Bearer guess-{n:04d}"})).status_code
+            for n in range(limit + 5)
+        ]
+        assert statuses == [401] * limit + [429] * 5
+        right = await http.get("/api/calls", headers=AUTH)  # even the right token waits out the minute
+        assert right.status_code == 429 and right.headers["retry-after"] == "60"
+    lines = caplog_json()
+    assert [line["event"] for line in lines if line["event"].startswith("api_auth")] == [
+        "api_auth_failed",
+        "api_auth_blocked",
+    ]
+    assert "guess-" not in caplog_json.text()  # type: ignore[attr-defined]
+
+
+async def test_a_transfer_goes_only_where_the_operator_said_calls_may_go(records_env: Path) -> None:
+    """A leaked token must not buy premium-rate or foreign calls on the line's caller ID (toll fraud)."""
+    env = with_records(records_env, VOICEAGENT_TRANSFER_TO="sales=+15551230001", VOICEAGENT_TRANSFER_ALLOW="+4420")
+    async with call_stack(env=env) as stack, api(stack.app.base_url) as http:
+        async with stack.caller() as caller:
+            assert await caller.dial(), caller.refusal
+            await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+            path = f"/api/calls/{caller.call_sid}/transfer"
+            for refused in ("+19005550100", "+88213456789", "sip:anyone@evil.example"):
+                response = await http.post(path, headers=AUTH, json={"to": refused})
+                assert response.status_code == 403, response.text
+                assert "not a transfer destination of this line" in response.json()["error"]
+            for malformed in ("sip:nul\x00byte@pbx.example.com", "sip:desk@pbx.example.com\r\nX: y"):
+                assert (await http.post(path, headers=AUTH, json={"to": malformed})).status_code == 400
+            assert stack.app.service.end_of(caller.call_sid) is None  # nothing was dialled
+            response = await http.post(path, headers=AUTH, json={"to": "+442079460000"})  # an allowed prefix
+            assert response.status_code == 202
+            await caller.wait_closed(timeout=WAIT)
+        end = await wait_until(lambda: stack.app.service.end_of(caller.call_sid), WAIT)
+        assert end is not None and end.transfer_to == "+442079460000"
+
+
+async def test_says_and_notes_are_rate_limited_per_call(records_env: Path) -> None:
+    """3000 says of 2000 characters would keep the agent talking for hours; 1000 notes would fill the
+    model's context: past the limit the API answers 429 and nothing more is queued."""
+    async with call_stack(env=with_records(records_env)) as stack, api(stack.app.base_url) as http:
+        limit = stack.app.service.operator_lines.limit
+        async with stack.caller() as caller:
+            assert await caller.dial(), caller.refusal
+            await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+            for kind in ("note", "say"):
+                path = f"/api/calls/{caller.call_sid}/{kind}"
+                statuses = [
+                    (await http.post(path, headers=AUTH, json={"text": f"line {n}"})).status_code
+                    for n in range(limit + 3)
+                ]
+                assert statuses == [202] * limit + [429] * 3, (kind, statuses)
+            [session] = stack.model.sessions
+            notes = [e for e in session.received if e.get("type") == "conversation.item.create" and "line " in str(e)]
+            assert len(notes) >= limit  # the accepted notes went to the model; the refused ones did not
+            assert len(notes) <= 2 * limit
+            await caller.hangup()

@@ -145,6 +145,7 @@ async def test_after_a_dropped_session_the_call_still_speaks_though_assistant_te
             await caller.wait_until(lambda: not caller.pending_marks, timeout=WAIT)
             await model.drop(first)
             second = await model.wait_for(lambda: model.sessions[1] if len(model.sessions) > 1 else None, WAIT)
+            assert second is not None
             await model.wait_for(lambda: event_types(second.received, "session.update"), timeout=WAIT)
             heard_before = len(caller.played)
             await caller.say("caller_transfer")

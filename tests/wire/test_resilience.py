@@ -71,9 +71,9 @@ async def test_a_dropped_model_session_is_replaced_and_told_the_conversation_so_
             await caller.hangup()
         assert model.violations == [] and caller.violations == []
         assert len(model.sessions) == 2
-        texts = [(line.role, line.text) for line in app.transcripts.lines]
-        assert ("caller", FIXTURE_TEXTS["caller_book_table"]) in texts
-        assert ("caller", FIXTURE_TEXTS["caller_transfer"]) in texts
+        said = [(line.role, line.text) for line in app.transcripts.lines]
+        assert ("caller", FIXTURE_TEXTS["caller_book_table"]) in said
+        assert ("caller", FIXTURE_TEXTS["caller_transfer"]) in said
 
 
 async def test_a_call_longer_than_the_recycle_interval_carries_on_across_it() -> None:
@@ -181,9 +181,11 @@ async def test_the_servers_session_cap_is_survived_again_and_again() -> None:
             await caller.wait_until(lambda: len(caller.played) >= len(GREETING), timeout=WAIT)
             for replaced in (0, 1):
                 await model.drop(model.sessions[replaced], code=1001, reason=reason)
-                await model.wait_for(
-                    lambda n=replaced + 1: len(model.sessions) > n and told(model.sessions[n]), timeout=WAIT
-                )
+
+                def replacement_told(n: int = replaced + 1) -> bool:
+                    return len(model.sessions) > n and bool(told(model.sessions[n]))
+
+                await model.wait_for(replacement_told, timeout=WAIT)
             later = model.sessions[1:3]
             for session in later:
                 assert session.received[0]["type"] == "session.update"

@@ -101,7 +101,9 @@ class Line:
             calls = (await self.http.get((via or self.proxy) + "/api/calls/live", headers=AUTH)).json()["calls"]
             return next((c["instance"] for c in calls if c["call_sid"] == call_sid and c["phase"] != "ending"), None)
 
-        return self.named(await wait_until(found, WAIT))
+        owner = await wait_until(found, WAIT)
+        assert owner is not None
+        return self.named(owner)
 
 
 async def start_instance(env: dict[str, str], tmp_path: Path, port: int) -> Instance:
@@ -291,8 +293,9 @@ async def test_replayed_webhook_and_a_stream_on_the_other_instance(line: Line) -
     figure("model sessions after a replay on B", len(line.model.sessions))
 
     # a stream landing on B releases A's pre-warm at once
-    public = {"public_base_url": line.proxy, "stream_via": b.url}
-    async with FakeTwilioCaller(a.url, auth_token=TEST_AUTH_TOKEN, speed=FAST, **public) as call:
+    async with FakeTwilioCaller(
+        a.url, auth_token=TEST_AUTH_TOKEN, speed=FAST, public_base_url=line.proxy, stream_via=b.url
+    ) as call:
         await greeted(call)
         prewarmed = line.model.sessions[1]
         released = time.perf_counter()
@@ -346,6 +349,7 @@ async def test_kill_9_mid_call_resumes_on_the_other_with_the_conversation(line: 
         await call.wait_until(lambda: call.streams == 2, timeout=WAIT)
         figure("kill -9 to the resumed stream, s", round(time.perf_counter() - killed, 2))
         resumed = await wait_until(lambda: line.model.sessions[sessions_before:] or None, WAIT)
+        assert resumed is not None
         heard = len(call.played)
         await call.wait_until(lambda: len(call.played) >= heard + len(GREETING) // 2, timeout=WAIT)  # the resume line
         assert any("Sorry, we were cut off" in json.dumps(session.received) for session in resumed)

@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import samples, total
 from voiceagent.call import EndCall, EndReason, Farewell, ToolCalled
 from voiceagent.config import ConfigError, load_settings
 from voiceagent.metrics import Metrics
@@ -87,11 +88,6 @@ def line(seq: int, at: float, role: str = "caller", text: str = "hello", **field
     return LineRecord(seq=seq, at=at, offset_ms=seq * 1000, role=role, text=text, **fields)
 
 
-def total(metric: Any) -> float:
-    """A counter's value, summed over its labels."""
-    return sum(s.value for s in metric.collect()[0].samples if s.name.endswith("_total"))
-
-
 def crash(store: CallStore) -> None:
     """What kill -9 leaves: committed writes, no goodbye (the instance row stays)."""
     assert store.flush(WAIT)
@@ -130,9 +126,9 @@ def test_settings_default_to_sqlite_in_the_working_directory_and_name_bad_variab
     full = RecordsSettings.from_env(
         {
             "VOICEAGENT_RETENTION_DAYS": "30",
-            "VOICEAGENT_API_TOKEN": "t" * 32,
+            "VOICEAGENT_API_TOKEN": "7c1e9a0b4d2f6e8a1c3b5d7f9e0a2c4b",
             "VOICEAGENT_CALL_ENDED_WEBHOOK": "https://example.com/hook",
-            "VOICEAGENT_WEBHOOK_SECRET": "s" * 32,
+            "VOICEAGENT_WEBHOOK_SECRET": "e3b0c44298fc1c149afbf4c8996fb924",
             "VOICEAGENT_RECORDINGS": "on",
             "VOICEAGENT_RECORDINGS_DIR": "rec",
         }
@@ -459,10 +455,13 @@ async def test_a_slow_database_slows_the_writer_and_nothing_else(records: Record
             f"worst loop lateness {max(lateness) * 1000:.1f} ms"
         )
         assert worst_put < 0.005
-        assert max(lateness) < 0.1  # asyncio.sleep(0.01) never turned into the database's 200 ms
+        # A loop the database blocked would be late by its 200 ms at every commit, tick after tick; a loaded
+        # machine makes a few ticks late, whatever the database does. Tell the two apart, not the load.
+        blocked_ticks = sum(1 for late in lateness if late >= 0.19)
+        assert statistics.median(lateness) < 0.05 and blocked_ticks <= len(lateness) // 20, sorted(lateness)[-10:]
         assert await asyncio.to_thread(store.flush, 30.0)
         assert len(await asyncio.to_thread(store.transcript, call_sid)) == 200
-        batches = metrics.store_batch_size.collect()[0].samples
+        batches = samples(metrics.store_batch_size)
         count = next(s.value for s in batches if s.name.endswith("_count"))
         assert count < 60  # batched: far fewer transactions than writes
     finally:
@@ -539,7 +538,7 @@ def test_a_write_the_database_refuses_loses_only_itself(store: CallStore) -> Non
     store.line(call_sid, line(1, time.time()))
     assert store.flush(WAIT)
     assert [x.seq for x in store.transcript(call_sid)] == [0, 1]
-    lost = {s.labels["reason"]: s.value for s in metrics.store_lost.collect()[0].samples if s.name.endswith("_total")}
+    lost = {s.labels["reason"]: s.value for s in samples(metrics.store_lost) if s.name.endswith("_total")}
     assert lost == {"refused by the database": 1}
 
 

@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from tests.helpers import total
 from voiceagent.metrics import Metrics
 from voiceagent.store import CallRecord, CallStore, LineRecord, RecordsSettings
 from voiceagent.store import backend as store_backend
@@ -24,10 +25,6 @@ INSTANCE = "test-host:8080"
 
 def sid() -> str:
     return "CA" + uuid.uuid4().hex
-
-
-def total(metric: Any) -> float:
-    return sum(s.value for s in metric.collect()[0].samples if s.name.endswith("_total"))
 
 
 def test_a_lock_held_past_the_busy_timeout_loses_no_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -111,11 +108,11 @@ def test_a_full_disk_holds_the_writes_until_there_is_room_again(tmp_path: Path) 
 
 def test_errors_are_told_apart_transient_from_data() -> None:
     locked = sqlite3.OperationalError("database is locked")
-    locked.sqlite_errorname = "SQLITE_BUSY"  # type: ignore[attr-defined]
+    locked.sqlite_errorname = "SQLITE_BUSY"
     full = sqlite3.OperationalError("database or disk is full")
-    full.sqlite_errorname = "SQLITE_FULL"  # type: ignore[attr-defined]
+    full.sqlite_errorname = "SQLITE_FULL"
     refused = sqlite3.IntegrityError("FOREIGN KEY constraint failed")
-    refused.sqlite_errorname = "SQLITE_CONSTRAINT_FOREIGNKEY"  # type: ignore[attr-defined]
+    refused.sqlite_errorname = "SQLITE_CONSTRAINT_FOREIGNKEY"
     assert [error_kind(e) for e in (locked, full, refused, OSError("gone"))] == [
         "transient",
         "transient",

@@ -158,3 +158,13 @@ async def test_a_lone_surrogate_in_an_answer_is_made_valid_text(backend: tuple[B
     assert result.ok
     result.output.encode("utf-8")  # would raise UnicodeEncodeError on the lone surrogate
     assert json.loads(result.output) == {"result": "Table for caf\ufffd, see you"}
+
+
+def test_a_secret_over_plain_http_to_another_host_is_warned_about(tmp_path: Path) -> None:
+    remote = entry("http://bookings.example.com/find", name="remote")
+    local = entry("http://127.0.0.1:9/find", name="local")
+    tls = entry("https://bookings.example.com/find", name="tls")
+    box = load_toolbox(tools_file=tools_file(tmp_path, remote, local, tls), env=ENV)
+    assert box.warnings() == [
+        ("tool_secrets_in_clear", "tool 'remote' sends a secret over plain http:// to another host: use https://")
+    ]

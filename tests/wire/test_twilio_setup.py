@@ -131,7 +131,7 @@ def api() -> Iterator[FakeTwilioApi]:
         thread.join(timeout=5)
 
 
-class Loopback(TwilioHttpClient):
+class Loopback(TwilioHttpClient):  # type: ignore[misc]  # subclassing Any: twilio ships no types
     """The SDK's own HTTP client, sending every request to the fake API instead of api.twilio.com."""
 
     def __init__(self, base_url: str) -> None:
@@ -215,7 +215,7 @@ def test_dial_explains_a_trial_accounts_refusal(api: FakeTwilioApi) -> None:
     ],
 )
 def test_what_must_be_fixed_first_is_named_before_any_request(env: dict[str, str], says: str) -> None:
-    class Unreachable(TwilioHttpClient):
+    class Unreachable(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no types
         def request(self, *args: Any, **kwargs: Any) -> Any:
             raise AssertionError("no request may be sent")
 
@@ -275,7 +275,7 @@ def test_a_number_whose_voice_url_twilio_ignores_is_not_reported_as_done(
 
 
 def test_an_unreachable_twilio_api_is_one_line_naming_what_to_check() -> None:
-    class Offline(TwilioHttpClient):
+    class Offline(TwilioHttpClient):  # type: ignore[misc]  # twilio ships no types
         def request(self, *args: Any, **kwargs: Any) -> Any:
             import requests
 

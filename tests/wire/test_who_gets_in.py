@@ -4,7 +4,8 @@ connection is opened (the fake Realtime server counts every handshake attempt)."
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -151,3 +152,19 @@ async def test_the_stream_ended_callback_must_be_signed_too(stack: Stack) -> Non
         assert (await client.post(url, data=params)).status_code == 403
         good = await client.post(url, data=params, headers=signed(url, params))
     assert good.status_code == 200 and "<Hangup" in good.text
+
+
+async def test_a_signature_rejection_says_which_url_it_checked_once_a_minute(
+    caplog_json: Callable[[], list[dict[str, Any]]],
+) -> None:
+    """The usual cause is a PUBLIC_BASE_URL that is not the URL Twilio called: the log line says both."""
+    async with call_stack(env={"PUBLIC_BASE_URL": "https://voice.example.com"}) as stack:
+        for _ in range(5):
+            caller = stack.caller(auth_token="not-the-real-token")
+            assert not await caller.dial() and caller.http_status == 403
+    rejected = [line for line in caplog_json() if line["event"] == "webhook_rejected"]
+    assert len(rejected) == 1  # five refusals, one line
+    [line] = rejected
+    assert line["checked_against"] == "https://voice.example.com/twilio/voice"
+    assert line["arrived_as"].startswith("http://127.0.0.1:") and "PUBLIC_BASE_URL" in line["hint"]
+    assert "not-the-real-token" not in caplog_json.text()  # type: ignore[attr-defined]

@@ -12,6 +12,7 @@ from typing import Literal
 from voiceagent.call.actions import Action, EndCall, Log
 from voiceagent.call.agent_audio import AgentAudio
 from voiceagent.call.caller_input import CallerInput
+from voiceagent.call.deadlines import earliest
 from voiceagent.call.endings import EndReason, Farewell
 from voiceagent.call.figures import CallFigures
 from voiceagent.call.guards import WarningLimiter
@@ -19,17 +20,11 @@ from voiceagent.call.link import ModelLink
 from voiceagent.call.observations import CallEnded
 from voiceagent.call.options import CallOptions
 from voiceagent.call.phases import CALL_MOVES, GOODBYE_PHASES, CallCoreError, CallPhase, checked_move
+from voiceagent.call.reasons import ReasonKind
 from voiceagent.call.responses import Responses
-from voiceagent.prompts import goodbye_instructions
+from voiceagent.prompts import closing_words_instructions, goodbye_instructions
 
-__all__ = ["Closing", "Due", "EndTerms", "earliest"]
-
-
-def earliest(one: float | None, other: float | None) -> float | None:
-    """The earlier of two deadlines, either of which may be None (none)."""
-    if one is None:
-        return other
-    return one if other is None or one <= other else other
+__all__ = ["Closing", "Due", "EndTerms", "earliest"]  # earliest: re-exported for the core
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +65,7 @@ class Closing:
         self._of = sources
         self._why: EndTerms | None = None  # the end a goodbye leads to
         self._goodbye_deadline: float | None = None
+        self._closing_instructions: str | None = None  # the agent closed without a word: what to ask for
 
     def _enter(self, phase: CallPhase) -> None:
         self.phase = checked_move(CALL_MOVES, self.phase, phase)
@@ -95,7 +91,7 @@ class Closing:
         self._enter(CallPhase.ENDED)
         of, figures = self._of, self._of.figures
         actions = of.caller.last_words() if of.link.ready else []
-        actions += of.audio.record_all()
+        actions += of.audio.record_all() + of.responses.call_ended()
         duration = round(now - (figures.stream_started_at or self.created_at), 3)
         summary = {"reason": terms.detail, "duration_s": duration, **figures.summary()}
         if not_logged := of.warnings.not_logged():
@@ -115,29 +111,40 @@ class Closing:
         self._enter(CallPhase.GOODBYE_PENDING)
         self._why = EndTerms(reason, detail)
         self._goodbye_deadline = now + self._options.goodbye_grace_seconds
-        return [Log("info", "winding_down", {"reason": detail}), *self.say_goodbye()]
+        dropped = self._of.responses.wind_down("the call is ending")
+        return [Log("info", "winding_down", {"reason": detail}), *dropped, *self.say_goodbye(now)]
 
-    def agent_closes(self, end: EndCall, now: float) -> bool:
-        """The agent hung up or transferred: its closing words are heard, then ``end``. False out of call."""
+    def agent_closes(self, end: EndCall, now: float, *, said: bool) -> list[Action] | None:
+        """The agent hung up or transferred: its closing words are heard, then ``end``. If it said none
+        (``said`` False), a short goodbye or hand-over line is asked of the model first, within the same
+        grace. None out of call."""
         if self.phase is not CallPhase.IN_CALL:
-            return False
+            return None
         self._why = EndTerms(end.reason, end.detail, end.farewell, end.transfer_to)
-        self._enter(CallPhase.GOODBYE_SPEAKING)
         self._goodbye_deadline = now + self._options.goodbye_grace_seconds
-        return True
+        dropped = self._of.responses.wind_down("the agent is closing the call")
+        if said:
+            self._enter(CallPhase.GOODBYE_SPEAKING)
+            return dropped
+        self._closing_instructions = closing_words_instructions(
+            self._options.session.instructions, transfer=end.farewell is Farewell.TRANSFER
+        )
+        self._enter(CallPhase.GOODBYE_PENDING)
+        return dropped + self.say_goodbye(now)
 
-    def say_goodbye(self) -> list[Action]:
-        """Ask the model for the goodbye, if one is pending and the model can take it now."""
+    def say_goodbye(self, now: float) -> list[Action]:
+        """Ask for the goodbye (it is spoken once no response is live), if one is pending and the model is up."""
         if self.phase is not CallPhase.GOODBYE_PENDING or not self._of.link.ready or self._why is None:
             return []
-        prompt = self._options.session.instructions
-        asked = self._of.responses.goodbye(goodbye_instructions(prompt, self._why.detail))
-        if asked:
-            self._enter(CallPhase.GOODBYE_REQUESTED)
-        return asked
+        self._enter(CallPhase.GOODBYE_REQUESTED)
+        instructions = self._closing_instructions or goodbye_instructions(
+            self._options.session.instructions, self._why.detail
+        )
+        return self._of.responses.add(ReasonKind.CLOSING, now, instructions)
 
-    def response_started(self) -> None:
-        if self.phase is CallPhase.GOODBYE_REQUESTED:
+    def response_started(self, closing_words: bool) -> None:
+        """A response started; ``closing_words``: it is the goodbye asked for."""
+        if self.phase is CallPhase.GOODBYE_REQUESTED and closing_words:
             self._enter(CallPhase.GOODBYE_SPEAKING)
 
     def session_replaced(self) -> None:
@@ -147,7 +154,7 @@ class Closing:
 
     def end_if_goodbye_heard(self, now: float) -> list[Action]:
         """The goodbye (or the agent's closing words) is over and heard: end the call."""
-        if self.phase is not CallPhase.GOODBYE_SPEAKING or self._of.responses.live is not None:
+        if self.phase is not CallPhase.GOODBYE_SPEAKING or self._of.responses.busy:
             return []
         return [] if self._of.audio.audible else self.end_after_goodbye(now)
 

@@ -45,14 +45,17 @@ from voiceagent.call.inputs import (
     StreamStarted,
     TransportEvent,
 )
+from voiceagent.call.keypad import KeypadEntry
 from voiceagent.call.link import ModelLink
 from voiceagent.call.model_events import ModelEvents
-from voiceagent.call.observations import Accepted, OperatorAnswer, Refused
+from voiceagent.call.observations import Accepted, OperatorAnswer, ReasonDropped, Refused
 from voiceagent.call.options import CallOptions
 from voiceagent.call.phases import CallPhase, ModelPhase
+from voiceagent.call.reasons import ReasonKind
 from voiceagent.call.responses import Responses
 from voiceagent.call.transcript import Transcript
 from voiceagent.realtime import events as ev
+from voiceagent.transcripts import TranscriptLine
 
 __all__ = ["CallCore", "CallOptions"]
 
@@ -70,9 +73,12 @@ class CallCore:
         warnings = self._warnings = WarningLimiter(options.warnings_per_kind)
         link = self._link = ModelLink(options, seed=call_sid, warnings=warnings)
         caller = self._caller = CallerInput(options, now)
+        self._keys = KeypadEntry(options.dtmf_pause_seconds)
         responses = self._responses = Responses(options)
         transcript = Transcript(call_sid, history_chars=options.history_chars, bytes_per_ms=options.bytes_per_ms)
         self._transcript = transcript
+        for line in options.earlier:
+            transcript.history.add(line)
         audio = self._audio = AgentAudio(options, transcript=transcript, responses=responses, figures=self.figures)
         self._tools = AgentTools(options, transcript=transcript, responses=responses)
         sources = Sources(link, responses, audio, caller, self.figures, warnings)
@@ -97,15 +103,15 @@ class CallCore:
         return self._link.phase
 
     @property
+    def conversation(self) -> tuple[TranscriptLine, ...]:
+        """What was said so far, as a replacing session is told it (a transfer that comes back carries it)."""
+        return tuple(self._transcript.history)
+
+    @property
     def _quiet(self) -> bool:
         """Nobody is talking and nothing is being generated: a safe moment to swap model sessions."""
         responses = self._responses
-        return (
-            responses.live is None
-            and not responses.caller_speaking
-            and not self._audio.playback.agent_audible
-            and not self._tools.calls.running
-        )
+        return responses.idle and not self._audio.playback.agent_audible and not self._tools.calls.running
 
     # ------------------------------------------------------------ lifecycle
 
@@ -146,7 +152,7 @@ class CallCore:
             case CallerHungUp(detail=detail):
                 return self._closing.end(EndTerms(EndReason.CALLER_HUNG_UP, detail), now)
             case Digit(digit=digit):
-                actions = self._keypad(digit)
+                actions = self._keypad(digit, now)
             case BadInput(reason=reason):
                 actions = self._bad_input(reason, now)
             case _:
@@ -189,12 +195,21 @@ class CallCore:
             return [*logged, *self._closing.end(too_many, now)]
         return logged
 
-    def _keypad(self, digit: str) -> list[Action]:
+    def _keypad(self, digit: str, now: float) -> list[Action]:
         actions: list[Action] = [Log("info", "dtmf", {"key": "*"})]  # which key is the caller's secret
         if not self.options.dtmf_to_model or not self._link.ready:
             return actions
-        pressed = SendToModel(ev.CreateTextItem("user", f"(The caller pressed {digit}.)"))
-        return [*actions, *self._transcript.key_pressed(), pressed, *self._responses.after_key_press()]
+        entry = self._keys.press(digit, now)
+        return [*actions, *self._transcript.key_pressed(), *self._keyed(entry, now)]
+
+    def _keyed(self, entry: str | None, now: float) -> list[Action]:
+        """A whole keypad entry: one item for the model, one answer (``KeypadEntry``)."""
+        if entry is None:
+            return []
+        if not self._link.ready:
+            return [ReasonDropped(ReasonKind.KEYPAD.value, "no model session")]
+        keyed = SendToModel(ev.CreateTextItem("user", f"(The caller keyed {entry}.)"))
+        return [*self._transcript.keyed(entry), keyed, *self._responses.add(ReasonKind.KEYPAD, now)]
 
     # ------------------------------------------------------------ the model link
 
@@ -208,14 +223,16 @@ class CallCore:
         if purpose is ConnectPurpose.RECYCLE and not (self._closing.phase is IN_CALL and self._quiet):
             # swapping now would strand what is playing in a session that can no longer truncate it
             return [*self._link.recycle_deferred(now), DropNewModel()]
-        self._responses.session_opened()
+        dropped = self._responses.session_opened()
         self._closing.session_replaced()  # a goodbye under way is asked of the new session
         self._tools.calls.orphan_all()
+        self._tools.forget_held()
         configure = self._link.opened(self._transcript.conversation(self.options.session.instructions), now)
         session = self.figures.model_sessions = self._link.session
         return [
             UseNewModel(),
             Log("info", "model_connected", {"purpose": purpose.value, "session": session}),
+            *dropped,
             *configure,
         ]
 
@@ -242,16 +259,16 @@ class CallCore:
             return []
         recycling = self._link.pending is not None  # a recycle already connecting becomes the replacement
         unconfirmed, lived = self._link.lost(now)
-        self._responses.session_lost()
+        dropped = self._responses.session_lost()
         log = Log("warning", "model_connection_lost", {"code": code, "reason": reason, "lived_s": round(lived, 3)})
         if recycling:
-            return [log]
+            return [log, *dropped]
         if unconfirmed or lived < self.options.short_session_seconds:
             # a server that accepts and then hangs up must not be redialled in a tight loop
             why = "closed before confirming the session" if unconfirmed else f"closed after {lived:.1f} s"
-            return [log, *self._failed_attempt(ConnectPurpose.RECONNECT, why, now)]
+            return [log, *dropped, *self._failed_attempt(ConnectPurpose.RECONNECT, why, now)]
         self._link.lived_long()
-        return [log, *self._link.connect(ConnectPurpose.RECONNECT, now)]
+        return [log, *dropped, *self._link.connect(ConnectPurpose.RECONNECT, now)]
 
     def _maybe_recycle(self, now: float) -> list[Action]:
         link = self._link
@@ -291,8 +308,8 @@ class CallCore:
         if self._closing.phase is not IN_CALL or not self._link.ready:
             refused = Refused("operator_say", self._closing.phase.name.lower())
             return refused, [refused]
-        self._responses.queue_operator_line(text)
-        return Accepted(), [Log("info", "operator_say", {"chars": len(text)}), *self._responses.operator_line()]
+        said = self._responses.operator_line(text, now)  # after the caller's turn and any response live
+        return Accepted(), [Log("info", "operator_say", {"chars": len(text)}), *said]
 
     def operator_note(self, text: str, now: float) -> tuple[OperatorAnswer, list[Action]]:
         """Context for the model, without a response. Refused unless the model is ready."""
@@ -302,6 +319,7 @@ class CallCore:
         note = SendToModel(
             ev.CreateTextItem("system", f"(A note from the human operator, not said by the caller: {text})")
         )
+        self._transcript.operator_note(text)  # a replacing session is told it too
         return Accepted(), [Log("info", "operator_note", {"chars": len(text)}), note]
 
     def operator_transfer(self, destination: str, now: float) -> tuple[OperatorAnswer, list[Action]]:
@@ -320,7 +338,7 @@ class CallCore:
         quiet = phase is IN_CALL and self._quiet
         due = closing.deadline(quiet, self.figures.stream_started_at)
         if link.phase is READY:
-            due = earliest(due, self._responses.answer_due)
+            due = earliest(earliest(due, self._responses.deadline()), self._keys.deadline())
         else:
             due = earliest(due, link.deadline())
         if quiet and link.pending is None:
@@ -345,10 +363,12 @@ class CallCore:
                 actions += missing + self._closing.end_if_goodbye_heard(now)
                 if self._closing.phase is ENDED:
                     return actions  # the missing reports ended a goodbye: nothing else is due
-        if self._responses.unanswered_by(now, self._link.ready):
-            waited = Log("error", "model_unresponsive", {"waited_s": self.options.answer_timeout_seconds})
+        unanswered = self._responses.unanswered_by(now)
+        if unanswered is not None:
+            waited = Log("error", "model_unresponsive", {"waiting_for": unanswered})
             quiet = EndTerms(EndReason.MODEL_UNRESPONSIVE, "the model stopped answering", Farewell.UNAVAILABLE)
             return [*actions, waited, *self._closing.end(quiet, now)]
+        actions += self._keyed(self._keys.paused_by(now), now) + self._responses.pump(now)
         due = self._closing.due(now, self._quiet, self.figures.stream_started_at)
         if due is not None:
             return actions + self._carry_out(due, now)

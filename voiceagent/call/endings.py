@@ -24,6 +24,7 @@ class EndReason(StrEnum):
     MODEL_AUDIO_FORMAT = "model_audio_format"  # the model will not use μ-law
     MODEL_UNCONFIRMED = "model_unconfirmed"  # the session was never confirmed
     MODEL_UNRESPONSIVE = "model_unresponsive"  # the caller's turn got no response
+    MODEL_FAILED = "model_failed"  # a response failed, and so did the retry
     REFUSED = "refused"  # turned away at admission (at capacity, draining)
     SHUTDOWN = "shutdown"  # the service is shutting down
     INTERNAL_ERROR = "internal_error"  # a bug in one call's driver

@@ -12,8 +12,12 @@ from voiceagent.call.observations import (
     CallEnded,
     ConnectFailed,
     Observation,
+    ReasonDropped,
+    ReasonsAnswered,
     Refused,
+    ResponseRefused,
     ToolCalled,
+    ToolNotRun,
 )
 
 __all__ = ["log_line"]
@@ -34,6 +38,14 @@ def log_line(fact: Observation) -> Log:
             return Log("warning", "model_connect_failed", {"attempt": attempt, "of": of, "error": error})
         case Refused(request=request, phase=phase):
             return Log("warning", f"{request}_refused", {"phase": phase})
+        case ReasonsAnswered(reasons=reasons, by=by, attempt=attempt):
+            return Log("info", "response_reasons", {"reasons": list(reasons), "by": by, "attempt": attempt})
+        case ReasonDropped(reason=reason, why=why):
+            return Log("info", "response_reason_dropped", {"reason": reason, "why": why})
+        case ResponseRefused(message=message):
+            return Log("error", "response_refused", {"message": message})
+        case ToolNotRun(name=name, status=status):
+            return Log("info", "tool_not_run", {"name": name, "status": status})
         case CallEnded(summary=summary):
             return Log("info", "call_ended", summary)
         case _:

@@ -24,6 +24,7 @@ from voiceagent.realtime import events as ev
 __all__ = ["UNINTELLIGIBLE", "ModelEvents"]
 
 UNINTELLIGIBLE = "(unintelligible)"  # a caller turn whose transcription failed
+REFUSED_RESPONSE = "conversation_already_has_active_response"
 
 
 class ModelEvents:
@@ -99,7 +100,6 @@ class ModelEvents:
         self._responses.speech_started()
         self._closing.last_activity = now
         self.figures.caller_stopped_at = None
-        self._tools.calls.caller_spoke()
         stream_up = self._closing.phase is not CallPhase.AWAITING_STREAM
         actions = self._audio.barge_in(self._link.session, stream_up=stream_up, now=now)
         # talking over a finished goodbye: nothing left to hear
@@ -110,32 +110,42 @@ class ModelEvents:
     ) -> list[Action]:
         match event:
             case ev.ResponseCreated(response_id=response_id):
-                self._responses.created(response_id)
-                self._closing.response_started()
-                return []
+                answered, closing_words = self._responses.created(response_id, now)
+                self._closing.response_started(closing_words)
+                return answered
             case ev.ResponseDone():
                 return self._response_done(event, now)
             case ev.TextDelta(response_id=response_id, delta=delta):
                 self._responses.text_delta(response_id, delta)
                 return []
             case ev.FunctionCall():
-                decided = self._tools.called(event, now, model_ready=self._link.ready)
-                return self._agent_closes(decided, now) if isinstance(decided, Closes) else decided
+                self._tools.called(event)  # carried out once its response has completed
+                return []
             case _:
                 assert_never(event)
 
     def _response_done(self, event: ev.ResponseDone, now: float) -> list[Action]:
-        response_id, link = event.response_id, self._link
-        self._responses.done(response_id)
+        """The response ended: its function calls carried out (if it completed), the closing words or the
+        next reason asked for, a failed one asked again or the call ended with the apology."""
+        response_id, link, responses = event.response_id, self._link, self._responses
+        said = response_id in responses.with_audio
+        handled, give_up = responses.done(response_id, event.status, event.detail, now)
         self.figures.add_usage(event.usage)
         facts = {"status": event.status, "usage": event.usage} | ({"detail": event.detail} if event.detail else {})
         level: LogLevel = "warning" if event.status in ("failed", "incomplete") else "info"
-        actions: list[Action] = [Log(level, "response_done", facts)]
-        actions += self._responses.answered_in_text(response_id, link.ready, link.session_config)
+        actions: list[Action] = [Log(level, "response_done", facts), *handled]
+        if give_up:
+            failed = EndTerms(EndReason.MODEL_FAILED, "the model failed to answer", Farewell.UNAVAILABLE)
+            return actions + self._closing.end(failed, now)
+        actions += responses.answered_in_text(response_id, link.session_config, now)
         actions += self._audio.response_done(response_id, link.session)
-        self._tools.calls.response_done(response_id)
-        actions += self._tools.send_outputs(response_id, link.ready) + self._responses.operator_line()
-        return actions + self._closing.say_goodbye() + self._closing.end_if_goodbye_heard(now)
+        decided = self._tools.response_done(response_id, event.status, now, model_ready=link.ready)
+        if isinstance(decided, Closes):
+            actions += self._agent_closes(decided, now, said=said)
+        else:
+            actions += decided
+        actions += self._closing.say_goodbye(now) + responses.pump(now)
+        return actions + self._closing.end_if_goodbye_heard(now)
 
     def _session(
         self, event: ev.SessionRejected | ev.SessionUpdated | ev.ModelError | ev.Ignored, now: float
@@ -150,6 +160,8 @@ class ModelEvents:
                 ]
             case ev.SessionUpdated():
                 return self._session_updated(event, now)
+            case ev.ModelError(code=code, message=message) if code == REFUSED_RESPONSE:
+                return self._responses.refused(message, now)  # by construction a bug of ours
             case ev.ModelError(code=code, message=message, routine=routine):
                 # logged, never fatal: a session that is really gone closes its socket
                 return [Log("warning" if routine else "error", "model_error", {"code": code, "message": message})]
@@ -168,11 +180,13 @@ class ModelEvents:
             return []
         session = self._link.session
         actions: list[Action] = [Log("info", "model_session_ready", {"session": session}), *self._caller.deliver()]
-        return actions + self._responses.greet(session) + self._closing.say_goodbye()
+        actions += self._responses.greet(session, now) + self._closing.say_goodbye(now)
+        return actions + self._responses.session_ready(now)
 
-    def _agent_closes(self, closes: Closes, now: float) -> list[Action]:
-        """The model hung up or transferred: its closing words are heard in full, then the call ends."""
-        if not self._closing.agent_closes(closes.end, now):
+    def _agent_closes(self, closes: Closes, now: float, *, said: bool) -> list[Action]:
+        """The model hung up or transferred: its closing words (asked for, if it said none) are heard in
+        full, then the call ends."""
+        asked = self._closing.agent_closes(closes.end, now, said=said)
+        if asked is None:
             return []
-        line = self._transcript.tool_line(closes.line)
-        return [AgentClosing(closes.end.farewell), *line, *self._closing.end_if_goodbye_heard(now)]
+        return [AgentClosing(closes.end.farewell), *self._transcript.tool_line(closes.line), *asked]

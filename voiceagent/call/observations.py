@@ -21,8 +21,12 @@ __all__ = [
     "Observation",
     "OperatorAnswer",
     "OperatorInput",
+    "ReasonDropped",
+    "ReasonsAnswered",
     "Refused",
+    "ResponseRefused",
     "ToolCalled",
+    "ToolNotRun",
 ]
 
 OperatorInput = Literal["operator_say", "operator_note"]
@@ -89,4 +93,48 @@ class CallEnded:
     summary: dict[str, Any]
 
 
-Observation = BargeIn | ToolCalled | AgentClosing | ConnectFailed | Refused | CallEnded
+@dataclass(frozen=True, slots=True)
+class ReasonsAnswered:
+    """A response answers ``reasons`` (their kinds): asked for them (``by`` "request", ``attempt`` 2 for a
+    retry), or the server's own response after a caller turn took them along (``by`` "caller_turn")."""
+
+    reasons: tuple[str, ...]
+    by: Literal["request", "caller_turn"]
+    attempt: int = 1
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonDropped:
+    """A reason to speak that no response will answer, and why (the call is ending, the model failed)."""
+
+    reason: str
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRefused:
+    """The model refused a ``response.create`` (one was already active): a bug of ours, by construction."""
+
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class ToolNotRun:
+    """A function call of a response that did not complete (``status``): not carried out."""
+
+    name: str
+    status: str
+
+
+Observation = (
+    BargeIn
+    | ToolCalled
+    | AgentClosing
+    | ConnectFailed
+    | Refused
+    | CallEnded
+    | ReasonsAnswered
+    | ReasonDropped
+    | ResponseRefused
+    | ToolNotRun
+)

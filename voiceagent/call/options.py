@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from voiceagent.realtime import events as ev
+from voiceagent.transcripts import TranscriptLine
 
 __all__ = ["CallOptions"]
 
@@ -39,3 +40,7 @@ class CallOptions:
     end_call_tool: bool = False  # the model may hang up (built-in ``end_call``)
     transfer_targets: dict[str, str] = field(default_factory=dict)  # name -> number/SIP URI ("" if only one)
     dtmf_to_model: bool = False  # keypad presses reach the model as caller input
+    earlier: tuple[TranscriptLine, ...] = ()  # the conversation so far (a call back from a transfer nobody took)
+    dtmf_pause_seconds: float = 2.0  # a keypad entry ends at ``#``, after this pause, or at its length cap
+    response_done_seconds: float | None = None  # a response created and not done by then: the model is stuck
+    response_retry_seconds: float = 1.0  # a failed response is asked again after this (or the server's hint)

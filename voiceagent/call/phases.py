@@ -9,7 +9,17 @@ from collections.abc import Mapping
 from enum import Enum, auto
 from typing import TypeVar
 
-__all__ = ["CALL_MOVES", "GOODBYE_PHASES", "MODEL_MOVES", "CallCoreError", "CallPhase", "ModelPhase", "checked_move"]
+__all__ = [
+    "CALL_MOVES",
+    "GOODBYE_PHASES",
+    "MODEL_MOVES",
+    "RESPONSE_MOVES",
+    "CallCoreError",
+    "CallPhase",
+    "ModelPhase",
+    "ResponsePhase",
+    "checked_move",
+]
 
 
 class CallCoreError(RuntimeError):
@@ -33,6 +43,14 @@ class ModelPhase(Enum):
     READY = auto()  # μ-law confirmed both ways
 
 
+class ResponsePhase(Enum):
+    """The model's response in flight (docs/protocol.md §2, "Responses: one at a time")."""
+
+    NONE = auto()  # nothing active: a response may be asked for
+    REQUESTED = auto()  # response.create sent, response.created not yet seen
+    IN_PROGRESS = auto()  # ours, or the server's own after a caller turn, until its response.done
+
+
 GOODBYE_PHASES = frozenset({CallPhase.GOODBYE_PENDING, CallPhase.GOODBYE_REQUESTED, CallPhase.GOODBYE_SPEAKING})
 
 _C = CallPhase
@@ -54,7 +72,14 @@ MODEL_MOVES: Mapping[ModelPhase, frozenset[ModelPhase]] = {
     _M.READY: frozenset({_M.CONFIGURING, _M.CONNECTING}),  # CONFIGURING: a recycle swapped sessions
 }
 
-P = TypeVar("P", CallPhase, ModelPhase)
+_R = ResponsePhase
+RESPONSE_MOVES: Mapping[ResponsePhase, frozenset[ResponsePhase]] = {
+    _R.NONE: frozenset({_R.REQUESTED, _R.IN_PROGRESS}),  # IN_PROGRESS: the server answers a caller turn
+    _R.REQUESTED: frozenset({_R.IN_PROGRESS, _R.NONE}),  # NONE: refused, or the session is gone
+    _R.IN_PROGRESS: frozenset({_R.IN_PROGRESS, _R.NONE}),  # IN_PROGRESS: a created we did not see end
+}
+
+P = TypeVar("P", CallPhase, ModelPhase, ResponsePhase)
 
 
 def checked_move(moves: Mapping[P, frozenset[P]], current: P, target: P) -> P:

@@ -1,9 +1,8 @@
 """The function calls of each model response, until their outputs can go back to the model together.
 
 A response may hold several calls (docs/protocol.md §2, "Function calling"). They run concurrently;
-once the response is done *and* every call has its output, all outputs are sent, then one
-``response.create`` — unless the caller started a new turn meanwhile, in which case the caller's turn
-gets the answer and asking again would talk over them.
+once the response is done *and* every call has its output, all outputs are sent, and one reason to speak
+is queued (``Responses``): asked for once no response is live and the caller is not speaking.
 """
 
 from __future__ import annotations
@@ -24,7 +23,6 @@ class _Call:
 @dataclass(frozen=True, slots=True)
 class ReadyOutputs:
     outputs: list[tuple[str, str]]  # (call_id, output), in the order the model made the calls
-    ask_again: bool  # no new caller turn since the response: ask the model to speak about the results
 
 
 class ToolCalls:
@@ -32,7 +30,6 @@ class ToolCalls:
         self._by_response: dict[str, list[_Call]] = {}
         self._response_of: dict[str, str] = {}  # call_id -> response_id
         self._done: set[str] = set()  # responses that ended
-        self._caller_spoke: set[str] = set()  # responses after which the caller started a new turn
         self._orphaned: set[str] = set()  # responses of a model session that is gone
         self._unanswered: set[str] = set()  # call ids still running (``running`` is read after every input)
 
@@ -59,9 +56,6 @@ class ToolCalls:
         if response_id in self._by_response:
             self._done.add(response_id)
 
-    def caller_spoke(self) -> None:
-        self._caller_spoke.update(self._by_response)
-
     def ready(self, response_id: str) -> ReadyOutputs | None:
         """The outputs to send now for ``response_id`` (and forget), or None while any is missing."""
         calls = self._by_response.get(response_id)
@@ -73,10 +67,9 @@ class ToolCalls:
         del self._by_response[response_id]
         for call in calls:
             self._response_of.pop(call.call_id, None)
-        ask_again = response_id not in self._caller_spoke
-        for ids in (self._done, self._caller_spoke, self._orphaned):
+        for ids in (self._done, self._orphaned):
             ids.discard(response_id)
-        return None if orphaned else ReadyOutputs([(call.call_id, call.output or "") for call in calls], ask_again)
+        return None if orphaned else ReadyOutputs([(call.call_id, call.output or "") for call in calls])
 
     def orphan_all(self) -> None:
         """A new model session does not know the old one's call ids: results still arriving are recorded

@@ -51,6 +51,15 @@ class Transcript:
         """A key press, without the key (the caller's secret), and not part of the history."""
         return [RecordLine(TranscriptLine(self._call_sid, "caller", "(pressed a key)"))]
 
+    def keyed(self, entry: str) -> list[Action]:
+        """A whole keypad entry: in the history (a replacing session is told it), never in the record."""
+        self.history.add(TranscriptLine(self._call_sid, "caller", f"(keyed {entry})"))
+        return []
+
+    def operator_note(self, text: str) -> None:
+        """An operator's note: in the history, so that a replacing session is told it too."""
+        self.history.add(TranscriptLine(self._call_sid, "operator", text))
+
     def _said(self, line: TranscriptLine) -> list[Action]:
         self.history.add(line)
         return [RecordLine(line)]

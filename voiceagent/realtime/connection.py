@@ -45,9 +45,10 @@ class ModelConnectError(Exception):
     The message never contains a key or token.
     """
 
-    def __init__(self, message: str, status: int | None = None) -> None:
+    def __init__(self, message: str, status: int | None = None, *, sign_in: bool = False) -> None:
         super().__init__(message)
         self.status = status
+        self.sign_in = sign_in  # no token could be had (Entra ID): nothing reached the model
 
 
 # ---------------------------------------------------------------- URL and headers
@@ -113,8 +114,11 @@ async def _entra_token(credential: AsyncTokenCredential | None) -> str:
         raise ModelConnectError("Azure OpenAI without an API key needs an Entra ID credential")
     try:
         access = await credential.get_token(ENTRA_SCOPE)
-    except Exception as exc:  # azure.identity raises several unrelated types
-        raise ModelConnectError(f"could not get an Entra ID token: {type(exc).__name__}: {exc}") from None
+    except Exception as exc:  # azure.identity raises several unrelated types, with pages of advice
+        first = (str(exc).strip().splitlines() or [""])[0][:300]
+        raise ModelConnectError(
+            f"could not get an Entra ID token: {type(exc).__name__}: {first}", sign_in=True
+        ) from None
     return access.token
 
 
@@ -147,6 +151,24 @@ class _RedactingLogger(logging.LoggerAdapter[logging.Logger]):
 # ---------------------------------------------------------------- the connection
 
 
+async def open_model_socket(
+    url: str, headers: Mapping[str, str], *, open_timeout: float | None = 10.0, logger: LoggerLike | None = None
+) -> ClientConnection:
+    """The WebSocket to the model, with the limits and keep-alive every model connection uses (the
+    bare-relay benchmark's too, so that it measures the same socket)."""
+    return await connect(
+        url,
+        additional_headers=dict(headers),
+        open_timeout=open_timeout,
+        max_size=MAX_MESSAGE_BYTES,
+        ping_interval=PING_INTERVAL_SECONDS,
+        ping_timeout=PING_INTERVAL_SECONDS,
+        close_timeout=CLOSE_TIMEOUT_SECONDS,
+        compression=None,  # base64 audio barely compresses; deflating every frame costs real CPU
+        logger=logger,
+    )
+
+
 class ModelConnection:
     """One open WebSocket to the model, speaking our vocabulary. Build it with ``await open(...)``."""
 
@@ -174,15 +196,10 @@ class ModelConnection:
         headers = await auth_headers(target, credential)
         secrets = _secrets(headers)
         try:
-            websocket = await connect(
+            websocket = await open_model_socket(
                 url,
-                additional_headers=headers,
+                headers,
                 open_timeout=timeout,
-                max_size=MAX_MESSAGE_BYTES,
-                ping_interval=PING_INTERVAL_SECONDS,
-                ping_timeout=PING_INTERVAL_SECONDS,
-                close_timeout=CLOSE_TIMEOUT_SECONDS,
-                compression=None,  # base64 audio barely compresses; deflating every frame costs real CPU
                 logger=_RedactingLogger(logging.getLogger("websockets.client"), secrets),
             )
         except Exception as exc:  # refused, rejected, timed out, bad URI...: one scrubbed type

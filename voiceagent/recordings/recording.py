@@ -24,8 +24,8 @@ import queue
 import struct
 import threading
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore", DeprecationWarning)  # 3.11/3.12 warn that audioop leaves the stdlib
@@ -57,18 +57,28 @@ def wav_header(data_bytes: int) -> bytes:
 
 
 class RecordingFiles:
-    """The one thread that writes recordings: ``open``, ``append`` and ``close`` are queued, never wait."""
+    """The one thread that writes recordings: ``open``, ``append`` and ``close`` are queued, never wait.
 
-    def __init__(self, directory: str | os.PathLike[str]) -> None:
+    Each append writes the samples and then rewrites the header's sizes in place (``pwrite``: no new disk
+    blocks needed), so the header always says what the file holds. A write that fails — a full disk —
+    leaves the file cut back to its last whole append, with a header that says so; the recording stops
+    there, ``on_incomplete(path, error)`` is told once (the recorder logs it once, counts it and marks the
+    call), and nothing more is written to that file."""
+
+    def __init__(
+        self, directory: str | os.PathLike[str], *, on_incomplete: Callable[[Path, str], None] | None = None
+    ) -> None:
         self.directory = Path(directory)
         self._queue: queue.SimpleQueue[tuple[str, Path, bytes] | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._files: dict[Path, Any] = {}
-        self._sizes: dict[Path, int] = {}
+        self._files: dict[Path, int] = {}  # path -> open file descriptor
+        self._sizes: dict[Path, int] = {}  # path -> sample bytes written whole
+        self._given_up: set[Path] = set()
+        self._on_incomplete = on_incomplete
         self._log = CallLog()
 
     def start(self) -> None:
-        self.directory.mkdir(parents=True, exist_ok=True)
+        self.directory.mkdir(mode=0o700, parents=True, exist_ok=True)  # as private as the calls in it
         self._thread = threading.Thread(target=self._run, name="voiceagent-recordings", daemon=True)
         self._thread.start()
 
@@ -85,35 +95,54 @@ class RecordingFiles:
         while True:
             item = self._queue.get()
             if item is None:
-                for file in self._files.values():
-                    file.close()
+                for descriptor in self._files.values():
+                    os.close(descriptor)
                 self._files.clear()
                 return
             op, path, data = item
             try:
                 self._do(op, path, data)
             except OSError as exc:
-                self._log.error("recording_write_failed", file=path.name, error=str(exc))
+                self._give_up(path, exc)
 
     def _do(self, op: str, path: Path, data: bytes) -> None:
         if op == "open":
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            file = os.fdopen(descriptor, "wb")
-            file.write(wav_header(0))
-            file.flush()
-            self._files[path], self._sizes[path] = file, 0
-        elif op == "append" and path in self._files:
-            file = self._files[path]
-            file.write(data)
+            self._files[path], self._sizes[path] = descriptor, 0
+            _write_all(descriptor, wav_header(0))
+        elif op == "append" and path in self._files and path not in self._given_up:
+            descriptor = self._files[path]
+            _write_all(descriptor, data)
             self._sizes[path] += len(data)
-            end = file.tell()
-            file.seek(0)
-            file.write(wav_header(self._sizes[path]))  # valid up to here, whatever happens next
-            file.seek(end)
-            file.flush()
+            os.pwrite(descriptor, wav_header(self._sizes[path]), 0)  # valid up to here, whatever happens next
         elif op == "close" and path in self._files:
-            self._files.pop(path).close()
+            os.close(self._files.pop(path))
             self._sizes.pop(path, None)
+            self._given_up.discard(path)
+
+    def _give_up(self, path: Path, exc: OSError) -> None:
+        """Cut the file back to what its header says, stop writing it, say so once."""
+        descriptor = self._files.get(path)
+        if descriptor is None or path in self._given_up:
+            return
+        self._given_up.add(path)
+        size = self._sizes.get(path, 0)
+        try:
+            os.ftruncate(descriptor, HEADER_BYTES + size)  # partly written samples out
+            os.pwrite(descriptor, wav_header(size), 0)
+        except OSError:
+            pass  # the header already says ``size``: it was rewritten after the last whole append
+        error = exc.strerror or type(exc).__name__
+        self._log.error("recording_incomplete", file=path.name, seconds=round(size / (RATE * 4), 1), error=error)
+        if self._on_incomplete is not None:
+            self._on_incomplete(path, error)
+
+
+def _write_all(descriptor: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(descriptor, view)
+        view = view[written:]
 
 
 class CallRecording:

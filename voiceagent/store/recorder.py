@@ -103,7 +103,12 @@ class Recorder:
             webhook = CallEndedWebhook(records.call_ended_webhook, records.webhook_secret, metrics=self.metrics)
         self.webhook = webhook
         on = records is not None and records.recordings
-        self.recordings = RecordingFiles(records.recordings_dir) if records is not None and on else None
+        self.recordings = (
+            RecordingFiles(records.recordings_dir, on_incomplete=self._recording_incomplete)
+            if records is not None and on
+            else None
+        )
+        self._incomplete: set[str] = set()  # call sids whose recording was cut short (bounded: disk-full episodes)
         self._maintenance: asyncio.Task[None] | None = None
         self._log = CallLog()
         self.started = False
@@ -262,6 +267,16 @@ class Recorder:
 
         self._guarded("observed", handle.call_sid, observe)
 
+    def _recording_incomplete(self, path: Path, error: str) -> None:
+        """On the recordings' writer thread: a recording was cut short (already logged there, once)."""
+        self.metrics.recordings_incomplete.inc()
+        if len(self._incomplete) < 10_000:
+            self._incomplete.add(path.stem)
+
+    def recording_incomplete(self, call_sid: str) -> bool:
+        """This call's recording stops short of the call (a write failed; what is there is valid)."""
+        return call_sid in self._incomplete
+
     def transport_for(self, handle: CallHandle, transport: Transport[Frame]) -> Transport[Frame]:
         """The call's transport as the bridge should use it: with recording taps when recordings are on."""
         if self.recordings is None or handle.recording is not None:
@@ -286,6 +301,8 @@ class Recorder:
                 value = summary.get(name)
                 setattr(record, name, value if isinstance(value, int) and not isinstance(value, bool) else None)
             record.tool_calls = handle.tool_calls
+            if self.recording_incomplete(handle.call_sid):
+                summary["recording"] = "incomplete"
             record.summary = summary
             if self.live.get(handle.call_sid) is handle:
                 del self.live[handle.call_sid]

@@ -15,12 +15,13 @@ from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, model_validator
 
-from voiceagent.variables import ConfigError, Variables, present, problem, read_variables, secret
+from voiceagent.variables import ConfigError, Variables, one_of, present, problem, read_variables, secret
 
 __all__ = ["MIN_API_TOKEN_CHARS", "RecordsSettings"]
 
 DEFAULT_DATABASE = "sqlite:///./voiceagent.db"
 DEFAULT_RECORDINGS_DIR = "recordings"
+METRICS_REFUSAL = "{name}={value!r} must be protected or open"
 MIN_API_TOKEN_CHARS = 16  # a bearer token guessable in a weekend is no token
 MIN_WEBHOOK_SECRET_CHARS = 16
 
@@ -72,6 +73,11 @@ class RecordsSettings(Variables):
     api_token: Annotated[str | None, secret("VOICEAGENT_API_TOKEN", MIN_API_TOKEN_CHARS)] = Field(
         None, alias="VOICEAGENT_API_TOKEN", repr=False, description="the operator API's bearer token; unset: off"
     )
+    metrics: Annotated[str, one_of("VOICEAGENT_METRICS", ("protected", "open"), METRICS_REFUSAL, lower=True)] = Field(
+        "protected",
+        alias="VOICEAGENT_METRICS",
+        description="protected: /metrics wants the API token (closed without one); open: anyone may scrape",
+    )
     call_ended_webhook: Annotated[str | None, AfterValidator(_webhook)] = Field(
         None,
         alias="VOICEAGENT_CALL_ENDED_WEBHOOK",
@@ -82,8 +88,10 @@ class RecordsSettings(Variables):
         None, alias="VOICEAGENT_WEBHOOK_SECRET", repr=False, description="signs each webhook POST"
     )
     recordings: bool = Field(False, alias="VOICEAGENT_RECORDINGS", description="a stereo WAV per call")
-    recordings_dir: Annotated[str, AfterValidator(lambda path: str(Path(path).resolve()))] = Field(
-        DEFAULT_RECORDINGS_DIR, alias="VOICEAGENT_RECORDINGS_DIR", description="where recordings go"
+    recordings_dir: Annotated[str, AfterValidator(lambda path: str(Path(path).resolve()) if path else path)] = Field(
+        "",
+        alias="VOICEAGENT_RECORDINGS_DIR",
+        description="where recordings go; unset: a recordings folder beside the SQLite file (required with PostgreSQL)",
     )
     # Who writes the open call rows: the host and PORT. A process restarted on the same host and port closes
     # the rows its predecessor left open at once; others are closed when its heartbeat goes stale.
@@ -95,6 +103,39 @@ class RecordsSettings(Variables):
         if isinstance(data, dict) and "instance" not in data and "PORT" in data:
             data = {**data, "instance": f"{socket.gethostname()}:{data['PORT']}"}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _recordings_beside_the_database(cls, data: Any) -> Any:
+        if isinstance(data, dict) and not data.get("VOICEAGENT_RECORDINGS_DIR") and "recordings_dir" not in data:
+            url = str(data.get("VOICEAGENT_DATABASE_URL") or data.get("database_url") or DEFAULT_DATABASE)
+            if url.startswith("sqlite:///"):
+                data = {
+                    **data,
+                    "VOICEAGENT_RECORDINGS_DIR": str(Path(url[len("sqlite:///") :]).parent / DEFAULT_RECORDINGS_DIR),
+                }
+        return data
+
+    @model_validator(mode="after")
+    def _recordings_where(self) -> RecordsSettings:
+        """Recordings go beside the SQLite file unless told otherwise (not into whatever the working
+        directory is: in the Docker image that is the root-owned /app). With PostgreSQL there is no file to
+        go beside, so the folder must be named. A folder that cannot be made is a configuration error."""
+        if not self.recordings:
+            return self
+        if not self.recordings_dir:
+            raise problem(
+                "VOICEAGENT_RECORDINGS_DIR must be set when VOICEAGENT_RECORDINGS is on with PostgreSQL "
+                "(a folder every instance can write, e.g. a shared volume)"
+            )
+        try:
+            Path(self.recordings_dir).mkdir(mode=0o700, parents=True, exist_ok=True)
+        except OSError as exc:
+            raise problem(
+                f"VOICEAGENT_RECORDINGS_DIR={self.recordings_dir!r} cannot be created ({exc.strerror}): "
+                "name a folder the service can write"
+            ) from None
+        return self
 
     @property
     def backend(self) -> str:

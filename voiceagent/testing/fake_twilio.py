@@ -14,6 +14,10 @@ would not accept:
 * When the app ends the stream (closes the WebSocket), Twilio requests the ``<Connect action>`` URL (a
   signed webhook with the call's standard parameters) and runs the TwiML it gets: ``after_stream``
   records the request and the verbs (``Say``, ``Hangup``, ``Dial``), ``wait_after_stream`` waits for it.
+* A ``<Dial action>`` in that answer is requested once the dialled leg is over, signed, with
+  ``DialCallStatus=dial_status`` (``completed`` by default; ``no-answer``, ``busy``, ``failed``):
+  ``after_dial``, ``wait_after_dial``. A new caller with the same ``call_sid`` can ``follow`` the TwiML
+  of that answer (``<Say>`` then ``<Connect><Stream>``) onto a new stream of the same call.
 * Behind a TLS-terminating proxy (``public_base_url``, ``proxy_headers``, ``upgrade_proxy_headers``):
   Twilio signs every request for the public URL, and the request reaches the app over plain HTTP with
   the headers the proxy adds (e.g. ``X-Forwarded-Proto``).
@@ -109,6 +113,7 @@ class FakeTwilioCaller:
         proxy_headers: Mapping[str, str] | None = None,
         upgrade_proxy_headers: Mapping[str, str] | None = None,
         follow_connect: bool = False,
+        dial_status: str = "completed",
     ) -> None:
         if not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a positive finite number, not {speed!r}")
@@ -145,6 +150,10 @@ class FakeTwilioCaller:
         self.follow_connect = follow_connect
         self.action_answers: list[AfterStream] = []
         self.streams = 0
+        # a <Dial action> in that answer: requested with DialCallStatus=dial_status (completed, no-answer,
+        # busy, failed), as Twilio does once the dialled leg is over; its answer
+        self.dial_status = dial_status
+        self.after_dial: AfterStream | None = None
 
         # accounting, in emulated time
         self.sent_audio = bytearray()
@@ -230,6 +239,25 @@ class FakeTwilioCaller:
             instruction = parse_twiml(twiml_of(response))
         except TwimlRefused as refusal:
             return self._refuse(str(refusal))
+        return await self._connect(instruction)
+
+    async def follow(self, twiml: str) -> bool:
+        """Run ``twiml`` (another request's answer on the same call, such as a ``<Dial action>``'s ``<Say>``
+        then ``<Connect><Stream>``) as this caller's way in, instead of the voice webhook's; False (see
+        ``refusal``) when it opens no stream. Make the caller with the same ``call_sid``."""
+        if self.webhook_form:
+            raise RuntimeError("this caller already dialled; make a new FakeTwilioCaller per stream")
+        self._webhook_url = (self.public_base_url or self.base_url) + self.voice_path
+        self.webhook_form = self._call_params("in-progress")
+        self.twiml_text = twiml
+        self._record("twiml", twiml)
+        try:
+            instruction = parse_twiml(twiml)
+        except TwimlRefused as refusal:
+            return self._refuse(str(refusal))
+        return await self._connect(instruction)
+
+    async def _connect(self, instruction: StreamInstruction) -> bool:
         self.stream_url, self.parameters = instruction.url, instruction.parameters
         self._instruction = instruction
         for warning in instruction.warnings:
@@ -315,6 +343,12 @@ class FakeTwilioCaller:
     async def wait_closed(self, timeout: float = 10.0) -> None:
         """Wait until the WebSocket has closed (see ``closed_by_server`` and ``close_code``)."""
         await self.wait_until(lambda: self._closed, timeout)
+
+    async def wait_after_dial(self, timeout: float = 10.0) -> AfterStream:
+        """Wait until the app has answered the ``<Dial action>`` of a transfer (see ``dial_status``)."""
+        await self.wait_until(lambda: self.after_dial is not None, timeout)
+        assert self.after_dial is not None
+        return self.after_dial
 
     async def wait_after_stream(self, timeout: float = 10.0) -> AfterStream:
         """Wait until the app has ended the stream and answered the ``<Connect action>`` request."""
@@ -507,7 +541,38 @@ class FakeTwilioCaller:
                 await self._stream_again(parse_twiml(twiml_of(response)))
                 return
         self._record("after_stream", f"{self.after_stream.status} {self.after_stream.twiml or self.after_stream.error}")
+        dialled = self.after_stream.dialled
+        if dialled is not None and dialled.action is not None:
+            self.after_dial = await self._request_dial_action(dialled.action, dialled.method)
+            self._record("after_dial", f"{self.after_dial.status} {self.after_dial.twiml or self.after_dial.error}")
         self._notify()
+
+    async def _request_dial_action(self, action: str, method: str) -> AfterStream:
+        """The dialled leg is over (``dial_status``): ask the ``<Dial action>`` what next, signed as Twilio does."""
+        url = urljoin(self._webhook_url, action)
+        form = self._call_params("in-progress") | {
+            "DialCallStatus": self.dial_status,
+            "DialCallSid": new_sid("CA"),
+            "DialCallDuration": "0" if self.dial_status != "completed" else "42",
+        }
+        self._record("dial_action", f"{method} {url} {self.dial_status}")
+        try:
+            response = await post_webhook(
+                url,
+                form,
+                validator=self._validator,
+                http_client=self._http_client,
+                via=self._http_via,
+                headers=self._proxy_headers,
+                method=method,
+            )
+        except httpx.HTTPError as exc:
+            return AfterStream(url, None, "", (), f"11200 request failed: {exc!r}")
+        try:
+            verbs, error = parse_after_stream(twiml_of(response)), None
+        except TwimlRefused as refusal:
+            verbs, error = (), str(refusal)
+        return AfterStream(url, response.status_code, response.text, verbs, error)
 
     # -------------------------------------------------------------- sending
 

@@ -147,6 +147,8 @@ class Dial:
     number: str | None
     sip: str | None
     caller_id: str | None
+    action: str | None = None  # <Dial action>: requested, with DialCallStatus, once the dialled leg is over
+    method: str = "POST"
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +204,8 @@ def parse_after_stream(text: bytes | str) -> tuple[Verb, ...]:
                     number=(number.text or "").strip() if number is not None else direct,
                     sip=(sip.text or "").strip() if sip is not None else None,
                     caller_id=verb.get("callerId"),
+                    action=verb.get("action") or None,
+                    method=(verb.get("method") or "POST").upper(),
                 )
             )
         else:

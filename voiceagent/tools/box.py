@@ -39,6 +39,17 @@ class ToolBox:
     def names(self) -> frozenset[str]:
         return frozenset(self._tools)
 
+    def warnings(self) -> list[tuple[str, str]]:
+        """Tools that are valid but likely to hurt, as (event, detail): logged at start-up."""
+        return [
+            (
+                "tool_secrets_in_clear",
+                f"tool {item.name!r} sends a secret over plain http:// to another host: use https://",
+            )
+            for item in self._tools.values()
+            if isinstance(item, HttpTool) and item.sends_secrets_in_clear
+        ]
+
     def secrets(self) -> frozenset[str]:
         """The values the tools were given from the environment (for the log scrubber)."""
         return frozenset().union(*(item.secrets for item in self._tools.values() if isinstance(item, HttpTool)))

@@ -87,6 +87,13 @@ class HttpTool(Tool):
     def __repr__(self) -> str:
         return f"HttpTool({self.spec.name!r}, method={self.method!r})"
 
+    @property
+    def sends_secrets_in_clear(self) -> bool:
+        """Plain ``http://`` to a host other than this machine, with a secret in the URL or a header."""
+        url = httpx.URL(self._url)
+        loopback = url.host in ("localhost", "::1") or url.host.startswith("127.")
+        return url.scheme == "http" and not loopback and bool(self.secrets)
+
     def _safe(self, text: str) -> str:
         """What may leave this tool: every form of every secret redacted, and valid UTF-8."""
         return valid_text(self._redact(text))

@@ -194,37 +194,16 @@ class DialectSpec:
 
     @staticmethod
     def user_audio_item(item_id: str, transcript: str | None = None) -> dict[str, Any]:
-        return {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": "completed",
-            "role": "user",
-            "content": [{"type": "input_audio", "transcript": transcript}],
-        }
+        return _message_item(item_id, "completed", "user", [{"type": "input_audio", "transcript": transcript}])
 
     def assistant_audio_item(self, item_id: str, status: str, transcript: str | None) -> dict[str, Any]:
         content = [] if transcript is None else [{"type": self.audio_content_type, "transcript": transcript}]
-        return {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": status,
-            "role": "assistant",
-            "content": content,
-        }
+        return _message_item(item_id, status, "assistant", content)
 
     def assistant_text_item(self, item_id: str, status: str, text: str | None) -> dict[str, Any]:
         """An assistant message answered in text (no audio part)."""
         content = [] if text is None else [{"type": self.text_content_type, "text": text}]
-        return {
-            "id": item_id,
-            "object": "realtime.item",
-            "type": "message",
-            "status": status,
-            "role": "assistant",
-            "content": content,
-        }
+        return _message_item(item_id, status, "assistant", content)
 
     @staticmethod
     def function_call_item(item_id: str, call_id: str, name: str, arguments: str, status: str) -> dict[str, Any]:
@@ -282,6 +261,17 @@ class DialectSpec:
         }
 
 
+def _message_item(item_id: str, status: str, role: str, content: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": item_id,
+        "object": "realtime.item",
+        "type": "message",
+        "status": status,
+        "role": role,
+        "content": content,
+    }
+
+
 def _merge_nested(target: dict[str, Any], update: dict[str, Any], *, containers: set[str]) -> None:
     for key, value in update.items():
         if key in containers and isinstance(value, dict) and isinstance(target.get(key), dict):
@@ -290,30 +280,23 @@ def _merge_nested(target: dict[str, Any], update: dict[str, Any], *, containers:
             target[key] = copy.deepcopy(value)
 
 
-GA = DialectSpec(
-    name="ga",
-    audio_delta="response.output_audio.delta",
-    audio_done="response.output_audio.done",
-    transcript_delta="response.output_audio_transcript.delta",
-    transcript_done="response.output_audio_transcript.done",
-    text_delta="response.output_text.delta",
-    text_done="response.output_text.done",
-    audio_content_type="output_audio",
-    text_content_type="output_text",
-    voices=GA_VOICES,
-    voice_param="session.audio.output.voice",
-)
-PREVIEW = DialectSpec(
-    name="preview",
-    audio_delta="response.audio.delta",
-    audio_done="response.audio.done",
-    transcript_delta="response.audio_transcript.delta",
-    transcript_done="response.audio_transcript.done",
-    text_delta="response.text.delta",
-    text_done="response.text.done",
-    audio_content_type="audio",
-    text_content_type="text",
-    voices=PREVIEW_VOICES,
-    voice_param="session.voice",
-)
+def _spec(name: str, output: str, voices: tuple[str, ...], voice_param: str) -> DialectSpec:
+    """The two dialects name the same events and content types, GA with an ``output_`` prefix."""
+    return DialectSpec(
+        name=name,
+        audio_delta=f"response.{output}audio.delta",
+        audio_done=f"response.{output}audio.done",
+        transcript_delta=f"response.{output}audio_transcript.delta",
+        transcript_done=f"response.{output}audio_transcript.done",
+        text_delta=f"response.{output}text.delta",
+        text_done=f"response.{output}text.done",
+        audio_content_type=f"{output}audio",
+        text_content_type=f"{output}text",
+        voices=voices,
+        voice_param=voice_param,
+    )
+
+
+GA = _spec("ga", "output_", GA_VOICES, "session.audio.output.voice")
+PREVIEW = _spec("preview", "", PREVIEW_VOICES, "session.voice")
 DIALECTS: dict[str, DialectSpec] = {"ga": GA, "preview": PREVIEW}

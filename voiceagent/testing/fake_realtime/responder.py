@@ -65,7 +65,7 @@ class Responder:
         """A client's ``response.create``: start it, or refuse (or hold) it if a response is active."""
         active = self.active
         if active is None:
-            self._start("request")
+            self._start("request", client_event)
             return
         self.overlapping_requests += 1
         if not self.session.options.refuse_overlap:
@@ -86,8 +86,7 @@ class Responder:
             return
         self.active = None
         if self.held:
-            self.held.pop(0)
-            self._start("request")
+            self._start("request", self.held.pop(0))
 
     async def stop(self, reason: str) -> None:
         """Stop the active response (even one not yet created) and wait until its ``response.done``."""
@@ -98,24 +97,29 @@ class Responder:
         if live.task is not None:
             await live.task
 
-    def _start(self, origin: str) -> None:
+    def _start(self, origin: str, request: dict[str, Any] | None = None) -> None:
         session = self.session
-        script = self._script()
-        fixture = script.say if script is not None else self._next_fixture()
+        director = session.options.director
+        plan = director.plan(session, request) if director is not None else None
+        script = self._script() if plan is None else None
+        fixture = script.say if script is not None else self._next_fixture() if plan is None else None
+        if plan is not None and plan.text is not None:
+            fixture = "(configured)"  # the director's words, not a recording's
         audio_format = session.spec.output_format(session.effective)
         speaks = fixture is not None and not session.answers_in_text
-        audio = encode_output(load_fixture(fixture), audio_format) if fixture is not None and speaks else b""
+        ulaw = plan.audio if plan is not None else load_fixture(fixture) if fixture is not None else b""
+        audio = encode_output(ulaw, audio_format) if speaks else b""
         live = LiveResponse(
             response_id=session.new_id("resp"),
             item_id=session.new_id("item"),
             fixture=fixture,
-            text=FIXTURE_TEXTS[fixture] if fixture else "",
+            text=(plan.text or "") if plan is not None else FIXTURE_TEXTS[fixture] if fixture else "",
             audio=audio,
             bytes_per_ms=bytes_per_ms(audio_format),
             spec=session.spec,
             config=session.effective,
             in_text=session.answers_in_text,
-            calls=script.calls if script is not None else (),
+            calls=plan.calls if plan is not None else script.calls if script is not None else (),
             origin=origin,
             outcome=self.outcomes.popleft() if self.outcomes else None,
         )

@@ -44,6 +44,8 @@ How the real services misbehave, on request (docs/protocol.md §2):
   only (``response.output_text.*`` on GA, ``response.text.*`` on preview), never in audio.
 * ``function_calls``: function calls scripted per caller fixture (see ``script``); the outputs a client
   sends back are in ``session.function_outputs``, the calls made in ``session.function_calls``.
+* ``director``: a ``director.ConfiguredModel`` that follows the operator's configuration (greeting, ``say``
+  text, tool rules) instead of the recordings above.
 """
 
 from __future__ import annotations
@@ -57,6 +59,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from voiceagent.testing.audio import FIXTURE_TEXTS
+from voiceagent.testing.fake_realtime.director import ConfiguredModel
 from voiceagent.testing.fake_realtime.handshake import Rejection, Target, check_auth, parse_target
 from voiceagent.testing.fake_realtime.options import SessionOptions
 from voiceagent.testing.fake_realtime.outcomes import Outcome
@@ -103,6 +106,7 @@ class FakeRealtimeServer:
         refuse_overlap: bool = True,
         outcomes: Iterable[Outcome] = (),
         forbid_refusals: bool | None = None,
+        director: ConfiguredModel | None = None,
     ) -> None:
         """See the module docstring. ``chunk_ms``: the older name of a fixed ``delta_ms``."""
         for name in (greeting, *replies):
@@ -135,6 +139,7 @@ class FakeRealtimeServer:
             heard_silence_ms=heard_silence_ms,
             refuse_overlap=refuse_overlap,
             outcomes=tuple(outcomes),
+            director=director,
         )
         self.forbid_refusals = self.forbid_refusals_by_default if forbid_refusals is None else forbid_refusals
         self.refuse_next = refuse_next

@@ -91,6 +91,7 @@ class FakeModelSession:
             self.effective = self.spec.force_pcm(self.effective)
         self.conversation_state = Conversation()
         self.heard: dict[str, list[str]] = {}  # user audio item id -> the caller fixtures recognised in it
+        self.heard_words: dict[str, str] = {}  # user audio item id -> the words a director was told it says
         self.rng = random.Random(f"{options.seed}:{index}")
         self.responder = Responder(self, outcomes=deque(options.outcomes))
         self._connection = connection
@@ -344,6 +345,9 @@ class FakeModelSession:
         item = self.spec.user_audio_item(item_id)
         self.conversation_state.add(item)
         self.heard[item_id] = recognised_fixtures(segment)
+        words = self.options.director.hear(segment) if self.options.director is not None else None
+        if words is not None:
+            self.heard_words[item_id] = words
         for event in self.spec.item_added_events(item, previous) + self.spec.item_done_events(item, previous):
             await self.send(event)
         model = self.spec.transcription_model(self.effective)
@@ -353,7 +357,7 @@ class FakeModelSession:
             failed = {"item_id": item_id, "content_index": 0, "error": TRANSCRIPTION_ERROR}
             await self.send({"type": "conversation.item.input_audio_transcription.failed", **failed})
             return
-        transcript = recognise(segment)
+        transcript = words if words is not None else recognise(segment)
         self.conversation_state.replace(self.spec.user_audio_item(item_id, transcript))
         await self.send(
             {

@@ -1,0 +1,159 @@
+"""``voiceagent eval SCENARIO…``: run each scenario as whole calls, score them, write the reports; the exit
+code says whether every scenario's pass rate reached ``--min-pass-rate``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from voiceagent.eval.agent import model_variables, serve_scenario
+from voiceagent.eval.report import markdown_report, summary_rows, summary_table, write_junit
+from voiceagent.eval.run import RunResult, run_once
+from voiceagent.eval.scenario import Scenario, ScenarioError, load_scenario, scenario_files
+from voiceagent.eval.score import score
+from voiceagent.simulated_call import Printer
+from voiceagent.testing.speech import INSTALL_HINT, Speech
+
+
+def main(args: argparse.Namespace, env: Mapping[str, str], stream: Any = None) -> int:
+    """``env``: the variables the CLI read; only the model's are used (the agent's come from the scenario)."""
+    printer = Printer(stream)
+    model = {} if args.fake else model_variables(env)
+    try:
+        scenarios = [load_scenario(path) for path in scenario_files(args.scenarios)]
+    except ScenarioError as exc:
+        printer.line(f"voiceagent eval: {exc}")
+        return 2
+    if not scenarios:
+        printer.line("voiceagent eval: no scenario files found")
+        return 2
+    speed = args.speed or (4.0 if not model and not args.url else 1.0)
+    where = f"the service at {args.url}" if args.url else "the service started here"
+    model_said = (
+        "against the bundled fake model (no AZURE_OPENAI_* or OPENAI_API_KEY set), which follows each scenario's rules"
+        if not model
+        else f"against the model at {model.get('AZURE_OPENAI_ENDPOINT') or model.get('OPENAI_BASE_URL') or 'OpenAI'}"
+    )
+    first_line = (
+        f"voiceagent eval: {len(scenarios)} scenario(s) x {args.repeat} on {where}, {model_said}, at {speed:g}x"
+    )
+    printer.line(
+        first_line if not args.url else f"voiceagent eval: {len(scenarios)} scenario(s) x {args.repeat} on {where}"
+    )
+    speech = Speech()
+    if not speech.available():
+        printer.line(f"voiceagent eval: the caller's lines cannot be spoken: {INSTALL_HINT}")
+        return 2
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    from voiceagent.logs import configure_logging
+
+    log = open(out / "service.log", "a", encoding="utf-8")
+    configure_logging(secrets=[], stream=log)
+    results = asyncio.run(_run_all(scenarios, args, model, speed, speech, out, printer))
+    printer.line("")
+    printer.line(summary_table(results))
+    (out / "report.md").write_text(markdown_report(results, first_line), encoding="utf-8")
+    write_junit(out / "junit.xml", results)
+    printer.line(
+        f"\nReports: {out / 'report.md'}, {out / 'junit.xml'}; per run a transcript (.txt) and the call (.wav)"
+    )
+    rates = [int(row[2]) / int(row[1]) for row in summary_rows(results)]
+    return 0 if all(rate >= args.min_pass_rate for rate in rates) else 1
+
+
+async def _run_all(
+    scenarios: list[Scenario],
+    args: argparse.Namespace,
+    model: Mapping[str, str],
+    speed: float,
+    speech: Speech,
+    out: Path,
+    printer: Printer,
+) -> list[RunResult]:
+    results: list[RunResult] = []
+    total = len(scenarios) * args.repeat
+    for scenario in scenarios:
+        if args.url:
+            runs = [
+                run_once(scenario, i + 1, out=out, speech=speech, url=args.url, auth_token=args.auth_token, speed=speed)
+                for i in range(args.repeat)
+            ]
+            results += await _gather(runs, results, total, printer)
+            continue
+        async with serve_scenario(scenario, model, out, speed=speed, speech=speech) as agent:
+            persona = _persona_target(scenario, model, speed) if scenario.caller.persona else None
+            async with persona or _Nothing() as target:
+                runs = [
+                    run_once(scenario, i + 1, out=out, speech=speech, agent=agent, persona_target=target, speed=speed)
+                    for i in range(args.repeat)
+                ]
+                results += await _gather(runs, results, total, printer)
+            if agent.director is not None and agent.director.fell_back:
+                printer.line("  (espeak-ng failed: the fake model spoke bundled recordings, not the configured words)")
+    return results
+
+
+async def _gather(runs: list[Any], done: list[RunResult], total: int, printer: Printer) -> list[RunResult]:
+    finished: list[RunResult] = []
+    for future in asyncio.as_completed(runs):
+        result = score(await future)
+        finished.append(result)
+        verdict = "pass" if result.passed else "FAIL"
+        printer.line(
+            f"[{len(done) + len(finished)}/{total}] {verdict}  {result.name}: ended {result.ending} after "
+            f"{result.call_seconds:.1f} s of call ({result.wall_seconds:.1f} s here)"
+        )
+        for failure in result.failures:
+            printer.line(f"        {failure}")
+    return sorted(finished, key=lambda result: result.index)
+
+
+class _Nothing:
+    async def __aenter__(self) -> None:
+        return None
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+
+class _persona_target:
+    """The caller model's target: the configured model, or a fake caller model speaking the bundled
+    caller recordings (the same client code path; only the endpoint differs)."""
+
+    def __init__(self, scenario: Scenario, model: Mapping[str, str], speed: float) -> None:
+        self.scenario, self.model, self.speed = scenario, model, speed
+        self.fake: Any = None
+
+    async def __aenter__(self) -> Any:
+        from voiceagent.realtime.target import ModelTarget
+        from voiceagent.testing import FakeRealtimeServer
+
+        if self.model.get("AZURE_OPENAI_ENDPOINT"):
+            return ModelTarget(
+                "azure",
+                self.model["AZURE_OPENAI_ENDPOINT"],
+                self.model.get("AZURE_OPENAI_DEPLOYMENT", ""),
+                self.model.get("AZURE_OPENAI_API_KEY"),
+                self.model.get("AZURE_OPENAI_API_VERSION"),
+            )
+        self.fake = FakeRealtimeServer(
+            api_key="caller-model",
+            speed=4 * self.speed,
+            greeting="caller_book_table",
+            replies=("caller_book_table", "caller_goodbye"),
+        )
+        await self.fake.start()
+        return ModelTarget("azure", self.fake.endpoint, "gpt-realtime", "caller-model")
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self.fake is not None:
+            await self.fake.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(2)
