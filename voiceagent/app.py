@@ -27,12 +27,15 @@ from voiceagent.admission import (
     StreamAccepted,
     other_party,
 )
-from voiceagent.call import EndCall, EndReason, Farewell
+from voiceagent.call import CallOptions, EndCall, EndReason, Farewell
 from voiceagent.config import Settings
 from voiceagent.console import console_routes
+from voiceagent.line.calls import Ended, Lost
+from voiceagent.line.resume import RESUME_PARAMETER, resumed_options
 from voiceagent.logs import CallLog, mask_number
-from voiceagent.operator_api import announce, metrics_routes, operator_routes
+from voiceagent.operator_api import announce, answer_for_line, metrics_routes, operator_routes
 from voiceagent.service import Clock, ModelConnector, Service
+from voiceagent.store.records import LineRecord
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox
 from voiceagent.transcripts import TranscriptSink
@@ -116,7 +119,9 @@ async def voice(request: Request) -> Response:
     log = CallLog(call_sid)
     full = service.settings.log_full_numbers
     party, ours = other_party(params)  # an outbound call's From is our own number
-    verdict = service.admission.webhook(call_sid, party, service.load())
+    verdict = service.admission.webhook(call_sid, party, service.webhook_load())
+    if isinstance(verdict, CallAnswered) and not await service.line_calls.first_webhook(call_sid):
+        verdict = Replayed()  # answered already, by another instance of the line
     match verdict:
         case Busy(reason=reason, calls=calls):
             log.warning("call_refused", reason=reason, calls=calls)
@@ -135,7 +140,9 @@ async def voice(request: Request) -> Response:
                 to=mask_number(params.get("To"), full=full),
             )
             stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
-            service.prewarm(call_sid, caller=party or None, called=ours or None)
+            if not service.draining:  # draining (the line is shared): the stream goes to another instance
+                service.prewarm(call_sid, caller=party or None, called=ours or None)
+                await service.line_calls.owned(call_sid)  # on record before the stream can land elsewhere
             return _xml(twiml.connect(base, stream_params))
         case _:
             assert_never(verdict)
@@ -147,7 +154,11 @@ async def stream_ended(request: Request) -> Response:
     if signed is None:
         return PlainTextResponse("Forbidden", status_code=403)
     service, base, params = signed
-    end = service.end_of(params.get("CallSid", ""))
+    call_sid = params.get("CallSid", "")
+    known = await service.line_calls.end_for_action(call_sid)
+    if isinstance(known, Lost):
+        return _xml(await _resume_or_apologise(service, base, call_sid, params))
+    end = known.end if isinstance(known, Ended) else None
     if end is not None and end.farewell is Farewell.TRANSFER and end.transfer_to:
         caller_id = service.settings.transfer_caller_id or params.get("To") or None
         CallLog(params.get("CallSid")).info("call_transferred", caller_id_set=caller_id is not None)
@@ -177,6 +188,20 @@ async def dial_ended(request: Request) -> Response:
     party, ours = other_party(params)
     stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
     return _xml(twiml.say_and_reconnect(service.settings.transfer_unanswered_message, base, stream_params))
+
+
+async def _resume_or_apologise(service: Service, base: str, call_sid: str, params: dict[str, str]) -> str:
+    """The call's instance died mid-call: a new stream for it here, within the resume budget."""
+    settings = service.settings
+    log = CallLog(call_sid)
+    if not await service.line_calls.may_resume(call_sid, settings.max_resumes, settings.resume_window_seconds):
+        log.warning("call_not_resumed", reason="over the resume budget, or resuming is off")
+        return twiml.say_and_hang_up(settings.unavailable_message)
+    log.info("call_resuming", detail="its instance is gone without an end: a new stream here")
+    token = service.tokens.issue(call_sid, service.now())
+    party, ours = other_party(params)
+    stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
+    return twiml.connect(base, {**stream_params, RESUME_PARAMETER: "1"})
 
 
 def _farewell_message(settings: Settings, farewell: Farewell) -> str:
@@ -217,6 +242,10 @@ async def media(websocket: WebSocket) -> None:
     log = CallLog(start.call_sid)
     token = start.parameters.get(TOKEN_PARAMETER)
     verdict = service.admission.stream(start.call_sid, token, service.status_of(start.call_sid), service.load())
+    if isinstance(verdict, StreamAccepted | EndedEarly) and not await service.line_calls.first_token(
+        token or "", service.tokens.ttl
+    ):
+        verdict = Rejected("stream token already used")  # on another instance of the line
     match verdict:
         case Rejected(reason=reason):
             log.warning("stream_rejected", reason=reason)
@@ -237,12 +266,22 @@ async def media(websocket: WebSocket) -> None:
             pass
         case _:
             assert_never(verdict)
+    options: CallOptions | None = None
+    earlier: list[LineRecord] = []
+    if start.parameters.get(RESUME_PARAMETER) == "1" and start.call_sid not in service.calls:
+        options, earlier = await resumed_options(
+            service.call_options(), service.recorder.store, start.call_sid, service.settings.resume_line
+        )
+        log.info("call_resumed", earlier_lines=len(earlier))
     bridge = service.claim(
         start.call_sid,
         stream_sid=start.stream_sid,
         caller=start.parameters.get("from"),
         called=start.parameters.get("to"),
+        options=options,
+        earlier=earlier,
     )
+    await service.line_calls.claimed(start.call_sid)  # one row written; the release goes on without us
     await bridge.run_stream(service.transport_for(bridge, TwilioTransport(websocket, MediaStreamAdapter(start))))
 
 
@@ -298,11 +337,13 @@ def create_app(
             owned = app.state.service.credential = DefaultAzureCredential()
         recorder = app.state.service.recorder
         await recorder.start()
+        await app.state.service.line.start()  # after the store: its migrations made the line's tables
         announce(app.state.service)
         try:
             yield
         finally:
             await app.state.service.close()
+            await app.state.service.line.stop()
             await recorder.stop()  # after the calls: their ends are recorded
             if owned is not None:
                 await owned.close()
@@ -326,5 +367,6 @@ def create_app(
     service = Service(settings, credential=credential, connector=connector, clock=clock, tools=tools, records=records)
     if sink is not None:
         service.sink = sink
+    answer_for_line(service)  # control and live views asked by the other instances
     app.state.service = service
     return app

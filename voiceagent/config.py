@@ -240,6 +240,18 @@ class Settings(Variables):
         alias="VOICEAGENT_TRANSFER_UNANSWERED_MESSAGE",
         description="said when nobody takes a transfer, before the caller is back with the agent",
     )
+    # ---- several instances: a call whose instance died resumes on another (voiceagent.line)
+    resume_line: str = Field(
+        "Sorry, we were cut off — where were we?",
+        alias="VOICEAGENT_RESUME_LINE",
+        description="said when a call resumes on another instance",
+    )
+    max_resumes: int = Field(
+        2, alias="VOICEAGENT_MAX_RESUMES", ge=0, le=10, description="resumes per call within the window; 0: off"
+    )
+    resume_window_seconds: float = _seconds(
+        "VOICEAGENT_RESUME_WINDOW_SECONDS", 600.0, "the window of VOICEAGENT_MAX_RESUMES", ge=10.0
+    )
     # ---- call records, the operator API, the webhook, recordings
     records: RecordsSettings = Field(default_factory=lambda: RecordsSettings.from_env({}), repr=False)
     # everything the settings were read from: HTTP tools fill ``${VAR}`` in from it (not a variable itself)

@@ -5,7 +5,7 @@ is never logged). Without ``VOICEAGENT_API_TOKEN`` the API is off: every route a
 says so. Errors are JSON: ``{"error": "…"}``.
 
     GET  /api/calls?from=&to=&number=&reason=&limit=&cursor=   newest first; next page: ?cursor=<next_cursor>
-    GET  /api/calls/live                                       calls in progress on this instance
+    GET  /api/calls/live                                       calls in progress on the line, each with its instance
     GET  /api/calls/{sid}                                      the call's record and transcript
     GET  /api/calls/{sid}/transcript.txt
     GET  /api/calls/{sid}/recording.wav                        with VOICEAGENT_RECORDINGS=on
@@ -16,8 +16,10 @@ says so. Errors are JSON: ``{"error": "…"}``.
     POST /api/calls/{sid}/hangup
     POST /api/calls/{sid}/transfer  {"to": "+15551230001" | "sip:…"}
 
-A call this instance does not have in progress answers the call actions with 409 if it is known (the
-store has it, or it ended here) and 404 otherwise.
+A call action on a call another instance of the line has (PostgreSQL records: ``voiceagent.line``) is
+passed to that instance over the bus and answered with its answer (504 if it does not answer in time).
+A call no instance has in progress answers 409 if it is known (the store has it, or it ended here) and
+404 otherwise.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ MAX_BODY_BYTES = 16 * 1024
 MAX_TEXT_CHARS = 2000
 KEEPALIVE_SECONDS = 15.0
 DEFAULT_LIMIT = 50
+LINE_ANSWER_SECONDS = 1.5  # /api/calls/live waits this long for the other instances' calls
+ACTIONS = ("say", "note", "hangup", "transfer")
 
 Handler = Callable[[Request], Awaitable[Response]]
 
@@ -161,13 +165,23 @@ async def list_calls(request: Request) -> Response:
     return JSONResponse({"calls": [call.to_json() for call in page.calls], "next_cursor": page.next_cursor})
 
 
-async def live_calls(request: Request) -> Response:
-    service = _service(request)
+def _live_here(service: Service) -> list[dict[str, Any]]:
     calls = []
     for handle in list(service.recorder.live.values()):
         bridge = service.calls.get(handle.call_sid)
         phase = bridge.core.phase.name.lower() if bridge is not None else "ending"
-        calls.append({**handle.live_json(), "phase": phase})
+        calls.append({**handle.live_json(), "phase": phase, "instance": service.line.instance})
+    return calls
+
+
+async def live_calls(request: Request) -> Response:
+    """The calls of the whole line: this instance's, and those of every other that answers in time."""
+    service = _service(request)
+    calls = _live_here(service)
+    if service.line.shared:
+        answers = await service.line.ask_everyone("live", {}, timeout=LINE_ANSWER_SECONDS)
+        for answer in answers.values():
+            calls += [call for call in answer.get("calls", []) if isinstance(call, dict)]
     return JSONResponse({"calls": calls})
 
 
@@ -283,11 +297,7 @@ def _text_field(body: dict[str, Any], name: str) -> str:
     return valid_text(value.strip())  # a lone surrogate could be accepted here but never sent on
 
 
-async def _live_bridge(request: Request) -> CallBridge | Response:
-    service = _service(request)
-    sid = _sid(request)
-    if sid is None:
-        return _error(404, "no such call")
+async def _live_bridge(service: Service, sid: str) -> CallBridge | Response:
     bridge = service.calls.get(sid)
     if bridge is not None and bridge.ended is None:
         return bridge
@@ -336,44 +346,95 @@ def _may_transfer_to(settings: Settings, destination: str) -> bool:
 
 def _action(kind: str) -> Handler:
     async def handle(request: Request) -> Response:
-        found = await _live_bridge(request)
-        if isinstance(found, Response):
-            return found
-        bridge = found
-        try:
-            body = await _json_body(request) if kind != "hangup" else {}
-            if kind in ("say", "note") and not _service(request).operator_lines.allow(
-                f"{kind}:{bridge.call_sid}", time.monotonic()
-            ):
-                limit = _service(request).operator_lines.limit
-                return _error(429, f"at most {limit} {kind}s a minute per call; wait", **{"Retry-After": "60"})
-            if kind == "say":
-                text = _text_field(body, "text")
-                decided = _operate(bridge, lambda now: bridge.core.operator_say(text, now))
-            elif kind == "note":
-                text = _text_field(body, "text")
-                decided = _operate(bridge, lambda now: bridge.core.operator_note(text, now))
-            elif kind == "transfer":
-                to = _text_field(body, "to")
-                if not DESTINATION.fullmatch(to):
-                    raise ValueError('"to" must be an E.164 number (+15551230001) or a sip: URI')
-                if not _may_transfer_to(_service(request).settings, to):
-                    return _error(
-                        403,
-                        f"{to} is not a transfer destination of this line: use one of VOICEAGENT_TRANSFER_TO, "
-                        "or a prefix in VOICEAGENT_TRANSFER_ALLOW",
-                    )
-                decided = _operate(bridge, lambda now: bridge.core.operator_transfer(to, now))
-            else:
-                decided = _operate(bridge, lambda now: _hang_up(bridge, now))
-        except ValueError as exc:
-            return _error(400, str(exc))
-        refused = _refusal(bridge, decided)
-        if refused is not None:
-            return refused
-        return JSONResponse({"status": "accepted", "call_sid": bridge.call_sid, "action": kind}, status_code=202)
+        service, sid = _service(request), _sid(request)
+        if sid is not None and service.line.shared and sid not in service.calls:
+            owner = await service.line.state.owner_of(sid)
+            if owner is not None and owner != service.line.instance:
+                return await _forward(service, owner, sid, kind, request)
+        return await _act(request, kind, lambda: _json_body(request))
 
     return handle
+
+
+async def _forward(service: Service, owner: str, sid: str, kind: str, request: Request) -> Response:
+    """The call is on another instance: ask it to act, answer with what it answered."""
+    try:
+        body = await _json_body(request) if kind != "hangup" else {}
+    except ValueError as exc:
+        return _error(400, str(exc))
+    answer = await service.line.request(owner, "control", {"call_sid": sid, "kind": kind, "body": body})
+    if answer is None:
+        return _error(504, f"instance {owner}, which has call {sid}, did not answer in time", **{"Retry-After": "2"})
+    found = answer.get("body")
+    return JSONResponse(found if isinstance(found, dict) else {}, status_code=int(answer.get("status", 502)))
+
+
+def answer_for_line(service: Service) -> None:
+    """What this instance answers the others: a call action on a call it has, and its live calls."""
+
+    async def control(body: dict[str, Any]) -> dict[str, Any]:
+        sid, kind, given = str(body.get("call_sid")), str(body.get("kind")), body.get("body")
+        if kind not in ACTIONS or not CALL_SID.fullmatch(sid):
+            return {"status": 400, "body": {"error": "not a call action"}}
+
+        async def read_body() -> dict[str, Any]:
+            return given if isinstance(given, dict) else {}
+
+        response = await _act_on(service, sid, kind, read_body)
+        return {"status": response.status_code, "body": json.loads(bytes(response.body))}
+
+    async def live(body: dict[str, Any]) -> dict[str, Any]:
+        return {"calls": _live_here(service)}
+
+    service.line.answer("control", control)
+    service.line.answer("live", live)
+
+
+async def _act(request: Request, kind: str, read_body: Callable[[], Awaitable[dict[str, Any]]]) -> Response:
+    sid = _sid(request)
+    if sid is None:
+        return _error(404, "no such call")
+    return await _act_on(_service(request), sid, kind, read_body)
+
+
+async def _act_on(
+    service: Service, sid: str, kind: str, read_body: Callable[[], Awaitable[dict[str, Any]]]
+) -> Response:
+    """One call action on a call this instance has in progress (202, 400, 404 or 409)."""
+    found = await _live_bridge(service, sid)
+    if isinstance(found, Response):
+        return found
+    bridge = found
+    try:
+        body = await read_body() if kind != "hangup" else {}
+        if kind in ("say", "note") and not service.operator_lines.allow(f"{kind}:{bridge.call_sid}", time.monotonic()):
+            limit = service.operator_lines.limit
+            return _error(429, f"at most {limit} {kind}s a minute per call; wait", **{"Retry-After": "60"})
+        if kind == "say":
+            text = _text_field(body, "text")
+            decided = _operate(bridge, lambda now: bridge.core.operator_say(text, now))
+        elif kind == "note":
+            text = _text_field(body, "text")
+            decided = _operate(bridge, lambda now: bridge.core.operator_note(text, now))
+        elif kind == "transfer":
+            to = _text_field(body, "to")
+            if not DESTINATION.fullmatch(to):
+                raise ValueError('"to" must be an E.164 number (+15551230001) or a sip: URI')
+            if not _may_transfer_to(service.settings, to):
+                return _error(
+                    403,
+                    f"{to} is not a transfer destination of this line: use one of VOICEAGENT_TRANSFER_TO, "
+                    "or a prefix in VOICEAGENT_TRANSFER_ALLOW",
+                )
+            decided = _operate(bridge, lambda now: bridge.core.operator_transfer(to, now))
+        else:
+            decided = _operate(bridge, lambda now: _hang_up(bridge, now))
+    except ValueError as exc:
+        return _error(400, str(exc))
+    refused = _refusal(bridge, decided)
+    if refused is not None:
+        return refused
+    return JSONResponse({"status": "accepted", "call_sid": bridge.call_sid, "action": kind}, status_code=202)
 
 
 def operator_routes() -> list[BaseRoute]:

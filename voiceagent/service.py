@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -20,9 +21,13 @@ from voiceagent.call.transport import Frame, Transport
 from voiceagent.call_control import builtin_tools
 from voiceagent.config import Settings
 from voiceagent.limits import RateLimit
+from voiceagent.line.calls import LineCalls
+from voiceagent.line.events import LineEvents
+from voiceagent.line.node import line_node
 from voiceagent.logs import CallLog
 from voiceagent.realtime.connection import ModelConnectError, ModelConnection
 from voiceagent.store.recorder import CallHandle, Recorder
+from voiceagent.store.records import LineRecord
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox, load_toolbox
 from voiceagent.transcripts import LogTranscriptSink, TranscriptLine, TranscriptSink
@@ -90,10 +95,22 @@ class Service:
         tool_names = [tool.name for tool in declared]
         self.recorder = Recorder(settings, self.records, tool_names=tool_names)  # started by the app's lifespan
         self._handles: dict[CallBridge, CallHandle] = {}
+        # the line: shared with the other instances on PostgreSQL records, else in this process
+        records = self.records
+        self.line = line_node(records.instance if records else "local", records.database_url if records else None)
+        self.line_calls = LineCalls(self.line, local_end=self.end_of, release=self.release_prewarm)
+        self._released: set[CallBridge] = set()  # pre-warms let go because the stream went elsewhere
+        if self.line.shared:
+            self.recorder.events = LineEvents(self.line, on_drop=self.recorder.metrics.event_subscribers_dropped.inc)
 
     def load(self) -> Load:
         """What admission needs to know of how busy the service is."""
         return Load(len(self.calls), self.draining)
+
+    def webhook_load(self) -> Load:
+        """A draining instance still answers the webhooks a balancer sends it when other instances share
+        the line (the stream goes through the balancer to one of them); alone, it refuses as before."""
+        return Load(len(self.calls), self.draining and not self.line.shared)
 
     def status_of(self, call_sid: str) -> CallStatus:
         """What admission needs to know of one call when its stream starts."""
@@ -137,9 +154,11 @@ class Service:
             raise ModelConnectError(f"over the process's budget of {limit} model connects per minute")
         return await (self.connector or self._connect)()
 
-    def _new_call(self, call_sid: str, caller: str | None, called: str | None) -> CallBridge:
+    def _new_call(
+        self, call_sid: str, caller: str | None, called: str | None, options: CallOptions | None = None
+    ) -> CallBridge:
         clock = self.clock or LoopClock()
-        options = self.call_options()
+        options = options or self.call_options()
         earlier = self._returning.pop(call_sid, None)
         if earlier is not None:  # back from a transfer nobody took: no second greeting, the conversation goes on
             options = replace(options, greeting="", earlier=earlier)
@@ -173,12 +192,17 @@ class Service:
         stream_sid: str | None = None,
         caller: str | None = None,
         called: str | None = None,
+        options: CallOptions | None = None,
+        earlier: Sequence[LineRecord] = (),
     ) -> CallBridge:
-        """The call for a stream that just started: the pre-warmed one, or a new one."""
+        """The call for a stream that just started: the pre-warmed one, or a new one (``options``: a call
+        resumed from another instance)."""
         bridge = self.calls.get(call_sid)
         if bridge is None or bridge.ended is not None:
-            bridge = self._new_call(call_sid, caller, called)
+            bridge = self._new_call(call_sid, caller, called, options)
         handle = self._handles.get(bridge)
+        if handle is not None and earlier and not handle.lines:
+            handle.lines.extend(earlier)  # resumed: its record numbers the new lines after the old
         if handle is not None:
             self.recorder.stream_started(handle, stream_sid)  # records hook: the call is answered
         return bridge
@@ -191,6 +215,9 @@ class Service:
     def _forget(self, bridge: CallBridge) -> None:
         if self.calls.get(bridge.call_sid) is bridge:
             del self.calls[bridge.call_sid]
+        if bridge in self._released:  # the call goes on elsewhere: its end is not ours to record
+            self._released.discard(bridge)
+            return
         end = bridge.ended or EndCall(EndReason.INTERNAL_ERROR, "ended")
         self.remember_end(bridge.call_sid, end)
         if end.farewell is Farewell.TRANSFER:
@@ -229,8 +256,21 @@ class Service:
     def remember_end(self, call_sid: str, end: EndCall) -> None:
         """Remember a call refused before it had a bridge, so ``<Connect action>`` says the right thing."""
         self.ended[call_sid] = end
+        self.line_calls.ended(call_sid, end)
         while len(self.ended) > ENDED_MEMORY:
             self.ended.popitem(last=False)
+
+    async def release_prewarm(self, call_sid: str) -> bool:
+        """The stream of a call pre-warmed here started on another instance: give the session up now
+        (it is billed), recording nothing — the call is that instance's."""
+        bridge = self.calls.get(call_sid)
+        if bridge is None or bridge.attached or bridge.ended is not None:
+            return False
+        self._released.add(bridge)
+        self._handles.pop(bridge, None)
+        self.recorder.live.pop(call_sid, None)
+        await bridge.end(EndReason.NO_STREAM, "the stream started on another instance")
+        return True
 
     async def drain(self) -> None:
         """SIGTERM: refuse new calls, let calls in progress go on for ``drain_seconds``, then have the

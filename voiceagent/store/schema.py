@@ -72,6 +72,17 @@ _V1 = (
 )
 
 
+# Version 2: what the instances of one line share (voiceagent.line.postgres; SQLite creates the tables too,
+# unused: one schema for both backends keeps the migrations simple).
+_V2 = (
+    "CREATE TABLE line_owners (call_sid TEXT PRIMARY KEY, instance TEXT NOT NULL, since {real} NOT NULL)",
+    "CREATE TABLE line_ends (call_sid TEXT PRIMARY KEY, end_json TEXT NOT NULL, at {real} NOT NULL)",
+    "CREATE TABLE line_keys (key TEXT PRIMARY KEY, expires_at {real} NOT NULL)",
+    "CREATE TABLE line_resumes (call_sid TEXT NOT NULL, at {real} NOT NULL)",
+    "CREATE INDEX line_resumes_of_call ON line_resumes (call_sid, at)",
+)
+
+
 _TYPES = {
     "sqlite": {"real": "REAL", "bigint": "INTEGER", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
     "postgresql": {
@@ -86,7 +97,9 @@ def _for(backend: str, statements: tuple[str, ...]) -> tuple[str, ...]:
     return tuple(statement.format_map(_TYPES[backend]) for statement in statements)
 
 
-MIGRATIONS: dict[str, list[tuple[int, tuple[str, ...]]]] = {backend: [(1, _for(backend, _V1))] for backend in _TYPES}
+MIGRATIONS: dict[str, list[tuple[int, tuple[str, ...]]]] = {
+    backend: [(1, _for(backend, _V1)), (2, _for(backend, _V2))] for backend in _TYPES
+}
 """backend -> [(version, statements)], in order."""
 
-NEWEST_VERSION = 1
+NEWEST_VERSION = 2

@@ -112,6 +112,7 @@ class FakeTwilioCaller:
         public_base_url: str | None = None,
         proxy_headers: Mapping[str, str] | None = None,
         upgrade_proxy_headers: Mapping[str, str] | None = None,
+        follow_connect: bool = False,
         dial_status: str = "completed",
     ) -> None:
         if not (speed > 0 and math.isfinite(speed)):
@@ -144,6 +145,11 @@ class FakeTwilioCaller:
         self.parameters: dict[str, str] = {}
         self.refusal: str | None = None
         self.after_stream: AfterStream | None = None  # the <Connect action> request, once the app ended the stream
+        # a <Connect action> answered with another <Connect><Stream> (a call resumed on another instance):
+        # with follow_connect, the call goes on on a new stream, as Twilio does; every answer is kept here
+        self.follow_connect = follow_connect
+        self.action_answers: list[AfterStream] = []
+        self.streams = 0
         # a <Dial action> in that answer: requested with DialCallStatus=dial_status (completed, no-answer,
         # busy, failed), as Twilio does once the dialled leg is over; its answer
         self.dial_status = dial_status
@@ -256,17 +262,36 @@ class FakeTwilioCaller:
         self._instruction = instruction
         for warning in instruction.warnings:
             self._violate(warning)
+        return await self._start_stream(instruction)
+
+    async def _start_stream(self, instruction: StreamInstruction) -> bool:
         try:
             self._ws = await open_stream(
                 instruction.url, validator=self._validator, via=self._stream_via, headers=self._upgrade_headers
             )
         except StreamRefused as refusal:
             return self._refuse(str(refusal))
+        self.streams += 1
         await self._send(lambda: [self._messages.connected(), self._messages.start(self.parameters)])
         self._record("start", self.stream_sid)
         self._receive_task = asyncio.create_task(self._receive_loop(), name=f"twilio-receive-{self.call_sid}")
         self._clock_task = asyncio.create_task(self._run_clock(), name=f"twilio-clock-{self.call_sid}")
         return True
+
+    async def _stream_again(self, instruction: StreamInstruction) -> None:
+        """The same call on a new stream (a new StreamSid, sequence numbers from the start)."""
+        old = [task for task in (self._clock_task, self._receive_task) if task is not None]
+        await asyncio.gather(*old, return_exceptions=True)  # the first stream's tasks are over
+        self.stream_sid = new_sid("MZ")
+        self._messages = InboundMessages(
+            account_sid=self.account_sid, call_sid=self.call_sid, stream_sid=self.stream_sid
+        )
+        self._playback = OutboundBuffer()
+        self.stream_url, self.parameters, self._instruction = instruction.url, instruction.parameters, instruction
+        self._closed = self._clock_stopped = self.closed_by_server = False
+        self.close_code = None
+        await self._start_stream(instruction)
+        self._notify()
 
     def _refuse(self, reason: str) -> bool:
         self.refusal = reason
@@ -509,6 +534,12 @@ class FakeTwilioCaller:
             except TwimlRefused as refusal:
                 verbs, error = (), str(refusal)
             self.after_stream = AfterStream(url, response.status_code, response.text, verbs, error)
+            self.action_answers.append(self.after_stream)
+            if self.follow_connect and error is None and any(getattr(v, "tag", "") == "Connect" for v in verbs):
+                self._record("after_stream", f"{response.status_code} {response.text}")
+                self.after_stream = None
+                await self._stream_again(parse_twiml(twiml_of(response)))
+                return
         self._record("after_stream", f"{self.after_stream.status} {self.after_stream.twiml or self.after_stream.error}")
         dialled = self.after_stream.dialled
         if dialled is not None and dialled.action is not None:

@@ -1,0 +1,192 @@
+"""One line on two instances: what the sharing costs, and how fast control reaches a call's owner.
+
+    eval "$(.ci/postgres.sh)"; python benchmarks/line.py [--calls 40]
+
+Runs ``--calls`` calls at once through haproxy (round robin) in front of one ``voiceagent serve``, then
+in front of two, on the same PostgreSQL records (a schema of its own, dropped after); the fake model
+and the fake callers run in this process. Each call hears the greeting, asks one question and hears
+the answer start, then hangs up. Prints the servers' CPU time per call (from ``/proc``), for one
+instance and for two (their sum), and, on two, the latency of ``POST /api/calls/{sid}/note`` sent to
+the instance that does *not* own the call (passed to the owner over the bus) against the owner itself.
+Needs ``haproxy`` and ``VOICEAGENT_TEST_POSTGRES_URL`` (or ``--database-url``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from voiceagent.testing.audio import load_fixture
+from voiceagent.testing.fake_realtime import FakeRealtimeServer
+from voiceagent.testing.fake_twilio import FakeTwilioCaller
+from voiceagent.testing.harness import TEST_AUTH_TOKEN, app_environment
+
+GREETING = load_fixture("agent_greeting")
+API_TOKEN = "line-benchmark-token-0123456789"
+AUTH = {"Authorization": f"Bearer {API_TOKEN}"}
+TICKS = os.sysconf("SC_CLK_TCK")
+HAPROXY = """
+defaults
+    mode http
+    timeout connect 2s
+    timeout client 120s
+    timeout server 120s
+    timeout tunnel 1h
+    retries 3
+    option redispatch 1
+listen line
+    bind 127.0.0.1:{port}
+    balance {balance}
+    option httpchk GET /readyz
+    default-server inter 1s fall 1 rise 1
+{servers}
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
+
+
+async def start_instance(env: dict[str, str], port: int, log: Path) -> asyncio.subprocess.Process:
+    out = await asyncio.to_thread(open, log, "ab")
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "voiceagent", "serve", env={**env, "PORT": str(port)}, stdout=out, stderr=out
+        )
+    finally:
+        out.close()
+    async with httpx.AsyncClient(timeout=2) as http:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if process.returncode is not None:
+                raise SystemExit(f"voiceagent serve exited with {process.returncode}: see {log}")
+            with contextlib.suppress(httpx.TransportError):
+                if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
+                    return process
+            await asyncio.sleep(0.2)
+    raise SystemExit("voiceagent serve did not become ready within 60 s")
+
+
+async def one_call(proxy: str, http: httpx.AsyncClient, ports: list[int], latencies: dict[str, list[float]]) -> None:
+    async with FakeTwilioCaller(proxy, auth_token=TEST_AUTH_TOKEN) as caller:
+        assert await caller.dial(), caller.refusal
+        await caller.wait_until(lambda: len(caller.played) >= len(GREETING), 120)
+        # the same work on one instance and on two: a live view, then a note to each instance
+        live = (await http.get(proxy + "/api/calls/live", headers=AUTH)).json()["calls"]
+        owner = next(c["instance"] for c in live if c["call_sid"] == caller.call_sid)
+        for port in ports if len(ports) > 1 else ports * 2:
+            kind = "owner" if owner.endswith(f":{port}") else "other"
+            started = time.perf_counter()
+            url = f"http://127.0.0.1:{port}/api/calls/{caller.call_sid}/note"
+            answer = await http.post(url, json={"text": "benchmark note"}, headers=AUTH)
+            assert answer.status_code == 202, answer.text
+            latencies[kind].append((time.perf_counter() - started) * 1000)
+        await caller.say("caller_book_table")
+        await caller.wait_until(lambda: len(caller.played) >= len(GREETING) + 8000, 120)
+        await caller.hangup()
+
+
+Latencies = dict[str, list[float]]
+
+
+async def run(
+    instances: int, calls: int, model: FakeRealtimeServer, database_url: str, work: Path, balance: str
+) -> tuple[float, Latencies]:
+    proxy_port = free_port()
+    proxy = f"http://127.0.0.1:{proxy_port}"
+    env = {
+        **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_", "VOICEAGENT_"))},
+        **app_environment(model.endpoint, VOICEAGENT_MAX_CALLS=str(calls)),
+        "HOST": "127.0.0.1",
+        "PUBLIC_BASE_URL": proxy,
+        "VOICEAGENT_DATABASE_URL": database_url,
+        "VOICEAGENT_API_TOKEN": API_TOKEN,
+    }
+    ports = [free_port() for _ in range(instances)]
+    servers = [await start_instance(env, port, work / f"serve-{port}.log") for port in ports]
+    config = work / f"haproxy-{instances}.cfg"
+    lines = "\n".join(f"    server i{i} 127.0.0.1:{port} check" for i, port in enumerate(ports))
+    config.write_text(HAPROXY.format(port=proxy_port, servers=lines, balance=balance))
+    haproxy = await asyncio.create_subprocess_exec("haproxy", "-db", "-f", str(config))
+    latencies: dict[str, list[float]] = {"owner": [], "other": []}
+    try:
+        async with httpx.AsyncClient(timeout=10) as http:
+            for _ in range(100):
+                with contextlib.suppress(httpx.TransportError):
+                    if (await http.get(proxy + "/readyz")).status_code == 200:
+                        break
+                await asyncio.sleep(0.1)
+            before = sum(cpu_seconds(server.pid) for server in servers)
+            await asyncio.gather(*(one_call(proxy, http, ports, latencies) for _ in range(calls)))
+            spent = sum(cpu_seconds(server.pid) for server in servers) - before
+    finally:
+        haproxy.terminate()
+        for server in servers:
+            server.terminate()
+        await asyncio.gather(haproxy.wait(), *(server.wait() for server in servers))
+    return spent / calls, latencies
+
+
+async def main(calls: int, database_url: str, balance: str) -> None:
+    import psycopg
+
+    schema = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(database_url, autocommit=True) as admin:
+        admin.execute(f"CREATE SCHEMA {schema}")
+    url = database_url + ("&" if "?" in database_url else "?") + f"options=-csearch_path%3D{schema}"
+    try:
+        with tempfile.TemporaryDirectory() as work:
+            async with FakeRealtimeServer(speed=4.0) as model:
+                one, _ = await run(1, calls, model, url, Path(work), balance)
+                two, latencies = await run(2, calls, model, url, Path(work), balance)
+    finally:
+        with psycopg.connect(database_url, autocommit=True) as admin:
+            admin.execute(f"DROP SCHEMA {schema} CASCADE")
+    print(f"{calls} calls through haproxy (balance {balance}), PostgreSQL records")
+    print(f"CPU per call, one instance : {one * 1000:.0f} ms")
+    print(f"CPU per call, two instances: {two * 1000:.0f} ms ({(two / one - 1) * 100:+.1f} %)")
+    for kind, label in (("owner", "to the owner"), ("other", "to the other (over the bus)")):
+        values = latencies[kind]
+        p50, p99 = statistics.median(values), percentile(values, 0.99)
+        print(f"note {label:<28}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(values)} requests)")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--calls", type=int, default=40)
+    parser.add_argument(
+        "--balance",
+        default="roundrobin",
+        choices=("roundrobin", "source"),
+        help="source: every call on one instance (all callers are 127.0.0.1): the line's cost without split calls",
+    )
+    parser.add_argument("--database-url", default=os.environ.get("VOICEAGENT_TEST_POSTGRES_URL"))
+    options = parser.parse_args()
+    if not options.database_url or shutil.which("haproxy") is None:
+        raise SystemExit("needs PostgreSQL (VOICEAGENT_TEST_POSTGRES_URL or --database-url) and haproxy")
+    asyncio.run(main(options.calls, options.database_url, options.balance))
