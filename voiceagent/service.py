@@ -254,7 +254,10 @@ class Service:
         return self.admission.rejoin(call_sid)
 
     def remember_end(self, call_sid: str, end: EndCall) -> None:
-        """Remember a call refused before it had a bridge, so ``<Connect action>`` says the right thing."""
+        """Remember how a call ended, so ``<Connect action>`` says the right thing. Only what that answer
+        needs is kept: the figures (the summary, a few KB a call) are the record's, and 10,000 ends of them
+        would be a day's slow growth of memory (benchmarks/soak.py)."""
+        end = replace(end, summary={}) if end.summary else end
         self.ended[call_sid] = end
         self.line_calls.ended(call_sid, end)
         while len(self.ended) > ENDED_MEMORY:
