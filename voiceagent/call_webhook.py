@@ -24,7 +24,8 @@ import json
 import random
 import time
 import uuid
-from typing import Any
+from collections.abc import Awaitable, Sequence
+from typing import Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -74,6 +75,26 @@ def verify_signature(
     return hmac.compare_digest(sign(secret, body, int(stamp)), f"t={stamp},v1={digest}")
 
 
+class KeptDelivery(Protocol):
+    @property
+    def delivery_id(self) -> str: ...
+    @property
+    def call_sid(self) -> str: ...
+    @property
+    def payload(self) -> dict[str, Any]: ...
+
+
+class DeliveryOutbox(Protocol):
+    """Where undelivered deliveries are kept (``voiceagent.store.outbox.WebhookOutbox``)."""
+
+    def keep(self, delivery_id: str, call_sid: str, payload: dict[str, Any]) -> None: ...
+    def done(self, delivery_id: str) -> None: ...
+    def pending(self) -> Awaitable[Sequence[KeptDelivery]]: ...
+
+
+RESUME_EVERY_SECONDS = 300.0
+
+
 class CallEndedWebhook:
     def __init__(
         self,
@@ -88,6 +109,8 @@ class CallEndedWebhook:
         timeout: float = 10.0,
         max_pending: int = 1000,
         workers: int = 4,
+        outbox: DeliveryOutbox | None = None,
+        resume_every: float = RESUME_EVERY_SECONDS,
     ) -> None:
         self.url = url
         self._secret = secret
@@ -98,7 +121,10 @@ class CallEndedWebhook:
         self._first_delay = first_delay
         self._max_delay = max_delay
         self._timeout = timeout
-        self._queue: asyncio.Queue[tuple[str, dict[str, Any]]] = asyncio.Queue(max_pending)
+        self._queue: asyncio.Queue[tuple[str, str, dict[str, Any]]] = asyncio.Queue(max_pending)
+        self._outbox = outbox
+        self._resume_every = resume_every
+        self._in_flight: set[str] = set()  # delivery ids queued or being delivered
         self._workers = workers
         self._tasks: list[asyncio.Task[None]] = []
         self._host = urlsplit(url).hostname or "?"
@@ -107,20 +133,45 @@ class CallEndedWebhook:
     def start(self) -> None:
         if self._client is None:
             self._client = httpx.AsyncClient(timeout=self._timeout, follow_redirects=False)
-        self._tasks = [
-            asyncio.get_running_loop().create_task(self._work(), name=f"call-ended-webhook-{n}")
-            for n in range(self._workers)
-        ]
+        loop = asyncio.get_running_loop()
+        self._tasks = [loop.create_task(self._work(), name=f"call-ended-webhook-{n}") for n in range(self._workers)]
+        if self._outbox is not None:
+            self._tasks.append(loop.create_task(self._resume(), name="call-ended-webhook-resume"))
 
-    def submit(self, call_sid: str, payload: dict[str, Any]) -> bool:
-        """Queue a delivery; never waits. False (logged, counted) when too many are pending."""
-        try:
-            self._queue.put_nowait((call_sid, payload))
+    def submit(self, call_sid: str, payload: dict[str, Any], *, delivery_id: str | None = None) -> bool:
+        """Queue a delivery; never waits. With an outbox it is kept there until the receiver has it, so a
+        queue that is full, a shutdown or a long outage only delays it. False (logged, counted) when too
+        many are pending."""
+        resumed = delivery_id is not None
+        delivery = delivery_id or str(uuid.uuid4())
+        if delivery in self._in_flight:
             return True
+        if self._outbox is not None and not resumed:
+            self._outbox.keep(delivery, call_sid, payload)
+        try:
+            self._queue.put_nowait((delivery, call_sid, payload))
         except asyncio.QueueFull:
+            if self._outbox is not None:
+                CallLog(call_sid).warning("call_ended_webhook_deferred", reason="too many deliveries pending")
+                return True
             self._outcome("dropped")
             CallLog(call_sid).error("call_ended_webhook_dropped", reason="too many deliveries pending")
             return False
+        self._in_flight.add(delivery)
+        return True
+
+    async def _resume(self) -> None:
+        """Deliver again what the outbox still holds: at start (pending before a restart), then now and then
+        (deliveries whose retry window ran out while the receiver was down)."""
+        assert self._outbox is not None
+        while True:
+            try:
+                for kept in await self._outbox.pending():
+                    if kept.delivery_id not in self._in_flight:
+                        self.submit(kept.call_sid, kept.payload, delivery_id=kept.delivery_id)
+            except Exception as exc:  # the store away: the next round tries again
+                self._log.warning("call_ended_webhook_resume_failed", error=type(exc).__name__)
+            await asyncio.sleep(self._resume_every)
 
     @property
     def pending(self) -> int:
@@ -136,7 +187,9 @@ class CallEndedWebhook:
             await asyncio.gather(*self._tasks, return_exceptions=True)
             self._tasks = []
         left = self._queue.qsize()
-        if left:
+        if left and self._outbox is not None:
+            self._log.info("call_ended_webhook_kept", count=left, reason="shutting down: delivered after a restart")
+        elif left:
             self._outcome("dropped", left)
             self._log.error("call_ended_webhook_dropped", count=left, reason="shutting down")
         if self._client is not None and self._owns_client:
@@ -145,23 +198,24 @@ class CallEndedWebhook:
 
     async def _work(self) -> None:
         while True:
-            call_sid, payload = await self._queue.get()
+            delivery, call_sid, payload = await self._queue.get()
             try:
-                await self._deliver(call_sid, payload)
+                await self._deliver(delivery, call_sid, payload)
             except asyncio.CancelledError:
-                self._outcome("dropped")  # shutting down mid-delivery
-                CallLog(call_sid).error("call_ended_webhook_dropped", reason="shutting down")
+                if self._outbox is None:
+                    self._outcome("dropped")  # shutting down mid-delivery
+                    CallLog(call_sid).error("call_ended_webhook_dropped", reason="shutting down")
                 raise
             except Exception as exc:  # a bug here must not stop later deliveries
                 CallLog(call_sid).error("call_ended_webhook_failed", error=f"{type(exc).__name__}: {exc}")
                 self._outcome("failed")
             finally:
+                self._in_flight.discard(delivery)
                 self._queue.task_done()
 
-    async def _deliver(self, call_sid: str, payload: dict[str, Any]) -> None:
+    async def _deliver(self, delivery: str, call_sid: str, payload: dict[str, Any]) -> None:
         assert self._client is not None
         log = CallLog(call_sid)
-        delivery = str(uuid.uuid4())
         body = json.dumps(
             {"event": EVENT, "delivery_id": delivery, "sent_at": round(time.time(), 3), **payload},
             separators=(",", ":"),
@@ -174,6 +228,7 @@ class CallEndedWebhook:
         }
         delay = self._first_delay
         problem = ""
+        refused = False
         for attempt in range(1, self._attempts + 1):
             retry_after: float | None = None
             headers[SIGNATURE_HEADER] = sign(self._secret, body, int(time.time()))  # fresh on every attempt
@@ -187,6 +242,8 @@ class CallEndedWebhook:
             else:
                 if 200 <= response.status_code < 300:
                     self._outcome("delivered")
+                    if self._outbox is not None:
+                        self._outbox.done(delivery)
                     log.info(
                         "call_ended_webhook_delivered", host=self._host, status=response.status_code, attempts=attempt
                     )
@@ -194,6 +251,9 @@ class CallEndedWebhook:
                 problem = f"HTTP {response.status_code}"
                 if response.status_code not in RETRIED_STATUSES and response.status_code < 500:
                     self._failed_attempt()
+                    refused = True
+                    if self._outbox is not None:
+                        self._outbox.done(delivery)  # refused for good: keeping it would not change that
                     break  # the receiver refuses this delivery: asking again will not change its mind
                 retry_after = _retry_after(response.headers.get("retry-after"))
             self._failed_attempt()
@@ -204,7 +264,8 @@ class CallEndedWebhook:
             await asyncio.sleep(min(wait, self._max_delay))
             delay = min(delay * 2, self._max_delay)
         self._outcome("failed")
-        log.error("call_ended_webhook_failed", host=self._host, problem=problem, attempts=attempt)
+        kept = self._outbox is not None and not refused  # delivered again later (``_resume``)
+        log.error("call_ended_webhook_failed", host=self._host, problem=problem, attempts=attempt, kept=kept)
 
     def _outcome(self, outcome: str, count: int = 1) -> None:
         if self._metrics is not None:

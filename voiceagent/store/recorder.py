@@ -35,6 +35,7 @@ from voiceagent.logs import CallLog, mask_number
 from voiceagent.metrics import Metrics
 from voiceagent.recordings import CallRecording, RecordingFiles, RecordingTransport
 from voiceagent.store.live import EventHub
+from voiceagent.store.outbox import WebhookOutbox
 from voiceagent.store.records import FIGURES, CallRecord, LineRecord
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.store.store import HEARTBEAT_SECONDS, CallStore
@@ -100,7 +101,10 @@ class Recorder:
             writer = self.store.writer
             self.metrics.store_backlog.set_function(lambda: float(writer.backlog))
         if webhook is None and records is not None and records.call_ended_webhook and records.webhook_secret:
-            webhook = CallEndedWebhook(records.call_ended_webhook, records.webhook_secret, metrics=self.metrics)
+            outbox = WebhookOutbox(self.store) if self.store is not None else None
+            webhook = CallEndedWebhook(
+                records.call_ended_webhook, records.webhook_secret, metrics=self.metrics, outbox=outbox
+            )
         self.webhook = webhook
         on = records is not None and records.recordings
         self.recordings = (

@@ -83,6 +83,14 @@ _V2 = (
 )
 
 
+# Version 3: call-ended webhook deliveries not yet delivered, so that a restart or an outage longer than
+# the retry window loses none (voiceagent.store.outbox).
+_V3 = (
+    "CREATE TABLE webhook_outbox (delivery_id TEXT PRIMARY KEY, call_sid TEXT NOT NULL, "
+    "payload TEXT NOT NULL, created_at {real} NOT NULL)",
+)
+
+
 _TYPES = {
     "sqlite": {"real": "REAL", "bigint": "INTEGER", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
     "postgresql": {
@@ -98,8 +106,8 @@ def _for(backend: str, statements: tuple[str, ...]) -> tuple[str, ...]:
 
 
 MIGRATIONS: dict[str, list[tuple[int, tuple[str, ...]]]] = {
-    backend: [(1, _for(backend, _V1)), (2, _for(backend, _V2))] for backend in _TYPES
+    backend: [(1, _for(backend, _V1)), (2, _for(backend, _V2)), (3, _for(backend, _V3))] for backend in _TYPES
 }
 """backend -> [(version, statements)], in order."""
 
-NEWEST_VERSION = 2
+NEWEST_VERSION = 3
