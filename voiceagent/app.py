@@ -155,9 +155,13 @@ async def stream_ended(request: Request) -> Response:
         return PlainTextResponse("Forbidden", status_code=403)
     service, base, params = signed
     call_sid = params.get("CallSid", "")
-    known = await service.line_calls.end_for_action(call_sid)
-    if isinstance(known, Lost):
-        return _xml(await _resume_or_apologise(service, base, call_sid, params))
+    try:
+        known = await service.line_calls.end_for_action(call_sid)
+        if isinstance(known, Lost):
+            return _xml(await _resume_or_apologise(service, base, call_sid, params))
+    except Exception as exc:  # the line's shared state away: the caller hears a sentence, not an error tone
+        CallLog(call_sid).error("stream_ended_lookup_failed", error=type(exc).__name__)
+        return _xml(twiml.say_and_hang_up(service.settings.unavailable_message))
     end = known.end if isinstance(known, Ended) else None
     if end is not None and end.farewell is Farewell.TRANSFER and end.transfer_to:
         caller_id = service.settings.transfer_caller_id or params.get("To") or None

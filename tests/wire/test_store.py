@@ -504,7 +504,12 @@ def test_postgresql_dropping_the_connections_loses_no_write() -> None:
     connection is terminated; writes are retried on a new connection, reads reconnect."""
     import psycopg
 
-    with postgres_schema() as settings:
+    with postgres_schema() as shared_settings:
+        # this store's own connections only, by name: other tests (other workers) use the same server
+        tag = f"store_drop_{uuid.uuid4().hex[:12]}"
+        settings = shared_settings.model_copy(
+            update={"database_url": shared_settings.database_url + f"&application_name={tag}"}
+        )
         metrics = Metrics()
         store = CallStore(settings, observer=metrics)
         store.open()
@@ -515,8 +520,8 @@ def test_postgresql_dropping_the_connections_loses_no_write() -> None:
             assert POSTGRES_URL is not None
             with psycopg.connect(POSTGRES_URL, autocommit=True) as admin:
                 killed = admin.execute(
-                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
-                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE application_name = %s",
+                    (tag,),
                 ).fetchone()
             assert killed is not None and killed[0] >= 2  # the writer's and the reader's
             for seq in range(5):

@@ -20,6 +20,7 @@ from typing import Any
 from voiceagent.call import EndCall
 from voiceagent.line.shared import EVERYONE, Handler, Message, end_from_json, end_to_json
 from voiceagent.logs import CallLog
+from voiceagent.store.backend import error_kind
 from voiceagent.store.store import STALE_SECONDS
 
 __all__ = ["CHANNEL", "PostgresBus", "PostgresState"]
@@ -67,7 +68,9 @@ class PostgresState:
                     cursor = await self._db.execute(sql, params)
                     return list(await cursor.fetchall()) if cursor.description is not None else []
                 except Exception as exc:
-                    if attempt == 2 or type(exc).__name__ not in ("OperationalError", "InterfaceError"):
+                    # a dropped connection (a server restart, an admin's pg_terminate_backend: AdminShutdown,
+                    # SQLSTATE 57P01) is replaced once; a data error is the caller's
+                    if attempt == 2 or error_kind(exc) != "transient":
                         raise
                     with contextlib.suppress(Exception):
                         await self._db.close()
