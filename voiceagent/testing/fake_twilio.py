@@ -510,6 +510,18 @@ class FakeTwilioCaller:
             )
         self._notify()
 
+    async def _post_signed(self, url: str, form: dict[str, str], method: str) -> httpx.Response:
+        """A request on the call, as Twilio makes it: signed, through the same client and proxy."""
+        return await post_webhook(
+            url,
+            form,
+            validator=self._validator,
+            http_client=self._http_client,
+            via=self._http_via,
+            headers=self._proxy_headers,
+            method=method,
+        )
+
     async def _request_action(self, instruction: StreamInstruction) -> None:
         """``<Connect>`` is over: ask its ``action`` what to do next, as Twilio does, and record the answer."""
         assert instruction.action is not None
@@ -517,15 +529,7 @@ class FakeTwilioCaller:
         form = self._call_params("in-progress")
         self._record("action", f"{instruction.method} {url}")
         try:
-            response = await post_webhook(
-                url,
-                form,
-                validator=self._validator,
-                http_client=self._http_client,
-                via=self._http_via,
-                headers=self._proxy_headers,
-                method=instruction.method,
-            )
+            response = await self._post_signed(url, form, instruction.method)
         except httpx.HTTPError as exc:
             self.after_stream = AfterStream(url, None, "", (), f"11200 request failed: {exc!r}")
         else:
@@ -557,15 +561,7 @@ class FakeTwilioCaller:
         }
         self._record("dial_action", f"{method} {url} {self.dial_status}")
         try:
-            response = await post_webhook(
-                url,
-                form,
-                validator=self._validator,
-                http_client=self._http_client,
-                via=self._http_via,
-                headers=self._proxy_headers,
-                method=method,
-            )
+            response = await self._post_signed(url, form, method)
         except httpx.HTTPError as exc:
             return AfterStream(url, None, "", (), f"11200 request failed: {exc!r}")
         try:
