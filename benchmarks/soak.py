@@ -120,9 +120,10 @@ async def main(args: argparse.Namespace) -> int:
         "VOICEAGENT_DATABASE_URL": f"sqlite:///{scratch}/soak.db",
     }
     with log_file(scratch / "server.log") as log:
-        server = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "voiceagent", "serve", env=env, stdout=log, stderr=log
-        )
+        command = ["-m", "voiceagent", "serve"]
+        if args.trace:
+            command = [str(Path(__file__).with_name("traced_serve.py")), str(args.trace), str(args.trace_every * 60)]
+        server = await asyncio.create_subprocess_exec(sys.executable, *command, env=env, stdout=log, stderr=log)
     counts = {"calls": 0, "refused": 0, "errors": 0}
     try:
         await wait_http(f"http://127.0.0.1:{port}/healthz")
@@ -160,7 +161,29 @@ async def main(args: argparse.Namespace) -> int:
         f"RSS growth after minute {args.warmup:g}: {growth:+.2f} KB per call per minute "
         f"({verdict} the goal of {GOAL_KB_PER_CALL_MINUTE:g}); server log: {scratch / 'server.log'}"
     )
+    if args.trace:
+        print_growth(args.trace, args.warmup, args.trace_every)
     return 0 if growth <= GOAL_KB_PER_CALL_MINUTE else 1
+
+
+def print_growth(folder: Path, warmup_minutes: float, every_minutes: float, top: int = 25) -> None:
+    """What grew between the first snapshot after the warm-up and the last, by where it was allocated."""
+    import tracemalloc
+
+    snapshots = sorted(folder.glob("snapshot-*.pickle"))
+    first = min(len(snapshots) - 1, max(0, int(warmup_minutes / every_minutes)))
+    if len(snapshots) < 2 or first >= len(snapshots) - 1:
+        print("tracemalloc: too few snapshots to compare")
+        return
+    old, new = tracemalloc.Snapshot.load(str(snapshots[first])), tracemalloc.Snapshot.load(str(snapshots[-1]))
+    minutes = (len(snapshots) - 1 - first) * every_minutes
+    total = sum(s.size for s in new.statistics("filename")) - sum(s.size for s in old.statistics("filename"))
+    last = len(snapshots) - 1
+    print(f"tracemalloc: Python heap {total / 1024:+.0f} KB over {minutes:g} min (snapshots {first} -> {last})")
+    for stat in new.compare_to(old, "traceback")[:top]:
+        print(f"  {stat.size_diff / 1024:+9.1f} KB  {stat.count_diff:+7d} blocks")
+        for line in stat.traceback.format()[-8:]:
+            print(f"      {line}")
 
 
 def parse_args() -> argparse.Namespace:
@@ -169,6 +192,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--minutes", type=float, default=60.0, help="how long (default 60)")
     parser.add_argument("--warmup", type=float, default=5.0, help="minutes left out of the slope (default 5)")
     parser.add_argument("--call-seconds", type=float, default=40.0, help="length of each call (default 40)")
+    parser.add_argument("--trace", type=Path, help="run the server under tracemalloc, snapshots to this folder")
+    parser.add_argument("--trace-every", type=float, default=2.0, help="minutes between snapshots (default 2)")
     return parser.parse_args()
 
 

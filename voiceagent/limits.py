@@ -21,6 +21,7 @@ class RateLimit:
         self._events: OrderedDict[str, deque[float]] = OrderedDict()
 
     def allow(self, key: str, now: float) -> bool:
+        self._forget_idle(now)
         events = self._events.get(key)
         if events is None:
             events = self._events[key] = deque()
@@ -33,6 +34,19 @@ class RateLimit:
             return False
         events.append(now)
         return True
+
+    def __len__(self) -> int:
+        """How many keys are remembered."""
+        return len(self._events)
+
+    def _forget_idle(self, now: float) -> None:
+        """Drop the keys with nothing left in the window: kept in order of use, they are at the front. A
+        caller number that called once is not worth its few hundred bytes for the rest of the day."""
+        while self._events:
+            key, events = next(iter(self._events.items()))
+            if events and events[-1] > now - self._seconds:
+                break
+            del self._events[key]
 
 
 class RecentKeys:
@@ -55,6 +69,9 @@ class RecentKeys:
 
     def __contains__(self, key: str) -> bool:
         return key in self._seen
+
+    def __len__(self) -> int:
+        return len(self._seen)
 
     def _expire(self, now: float) -> None:
         while self._seen:

@@ -1,9 +1,11 @@
 """The service's side of the line: who owns its calls, how they ended, and what the ``<Connect action>``
 request is answered with on any instance — including a call whose instance died (``Lost``: resume it).
 
-Ownership and ends are written without holding a call up (``LineNode.later``); an end is also answered
-live by its owner over the bus (``end`` requests), because the owner closes the stream before its write
-lands. An owner that does not answer within ``REQUEST_TIMEOUT_SECONDS`` is taken for dead.
+Alone (SQLite or no store) the service's own memories answer: admission's for replays and tokens, the
+service's for ends; nothing is kept twice. Shared, ownership and ends are written without holding a call
+up (``LineNode.later``); an end is also answered live by its owner over the bus (``end`` requests),
+because the owner closes the stream before its write lands. An owner that does not answer within
+``REQUEST_TIMEOUT_SECONDS`` is taken for dead.
 """
 
 from __future__ import annotations
@@ -62,13 +64,16 @@ class LineCalls:
     # ------------------------------------------------------------ hooks from the service (never wait)
 
     def ended(self, call_sid: str, end: EndCall) -> None:
-        self.node.later(self.node.state.record_end(call_sid, end), "end")
+        if self.shared:  # alone, the service's own memory of ends (``local_end``) is the line's
+            self.node.later(self.node.state.record_end(call_sid, end), "end")
 
     # ------------------------------------------------------------ from the routes
 
     async def owned(self, call_sid: str) -> str | None:
         """This instance holds the call now (awaited, so that the owner is on record before anyone can ask:
         a single-row write); returns the instance that held it before, if another."""
+        if not self.shared:  # alone, this instance owns every call: nothing to write or remember
+            return None
         try:
             return await self.node.state.own(call_sid)
         except Exception as exc:  # the line's database away: the call goes on here, unshared
@@ -86,9 +91,13 @@ class LineCalls:
         CallLog(call_sid).info("prewarm_release", instance=instance, released=bool(answer and answer.get("released")))
 
     async def first_webhook(self, call_sid: str) -> bool:
+        if not self.shared:  # alone, admission's replay memory has already said (one copy, not two)
+            return True
         return await self.node.state.first_use(f"webhook:{call_sid}", WEBHOOK_MEMORY_SECONDS)
 
     async def first_token(self, token: str, ttl_seconds: float) -> bool:
+        if not self.shared:  # as ``first_webhook``: admission remembers used tokens in this process
+            return True
         digest = hashlib.sha256(token.encode()).hexdigest()  # the key, never the token itself
         return await self.node.state.first_use(f"token:{digest}", ttl_seconds)
 
