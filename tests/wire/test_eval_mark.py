@@ -1,12 +1,14 @@
 """Eval calls (``voiceagent eval``): marked only by whoever holds the auth token, recorded as such, and kept
 out of the operator's history (the API's list, the CLI's list and export, the per-call metrics) unless
-asked — on SQLite, and on PostgreSQL when ``VOICEAGENT_TEST_POSTGRES_URL`` names one."""
+asked, and delivered to the call-ended webhook marked — on SQLite, and on PostgreSQL when
+``VOICEAGENT_TEST_POSTGRES_URL`` names one."""
 
 from __future__ import annotations
 
 import asyncio
 import csv
 import io
+import json
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -17,6 +19,7 @@ import pytest
 from twilio.request_validator import RequestValidator
 
 from tests.helpers import GREETING, WAIT, call_stack, heard_in_full
+from tests.wire.test_call_webhook import SECRET, receiver
 from tests.wire.test_store import postgres_schema
 from voiceagent.eval.run import run_once
 from voiceagent.eval.scenario import Scenario
@@ -217,3 +220,23 @@ def test_a_call_is_marked_once_and_an_older_database_is_migrated_or_named(tmp_pa
         assert [c.kind for c in store.iter_calls(kind=None)] == ["live", "eval", "live"]
     finally:
         store.close()
+
+
+async def test_the_call_ended_webhook_delivers_an_eval_call_marked_as_one(tmp_path: Path) -> None:
+    """The receiver (a CRM, a ticket queue) gets every call, as a test of the integration should: an eval
+    call says so in ``call.kind``, for the receiver to leave it out of what it does for real callers."""
+    async with receiver() as hooks:
+        env = {
+            "VOICEAGENT_DATABASE_URL": f"sqlite:///{tmp_path / 'calls.db'}",
+            "VOICEAGENT_CALL_ENDED_WEBHOOK": hooks.url,
+            "VOICEAGENT_WEBHOOK_SECRET": SECRET,
+        }
+        async with call_stack(env=env) as stack:
+            for delivered, marked in enumerate((False, True), 1):
+                async with stack.caller(eval_mark=marked) as caller:
+                    assert await caller.dial(), caller.refusal
+                    await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+                    await caller.hangup()
+                await wait_until(lambda n=delivered: len(hooks.received) == n, WAIT)  # type: ignore[misc]
+    kinds = [json.loads(body)["call"]["kind"] for body, _ in hooks.received]
+    assert kinds == ["live", "eval"]
