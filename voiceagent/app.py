@@ -40,6 +40,7 @@ from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox
 from voiceagent.transcripts import TranscriptSink
 from voiceagent.twilio import twiml
+from voiceagent.twilio.eval_mark import STREAM_PARAMETER
 from voiceagent.twilio.media_stream import MediaStreamAdapter
 from voiceagent.twilio.security import TOKEN_PARAMETER
 from voiceagent.twilio.transport import TwilioTransport, wait_for_start
@@ -119,6 +120,7 @@ async def voice(request: Request) -> Response:
     log = CallLog(call_sid)
     full = service.settings.log_full_numbers
     party, ours = other_party(params)  # an outbound call's From is our own number
+    kind = _kind(service, call_sid, params)
     verdict = service.admission.webhook(call_sid, party, service.webhook_load())
     if isinstance(verdict, CallAnswered) and not await service.line_calls.first_webhook(call_sid):
         verdict = Replayed()  # answered already, by another instance of the line
@@ -138,14 +140,24 @@ async def voice(request: Request) -> Response:
                 "call_incoming",
                 caller=mask_number(params.get("From"), full=full),
                 to=mask_number(params.get("To"), full=full),
+                kind=kind,
             )
             stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
+            stream_params |= service.eval_marks.stream_parameters(call_sid, kind)
             if not service.draining:  # draining (the line is shared): the stream goes to another instance
-                service.prewarm(call_sid, caller=party or None, called=ours or None)
+                service.prewarm(call_sid, caller=party or None, called=ours or None, kind=kind)
                 await service.line_calls.owned(call_sid)  # on record before the stream can land elsewhere
             return _xml(twiml.connect(base, stream_params))
         case _:
             assert_never(verdict)
+
+
+def _kind(service: Service, call_sid: str, params: dict[str, str]) -> str:
+    """The call's kind as a signed webhook's eval mark says (``voiceagent.twilio.eval_mark``); a mark that
+    is not this call's is ignored, and logged (at most once a minute)."""
+    if service.eval_marks.forged(call_sid, params) and service.rejections_logged.allow("eval mark", time.monotonic()):
+        CallLog(call_sid).warning("eval_mark_ignored", reason="not this call's mark (or no auth token to check it)")
+    return service.eval_marks.kind(call_sid, params)
 
 
 async def stream_ended(request: Request) -> Response:
@@ -191,6 +203,7 @@ async def dial_ended(request: Request) -> Response:
     log.info("transfer_unanswered", dial_status=status, back_to_agent=True)
     party, ours = other_party(params)
     stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
+    stream_params |= service.eval_marks.stream_parameters(call_sid, _kind(service, call_sid, params))
     return _xml(twiml.say_and_reconnect(service.settings.transfer_unanswered_message, base, stream_params))
 
 
@@ -205,6 +218,7 @@ async def _resume_or_apologise(service: Service, base: str, call_sid: str, param
     token = service.tokens.issue(call_sid, service.now())
     party, ours = other_party(params)
     stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
+    stream_params |= service.eval_marks.stream_parameters(call_sid, _kind(service, call_sid, params))
     return twiml.connect(base, {**stream_params, RESUME_PARAMETER: "1"})
 
 
@@ -284,6 +298,7 @@ async def media(websocket: WebSocket) -> None:
         called=start.parameters.get("to"),
         options=options,
         earlier=earlier,
+        kind=service.eval_marks.kind(start.call_sid, start.parameters, STREAM_PARAMETER),
     )
     await service.line_calls.claimed(start.call_sid)  # one row written; the release goes on without us
     await bridge.run_stream(service.transport_for(bridge, TwilioTransport(websocket, MediaStreamAdapter(start))))

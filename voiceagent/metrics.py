@@ -35,6 +35,14 @@ class Metrics(WriterObserver):
             ["reason", "farewell"],
             registry=r,
         )
+        # eval calls (voiceagent eval) are kept out of every per-call figure above and below, so that
+        # dashboards and alerts built on them see the callers' experience only; they are counted here
+        self.eval_calls_ended = Counter(
+            "voiceagent_eval_calls_ended",
+            "Eval calls (voiceagent eval) ended, by end reason; not in the other per-call figures.",
+            ["reason", "farewell"],
+            registry=r,
+        )
         self.time_to_greeting = Histogram(
             "voiceagent_time_to_first_audio_seconds",
             "From the stream's start to the agent's first audio (the greeting, or the first answer).",
@@ -111,6 +119,10 @@ class Metrics(WriterObserver):
         self.truncations.inc(_count(summary, "truncations"))
         self.model_reconnects.inc(max(0, _count(summary, "model_sessions") - 1))
         self.bad_inputs.inc(_count(summary, "bad_inputs"))
+
+    def eval_call_ended(self, reason: EndReason, farewell: str) -> None:
+        """An eval call's end: counted apart, its figures left out of the callers'."""
+        self.eval_calls_ended.labels(reason=reason.value, farewell=farewell).inc()
 
     def tool_called(self, name: str, ok: bool) -> None:
         """``name`` is a label only if it is a declared tool: the model can make up names."""

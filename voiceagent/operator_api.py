@@ -4,7 +4,8 @@ Every route wants ``Authorization: Bearer $VOICEAGENT_API_TOKEN`` (compared in c
 is never logged). Without ``VOICEAGENT_API_TOKEN`` the API is off: every route answers 404, and start-up
 says so. Errors are JSON: ``{"error": "…"}``.
 
-    GET  /api/calls?from=&to=&number=&reason=&limit=&cursor=   newest first; next page: ?cursor=<next_cursor>
+    GET  /api/calls?from=&to=&number=&reason=&kind=&limit=&cursor=   newest first; next page: ?cursor=<next_cursor>;
+                                                               kind=live (default) | eval | all
     GET  /api/calls/live                                       calls in progress on the line, each with its instance
     GET  /api/calls/{sid}                                      the call's record and transcript
     GET  /api/calls/{sid}/transcript.txt
@@ -43,7 +44,7 @@ from voiceagent.logs import CallLog
 from voiceagent.metrics import CONTENT_TYPE_LATEST
 from voiceagent.service import CallBridge, Service
 from voiceagent.store import StoreError
-from voiceagent.store.records import CallRecord, LineRecord, call_as_text, number_filter, parse_time
+from voiceagent.store.records import CallRecord, LineRecord, call_as_text, kind_filter, number_filter, parse_time
 from voiceagent.text import valid_text
 
 __all__ = ["announce", "metrics_routes", "operator_routes"]
@@ -156,6 +157,7 @@ async def list_calls(request: Request) -> Response:
                 until=until,
                 numbers=numbers,
                 reason=(query.get("reason") or "").strip()[:200] or None,
+                kind=kind_filter(query.get("kind")),  # eval calls only when asked
                 limit=limit,
                 cursor=query.get("cursor") or None,
             )

@@ -7,6 +7,8 @@ changed: a SQLite file is opened read-only). Needs none of the model or Twilio s
     voiceagent calls show CA0123…
     voiceagent calls export --format csv --output calls.csv
 
+``list`` and ``export`` show real calls; ``--kind eval`` the calls ``voiceagent eval`` placed, ``--kind all`` both.
+
 Each function returns the command's exit status: 0, 1 (not found), 2 (bad arguments or no store).
 """
 
@@ -22,7 +24,7 @@ from typing import Any, TextIO
 
 from voiceagent.config import ConfigError
 from voiceagent.store.backend import StoreError
-from voiceagent.store.records import CALL_COLUMNS, call_as_text, iso_time, number_filter, parse_time
+from voiceagent.store.records import CALL_COLUMNS, call_as_text, iso_time, kind_filter, number_filter, parse_time
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.store.store import CallStore
 
@@ -55,6 +57,7 @@ def list_calls(
     until: str | None = None,
     number: str | None = None,
     reason: str | None = None,
+    kind: str = "live",
     limit: int = 50,
     full_numbers: bool = False,
     as_json: bool = False,
@@ -71,6 +74,7 @@ def list_calls(
                 until=window[1],
                 numbers=number_filter(number, full=full_numbers),
                 reason=reason,
+                kind=kind_filter(kind),
                 limit=limit,
             )
     except (ValueError, StoreError) as exc:
@@ -128,6 +132,7 @@ def export(
     records: RecordsSettings,
     *,
     format: str = "jsonl",
+    kind: str = "live",
     out: TextIO = sys.stdout,
     err: TextIO = sys.stderr,
 ) -> int:
@@ -136,11 +141,12 @@ def export(
     if format not in EXPORT_FORMATS:
         return _fail(f"--format must be one of {', '.join(EXPORT_FORMATS)}", err)
     try:
+        wanted = kind_filter(kind)
         with _reading(records) as store:
             writer = csv.DictWriter(out, fieldnames=CSV_COLUMNS) if format == "csv" else None
             if writer is not None:
                 writer.writeheader()
-            for record in store.iter_calls():
+            for record in store.iter_calls(kind=wanted):
                 lines = store.transcript(record.call_sid)
                 if writer is None:
                     document = {"call": record.to_json(), "transcript": [line.to_json() for line in lines]}
@@ -151,7 +157,7 @@ def export(
                 row["summary"] = "" if record.summary is None else json.dumps(record.summary, ensure_ascii=False)
                 row["transcript"] = "\n".join(f"{line.role}: {line.text}" for line in lines)
                 writer.writerow({column: _inert(value) for column, value in row.items()})
-    except StoreError as exc:
+    except (ValueError, StoreError) as exc:
         return _fail(str(exc), err)
     return 0
 
@@ -177,6 +183,9 @@ def add_calls_command(commands: Any) -> None:
     listing.add_argument("--number", help="from or to this number")
     listing.add_argument("--reason", help="a part of the end reason, e.g. 'hung up'")
     listing.add_argument("--limit", type=int, default=50, help="at most this many (1-500; default 50)")
+    kinds = {"choices": ("live", "eval", "all"), "default": "live"}
+    kind_help = "live: real calls (default); eval: those voiceagent eval placed; all: both"
+    listing.add_argument("--kind", **kinds, help=kind_help)
     listing.add_argument("--json", action="store_true", help="one JSON object per call")
     show = sub.add_parser("show", help="one call: record and transcript")
     show.add_argument("call_sid", metavar="SID", help="the call's CallSid (CA followed by 32 hex digits)")
@@ -189,6 +198,7 @@ def add_calls_command(commands: Any) -> None:
         help="jsonl: one {call, transcript} object per line; csv: one row per call (default: jsonl)",
     )
     exporting.add_argument("--output", "-o", metavar="FILE", help="write here instead of standard output")
+    exporting.add_argument("--kind", **kinds, help=kind_help)
 
 
 def run_calls_command(
@@ -208,6 +218,7 @@ def run_calls_command(
                 until=args.until,
                 number=args.number,
                 reason=args.reason,
+                kind=args.kind,
                 limit=max(1, min(args.limit, 500)),
                 full_numbers=full,
                 as_json=args.json,
@@ -219,6 +230,6 @@ def run_calls_command(
         case "export":
             if args.output:
                 with open(args.output, "w", encoding="utf-8", newline="") as file:
-                    return export(records, format=args.format, out=file, err=err)
-            return export(records, format=args.format, out=out, err=err)
+                    return export(records, format=args.format, kind=args.kind, out=file, err=err)
+            return export(records, format=args.format, kind=args.kind, out=out, err=err)
     return _fail(f"unknown calls command {args.calls_command!r}", err)

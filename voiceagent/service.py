@@ -31,6 +31,7 @@ from voiceagent.store.records import LineRecord
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.tools import ToolBox, load_toolbox
 from voiceagent.transcripts import LogTranscriptSink, TranscriptLine, TranscriptSink
+from voiceagent.twilio.eval_mark import EvalMarks
 from voiceagent.twilio.security import SignatureChecker, StreamTokens
 
 if TYPE_CHECKING:
@@ -78,6 +79,7 @@ class Service:
         self.session = replace(settings.session, tools=declared)
         self.signatures = SignatureChecker(None if settings.insecure_skip_validation else settings.twilio_auth_token)
         self.tokens = StreamTokens(settings.twilio_auth_token)
+        self.eval_marks = EvalMarks(settings.twilio_auth_token)
         self.calls: dict[str, CallBridge] = {}
         self.ended: OrderedDict[str, EndCall] = OrderedDict()
         # the conversations of calls handed on, until their transfer is answered or comes back
@@ -155,7 +157,12 @@ class Service:
         return await (self.connector or self._connect)()
 
     def _new_call(
-        self, call_sid: str, caller: str | None, called: str | None, options: CallOptions | None = None
+        self,
+        call_sid: str,
+        caller: str | None,
+        called: str | None,
+        options: CallOptions | None = None,
+        kind: str = "live",
     ) -> CallBridge:
         clock = self.clock or LoopClock()
         options = options or self.call_options()
@@ -163,7 +170,7 @@ class Service:
         if earlier is not None:  # back from a transfer nobody took: no second greeting, the conversation goes on
             options = replace(options, greeting="", earlier=earlier)
         core = CallCore(options, call_sid=call_sid, now=clock.now())
-        handle = self.recorder.call_started(call_sid, caller, called)  # records hook: the call exists
+        handle = self.recorder.call_started(call_sid, caller, called, kind)  # records hook: the call exists
         bridge = CallBridge(
             core,
             connect=self._connect_within_budget,
@@ -178,12 +185,14 @@ class Service:
         bridge.start()
         return bridge
 
-    def prewarm(self, call_sid: str, *, caller: str | None = None, called: str | None = None) -> None:
+    def prewarm(
+        self, call_sid: str, *, caller: str | None = None, called: str | None = None, kind: str = "live"
+    ) -> None:
         """Open the model session now (from the webhook), so the greeting is ready when the stream starts.
         The core gives it up if no stream arrives within ``VOICEAGENT_PREWARM_SECONDS``. ``caller`` and
-        ``called``: the webhook's From and To, for the call's record."""
+        ``called``: the webhook's From and To, for the call's record; ``kind``: ``eval`` for a marked call."""
         if call_sid not in self.calls:
-            self._new_call(call_sid, caller, called)
+            self._new_call(call_sid, caller, called, kind=kind)
 
     def claim(
         self,
@@ -194,12 +203,13 @@ class Service:
         called: str | None = None,
         options: CallOptions | None = None,
         earlier: Sequence[LineRecord] = (),
+        kind: str = "live",
     ) -> CallBridge:
         """The call for a stream that just started: the pre-warmed one, or a new one (``options``: a call
-        resumed from another instance)."""
+        resumed from another instance; ``kind``: as the stream's mark says)."""
         bridge = self.calls.get(call_sid)
         if bridge is None or bridge.ended is not None:
-            bridge = self._new_call(call_sid, caller, called, options)
+            bridge = self._new_call(call_sid, caller, called, options, kind)
         handle = self._handles.get(bridge)
         if handle is not None and earlier and not handle.lines:
             handle.lines.extend(earlier)  # resumed: its record numbers the new lines after the old

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import json
 import shutil
+import time
 import warnings
 import wave
 from collections.abc import AsyncIterator
@@ -19,6 +20,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from tests.helpers import GREETING, WAIT, call_stack, event_types
+from voiceagent.store import CallRecord
 from voiceagent.testing import FIXTURE_TEXTS, load_fixture, silence, wait_until
 from voiceagent.transcripts import TranscriptLine
 
@@ -259,3 +261,31 @@ async def test_the_softphone_is_a_real_call_from_the_browser(tmp_path: Path) -> 
         await expect(phone).to_have_attribute("data-state", "ended")
         await wait_until(lambda: not stack.app.service.calls, WAIT)
         assert problems == []
+
+
+async def test_history_shows_real_calls_and_the_eval_calls_only_when_asked(tmp_path: Path) -> None:
+    async with call_stack(env=env(tmp_path)) as stack, chromium() as browser:
+        store = stack.app.service.recorder.store
+        assert store is not None
+        now = time.time()
+        real, marked = "CA" + "1" * 32, "CA" + "e" * 32
+        store.call_started(CallRecord(call_sid=real, instance="x", started_at=now - 60, from_number="+1555***0001"))
+        store.call_started(CallRecord(call_sid=marked, instance="x", started_at=now - 30, kind="eval"))
+        page = await signed_in(browser, stack.app.base_url)
+        async with stack.caller(eval_mark=True) as caller:  # in progress, an eval call is shown, marked
+            assert await caller.dial(), caller.refusal
+            await expect(page.locator(f".call[data-sid={caller.call_sid}] h3 .kind-eval")).to_have_text("eval")
+            await caller.hangup()
+        await wait_until(lambda: not stack.app.service.recorder.live, WAIT)
+        assert await asyncio.to_thread(store.flush, WAIT)
+        await page.goto(f"{stack.app.base_url}/console#history")
+        await expect(page.locator(f"tr[data-sid={real}]")).to_contain_text("+1555***0001")
+        await expect(page.locator("tbody tr")).to_have_count(1)  # the real call only
+        await page.select_option("select[name=kind]", "all")
+        await page.get_by_role("button", name="Filter").click()
+        await expect(page.locator(f"tr[data-sid={marked}] .kind-eval")).to_have_text("eval")
+        await expect(page.locator("tbody tr")).to_have_count(3)
+        await page.select_option("select[name=kind]", "eval")
+        await page.get_by_role("button", name="Filter").click()
+        await expect(page.locator("tbody tr[data-kind=eval]")).to_have_count(2)
+        await expect(page.locator("tbody tr")).to_have_count(2)

@@ -1,5 +1,6 @@
 """The line's health at a glance, for the console: the figures ``/metrics`` serves (read from the same
-Prometheus registry) and, from the call records, the last hour's calls in five-minute steps."""
+Prometheus registry) and, from the call records, the last hour's calls in five-minute steps. Real calls
+only, as ``/metrics``: the eval calls (``voiceagent eval``) are left out of both."""
 
 from __future__ import annotations
 

@@ -75,7 +75,10 @@ async def run_once(
     started = time.monotonic()
     base_url = agent.base_url if agent is not None else (url or "")
     token = agent.auth_token if agent is not None else auth_token
-    caller = FakeTwilioCaller(base_url, auth_token=token, from_number="+15550100000", speed=speed)
+    # marked as an eval (with the auth token): the service keeps the call out of the operator's history
+    caller = FakeTwilioCaller(
+        base_url, auth_token=token, from_number="+15550100000", speed=speed, eval_mark=bool(token)
+    )
     watch = agent.watches.setdefault(caller.call_sid, CallWatch()) if agent is not None else CallWatch()
     heard = HeardAudio()
     fake_before = _fake_counts(agent)

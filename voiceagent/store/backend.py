@@ -19,7 +19,7 @@ from typing import Any, Literal, Protocol
 from voiceagent.store.schema import MIGRATIONS, NEWEST_VERSION
 from voiceagent.store.settings import RecordsSettings
 
-__all__ = ["Connection", "StoreError", "connect", "error_kind", "migrate"]
+__all__ = ["Connection", "StoreError", "connect", "error_kind", "migrate", "require_newest"]
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 5.0
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
@@ -210,3 +210,18 @@ def migrate(connection: Connection) -> int:
             connection.execute("INSERT INTO schema_version (version, applied_at) VALUES (?, ?)", (version, time.time()))
             current = version
     return current
+
+
+def require_newest(connection: Connection) -> None:
+    """For a reader that changes nothing (the CLI): StoreError unless the schema is the one this code reads
+    (a database the service has not yet migrated says so, rather than failing on a missing column)."""
+    try:
+        [row] = connection.query("SELECT MAX(version) AS version FROM schema_version")
+    except Exception:
+        raise StoreError("the database holds no call records schema (VOICEAGENT_DATABASE_URL)") from None
+    current = int(row["version"] or 0)
+    if current < NEWEST_VERSION:
+        raise StoreError(
+            f"the database's schema is at version {current}, older than this voiceagent reads "
+            f"({NEWEST_VERSION}): start the service once (it migrates the schema), then try again"
+        )

@@ -189,9 +189,11 @@ class Recorder:
 
     # ------------------------------------------------------------ hooks (event loop; never raise)
 
-    def call_started(self, call_sid: str, caller: str | None, called: str | None) -> CallHandle:
+    def call_started(self, call_sid: str, caller: str | None, called: str | None, kind: str = "live") -> CallHandle:
+        """``kind``: ``eval`` for a call the eval runner marked (``voiceagent.twilio.eval_mark``)."""
         full = self.settings.log_full_numbers
         record = CallRecord(
+            kind=kind,
             call_sid=call_sid,
             instance=self.store.instance if self.store is not None else "",
             started_at=self._now(),
@@ -210,7 +212,8 @@ class Recorder:
             self.store.call_started(handle.record)
         record = handle.record
         self.events.publish(
-            "call_started", {"call_sid": record.call_sid, "from": record.from_number, "to": record.to_number}
+            "call_started",
+            {"call_sid": record.call_sid, "from": record.from_number, "to": record.to_number, "kind": record.kind},
         )
 
     def stream_started(self, handle: CallHandle, stream_sid: str | None) -> None:
@@ -257,12 +260,14 @@ class Recorder:
                     heard = {"heard_ms": heard_ms, "produced_ms": produced_ms}
                     self.events.publish("barge_in", {"call_sid": handle.call_sid, **heard})
                 case ToolCalled(name=name, ok=ok, duration_ms=duration_ms):
-                    self.metrics.tool_called(name, ok)
+                    if handle.record.kind != "eval":  # the callers' figures only (Metrics.eval_call_ended)
+                        self.metrics.tool_called(name, ok)
                     facts = {"name": name, "ok": ok, "duration_ms": duration_ms}
                     self.events.publish("tool", {"call_sid": handle.call_sid, **facts})
                 case AgentClosing(farewell=farewell):
                     name = BUILTIN_TOOLS.get(farewell, "unknown")
-                    self.metrics.tool_called(name, True)
+                    if handle.record.kind != "eval":
+                        self.metrics.tool_called(name, True)
                     self.events.publish("tool", {"call_sid": handle.call_sid, "name": name, "ok": True})
                 case ConnectFailed():
                     self.metrics.connect_failures.inc()
@@ -310,7 +315,10 @@ class Recorder:
             record.summary = summary
             if self.live.get(handle.call_sid) is handle:
                 del self.live[handle.call_sid]
-            self.metrics.call_ended(end.reason, end.farewell.value, summary, turn_latencies_ms)
+            if record.kind == "eval":
+                self.metrics.eval_call_ended(end.reason, end.farewell.value)
+            else:
+                self.metrics.call_ended(end.reason, end.farewell.value, summary, turn_latencies_ms)
             if self.store is not None:
                 self.store.call_ended(record)
             self.events.publish(

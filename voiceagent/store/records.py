@@ -16,11 +16,13 @@ from voiceagent.logs import mask_number
 
 __all__ = [
     "CALL_COLUMNS",
+    "CALL_KINDS",
     "FIGURES",
     "CallRecord",
     "LineRecord",
     "call_as_text",
     "iso_time",
+    "kind_filter",
     "number_filter",
     "parse_time",
 ]
@@ -42,6 +44,9 @@ FIGURES = (
 """Columns copied from ``EndCall.summary`` (the core's ``call_ended`` figures) when present."""
 
 _TIMES = ("started_at", "answered_at", "ended_at")
+
+CALL_KINDS = ("live", "eval")
+"""``live``: a real call. ``eval``: placed by ``voiceagent eval``, out of the history unless asked."""
 
 
 def iso_time(seconds: float | None) -> str | None:
@@ -81,6 +86,7 @@ class CallRecord:
     turn_latency_ms_median: int | None = None
     turn_latency_ms_max: int | None = None
     summary: dict[str, Any] | None = field(default=None)
+    kind: str = "live"  # live | eval (voiceagent.twilio.eval_mark): set when the row is made, never changed
 
     @property
     def in_progress(self) -> bool:
@@ -181,6 +187,16 @@ def parse_time(name: str, raw: str | None) -> float | None:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return moment.timestamp()
+
+
+def kind_filter(raw: str | None) -> str | None:
+    """The ``kind`` a listing asks for: ``live`` (the default), ``eval``, or ``all`` (None: both)."""
+    kind = (raw or "live").strip().lower()
+    if kind == "all":
+        return None
+    if kind not in CALL_KINDS:
+        raise ValueError(f"kind must be live, eval or all, not {kind[:20]!r}")
+    return kind
 
 
 def number_filter(raw: str | None, *, full: bool) -> tuple[str, ...]:

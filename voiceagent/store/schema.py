@@ -91,6 +91,15 @@ _V3 = (
 )
 
 
+# Version 4: the call's kind, ``live`` or ``eval`` (a call placed by ``voiceagent eval`` and marked so by
+# whoever holds the auth token: voiceagent.twilio.eval_mark), so that the history shows real calls unless
+# asked. Rows made before it were all real calls.
+_V4 = (
+    "ALTER TABLE calls ADD COLUMN kind TEXT NOT NULL DEFAULT 'live'",
+    "CREATE INDEX calls_kind_newest_first ON calls (kind, started_at DESC, call_sid DESC)",
+)
+
+
 _TYPES = {
     "sqlite": {"real": "REAL", "bigint": "INTEGER", "serial": "INTEGER PRIMARY KEY AUTOINCREMENT"},
     "postgresql": {
@@ -106,8 +115,9 @@ def _for(backend: str, statements: tuple[str, ...]) -> tuple[str, ...]:
 
 
 MIGRATIONS: dict[str, list[tuple[int, tuple[str, ...]]]] = {
-    backend: [(1, _for(backend, _V1)), (2, _for(backend, _V2)), (3, _for(backend, _V3))] for backend in _TYPES
+    backend: [(version, _for(backend, statements)) for version, statements in enumerate((_V1, _V2, _V3, _V4), 1)]
+    for backend in _TYPES
 }
 """backend -> [(version, statements)], in order."""
 
-NEWEST_VERSION = 3
+NEWEST_VERSION = 4

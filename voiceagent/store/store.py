@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from voiceagent.store.backend import Connection, StoreError, connect, migrate
+from voiceagent.store.backend import Connection, StoreError, connect, migrate, require_newest
 from voiceagent.store.records import CALL_COLUMNS, CallRecord, LineRecord
 from voiceagent.store.settings import RecordsSettings
 from voiceagent.store.writer import Statement, StoreWriter, WriterObserver
@@ -46,7 +46,8 @@ HEARTBEAT_SECONDS = 10.0
 STALE_SECONDS = 60.0  # six missed heartbeats: that instance is gone
 RETENTION_CHUNK = 500  # calls deleted per transaction, so that retention never holds the writer for long
 MAX_PAGE = 500
-_UPDATED_AT_END = tuple(c for c in CALL_COLUMNS if c not in ("call_sid", "instance", "started_at"))
+# a call's kind is set once, with its row: an end (here, or on the instance a call was resumed on) never unmarks
+_UPDATED_AT_END = tuple(c for c in CALL_COLUMNS if c not in ("call_sid", "instance", "started_at", "kind"))
 _LINE_COLUMNS = "seq, at, offset_ms, role, text, interrupted, heard_ms"
 
 
@@ -106,7 +107,13 @@ class CallStore:
         """Connect, migrate, close what a dead predecessor left open, start the writer. ``write=False``:
         reads only (the CLI), nothing changed — not even the schema."""
         if not write:
-            self._reader = connect(self.settings, read_only=True)
+            reader = connect(self.settings, read_only=True)
+            try:
+                require_newest(reader)
+            except BaseException:
+                reader.close()
+                raise
+            self._reader = reader
             return
         connection = connect(self.settings)
         try:
@@ -272,15 +279,19 @@ class CallStore:
         until: float | None = None,
         numbers: tuple[str, ...] = (),
         reason: str | None = None,
+        kind: str | None = "live",
         limit: int = 50,
         cursor: str | None = None,
     ) -> CallPage:
         """Newest first. ``numbers``: the call was from or to one of these (as stored: masked unless
-        full numbers are kept); ``reason``: a case-insensitive part of the end reason. ValueError for a
-        cursor not given out here."""
+        full numbers are kept); ``reason``: a case-insensitive part of the end reason; ``kind``: ``live``
+        (real calls, the default), ``eval``, or None for both. ValueError for a cursor not given out here."""
         limit = max(1, min(limit, MAX_PAGE))
         where: list[str] = []
         params: list[Any] = []
+        if kind is not None:
+            where.append("kind = ?")
+            params.append(kind)
         if since is not None:
             where.append("started_at >= ?")
             params.append(since)
@@ -305,11 +316,11 @@ class CallStore:
         more = len(rows) > limit
         return CallPage(calls, _encode_cursor(calls[-1]) if more and calls else None)
 
-    def iter_calls(self, *, chunk: int = MAX_PAGE) -> Iterator[CallRecord]:
-        """Every call, newest first, a page at a time (exports)."""
+    def iter_calls(self, *, kind: str | None = "live", chunk: int = MAX_PAGE) -> Iterator[CallRecord]:
+        """Every call of ``kind`` (as ``list_calls``), newest first, a page at a time (exports)."""
         cursor: str | None = None
         while True:
-            page = self.list_calls(limit=chunk, cursor=cursor)
+            page = self.list_calls(kind=kind, limit=chunk, cursor=cursor)
             yield from page.calls
             if page.next_cursor is None:
                 return

@@ -18,6 +18,8 @@ would not accept:
   ``DialCallStatus=dial_status`` (``completed`` by default; ``no-answer``, ``busy``, ``failed``):
   ``after_dial``, ``wait_after_dial``. A new caller with the same ``call_sid`` can ``follow`` the TwiML
   of that answer (``<Say>`` then ``<Connect><Stream>``) onto a new stream of the same call.
+* ``eval_mark=True`` (``voiceagent eval``): each request about the call also carries the eval mark, signed
+  with the rest (``voiceagent.twilio.eval_mark``), so that the service records the call as an eval.
 * Behind a TLS-terminating proxy (``public_base_url``, ``proxy_headers``, ``upgrade_proxy_headers``):
   Twilio signs every request for the public URL, and the request reaches the app over plain HTTP with
   the headers the proxy adds (e.g. ``X-Forwarded-Proto``).
@@ -79,6 +81,7 @@ from voiceagent.testing.twilio_wire import (
     parse_outbound,
 )
 from voiceagent.testing.waiting import wait_until
+from voiceagent.twilio.eval_mark import EVAL_PARAMETER, EvalMarks
 
 # new_sid and webhook_params are re-exported: tests that forge Twilio requests build them from here too
 __all__ = ["FakeTwilioCaller", "new_sid", "webhook_params"]
@@ -114,9 +117,12 @@ class FakeTwilioCaller:
         upgrade_proxy_headers: Mapping[str, str] | None = None,
         follow_connect: bool = False,
         dial_status: str = "completed",
+        eval_mark: bool = False,
     ) -> None:
         if not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a positive finite number, not {speed!r}")
+        if eval_mark and not auth_token:
+            raise ValueError("eval_mark needs the auth_token: only its holder can mark a call as an eval")
         self.speed = speed
         self.tick_seconds = TICK_SECONDS / speed  # wall time between two 20 ms frames
         self.base_url = base_url.rstrip("/")
@@ -127,6 +133,8 @@ class FakeTwilioCaller:
         self.account_sid = account_sid or new_sid("AC")
         self.stream_sid = new_sid("MZ")
         self._validator = RequestValidator(auth_token) if auth_token else None
+        # voiceagent eval's calls: every request about the call carries the mark (voiceagent.twilio.eval_mark)
+        self._eval_mark = EvalMarks(auth_token).sign(self.call_sid) if eval_mark else None
         self._http_client = http_client
         # behind a proxy: Twilio requests (and signs) the public URL, the proxy passes it on to base_url
         self.public_base_url = public_base_url.rstrip("/") if public_base_url else None
@@ -602,14 +610,15 @@ class FakeTwilioCaller:
         self._record("violation", reason)
 
     def _call_params(self, call_status: str) -> dict[str, str]:
-        """The form of a request Twilio makes about this call."""
-        return webhook_params(
+        """The form of a request Twilio makes about this call (and the eval runner's mark, if asked)."""
+        form = webhook_params(
             account_sid=self.account_sid,
             call_sid=self.call_sid,
             from_number=self.from_number,
             to_number=self.to_number,
             call_status=call_status,
         )
+        return form if self._eval_mark is None else {**form, EVAL_PARAMETER: self._eval_mark}
 
     def _record(self, kind: str, detail: str) -> None:
         self.timeline.append((self.media_ms, kind, detail))

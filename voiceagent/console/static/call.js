@@ -4,7 +4,7 @@ import { el, ms, when } from "./dom.js";
 
 const SHOWN = ["started_at", "answered_at", "ended_at", "duration_s", "from_number", "to_number", "end_reason",
   "farewell", "transfer_to", "turns", "barge_ins", "truncations", "tool_calls", "model_sessions", "first_audio_ms",
-  "turn_latency_ms_median", "turn_latency_ms_max", "total_tokens", "model", "instance"];
+  "turn_latency_ms_median", "turn_latency_ms_max", "total_tokens", "model", "instance", "kind"];
 
 export function showCall(view, sid) {
   const body = el("div", { className: "call-page" }, el("p", {}, "Loading…"));

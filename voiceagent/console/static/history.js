@@ -1,4 +1,5 @@
-// History: calls newest first, with the API's filters (date, number, end reason) and its cursor paging.
+// History: calls newest first, with the API's filters (date, number, end reason, kind) and its cursor paging.
+// Real calls only unless the operator asks for the eval calls (voiceagent eval) too.
 import { get } from "./api.js";
 import { el, when } from "./dom.js";
 
@@ -7,6 +8,9 @@ export function showHistory(view) {
   const to = el("input", { type: "date", name: "to" });
   const number = el("input", { type: "text", name: "number", placeholder: "+15551234567" });
   const reason = el("input", { type: "text", name: "reason", placeholder: "hung up" });
+  const kind = el("select", { name: "kind" },
+    el("option", { value: "live" }, "Real calls"), el("option", { value: "eval" }, "Eval calls"),
+    el("option", { value: "all" }, "Both"));
   const rows = el("tbody");
   const problem = el("p", { className: "error" });
   const older = el("button", { type: "button", hidden: true }, "Older →");
@@ -19,6 +23,7 @@ export function showHistory(view) {
     if (to.value) query.set("to", `${to.value}T23:59:59`);
     if (number.value.trim()) query.set("number", number.value.trim());
     if (reason.value.trim()) query.set("reason", reason.value.trim());
+    if (kind.value !== "live") query.set("kind", kind.value);
     if (cursor) query.set("cursor", cursor);
     const result = await get(`/calls?${query}`);
     problem.textContent = result.ok ? "" : result.body.error;
@@ -33,7 +38,7 @@ export function showHistory(view) {
 
   const filters = el("form", { className: "filters", onsubmit: (e) => { e.preventDefault(); cursors.length = 0; page(); } },
     el("label", {}, "From ", from), el("label", {}, "To ", to), el("label", {}, "Number ", number),
-    el("label", {}, "End reason ", reason), el("button", { type: "submit" }, "Filter"));
+    el("label", {}, "End reason ", reason), el("label", {}, "Calls ", kind), el("button", { type: "submit" }, "Filter"));
   const head = el("tr", {}, ["Started", "From", "To", "Duration", "End reason", ""].map((h) => el("th", {}, h)));
   view.append(el("h2", {}, "History"), filters, problem,
     el("table", { className: "history" }, el("thead", {}, head), rows), el("p", {}, newer, " ", older));
@@ -42,8 +47,11 @@ export function showHistory(view) {
 
 function row(call) {
   const duration = call.duration_s != null ? `${call.duration_s.toFixed(1)} s` : call.in_progress ? "in progress" : "–";
-  return el("tr", { dataset: { sid: call.call_sid } },
-    el("td", {}, when(call.started_at)), el("td", {}, call.from_number || "–"), el("td", {}, call.to_number || "–"),
+  const started = call.kind === "eval"
+    ? [when(call.started_at), " ", el("span", { className: "kind-eval", title: "placed by voiceagent eval" }, "eval")]
+    : [when(call.started_at)];
+  return el("tr", { dataset: { sid: call.call_sid, kind: call.kind || "live" } },
+    el("td", {}, ...started), el("td", {}, call.from_number || "–"), el("td", {}, call.to_number || "–"),
     el("td", {}, duration), el("td", {}, call.end_reason || "–"),
     el("td", {}, el("a", { href: `#call/${call.call_sid}` }, "Open")));
 }

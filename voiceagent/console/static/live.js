@@ -87,7 +87,8 @@ export function showLive(view) {
 }
 
 function recordOf(data) {
-  return { call_sid: data.call_sid, from_number: data.from, started_at: new Date(data.ts * 1000).toISOString() };
+  return { call_sid: data.call_sid, from_number: data.from, kind: data.kind,
+    started_at: new Date(data.ts * 1000).toISOString() };
 }
 
 function lineItem(line) {
@@ -115,7 +116,8 @@ function card(record) {
   };
   const button = (label, kind, body = () => ({})) => el("button", { type: "button", onclick: act(kind, body) }, label);
   parts.root = el("article", { className: "call", dataset: { sid } },
-    el("h3", {}, record.from_number || "(no number)", " ", parts.duration, " ", parts.status),
+    el("h3", {}, record.from_number || "(no number)", " ", parts.duration, " ", parts.status,
+      record.kind === "eval" ? [" ", el("span", { className: "kind-eval", title: "placed by voiceagent eval" }, "eval")] : null),
     el("p", { className: "sid" }, sid),
     parts.transcript,
     parts.events,
