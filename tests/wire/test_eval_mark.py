@@ -178,6 +178,8 @@ async def test_a_stream_landing_without_the_pre_warmed_call_keeps_its_mark(
             assert await caller.dial(), caller.refusal
             assert caller.parameters[STREAM_PARAMETER] == EvalMarks(TEST_AUTH_TOKEN).sign(caller.call_sid)
             await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+            live = (await http.get("/api/calls/live", headers=AUTH)).json()["calls"]
+            assert [(call["call_sid"], call["kind"]) for call in live] == [(caller.call_sid, "eval")]
             await caller.hangup()
         await wait_until(lambda: not stack.app.service.recorder.live, WAIT)
         store = stack.app.service.recorder.store
