@@ -187,6 +187,39 @@ async def test_a_stream_landing_without_the_pre_warmed_call_keeps_its_mark(
         assert await sids(http) == [] and await sids(http, "?kind=eval") == [caller.call_sid]
 
 
+async def test_a_stream_cannot_mark_its_own_call(database_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ``<Stream>``'s ``eval`` parameter counts only as the service wrote it: a stream that brings one of
+    its own (made up, or another call's mark) is recorded as the real call it is."""
+    async with (
+        call_stack(env=with_store(database_url)) as stack,
+        httpx.AsyncClient(base_url=stack.app.base_url) as http,
+    ):
+        monkeypatch.setattr(stack.app.service, "prewarm", lambda *args, **kwargs: None)  # the stream decides
+        validator = RequestValidator(TEST_AUTH_TOKEN)
+        placed: list[str] = []
+        for forged in ("1", EvalMarks(TEST_AUTH_TOKEN).sign(new_sid("CA"))):
+            call_sid = new_sid("CA")
+            form = webhook_params(
+                account_sid=new_sid("AC"), call_sid=call_sid, from_number="+15551234567", to_number="+15557654321"
+            )
+            answer = twiml_of(
+                await post_webhook(stack.app.base_url + "/twilio/voice", form, validator=validator)
+            ).decode()
+            assert STREAM_PARAMETER not in parse_twiml(answer).parameters
+            added = answer.replace("</Stream>", f'<Parameter name="{STREAM_PARAMETER}" value="{forged}" /></Stream>')
+            async with stack.caller(call_sid=call_sid) as caller:
+                assert await caller.follow(added), caller.refusal
+                assert caller.parameters[STREAM_PARAMETER] == forged  # sent, as a tampered stream would
+                await caller.wait_until(heard_in_full(caller, len(GREETING)), timeout=WAIT)
+                await caller.hangup()
+            placed.append(call_sid)
+        await wait_until(lambda: not stack.app.service.recorder.live, WAIT)
+        store = stack.app.service.recorder.store
+        assert store is not None and await asyncio.to_thread(store.flush, WAIT)
+        assert sorted(await sids(http)) == sorted(placed)
+        assert await sids(http, "?kind=eval") == []
+
+
 def test_a_call_is_marked_once_and_an_older_database_is_migrated_or_named(tmp_path: Path, database_url: str) -> None:
     settings = RecordsSettings.from_env({"VOICEAGENT_DATABASE_URL": database_url})
     connection = connect(settings)
