@@ -5,17 +5,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from voiceagent.eval.agent import model_variables, serve_scenario
+from voiceagent.eval.agent import FAKE_MODEL_LEAD, model_variables, serve_scenario
 from voiceagent.eval.report import markdown_report, summary_rows, summary_table, write_junit
 from voiceagent.eval.run import RunResult, run_once
 from voiceagent.eval.scenario import Scenario, ScenarioError, load_scenario, scenario_files
 from voiceagent.eval.score import score
+from voiceagent.realtime.target import ModelTarget
 from voiceagent.simulated_call import Printer
+from voiceagent.testing.fake_realtime.persona import PersonaCaller
+from voiceagent.testing.fake_realtime.server import FakeRealtimeServer
 from voiceagent.testing.speech import INSTALL_HINT, Speech
 
 
@@ -78,21 +82,30 @@ async def _run_all(
     results: list[RunResult] = []
     total = len(scenarios) * args.repeat
     for scenario in scenarios:
+        persona = CallerModel(scenario, model, speed, speech) if scenario.caller.persona else _Nothing()
         if args.url:
-            runs = [
-                run_once(scenario, i + 1, out=out, speech=speech, url=args.url, auth_token=args.auth_token, speed=speed)
-                for i in range(args.repeat)
-            ]
-            results += await _gather(runs, results, total, printer)
-            continue
-        async with serve_scenario(scenario, model, out, speed=speed, speech=speech) as agent:
-            persona = _persona_target(scenario, model, speed) if scenario.caller.persona else None
-            async with persona or _Nothing() as target:
+            async with persona as target:
                 runs = [
-                    run_once(scenario, i + 1, out=out, speech=speech, agent=agent, persona_target=target, speed=speed)
+                    run_once(
+                        scenario,
+                        i + 1,
+                        out=out,
+                        speech=speech,
+                        url=args.url,
+                        auth_token=args.auth_token,
+                        persona_target=target,
+                        speed=speed,
+                    )
                     for i in range(args.repeat)
                 ]
                 results += await _gather(runs, results, total, printer)
+            continue
+        async with serve_scenario(scenario, model, out, speed=speed, speech=speech) as agent, persona as target:
+            runs = [
+                run_once(scenario, i + 1, out=out, speech=speech, agent=agent, persona_target=target, speed=speed)
+                for i in range(args.repeat)
+            ]
+            results += await _gather(runs, results, total, printer)
             if agent.director is not None and agent.director.fell_back:
                 printer.line("  (espeak-ng failed: the fake model spoke bundled recordings, not the configured words)")
     return results
@@ -121,34 +134,39 @@ class _Nothing:
         return None
 
 
-class _persona_target:
-    """The caller model's target: the configured model, or a fake caller model speaking the bundled
-    caller recordings (the same client code path; only the endpoint differs)."""
+class CallerModel:
+    """The persona's caller model, as a ``ModelTarget``: the configured model (a second session on it),
+    or with none configured the fake caller model (``FakeRealtimeServer`` with a ``PersonaCaller``,
+    ``fake``) saying the persona's ``fake_lines``. The client code is the same; only the endpoint differs."""
 
-    def __init__(self, scenario: Scenario, model: Mapping[str, str], speed: float) -> None:
-        self.scenario, self.model, self.speed = scenario, model, speed
-        self.fake: Any = None
+    def __init__(self, scenario: Scenario, model: Mapping[str, str], speed: float, speech: Speech) -> None:
+        self.scenario, self.model, self.speed, self.speech = scenario, model, speed, speech
+        self.fake: FakeRealtimeServer | None = None
 
-    async def __aenter__(self) -> Any:
-        from voiceagent.realtime.target import ModelTarget
-        from voiceagent.testing import FakeRealtimeServer
-
-        if self.model.get("AZURE_OPENAI_ENDPOINT"):
+    async def __aenter__(self) -> ModelTarget:
+        model = self.model
+        if model.get("AZURE_OPENAI_ENDPOINT"):
             return ModelTarget(
                 "azure",
-                self.model["AZURE_OPENAI_ENDPOINT"],
-                self.model.get("AZURE_OPENAI_DEPLOYMENT", ""),
-                self.model.get("AZURE_OPENAI_API_KEY"),
-                self.model.get("AZURE_OPENAI_API_VERSION"),
+                model["AZURE_OPENAI_ENDPOINT"].rstrip("/"),
+                model.get("AZURE_OPENAI_DEPLOYMENT", ""),
+                model.get("AZURE_OPENAI_API_KEY"),
+                model.get("AZURE_OPENAI_API_VERSION"),
             )
-        self.fake = FakeRealtimeServer(
-            api_key="caller-model",
-            speed=4 * self.speed,
-            greeting="caller_book_table",
-            replies=("caller_book_table", "caller_goodbye"),
-        )
+        if model.get("OPENAI_API_KEY"):
+            return ModelTarget(
+                "openai",
+                model.get("OPENAI_BASE_URL", "https://api.openai.com").rstrip("/"),
+                model.get("OPENAI_REALTIME_MODEL", "gpt-realtime"),
+                model["OPENAI_API_KEY"],
+            )
+        persona = self.scenario.caller.persona
+        assert persona is not None
+        key = secrets.token_urlsafe(24)
+        director = PersonaCaller(tuple(persona.fake_lines), speech=self.speech)
+        self.fake = FakeRealtimeServer(api_key=key, speed=FAKE_MODEL_LEAD * self.speed, director=director)
         await self.fake.start()
-        return ModelTarget("azure", self.fake.endpoint, "gpt-realtime", "caller-model")
+        return ModelTarget("azure", self.fake.endpoint, "gpt-realtime", key)
 
     async def __aexit__(self, *exc: object) -> None:
         if self.fake is not None:

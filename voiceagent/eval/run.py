@@ -94,10 +94,10 @@ async def run_once(
         else:
             follower = asyncio.create_task(heard.follow(caller))
             try:
+                register = agent.director.register if agent is not None and agent.director else None
                 if scenario.caller.persona is not None:
-                    result.caller = await play_persona(caller, heard, scenario, persona_target, on_turn)
+                    result.caller = await play_persona(caller, heard, scenario, persona_target, on_turn, register)
                 else:
-                    register = agent.director.register if agent is not None and agent.director else None
                     result.caller = await play_turns(caller, heard, scenario, speech, on_turn, register)
                 if caller.streaming:
                     await caller.hangup()
@@ -117,7 +117,7 @@ async def run_once(
     result.refusals, result.truncate_errors = (
         now - then for now, then in zip(_fake_counts(agent), fake_before, strict=True)
     )
-    result.problems += caller.violations
+    result.problems += result.caller.problems + caller.violations
     if agent is not None and agent.fake is not None:
         result.problems += agent.fake.violations + agent.fake.self_violations
     result.call_seconds = caller.media_ms / 1000
