@@ -16,12 +16,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from voiceagent.eval.scenario import Scenario, Turn
+from voiceagent.eval.voices import CallerVoice
 from voiceagent.realtime import events as ev
 from voiceagent.realtime.connection import ModelConnectError, ModelConnection
 from voiceagent.realtime.target import ModelTarget
 from voiceagent.simulated_call import BYTES_PER_MS, SILENCE, HeardAudio, read_wav_as_ulaw
 from voiceagent.testing import FakeTwilioCaller
-from voiceagent.testing.speech import Speech
 
 QUIET_MS = 700  # the agent has finished speaking after this much silence
 PERSONA_SILENCE_MS = 800  # the caller model's server VAD: the agent's turn is over after this much silence
@@ -73,7 +73,7 @@ async def play_turns(
     caller: FakeTwilioCaller,
     heard: HeardAudio,
     scenario: Scenario,
-    speech: Speech,
+    voice: CallerVoice,
     on_turn: Callable[[int], None],
     register: Callable[[bytes, str], None] | None,
 ) -> CallerLog:
@@ -89,7 +89,7 @@ async def play_turns(
         log.turns_begun = index + 1
         on_turn(index + 1)
         before = heard.heard_bytes
-        if await _do(caller, turn, scenario, speech, register, log):
+        if await _do(caller, turn, scenario, voice, register, log):
             break
         ended_ms = caller.media_ms
         following = turns[index + 1] if index + 1 < len(turns) else None
@@ -109,7 +109,7 @@ async def _do(
     caller: FakeTwilioCaller,
     turn: Turn,
     scenario: Scenario,
-    speech: Speech,
+    voice: CallerVoice,
     register: Callable[[bytes, str], None] | None,
     log: CallerLog,
 ) -> bool:
@@ -127,7 +127,7 @@ async def _do(
         await caller.pause(int(turn.silence_seconds * 1000))
         return False
     if turn.say is not None:
-        audio = speech.ulaw(turn.say)
+        audio = await voice.ulaw(turn.say)
         if register is not None:
             register(audio, turn.say)  # out of band: the fake model is told what this audio says
     else:

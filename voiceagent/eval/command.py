@@ -16,6 +16,7 @@ from voiceagent.eval.report import markdown_report, summary_rows, summary_table,
 from voiceagent.eval.run import RunResult, run_once
 from voiceagent.eval.scenario import Scenario, ScenarioError, load_scenario, scenario_files
 from voiceagent.eval.score import score
+from voiceagent.eval.voices import CallerVoice, caller_voice, model_target
 from voiceagent.realtime.target import ModelTarget
 from voiceagent.simulated_call import Printer
 from voiceagent.testing.fake_realtime.persona import PersonaCaller
@@ -52,13 +53,23 @@ def main(args: argparse.Namespace, env: Mapping[str, str], stream: Any = None) -
     if not speech.available():
         printer.line(f"voiceagent eval: the caller's lines cannot be spoken: {INSTALL_HINT}")
         return 2
+    if args.caller_voice == "model":
+        printer.line(
+            "voiceagent eval: --caller-voice model: "
+            + (
+                "no account is configured, so the caller's lines are read by the bundled FAKE model (espeak-ng "
+                "behind the same Realtime client a real model is reached with), not by a real voice"
+                if model_target(model) is None
+                else "the caller's lines are read aloud by a second session on the configured model"
+            )
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from voiceagent.logs import configure_logging
 
     log = open(out / "service.log", "a", encoding="utf-8")
     configure_logging(secrets=[], stream=log)
-    results = asyncio.run(_run_all(scenarios, args, model, speed, speech, out, printer))
+    results = asyncio.run(_run_all_with_voice(scenarios, args, model, speed, speech, out, printer))
     printer.line("")
     printer.line(summary_table(results))
     (out / "report.md").write_text(markdown_report(results, first_line), encoding="utf-8")
@@ -70,6 +81,24 @@ def main(args: argparse.Namespace, env: Mapping[str, str], stream: Any = None) -
     return 0 if all(rate >= args.min_pass_rate for rate in rates) else 1
 
 
+async def _run_all_with_voice(
+    scenarios: list[Scenario],
+    args: argparse.Namespace,
+    model: Mapping[str, str],
+    speed: float,
+    speech: Speech,
+    out: Path,
+    printer: Printer,
+) -> list[RunResult]:
+    """``_run_all`` with the caller's voice (``--caller-voice``) open; every line is read before the calls."""
+    async with caller_voice(args.caller_voice, model, speech, speed=FAKE_MODEL_LEAD * speed) as voice:
+        for scenario in scenarios:
+            for turn in scenario.caller.turns:
+                if turn.say is not None:
+                    await voice.ulaw(turn.say)
+        return await _run_all(scenarios, args, model, speed, speech, out, printer, voice)
+
+
 async def _run_all(
     scenarios: list[Scenario],
     args: argparse.Namespace,
@@ -78,6 +107,7 @@ async def _run_all(
     speech: Speech,
     out: Path,
     printer: Printer,
+    voice: CallerVoice,
 ) -> list[RunResult]:
     results: list[RunResult] = []
     total = len(scenarios) * args.repeat
@@ -95,6 +125,7 @@ async def _run_all(
                         auth_token=args.auth_token,
                         persona_target=target,
                         speed=speed,
+                        voice=voice,
                     )
                     for i in range(args.repeat)
                 ]
@@ -102,7 +133,16 @@ async def _run_all(
             continue
         async with serve_scenario(scenario, model, out, speed=speed, speech=speech) as agent, persona as target:
             runs = [
-                run_once(scenario, i + 1, out=out, speech=speech, agent=agent, persona_target=target, speed=speed)
+                run_once(
+                    scenario,
+                    i + 1,
+                    out=out,
+                    speech=speech,
+                    agent=agent,
+                    persona_target=target,
+                    speed=speed,
+                    voice=voice,
+                )
                 for i in range(args.repeat)
             ]
             results += await _gather(runs, results, total, printer)
