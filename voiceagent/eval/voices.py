@@ -62,6 +62,16 @@ class ModelVoice:
         self._lock = asyncio.Lock()
         self._read: dict[str, bytes] = {}
 
+    @classmethod
+    async def open(cls, target: ModelTarget, voice: str = "alloy") -> ModelVoice:
+        """A reading session on ``target``: μ-law both ways (the dialect's ``session.update``), ``voice``."""
+        connection = await ModelConnection.open(target)
+        await connection.send(ev.UpdateSession(ev.SessionConfig(READER_INSTRUCTIONS, voice)))
+        return cls(connection)
+
+    async def close(self) -> None:
+        await self._connection.close()
+
     async def ulaw(self, text: str) -> bytes:
         async with self._lock:
             if text not in self._read:
@@ -121,7 +131,6 @@ async def caller_voice(
                 FakeRealtimeServer(api_key=key, speed=speed, director=LineReader(speech=speech))
             )
             target = ModelTarget("azure", fake.endpoint, "gpt-realtime", key)
-        connection = await ModelConnection.open(target)
-        stack.push_async_callback(connection.close)
-        await connection.send(ev.UpdateSession(ev.SessionConfig(READER_INSTRUCTIONS, voice)))
-        yield ModelVoice(connection)
+        reader = await ModelVoice.open(target, voice)
+        stack.push_async_callback(reader.close)
+        yield reader
