@@ -143,6 +143,11 @@ def _at_least(heard: HeardAudio, wanted: int) -> bool:
     return heard.heard_bytes >= wanted
 
 
+async def _say(caller: FakeTwilioCaller, audio: bytes) -> None:
+    with contextlib.suppress(RuntimeError):  # the call ended meanwhile
+        await caller.say(audio)
+
+
 def _media_past(caller: FakeTwilioCaller, ms: int) -> bool:
     return caller.media_ms >= ms
 
@@ -179,8 +184,12 @@ async def play_persona(
         return log
     config = ev.SessionConfig(persona.instructions, persona.voice, vad_silence_ms=PERSONA_SILENCE_MS)
     await connection.send(ev.UpdateSession(config))
-    spoken: asyncio.Queue[bytes | None] = asyncio.Queue()  # None: the end of an answer
+    saying: list[asyncio.Task[None]] = []  # each piece is queued as it arrives: no gaps between pieces
     answered: list[int] = []  # media clock ms when each answer had all been sent into the call
+
+    async def finish(pieces: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*pieces)
+        answered.append(caller.media_ms)
 
     async def listen() -> None:
         line_ms, played = 0, 0
@@ -203,30 +212,22 @@ async def play_persona(
                     on_turn(log.turns_begun)
                 audio = base64.b64decode(event.audio)
                 audio_of.setdefault(event.item_id, bytearray()).extend(audio)
-                spoken.put_nowait(audio)
+                saying.append(asyncio.create_task(_say(caller, audio)))
             elif isinstance(event, ev.AgentTranscriptDone):
                 log.persona_lines.append(event.transcript)
                 if register is not None and event.item_id in audio_of:
                     register(bytes(audio_of.pop(event.item_id)), event.transcript)
             elif isinstance(event, ev.ResponseDone) and event.response_id in speaking:
-                spoken.put_nowait(None)
+                saying.append(asyncio.create_task(finish(list(saying))))
             elif isinstance(event, ev.ModelError | ev.SessionRejected) and not getattr(event, "routine", False):
                 log.problems.append(f"the caller model: {event.message}")
 
-    async def speak() -> None:
-        while True:
-            audio = await spoken.get()
-            if audio is None:
-                answered.append(caller.media_ms)
-                continue
-            with contextlib.suppress(RuntimeError):  # the call ended meanwhile
-                await caller.say(audio)
-
-    tasks = [asyncio.create_task(job()) for job in (listen, hear_model, speak)]
+    tasks = [asyncio.create_task(job()) for job in (listen, hear_model)]
     try:
         await ears.until(lambda: len(answered) >= persona.max_turns)
         await ears.answer(heard.heard_bytes, int(scenario.settle_seconds * 1000))
     finally:
+        tasks += saying
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
