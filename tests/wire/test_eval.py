@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from voiceagent.eval.agent import serve_scenario
-from voiceagent.eval.command import CallerModel
+from voiceagent.eval.caller_model import CallerModel
 from voiceagent.eval.run import run_once
 from voiceagent.eval.scenario import load_scenario
 from voiceagent.eval.score import score

@@ -5,22 +5,19 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import secrets
 import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 from voiceagent.eval.agent import FAKE_MODEL_LEAD, model_variables, serve_scenario
+from voiceagent.eval.caller_model import CallerModel
 from voiceagent.eval.report import markdown_report, summary_rows, summary_table, write_junit
 from voiceagent.eval.run import RunResult, run_once
 from voiceagent.eval.scenario import Scenario, ScenarioError, load_scenario, scenario_files
 from voiceagent.eval.score import score
 from voiceagent.eval.voices import CallerVoice, caller_voice, model_target
-from voiceagent.realtime.target import ModelTarget
 from voiceagent.simulated_call import Printer
-from voiceagent.testing.fake_realtime.persona import PersonaCaller
-from voiceagent.testing.fake_realtime.server import FakeRealtimeServer
 from voiceagent.testing.speech import INSTALL_HINT, Speech
 
 
@@ -172,45 +169,6 @@ class _Nothing:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
-
-
-class CallerModel:
-    """The persona's caller model, as a ``ModelTarget``: the configured model (a second session on it),
-    or with none configured the fake caller model (``FakeRealtimeServer`` with a ``PersonaCaller``,
-    ``fake``) saying the persona's ``fake_lines``. The client code is the same; only the endpoint differs."""
-
-    def __init__(self, scenario: Scenario, model: Mapping[str, str], speed: float, speech: Speech) -> None:
-        self.scenario, self.model, self.speed, self.speech = scenario, model, speed, speech
-        self.fake: FakeRealtimeServer | None = None
-
-    async def __aenter__(self) -> ModelTarget:
-        model = self.model
-        if model.get("AZURE_OPENAI_ENDPOINT"):
-            return ModelTarget(
-                "azure",
-                model["AZURE_OPENAI_ENDPOINT"].rstrip("/"),
-                model.get("AZURE_OPENAI_DEPLOYMENT", ""),
-                model.get("AZURE_OPENAI_API_KEY"),
-                model.get("AZURE_OPENAI_API_VERSION"),
-            )
-        if model.get("OPENAI_API_KEY"):
-            return ModelTarget(
-                "openai",
-                model.get("OPENAI_BASE_URL", "https://api.openai.com").rstrip("/"),
-                model.get("OPENAI_REALTIME_MODEL", "gpt-realtime"),
-                model["OPENAI_API_KEY"],
-            )
-        persona = self.scenario.caller.persona
-        assert persona is not None
-        key = secrets.token_urlsafe(24)
-        director = PersonaCaller(tuple(persona.fake_lines), speech=self.speech)
-        self.fake = FakeRealtimeServer(api_key=key, speed=FAKE_MODEL_LEAD * self.speed, director=director)
-        await self.fake.start()
-        return ModelTarget("azure", self.fake.endpoint, "gpt-realtime", key)
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.fake is not None:
-            await self.fake.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover
