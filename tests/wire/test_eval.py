@@ -106,6 +106,7 @@ async def test_a_persona_caller_talks_with_the_agent_two_models_on_one_phone_lin
         spoke = [response for response in persona_session.responses if response.text]
         assert [response.text for response in spoke] == lines
         assert all(response.origin == "vad" for response in spoke)
+        assert result.caller.persona_lines == lines  # as the client heard them: the caller model's transcript
         user_turns = [item for item in persona_session.conversation if item.get("role") == "user"]
         assert len(user_turns) >= len(lines)
         # the agent heard those words: its fake recognised each answer in the caller's audio
