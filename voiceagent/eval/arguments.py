@@ -15,3 +15,10 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--auth-token", help="with --url: the service's TWILIO_AUTH_TOKEN")
     parser.add_argument("--speed", type=float, help="caller speed (default: 4 against the fake model, else 1)")
     parser.add_argument("--fake", action="store_true", help="use the bundled fake model even if one is configured")
+    parser.add_argument(
+        "--caller-voice",
+        choices=("espeak", "model"),
+        default="espeak",
+        help="who speaks the caller's text turns: espeak-ng here, or the Realtime model reading them verbatim "
+        "(far more natural; with no account, the bundled fake model reads them) (default: %(default)s)",
+    )

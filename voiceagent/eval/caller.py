@@ -14,14 +14,18 @@ import contextlib
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
 
-from voiceagent.eval.scenario import Persona, Scenario, Turn
-from voiceagent.simulated_call import BYTES_PER_MS, HeardAudio, read_wav_as_ulaw
+from voiceagent.eval.scenario import Scenario, Turn
+from voiceagent.eval.voices import CallerVoice
+from voiceagent.realtime import events as ev
+from voiceagent.realtime.connection import ModelConnectError, ModelConnection
+from voiceagent.realtime.target import ModelTarget
+from voiceagent.simulated_call import BYTES_PER_MS, SILENCE, HeardAudio, read_wav_as_ulaw
 from voiceagent.testing import FakeTwilioCaller
-from voiceagent.testing.speech import Speech
 
 QUIET_MS = 700  # the agent has finished speaking after this much silence
+PERSONA_SILENCE_MS = 800  # the caller model's server VAD: the agent's turn is over after this much silence
+LINE_PIECE_MS = 100  # the phone line goes to the caller model in pieces this long
 
 
 @dataclass
@@ -30,7 +34,8 @@ class CallerLog:
     latencies_ms: list[int] = field(default_factory=list)  # end of a caller turn -> the agent's first sound
     hung_up: bool = False
     time_limit_hit: bool = False
-    notes: list[str] = field(default_factory=list)
+    persona_lines: list[str] = field(default_factory=list)  # what the caller model said (its transcript)
+    problems: list[str] = field(default_factory=list)  # the caller model could not be reached, or erred
 
 
 class _Ears:
@@ -68,7 +73,7 @@ async def play_turns(
     caller: FakeTwilioCaller,
     heard: HeardAudio,
     scenario: Scenario,
-    speech: Speech,
+    voice: CallerVoice,
     on_turn: Callable[[int], None],
     register: Callable[[bytes, str], None] | None,
 ) -> CallerLog:
@@ -84,7 +89,7 @@ async def play_turns(
         log.turns_begun = index + 1
         on_turn(index + 1)
         before = heard.heard_bytes
-        if await _do(caller, turn, scenario, speech, register, log):
+        if await _do(caller, turn, scenario, voice, register, log):
             break
         ended_ms = caller.media_ms
         following = turns[index + 1] if index + 1 < len(turns) else None
@@ -104,7 +109,7 @@ async def _do(
     caller: FakeTwilioCaller,
     turn: Turn,
     scenario: Scenario,
-    speech: Speech,
+    voice: CallerVoice,
     register: Callable[[bytes, str], None] | None,
     log: CallerLog,
 ) -> bool:
@@ -122,7 +127,7 @@ async def _do(
         await caller.pause(int(turn.silence_seconds * 1000))
         return False
     if turn.say is not None:
-        audio = speech.ulaw(turn.say)
+        audio = await voice.ulaw(turn.say)
         if register is not None:
             register(audio, turn.say)  # out of band: the fake model is told what this audio says
     else:
@@ -138,8 +143,13 @@ def _at_least(heard: HeardAudio, wanted: int) -> bool:
     return heard.heard_bytes >= wanted
 
 
-def _played_past(caller: FakeTwilioCaller, sent: int) -> bool:
-    return len(caller.played) > sent
+async def _say(caller: FakeTwilioCaller, audio: bytes) -> None:
+    with contextlib.suppress(RuntimeError):  # the call ended meanwhile
+        await caller.say(audio)
+
+
+def _media_past(caller: FakeTwilioCaller, ms: int) -> bool:
+    return caller.media_ms >= ms
 
 
 def _first_sound_ms(caller: FakeTwilioCaller, heard: HeardAudio, since_ms: int) -> int | None:
@@ -151,53 +161,79 @@ def _first_sound_ms(caller: FakeTwilioCaller, heard: HeardAudio, since_ms: int) 
 
 
 async def play_persona(
-    caller: FakeTwilioCaller, heard: HeardAudio, scenario: Scenario, target: Any, on_turn: Callable[[int], None]
+    caller: FakeTwilioCaller,
+    heard: HeardAudio,
+    scenario: Scenario,
+    target: ModelTarget,
+    on_turn: Callable[[int], None],
+    register: Callable[[bytes, str], None] | None = None,
 ) -> CallerLog:
-    """The caller is a second Realtime session: it hears what our agent says and its answers are the
-    caller's voice. Over after ``max_turns`` of its answers (then the agent's reply), or when the call ends."""
-    from voiceagent.realtime import events as ev
-    from voiceagent.realtime.connection import ModelConnection
-
+    """The caller is a second Realtime session (the service's own client, ``ModelConnection``): it hears
+    the phone line as the caller would — the agent's audio and the silence between, so that its server
+    VAD hears each of the agent's turns end — and what it says is sent into the call as the caller's
+    audio. ``register`` (the fake agent model's) is told the words of each answer, from the caller model's
+    own transcript. Over after ``max_turns`` answers (then the agent's reply), or when the call ends."""
     persona = scenario.caller.persona
-    assert isinstance(persona, Persona)
+    assert persona is not None
     log = CallerLog()
     ears = _Ears(caller, heard, int(scenario.time_limit_seconds * 1000), log)
-    connection = await ModelConnection.open(target)
-    await connection.send(ev.UpdateSession(ev.SessionConfig(instructions=persona.instructions, voice=persona.voice)))
-    spoken: asyncio.Queue[bytes] = asyncio.Queue()
-    answers: list[str] = []
+    try:
+        connection = await ModelConnection.open(target)
+    except ModelConnectError as exc:
+        log.problems.append(f"cannot reach the caller model: {exc}")
+        return log
+    config = ev.SessionConfig(persona.instructions, persona.voice, vad_silence_ms=PERSONA_SILENCE_MS)
+    await connection.send(ev.UpdateSession(config))
+    saying: list[asyncio.Task[None]] = []  # each piece is queued as it arrives: no gaps between pieces
+    answered: list[int] = []  # media clock ms when each answer had all been sent into the call
 
-    async def listen() -> None:  # what the caller hears goes to the caller model
-        sent = 0
-        while not caller.closed:
-            await ears.until(functools.partial(_played_past, caller, sent))
-            new = bytes(caller.played[sent:])
-            sent += len(new)
-            if new:
-                await connection.send(ev.AppendAudio(base64.b64encode(new).decode()))
+    async def finish(pieces: list[asyncio.Task[None]]) -> None:
+        await asyncio.gather(*pieces)
+        answered.append(caller.media_ms)
+
+    async def listen() -> None:
+        line_ms, played = 0, 0
+        while not caller.closed and not log.time_limit_hit:
+            await ears.until(functools.partial(_media_past, caller, line_ms + LINE_PIECE_MS))
+            now_ms, new = caller.media_ms, bytes(caller.played[played:])
+            played += len(new)
+            quiet = max(0, (now_ms - line_ms) * BYTES_PER_MS - len(new))
+            line_ms = now_ms
+            await connection.send(ev.AppendAudio(base64.b64encode(new + bytes([SILENCE]) * quiet).decode()))
 
     async def hear_model() -> None:
+        audio_of: dict[str, bytearray] = {}
+        speaking: set[str] = set()
         async for event in connection:
             if isinstance(event, ev.AudioDelta):
-                spoken.put_nowait(base64.b64decode(event.audio))
-            elif isinstance(event, ev.ResponseDone):
-                answers.append(event.response_id)
-                log.turns_begun = len(answers)
-                on_turn(len(answers))
+                if event.response_id not in speaking:
+                    speaking.add(event.response_id)
+                    log.turns_begun += 1
+                    on_turn(log.turns_begun)
+                audio = base64.b64decode(event.audio)
+                audio_of.setdefault(event.item_id, bytearray()).extend(audio)
+                saying.append(asyncio.create_task(_say(caller, audio)))
+            elif isinstance(event, ev.AgentTranscriptDone):
+                log.persona_lines.append(event.transcript)
+                if register is not None and event.item_id in audio_of:
+                    register(bytes(audio_of.pop(event.item_id)), event.transcript)
+            elif isinstance(event, ev.ResponseDone) and event.response_id in speaking:
+                saying.append(asyncio.create_task(finish(list(saying))))
+            elif isinstance(event, ev.ModelError | ev.SessionRejected) and not getattr(event, "routine", False):
+                log.problems.append(f"the caller model: {event.message}")
 
-    async def speak() -> None:
-        while not caller.closed:
-            audio = await spoken.get()
-            with contextlib.suppress(RuntimeError):
-                await caller.say(audio)
-
-    tasks = [asyncio.create_task(job()) for job in (listen, hear_model, speak)]
+    tasks = [asyncio.create_task(job()) for job in (listen, hear_model)]
     try:
-        await ears.until(lambda: len(answers) >= persona.max_turns)
+        await ears.until(lambda: len(answered) >= persona.max_turns)
         await ears.answer(heard.heard_bytes, int(scenario.settle_seconds * 1000))
     finally:
+        tasks += saying
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await connection.close()
+    for ended_ms in answered:
+        first = _first_sound_ms(caller, heard, ended_ms)
+        if first is not None:
+            log.latencies_ms.append(first - ended_ms)
     return log

@@ -10,11 +10,13 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from voiceagent.eval.agent import model_variables, serve_scenario
+from voiceagent.eval.agent import FAKE_MODEL_LEAD, model_variables, serve_scenario
+from voiceagent.eval.caller_model import CallerModel
 from voiceagent.eval.report import markdown_report, summary_rows, summary_table, write_junit
 from voiceagent.eval.run import RunResult, run_once
 from voiceagent.eval.scenario import Scenario, ScenarioError, load_scenario, scenario_files
 from voiceagent.eval.score import score
+from voiceagent.eval.voices import CallerVoice, caller_voice, model_target
 from voiceagent.simulated_call import Printer
 from voiceagent.testing.speech import INSTALL_HINT, Speech
 
@@ -48,13 +50,23 @@ def main(args: argparse.Namespace, env: Mapping[str, str], stream: Any = None) -
     if not speech.available():
         printer.line(f"voiceagent eval: the caller's lines cannot be spoken: {INSTALL_HINT}")
         return 2
+    if args.caller_voice == "model":
+        printer.line(
+            "voiceagent eval: --caller-voice model: "
+            + (
+                "no account is configured, so the caller's lines are read by the bundled FAKE model (espeak-ng "
+                "behind the same Realtime client a real model is reached with), not by a real voice"
+                if model_target(model) is None
+                else "the caller's lines are read aloud by a second session on the configured model"
+            )
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     from voiceagent.logs import configure_logging
 
     log = open(out / "service.log", "a", encoding="utf-8")
     configure_logging(secrets=[], stream=log)
-    results = asyncio.run(_run_all(scenarios, args, model, speed, speech, out, printer))
+    results = asyncio.run(_run_all_with_voice(scenarios, args, model, speed, speech, out, printer))
     printer.line("")
     printer.line(summary_table(results))
     (out / "report.md").write_text(markdown_report(results, first_line), encoding="utf-8")
@@ -66,7 +78,7 @@ def main(args: argparse.Namespace, env: Mapping[str, str], stream: Any = None) -
     return 0 if all(rate >= args.min_pass_rate for rate in rates) else 1
 
 
-async def _run_all(
+async def _run_all_with_voice(
     scenarios: list[Scenario],
     args: argparse.Namespace,
     model: Mapping[str, str],
@@ -75,24 +87,62 @@ async def _run_all(
     out: Path,
     printer: Printer,
 ) -> list[RunResult]:
+    """``_run_all`` with the caller's voice (``--caller-voice``) open; every line is read before the calls."""
+    async with caller_voice(args.caller_voice, model, speech, speed=FAKE_MODEL_LEAD * speed) as voice:
+        for scenario in scenarios:
+            for turn in scenario.caller.turns:
+                if turn.say is not None:
+                    await voice.ulaw(turn.say)
+        return await _run_all(scenarios, args, model, speed, speech, out, printer, voice)
+
+
+async def _run_all(
+    scenarios: list[Scenario],
+    args: argparse.Namespace,
+    model: Mapping[str, str],
+    speed: float,
+    speech: Speech,
+    out: Path,
+    printer: Printer,
+    voice: CallerVoice,
+) -> list[RunResult]:
     results: list[RunResult] = []
     total = len(scenarios) * args.repeat
     for scenario in scenarios:
+        persona = CallerModel(scenario, model, speed, speech) if scenario.caller.persona else _Nothing()
         if args.url:
-            runs = [
-                run_once(scenario, i + 1, out=out, speech=speech, url=args.url, auth_token=args.auth_token, speed=speed)
-                for i in range(args.repeat)
-            ]
-            results += await _gather(runs, results, total, printer)
-            continue
-        async with serve_scenario(scenario, model, out, speed=speed, speech=speech) as agent:
-            persona = _persona_target(scenario, model, speed) if scenario.caller.persona else None
-            async with persona or _Nothing() as target:
+            async with persona as target:
                 runs = [
-                    run_once(scenario, i + 1, out=out, speech=speech, agent=agent, persona_target=target, speed=speed)
+                    run_once(
+                        scenario,
+                        i + 1,
+                        out=out,
+                        speech=speech,
+                        url=args.url,
+                        auth_token=args.auth_token,
+                        persona_target=target,
+                        speed=speed,
+                        voice=voice,
+                    )
                     for i in range(args.repeat)
                 ]
                 results += await _gather(runs, results, total, printer)
+            continue
+        async with serve_scenario(scenario, model, out, speed=speed, speech=speech) as agent, persona as target:
+            runs = [
+                run_once(
+                    scenario,
+                    i + 1,
+                    out=out,
+                    speech=speech,
+                    agent=agent,
+                    persona_target=target,
+                    speed=speed,
+                    voice=voice,
+                )
+                for i in range(args.repeat)
+            ]
+            results += await _gather(runs, results, total, printer)
             if agent.director is not None and agent.director.fell_back:
                 printer.line("  (espeak-ng failed: the fake model spoke bundled recordings, not the configured words)")
     return results
@@ -119,40 +169,6 @@ class _Nothing:
 
     async def __aexit__(self, *exc: object) -> None:
         return None
-
-
-class _persona_target:
-    """The caller model's target: the configured model, or a fake caller model speaking the bundled
-    caller recordings (the same client code path; only the endpoint differs)."""
-
-    def __init__(self, scenario: Scenario, model: Mapping[str, str], speed: float) -> None:
-        self.scenario, self.model, self.speed = scenario, model, speed
-        self.fake: Any = None
-
-    async def __aenter__(self) -> Any:
-        from voiceagent.realtime.target import ModelTarget
-        from voiceagent.testing import FakeRealtimeServer
-
-        if self.model.get("AZURE_OPENAI_ENDPOINT"):
-            return ModelTarget(
-                "azure",
-                self.model["AZURE_OPENAI_ENDPOINT"],
-                self.model.get("AZURE_OPENAI_DEPLOYMENT", ""),
-                self.model.get("AZURE_OPENAI_API_KEY"),
-                self.model.get("AZURE_OPENAI_API_VERSION"),
-            )
-        self.fake = FakeRealtimeServer(
-            api_key="caller-model",
-            speed=4 * self.speed,
-            greeting="caller_book_table",
-            replies=("caller_book_table", "caller_goodbye"),
-        )
-        await self.fake.start()
-        return ModelTarget("azure", self.fake.endpoint, "gpt-realtime", "caller-model")
-
-    async def __aexit__(self, *exc: object) -> None:
-        if self.fake is not None:
-            await self.fake.stop()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -16,6 +16,7 @@ from typing import Any
 from voiceagent.eval.agent import CallWatch, InProcessAgent, ToolCallSeen
 from voiceagent.eval.caller import CallerLog, play_persona, play_turns
 from voiceagent.eval.scenario import Scenario
+from voiceagent.eval.voices import CallerVoice, EspeakVoice
 from voiceagent.simulated_call import HeardAudio
 from voiceagent.testing import FakeTwilioCaller, wait_until
 from voiceagent.testing.speech import Speech
@@ -69,6 +70,7 @@ async def run_once(
     auth_token: str | None = None,
     persona_target: Any = None,
     speed: float = 1.0,
+    voice: CallerVoice | None = None,
 ) -> RunResult:
     """Place one call of ``scenario`` to ``agent`` (in process) or ``url`` and say what happened."""
     result = RunResult(scenario, index, service_visible=agent is not None)
@@ -97,11 +99,13 @@ async def run_once(
         else:
             follower = asyncio.create_task(heard.follow(caller))
             try:
+                register = agent.director.register if agent is not None and agent.director else None
                 if scenario.caller.persona is not None:
-                    result.caller = await play_persona(caller, heard, scenario, persona_target, on_turn)
+                    result.caller = await play_persona(caller, heard, scenario, persona_target, on_turn, register)
                 else:
-                    register = agent.director.register if agent is not None and agent.director else None
-                    result.caller = await play_turns(caller, heard, scenario, speech, on_turn, register)
+                    result.caller = await play_turns(
+                        caller, heard, scenario, voice or EspeakVoice(speech), on_turn, register
+                    )
                 if caller.streaming:
                     await caller.hangup()
                 elif caller.closed_by_server:
@@ -120,7 +124,7 @@ async def run_once(
     result.refusals, result.truncate_errors = (
         now - then for now, then in zip(_fake_counts(agent), fake_before, strict=True)
     )
-    result.problems += caller.violations
+    result.problems += result.caller.problems + caller.violations
     if agent is not None and agent.fake is not None:
         result.problems += agent.fake.violations + agent.fake.self_violations
     result.call_seconds = caller.media_ms / 1000

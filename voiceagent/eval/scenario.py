@@ -17,6 +17,12 @@ Checked by pydantic models; ``ScenarioError`` names the file, the field and the 
     [expect]
     tools = [{name = "check_availability", arguments = {party_size = 2}}]
     ends = "hangup"
+
+A persona caller instead of turns (a second Realtime session; offline the fake caller model)::
+
+    [caller.persona]
+    instructions = "You want a table for two at eight tonight. Once it is booked, say goodbye."
+    fake_lines = ["I would like to book a table for two at eight.", "Thank you, goodbye."]
 """
 
 from __future__ import annotations
@@ -28,7 +34,17 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-__all__ = ["Agent", "Caller", "Expect", "Scenario", "ScenarioError", "Turn", "load_scenario", "scenario_files"]
+__all__ = [
+    "Agent",
+    "Caller",
+    "Expect",
+    "Persona",
+    "Scenario",
+    "ScenarioError",
+    "Turn",
+    "load_scenario",
+    "scenario_files",
+]
 
 
 class ScenarioError(ValueError):
@@ -99,11 +115,13 @@ class Turn(_Strict):
 
 
 class Persona(_Strict):
-    """A caller played by a second Realtime session with these instructions."""
+    """A caller played by a second Realtime session with these instructions. Offline a fake caller model
+    plays it, saying ``fake_lines`` in order, one per turn of the agent's (a real model ignores them)."""
 
     instructions: str
     voice: str = "alloy"
-    max_turns: int = Field(6, ge=1, le=50)
+    max_turns: int = Field(6, ge=1, le=50, description="the persona's answers before the call is over")
+    fake_lines: list[str] = Field(default_factory=list, description="the fake caller model's lines")
 
 
 class Caller(_Strict):

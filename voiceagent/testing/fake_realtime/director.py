@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from voiceagent.testing.audio import FIXTURE_TEXTS, FRAME_BYTES, load_fixture, rms_dbfs
 from voiceagent.testing.fake_realtime.script import ScriptedCall
@@ -33,7 +33,7 @@ from voiceagent.testing.speech import Speech, SpeechUnavailable
 if TYPE_CHECKING:
     from voiceagent.testing.fake_realtime.session import FakeModelSession
 
-__all__ = ["ConfiguredModel", "Plan", "Rule", "speak_result"]
+__all__ = ["ConfiguredModel", "Director", "Plan", "Rule", "speak_result"]
 
 # how the service asks for exact words: the greeting (prompts.greeting_instructions) and an operator's say
 _EXACT = re.compile(r"(?:saying exactly this|Say exactly this to the caller now), and nothing else: (.*)\Z", re.S)
@@ -65,6 +65,22 @@ class Plan:
     text: str | None
     audio: bytes
     calls: tuple[ScriptedCall, ...] = ()
+
+
+class Director(Protocol):
+    """What a fake model follows instead of the bundled recordings: the agent's side (``ConfiguredModel``)
+    or a caller's (``persona.PersonaCaller``)."""
+
+    fell_back: bool  # espeak-ng failed: a bundled recording stood in for some words
+
+    def hear(self, segment: bytes) -> str | None:
+        """The words of a committed input segment, if the director knows them."""
+        ...
+
+    def plan(self, session: FakeModelSession, request: dict[str, Any] | None) -> Plan:
+        """What the response about to start does (``request``: the ``response.create``, None for the
+        server's own response at the end of a turn)."""
+        ...
 
 
 def speak_result(output: str) -> str:

@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from voiceagent.testing.fake_realtime.director import ConfiguredModel
+from voiceagent.testing.fake_realtime.director import Director
 from voiceagent.testing.fake_realtime.outcomes import Outcome
 from voiceagent.testing.fake_realtime.script import TurnScript
 
@@ -41,4 +41,4 @@ class SessionOptions:
     heard_silence_ms: int | None = 500
     refuse_overlap: bool = True  # False: an overlapping response.create is held until the active one is done
     outcomes: tuple[Outcome, ...] = ()  # each new session's first responses fail / end incomplete, in order
-    director: ConfiguredModel | None = None  # follows the operator's configuration instead of the fixtures
+    director: Director | None = None  # follows the operator's configuration instead of the fixtures

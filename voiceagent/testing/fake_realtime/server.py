@@ -45,7 +45,8 @@ How the real services misbehave, on request (docs/protocol.md §2):
 * ``function_calls``: function calls scripted per caller fixture (see ``script``); the outputs a client
   sends back are in ``session.function_outputs``, the calls made in ``session.function_calls``.
 * ``director``: a ``director.ConfiguredModel`` that follows the operator's configuration (greeting, ``say``
-  text, tool rules) instead of the recordings above.
+  text, tool rules) instead of the recordings above; or a ``persona.PersonaCaller``, the fake *caller*
+  model of an eval run: it answers each turn it hears (server VAD) with the persona's next line.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
 from voiceagent.testing.audio import FIXTURE_TEXTS
-from voiceagent.testing.fake_realtime.director import ConfiguredModel
+from voiceagent.testing.fake_realtime.director import Director
 from voiceagent.testing.fake_realtime.handshake import Rejection, Target, check_auth, parse_target
 from voiceagent.testing.fake_realtime.options import SessionOptions
 from voiceagent.testing.fake_realtime.outcomes import Outcome
@@ -106,7 +107,7 @@ class FakeRealtimeServer:
         refuse_overlap: bool = True,
         outcomes: Iterable[Outcome] = (),
         forbid_refusals: bool | None = None,
-        director: ConfiguredModel | None = None,
+        director: Director | None = None,
     ) -> None:
         """See the module docstring. ``chunk_ms``: the older name of a fixed ``delta_ms``."""
         for name in (greeting, *replies):
