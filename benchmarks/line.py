@@ -92,7 +92,8 @@ async def start_instance(env: dict[str, str], port: int, log: Path) -> asyncio.s
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if process.returncode is not None:
-                raise SystemExit(f"voiceagent serve exited with {process.returncode}: see {log}")
+                tail = (await asyncio.to_thread(log.read_text))[-2000:]
+                raise SystemExit(f"voiceagent serve exited with {process.returncode}:\n{tail}")
             with contextlib.suppress(httpx.TransportError):
                 if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
                     return process
