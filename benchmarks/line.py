@@ -131,7 +131,7 @@ async def run(
     work: Path,
     balance: str,
     instance_routes: bool,
-) -> tuple[float, Latencies]:
+) -> tuple[float, float, Latencies]:
     proxy_port = free_port()
     proxy = f"http://127.0.0.1:{proxy_port}"
     env = {
@@ -159,14 +159,16 @@ async def run(
                         break
                 await asyncio.sleep(0.1)
             before = sum(cpu_seconds(server.pid) for server in servers)
+            sessions_before = len(model.sessions)
             await asyncio.gather(*(one_call(proxy, http, ports, latencies) for _ in range(calls)))
             spent = sum(cpu_seconds(server.pid) for server in servers) - before
+            sessions = len(model.sessions) - sessions_before  # a released pre-warm is one more
     finally:
         haproxy.terminate()
         for server in servers:
             server.terminate()
         await asyncio.gather(haproxy.wait(), *(server.wait() for server in servers))
-    return spent / calls, latencies
+    return spent / calls, sessions / calls, latencies
 
 
 async def main(calls: int, database_url: str, balance: str, instance_routes: bool) -> None:
@@ -179,15 +181,17 @@ async def main(calls: int, database_url: str, balance: str, instance_routes: boo
     try:
         with tempfile.TemporaryDirectory() as work:
             async with FakeRealtimeServer(speed=4.0) as model:
-                one, _ = await run(1, calls, model, url, Path(work), balance, instance_routes)
-                two, latencies = await run(2, calls, model, url, Path(work), balance, instance_routes)
+                one, one_sessions, _ = await run(1, calls, model, url, Path(work), balance, instance_routes)
+                two, two_sessions, latencies = await run(2, calls, model, url, Path(work), balance, instance_routes)
     finally:
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
     routes = "streams routed to the instance that pre-warmed" if instance_routes else "no per-instance routes"
     print(f"{calls} calls through haproxy (balance {balance}, {routes}), PostgreSQL records")
-    print(f"CPU per call, one instance : {one * 1000:.0f} ms")
-    print(f"CPU per call, two instances: {two * 1000:.0f} ms ({(two / one - 1) * 100:+.1f} %)")
+    print(f"CPU per call, one instance : {one * 1000:.0f} ms ({one_sessions:.2f} model sessions per call)")
+    change = (two / one - 1) * 100
+    sessions = f"{two_sessions:.2f} model sessions per call"
+    print(f"CPU per call, two instances: {two * 1000:.0f} ms ({change:+.1f} %, {sessions})")
     for kind, label in (("owner", "to the owner"), ("other", "to the other (over the bus)")):
         values = latencies[kind]
         p50, p99 = statistics.median(values), percentile(values, 0.99)
