@@ -166,7 +166,13 @@ def schema_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def line(schema_url: str, tmp_path: Path) -> AsyncIterator[Line]:
+def line_environment() -> dict[str, str]:
+    """What the instances get besides the line's own variables (another module may say more)."""
+    return {}
+
+
+@pytest.fixture
+async def line(schema_url: str, tmp_path: Path, line_environment: dict[str, str]) -> AsyncIterator[Line]:
     async with FakeRealtimeServer(speed=FAST * MODEL_LEAD, replies=("agent_reply_long", "agent_goodbye")) as model:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_", "VOICEAGENT_"))},
@@ -176,6 +182,7 @@ async def line(schema_url: str, tmp_path: Path) -> AsyncIterator[Line]:
             "VOICEAGENT_API_TOKEN": API_TOKEN,
             "VOICEAGENT_DRAIN_SECONDS": str(DRAIN_SECONDS),
             "VOICEAGENT_TRANSFER_TO": "+15551230001",
+            **line_environment,
         }
         proxy_port = free_port()
         env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{proxy_port}"  # Twilio's URLs (and signatures) name the proxy

@@ -45,7 +45,8 @@ class RestDoor:
         await asyncio.sleep(self._grace)
         known = await self._calls.end_for_action(call_sid)
         if not isinstance(known, Lost):
-            return False  # it ended (its end is recorded), or its owner is alive and holds it
+            log.info("call_resume_skipped", reason="it ended, or its owner is alive and holds it")
+            return False
         if not await self._calls.first_resume(call_sid, known.owner):
             log.info("call_resume_skipped", reason="resumed already (the <Connect action> or another instance)")
             return False
