@@ -16,6 +16,7 @@ import time
 from collections.abc import AsyncIterator
 
 import pytest
+from twilio.request_validator import RequestValidator
 
 from tests.helpers import GREETING, WAIT
 from tests.wire.test_several_instances import (  # noqa: F401 (fixtures and the skip marks)
@@ -29,7 +30,9 @@ from tests.wire.test_several_instances import (  # noqa: F401 (fixtures and the 
     schema_url,
 )
 from voiceagent.testing import FIXTURE_TEXTS, TEST_AUTH_TOKEN, FakeTwilioCaller, wait_until
+from voiceagent.testing.fake_twilio import new_sid
 from voiceagent.testing.fake_twilio_rest import FakeTwilioRest
+from voiceagent.testing.twilio_dial import post_webhook
 
 ACCOUNT_SID = "AC" + "5a" * 16
 
@@ -108,3 +111,20 @@ async def test_where_twilio_asks_the_action_too_the_call_is_resumed_once(
         assert len(call.action_answers) == 1 and "<Connect" in call.action_answers[0].twiml
         figure("resumes of one loss with both doors open", call.streams - 1)
         await call.hangup()
+
+
+async def test_the_status_callback_is_a_signed_webhook(
+    line: Line,  # noqa: F811 (the fixture)
+    rest: FakeTwilioRest,
+) -> None:
+    form = {
+        "AccountSid": ACCOUNT_SID, "CallSid": new_sid("CA"), "StreamSid": new_sid("MZ"),
+        "StreamEvent": "stream-error", "StreamError": "forged", "Timestamp": "2026-01-01T00:00:00.000Z",
+    }  # fmt: skip
+    url = line.proxy + "/twilio/stream-status"
+    unsigned = await post_webhook(url, form, validator=None)
+    assert unsigned.status_code == 403
+    signed = await post_webhook(url, form, validator=RequestValidator(TEST_AUTH_TOKEN))
+    assert signed.status_code == 204  # a call nobody owns: nothing to resume
+    await wait_until(lambda: any(each.logged("call_resume_skipped") for each in line.instances), WAIT)
+    assert rest.updates == []

@@ -92,7 +92,7 @@ __all__ = ["FakeTwilioCaller", "new_sid", "webhook_params"]
 T = TypeVar("T")
 
 LOST_SOCKET = 1006  # the close code of a socket that ended without a close frame
-LOST_SOCKET_ERROR = "Stream - WebSocket - the connection was closed without a close frame"
+LOST_SOCKET_ERROR = "31903 Connection Broken Pipe: the WebSocket closed without a close frame"
 AFTER_STREAM_WAIT_SECONDS = 5.0  # how long closing the caller waits for a <Connect action> answer still due
 
 
