@@ -2,9 +2,11 @@
 
     eval "$(.ci/postgres.sh)"; python benchmarks/line.py [--calls 40]
 
-Runs ``--calls`` calls at once through haproxy (round robin) in front of one ``voiceagent serve``, then
-in front of two, on the same PostgreSQL records (a schema of its own, dropped after); the fake model
-and the fake callers run in this process. Each call hears the greeting, asks one question and hears
+Runs ``--calls`` calls at once through haproxy (round robin, and ``use-server`` rules that send a stream
+to the instance its TwiML names: ``/instances/<instance>/twilio/media``, the one that answered the webhook
+and pre-warmed the model session) in front of one ``voiceagent serve``, then in front of two, on the
+same PostgreSQL records (a schema of its own, dropped after); the fake model and the fake callers run in
+this process. Each call hears the greeting, asks one question and hears
 the answer start, then hangs up. Prints the servers' CPU time per call (from ``/proc``), for one
 instance and for two (their sum), and, on two, the latency of ``POST /api/calls/{sid}/note`` sent to
 the instance that does *not* own the call (passed to the owner over the bus) against the owner itself.
@@ -55,6 +57,12 @@ listen line
 """
 
 
+def instance_rules(ports: list[int]) -> str:
+    """haproxy's rules for ``/instances/<instance>/…`` (an instance is named ``host:PORT``)."""
+    host = socket.gethostname()
+    return "\n".join(f"    use-server i{i} if {{ path_beg /instances/{host}:{port}/ }}" for i, port in enumerate(ports))
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -84,7 +92,8 @@ async def start_instance(env: dict[str, str], port: int, log: Path) -> asyncio.s
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if process.returncode is not None:
-                raise SystemExit(f"voiceagent serve exited with {process.returncode}: see {log}")
+                tail = (await asyncio.to_thread(log.read_text))[-2000:]
+                raise SystemExit(f"voiceagent serve exited with {process.returncode}:\n{tail}")
             with contextlib.suppress(httpx.TransportError):
                 if (await http.get(f"http://127.0.0.1:{port}/readyz")).status_code == 200:
                     return process
@@ -115,8 +124,14 @@ Latencies = dict[str, list[float]]
 
 
 async def run(
-    instances: int, calls: int, model: FakeRealtimeServer, database_url: str, work: Path, balance: str
-) -> tuple[float, Latencies]:
+    instances: int,
+    calls: int,
+    model: FakeRealtimeServer,
+    database_url: str,
+    work: Path,
+    balance: str,
+    instance_routes: bool,
+) -> tuple[float, float, Latencies]:
     proxy_port = free_port()
     proxy = f"http://127.0.0.1:{proxy_port}"
     env = {
@@ -131,6 +146,8 @@ async def run(
     servers = [await start_instance(env, port, work / f"serve-{port}.log") for port in ports]
     config = work / f"haproxy-{instances}.cfg"
     lines = "\n".join(f"    server i{i} 127.0.0.1:{port} check" for i, port in enumerate(ports))
+    if instance_routes:  # the stream to the instance its TwiML names (the one that pre-warmed the call)
+        lines += "\n" + instance_rules(ports)
     config.write_text(HAPROXY.format(port=proxy_port, servers=lines, balance=balance))
     haproxy = await asyncio.create_subprocess_exec("haproxy", "-db", "-f", str(config))
     latencies: dict[str, list[float]] = {"owner": [], "other": []}
@@ -142,17 +159,19 @@ async def run(
                         break
                 await asyncio.sleep(0.1)
             before = sum(cpu_seconds(server.pid) for server in servers)
+            sessions_before = len(model.sessions)
             await asyncio.gather(*(one_call(proxy, http, ports, latencies) for _ in range(calls)))
             spent = sum(cpu_seconds(server.pid) for server in servers) - before
+            sessions = len(model.sessions) - sessions_before  # a released pre-warm is one more
     finally:
         haproxy.terminate()
         for server in servers:
             server.terminate()
         await asyncio.gather(haproxy.wait(), *(server.wait() for server in servers))
-    return spent / calls, latencies
+    return spent / calls, sessions / calls, latencies
 
 
-async def main(calls: int, database_url: str, balance: str) -> None:
+async def main(calls: int, database_url: str, balance: str, instance_routes: bool) -> None:
     import psycopg
 
     schema = f"bench_{uuid.uuid4().hex[:12]}"
@@ -162,14 +181,17 @@ async def main(calls: int, database_url: str, balance: str) -> None:
     try:
         with tempfile.TemporaryDirectory() as work:
             async with FakeRealtimeServer(speed=4.0) as model:
-                one, _ = await run(1, calls, model, url, Path(work), balance)
-                two, latencies = await run(2, calls, model, url, Path(work), balance)
+                one, one_sessions, _ = await run(1, calls, model, url, Path(work), balance, instance_routes)
+                two, two_sessions, latencies = await run(2, calls, model, url, Path(work), balance, instance_routes)
     finally:
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
-    print(f"{calls} calls through haproxy (balance {balance}), PostgreSQL records")
-    print(f"CPU per call, one instance : {one * 1000:.0f} ms")
-    print(f"CPU per call, two instances: {two * 1000:.0f} ms ({(two / one - 1) * 100:+.1f} %)")
+    routes = "streams routed to the instance that pre-warmed" if instance_routes else "no per-instance routes"
+    print(f"{calls} calls through haproxy (balance {balance}, {routes}), PostgreSQL records")
+    print(f"CPU per call, one instance : {one * 1000:.0f} ms ({one_sessions:.2f} model sessions per call)")
+    change = (two / one - 1) * 100
+    sessions = f"{two_sessions:.2f} model sessions per call"
+    print(f"CPU per call, two instances: {two * 1000:.0f} ms ({change:+.1f} %, {sessions})")
     for kind, label in (("owner", "to the owner"), ("other", "to the other (over the bus)")):
         values = latencies[kind]
         p50, p99 = statistics.median(values), percentile(values, 0.99)
@@ -185,8 +207,13 @@ if __name__ == "__main__":
         choices=("roundrobin", "source"),
         help="source: every call on one instance (all callers are 127.0.0.1): the line's cost without split calls",
     )
+    parser.add_argument(
+        "--no-instance-routes",
+        action="store_true",
+        help="a proxy without the /instances/<instance>/ rules: streams land anywhere (the pre-warm is released)",
+    )
     parser.add_argument("--database-url", default=os.environ.get("VOICEAGENT_TEST_POSTGRES_URL"))
     options = parser.parse_args()
     if not options.database_url or shutil.which("haproxy") is None:
         raise SystemExit("needs PostgreSQL (VOICEAGENT_TEST_POSTGRES_URL or --database-url) and haproxy")
-    asyncio.run(main(options.calls, options.database_url, options.balance))
+    asyncio.run(main(options.calls, options.database_url, options.balance, not options.no_instance_routes))

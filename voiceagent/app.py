@@ -9,6 +9,7 @@ import time
 from collections.abc import AsyncIterator
 from enum import Enum
 from typing import Any, assert_never
+from urllib.parse import quote
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -31,6 +32,7 @@ from voiceagent.call import CallOptions, EndCall, EndReason, Farewell
 from voiceagent.config import Settings
 from voiceagent.console import console_routes
 from voiceagent.line.calls import Ended, Lost
+from voiceagent.line.lost import LOST_EVENTS, RestDoor
 from voiceagent.line.resume import RESUME_PARAMETER, resumed_options
 from voiceagent.logs import CallLog, mask_number
 from voiceagent.operator_api import announce, answer_for_line, metrics_routes, operator_routes
@@ -42,6 +44,7 @@ from voiceagent.transcripts import TranscriptSink
 from voiceagent.twilio import twiml
 from voiceagent.twilio.eval_mark import STREAM_PARAMETER
 from voiceagent.twilio.media_stream import MediaStreamAdapter
+from voiceagent.twilio.rest import call_updater
 from voiceagent.twilio.security import TOKEN_PARAMETER
 from voiceagent.twilio.transport import TwilioTransport, wait_for_start
 from voiceagent.twilio.webhook_guard import WebhookGuard
@@ -147,7 +150,11 @@ async def voice(request: Request) -> Response:
             if not service.draining:  # draining (the line is shared): the stream goes to another instance
                 service.prewarm(call_sid, caller=party or None, called=ours or None, kind=kind)
                 await service.line_calls.owned(call_sid)  # on record before the stream can land elsewhere
-            return _xml(twiml.connect(base, stream_params))
+                stream_base = _this_instance(service, base)
+                return _xml(
+                    twiml.connect(base, stream_params, stream_base=stream_base, status_callback=_reported(request))
+                )
+            return _xml(twiml.connect(base, stream_params, status_callback=_reported(request)))
         case _:
             assert_never(verdict)
 
@@ -160,6 +167,38 @@ def _kind(service: Service, call_sid: str, params: dict[str, str]) -> str:
     return service.eval_marks.kind(call_sid, params)
 
 
+def _this_instance(service: Service, base: str) -> str | None:
+    """Where a stream reaches this instance, whose session waits for it (Twilio's guidance for several
+    servers: per-instance addresses): ``VOICEAGENT_INSTANCE_URL``, else, when the line is shared,
+    ``PUBLIC_BASE_URL/instances/<instance>`` for a proxy to route on. A stream that arrives at another
+    instance anyway (a proxy without the rule, this instance gone) is served there, as without it."""
+    if service.settings.instance_url:
+        return service.settings.instance_url
+    if not service.line.shared:
+        return None  # one instance: the stream URL of old
+    return _instance_base(base, service.line.instance)
+
+
+def _reported(connection: HTTPConnection) -> bool:
+    """Whether Twilio reports the stream's events (several instances and the REST API: ``stream_status``)."""
+    door: RestDoor = connection.app.state.rest_door
+    return door.open
+
+
+def _instance_base(base: str, instance: str) -> str:
+    return base.rstrip("/") + twiml.INSTANCE_PREFIX.format(instance=quote(instance, safe=":"))
+
+
+def _signed_stream_urls(service: Service, base: str, named: str | None) -> list[str]:
+    """The stream URLs Twilio may have signed the upgrade for: ``/twilio/media`` (ours with
+    ``VOICEAGENT_INSTANCE_URL``, or the line's), or the ``/instances/<named>/`` address of whichever
+    instance answered the webhook."""
+    if named is not None:
+        return [twiml.stream_url(_instance_base(base, named))]
+    own = service.settings.instance_url
+    return [twiml.stream_url(base)] + ([twiml.stream_url(own)] if own else [])
+
+
 async def stream_ended(request: Request) -> Response:
     """``<Connect action>``: Twilio asks what to do once the stream is over."""
     signed = await _signed_webhook(request)
@@ -170,7 +209,10 @@ async def stream_ended(request: Request) -> Response:
     try:
         known = await service.line_calls.end_for_action(call_sid)
         if isinstance(known, Lost):
-            return _xml(await _resume_or_apologise(service, base, call_sid, params))
+            if not await service.line_calls.first_resume(call_sid, known.owner):
+                CallLog(call_sid).info("call_resume_twice", detail="the status callback door resumed it too")
+            resumed = await _resume_twiml(request, base, call_sid, params)
+            return _xml(resumed or twiml.say_and_hang_up(service.settings.unavailable_message))
     except Exception as exc:  # the line's shared state away: the caller hears a sentence, not an error tone
         CallLog(call_sid).error("stream_ended_lookup_failed", error=type(exc).__name__)
         return _xml(twiml.say_and_hang_up(service.settings.unavailable_message))
@@ -204,22 +246,44 @@ async def dial_ended(request: Request) -> Response:
     party, ours = other_party(params)
     stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
     stream_params |= service.eval_marks.stream_parameters(call_sid, _kind(service, call_sid, params))
-    return _xml(twiml.say_and_reconnect(service.settings.transfer_unanswered_message, base, stream_params))
+    message = service.settings.transfer_unanswered_message  # the conversation waits here: the stream too
+    stream_base = _this_instance(service, base)
+    return _xml(
+        twiml.say_and_reconnect(
+            message, base, stream_params, stream_base=stream_base, status_callback=_reported(request)
+        )
+    )
 
 
-async def _resume_or_apologise(service: Service, base: str, call_sid: str, params: dict[str, str]) -> str:
-    """The call's instance died mid-call: a new stream for it here, within the resume budget."""
+async def _resume_twiml(connection: HTTPConnection, base: str, call_sid: str, params: dict[str, str]) -> str | None:
+    """The call's instance died mid-call: a new stream for it here, within the resume budget (else None)."""
+    service: Service = connection.app.state.service
     settings = service.settings
     log = CallLog(call_sid)
     if not await service.line_calls.may_resume(call_sid, settings.max_resumes, settings.resume_window_seconds):
         log.warning("call_not_resumed", reason="over the resume budget, or resuming is off")
-        return twiml.say_and_hang_up(settings.unavailable_message)
+        return None
     log.info("call_resuming", detail="its instance is gone without an end: a new stream here")
     token = service.tokens.issue(call_sid, service.now())
     party, ours = other_party(params)
-    stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours}
+    stream_params = {TOKEN_PARAMETER: token, "from": party, "to": ours, RESUME_PARAMETER: "1"}
     stream_params |= service.eval_marks.stream_parameters(call_sid, _kind(service, call_sid, params))
-    return twiml.connect(base, {**stream_params, RESUME_PARAMETER: "1"})
+    return twiml.connect(base, stream_params, status_callback=_reported(connection))
+
+
+async def stream_status(request: Request) -> Response:
+    """``<Stream statusCallback>``: Twilio reports a stream started, stopped or failed. A lost one whose
+    instance is gone is resumed through the REST API (``voiceagent.line.lost``), after this answer."""
+    signed = await _signed_webhook(request)
+    if signed is None:
+        return PlainTextResponse("Forbidden", status_code=403)
+    service, base, params = signed
+    call_sid, event = params.get("CallSid", ""), params.get("StreamEvent", "")
+    CallLog(call_sid).info("stream_status", stream_event=event[:32], stream_error=params.get("StreamError", "")[:200])
+    door: RestDoor = request.app.state.rest_door
+    if event in LOST_EVENTS and CALL_SID.fullmatch(call_sid) and door.open:
+        service.line.later(door.stream_lost(call_sid, lambda: _resume_twiml(request, base, call_sid, params)), "lost")
+    return Response(status_code=204)
 
 
 def _farewell_message(settings: Settings, farewell: Farewell) -> str:
@@ -244,7 +308,9 @@ async def media(websocket: WebSocket) -> None:
     if base is None:
         await websocket.close(code=1008)
         return
-    if not service.signatures.valid(twiml.stream_url(base), {}, websocket.headers.get("x-twilio-signature")):
+    signature = websocket.headers.get("x-twilio-signature")
+    urls = _signed_stream_urls(service, base, websocket.path_params.get("instance"))  # any instance's address
+    if not any(service.signatures.valid(url, {}, signature) for url in urls):
         log.warning("stream_rejected", reason="bad or missing X-Twilio-Signature on the upgrade")
         await websocket.close(code=1008)
         return
@@ -372,7 +438,9 @@ def create_app(
             Route("/twilio/voice", voice, methods=["POST"]),
             Route(twiml.STREAM_ENDED_PATH, stream_ended, methods=["POST"]),
             Route(twiml.DIAL_ENDED_PATH, dial_ended, methods=["POST"]),
+            Route(twiml.STREAM_STATUS_PATH, stream_status, methods=["POST"]),
             WebSocketRoute(twiml.MEDIA_PATH, media),
+            WebSocketRoute(twiml.INSTANCE_PREFIX + twiml.MEDIA_PATH, media),  # served here, whoever it names
             Route("/healthz", healthz),
             Route("/readyz", readyz),
             *metrics_routes(),
@@ -388,4 +456,7 @@ def create_app(
         service.sink = sink
     answer_for_line(service)  # control and live views asked by the other instances
     app.state.service = service
+    rest = settings.twilio_account_sid and settings.twilio_auth_token
+    updater = call_updater(settings.twilio_account_sid or "", settings.twilio_auth_token or "", settings.twilio_api_url)
+    app.state.rest_door = RestDoor(service.line_calls, updater if rest else None)
     return app

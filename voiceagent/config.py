@@ -137,7 +137,10 @@ class Settings(Variables):
         None, alias="TWILIO_AUTH_TOKEN", repr=False, description="checks X-Twilio-Signature (required)"
     )
     twilio_account_sid: str | None = Field(
-        None, alias="TWILIO_ACCOUNT_SID", description="only for `voiceagent twilio setup` / `twilio dial`"
+        None, alias="TWILIO_ACCOUNT_SID", description="the REST API: `voiceagent twilio`, resuming a lost stream"
+    )
+    twilio_api_url: Annotated[str, base_url("VOICEAGENT_TWILIO_API_URL")] = Field(
+        "https://api.twilio.com", alias="VOICEAGENT_TWILIO_API_URL", description="Twilio's REST API (tests: a fake)"
     )
     public_base_url: PublicBaseUrl = Field(
         None, alias="PUBLIC_BASE_URL", description="the https:// URL Twilio uses to reach us"
@@ -245,6 +248,11 @@ class Settings(Variables):
         "Sorry, we were cut off — where were we?",
         alias="VOICEAGENT_RESUME_LINE",
         description="said when a call resumes on another instance",
+    )
+    instance_url: Annotated[str | None, base_url("VOICEAGENT_INSTANCE_URL")] = Field(
+        None,
+        alias="VOICEAGENT_INSTANCE_URL",
+        description="this instance's own public URL (e.g. PUBLIC_BASE_URL/instances/pod-0): its streams go there",
     )
     max_resumes: int = Field(
         2, alias="VOICEAGENT_MAX_RESUMES", ge=0, le=10, description="resumes per call within the window; 0: off"

@@ -55,3 +55,16 @@ def test_local_http_base_maps_to_ws_and_keeps_the_port_and_path():
 def test_say_and_hang_up_escapes_text():
     root = ET.fromstring(twiml.say_and_hang_up("Fish & chips <today>"))
     assert child(root, "Say").text == "Fish & chips <today>" and root.find("Hangup") is not None
+
+
+def test_the_stream_may_name_its_instance_and_report_its_events_while_the_action_stays_on_the_line():
+    root = ET.fromstring(
+        twiml.connect(BASE, {"token": "t"}, stream_base=BASE + "/instances/pod-0:8080", status_callback=True)
+    )
+    connect = child(root, "Connect")
+    stream = child(connect, "Stream")
+    assert stream.get("url") == "wss://voice.example.com/instances/pod-0:8080/twilio/media"
+    assert connect.get("action") == "https://voice.example.com/twilio/stream-ended"
+    assert stream.get("statusCallback") == "https://voice.example.com/twilio/stream-status"
+    assert stream.get("statusCallbackMethod") == "POST"
+    assert child(ET.fromstring(twiml.connect(BASE, {})), "Connect").find("Stream").get("statusCallback") is None  # type: ignore[union-attr]

@@ -166,7 +166,13 @@ def schema_url() -> Iterator[str]:
 
 
 @pytest.fixture
-async def line(schema_url: str, tmp_path: Path) -> AsyncIterator[Line]:
+def line_environment() -> dict[str, str]:
+    """What the instances get besides the line's own variables (another module may say more)."""
+    return {}
+
+
+@pytest.fixture
+async def line(schema_url: str, tmp_path: Path, line_environment: dict[str, str]) -> AsyncIterator[Line]:
     async with FakeRealtimeServer(speed=FAST * MODEL_LEAD, replies=("agent_reply_long", "agent_goodbye")) as model:
         env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("AZURE_", "OPENAI_", "VOICEAGENT_"))},
@@ -176,11 +182,16 @@ async def line(schema_url: str, tmp_path: Path) -> AsyncIterator[Line]:
             "VOICEAGENT_API_TOKEN": API_TOKEN,
             "VOICEAGENT_DRAIN_SECONDS": str(DRAIN_SECONDS),
             "VOICEAGENT_TRANSFER_TO": "+15551230001",
+            **line_environment,
         }
         proxy_port = free_port()
         env["PUBLIC_BASE_URL"] = f"http://127.0.0.1:{proxy_port}"  # Twilio's URLs (and signatures) name the proxy
         instances = [await start_instance(env, tmp_path, free_port()) for _ in range(2)]
         servers = "\n".join(f"    server i{i} 127.0.0.1:{each.port} check" for i, each in enumerate(instances))
+        # a stream whose TwiML names an instance goes to it (the one that pre-warmed); a server down: round robin
+        servers += "".join(
+            f"\n    use-server i{i} if {{ path_beg /instances/{each.name}/ }}" for i, each in enumerate(instances)
+        )
         config = tmp_path / "haproxy.cfg"
         config.write_text(HAPROXY.format(port=proxy_port, servers=servers))
         haproxy = await asyncio.create_subprocess_exec(
@@ -386,3 +397,34 @@ async def test_resumes_are_bounded_then_the_caller_hears_the_apology(line: Line,
     assert ["<Stream" in text for text in answers] == [True, True, False], answers
     assert "<Say" in answers[-1] and "<Hangup" in answers[-1]
     figure("answers to a lost call's action", ["resume", "resume", "apology"])
+
+
+def used_by_a_stream(session: Any) -> bool:
+    """The caller's audio reached this model session (a pre-warm released unused never gets any)."""
+    appended = "input_audio_buffer.append"
+    return any(isinstance(event, dict) and event.get("type") == appended for event in session.received)
+
+
+async def test_round_robin_streams_reach_the_instance_that_prewarmed(line: Line) -> None:
+    """Round robin spreads the webhooks; each TwiML's stream URL names the instance that answered and
+    pre-warmed, and haproxy's ``use-server`` rule takes the stream there: no session opened twice."""
+    calls = 3  # odd: without the rule, round robin would send streams elsewhere than their webhooks
+    owners: list[str] = []
+
+    async def one_call() -> None:
+        async with caller(line) as call:
+            await greeted(call)
+            owner = await line.owner(call.call_sid, via=line.instances[0].url)  # not through the round robin
+            assert call.stream_url is not None and f"/instances/{owner.name}/twilio/media" in call.stream_url
+            owners.append(owner.name)
+            await call.hangup()
+
+    await asyncio.gather(*(one_call() for _ in range(calls)))
+    await wait_until(lambda: all(session.closed for session in line.model.sessions), WAIT)
+    sessions = line.model.sessions
+    assert len(sessions) == calls and line.model.connection_attempts == calls  # one model session per call
+    assert all(used_by_a_stream(session) for session in sessions)  # none released unused
+    assert not any(each.logged("prewarm_release") for each in line.instances)
+    assert set(owners) == {each.name for each in line.instances}  # the webhooks were spread (round robin)
+    figure("model sessions per call through round robin", len(sessions) / calls)
+    figure("calls per instance", {name: owners.count(name) for name in sorted(set(owners))})

@@ -117,6 +117,10 @@ class LineCalls:
         found = answer.get("end")
         return Ended(end_from_json(found)) if isinstance(found, dict) else Unknown()
 
+    async def first_resume(self, call_sid: str, lost_owner: str) -> bool:
+        """The first to resume ``call_sid`` after ``lost_owner`` died (the action or the status door)."""
+        return await self.node.state.first_use(f"resume:{call_sid}:{lost_owner}", WEBHOOK_MEMORY_SECONDS)
+
     async def may_resume(self, call_sid: str, max_resumes: int, window_seconds: float) -> bool:
         if max_resumes <= 0:
             return False

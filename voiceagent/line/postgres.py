@@ -6,12 +6,17 @@ the store's ``instances`` heartbeats), ``line_ends``, ``line_keys`` (single-use 
 ``line_resumes``. Each instance holds two ``psycopg.AsyncConnection``\\s: one for statements, one that
 only listens. A NOTIFY payload is at most 8000 bytes: a longer message goes in numbered pieces, sent in
 one transaction (so that they arrive together and in order) and put together by the listener.
+
+Two channels per instance: the line's (messages to everyone) and its own (messages to it: requests,
+replies). An instance is woken only by what is addressed to it, so the others' control traffic (a live
+view's reply of several pieces, say) costs it nothing.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import json
 import time
 import uuid
@@ -158,7 +163,7 @@ class PostgresBus:
         schema = str(row[0]) if row and row[0] else "public"
         # one line per schema: databases shared by several lines (tests, staging) keep their buses apart
         self.channel = CHANNEL if schema == "public" else f"{CHANNEL}_{schema}"[:63]
-        await self._listener.execute(f'LISTEN "{self.channel}"')
+        await self._listen_on(self._listener)
         self._task = asyncio.get_running_loop().create_task(self._listen(deliver), name="line-bus")
 
     async def _listen(self, deliver: Handler) -> None:
@@ -186,7 +191,15 @@ class PostgresBus:
                 await asyncio.sleep(1.0)
                 with contextlib.suppress(Exception):
                     self._listener = await _connect(self.url)
-                    await self._listener.execute(f'LISTEN "{self.channel}"')
+                    await self._listen_on(self._listener)
+
+    def channel_of(self, instance: str) -> str:
+        """``instance``'s own channel (a hash: instance names hold characters channels may not)."""
+        return f"{self.channel[:50]}_{hashlib.sha256(instance.encode()).hexdigest()[:12]}"
+
+    async def _listen_on(self, listener: Any) -> None:
+        await listener.execute(f'LISTEN "{self.channel}"')
+        await listener.execute(f'LISTEN "{self.channel_of(self.instance)}"')
 
     async def stop(self) -> None:
         if self._task is not None:
@@ -210,21 +223,22 @@ class PostgresBus:
             payloads = [
                 json.dumps({"piece": key, "i": i, "n": len(parts), "data": part}) for i, part in enumerate(parts)
             ]
+        channel = self.channel if message.to == EVERYONE else self.channel_of(message.to)
         async with self._send_lock:
             try:
-                await self._notify(payloads)
+                await self._notify(channel, payloads)
             except Exception:
                 with contextlib.suppress(Exception):
                     await self._sender.close()
                 self._sender = None
-                await self._notify(payloads)
+                await self._notify(channel, payloads)
 
-    async def _notify(self, payloads: list[str]) -> None:
+    async def _notify(self, channel: str, payloads: list[str]) -> None:
         if self._sender is None:
             self._sender = await _connect(self.url)
         async with self._sender.transaction():
             for payload in payloads:
-                await self._sender.execute("SELECT pg_notify(%s, %s)", (self.channel, payload))
+                await self._sender.execute("SELECT pg_notify(%s, %s)", (channel, payload))
 
 
 def _assembled(payload: str, pieces: dict[str, list[str]]) -> str | None:

@@ -20,6 +20,11 @@ would not accept:
   of that answer (``<Say>`` then ``<Connect><Stream>``) onto a new stream of the same call.
 * ``eval_mark=True`` (``voiceagent eval``): each request about the call also carries the eval mark, signed
   with the rest (``voiceagent.twilio.eval_mark``), so that the service records the call as an eval.
+* A ``<Stream statusCallback>`` is told ``stream-started``, ``stream-stopped`` and ``stream-error`` (a socket
+  lost without a close frame), signed, with ``StreamEvent``, ``StreamError``, ``StreamSid``, ``CallSid``,
+  ``AccountSid`` and ``Timestamp`` (``stream_reports``). With ``action_after_lost_socket=False`` a lost
+  socket is not followed by the ``<Connect action>`` request: the call waits for ``update_twiml`` (the
+  REST API's call update, ``fake_twilio_rest``), which replaces its TwiML and may open a new stream.
 * Behind a TLS-terminating proxy (``public_base_url``, ``proxy_headers``, ``upgrade_proxy_headers``):
   Twilio signs every request for the public URL, and the request reaches the app over plain HTTP with
   the headers the proxy adds (e.g. ``X-Forwarded-Proto``).
@@ -42,6 +47,7 @@ import asyncio
 import json
 import math
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import TypeVar
 from urllib.parse import urljoin
@@ -88,6 +94,8 @@ __all__ = ["FakeTwilioCaller", "new_sid", "webhook_params"]
 
 T = TypeVar("T")
 
+LOST_SOCKET = 1006  # the close code of a socket that ended without a close frame
+LOST_SOCKET_ERROR = "31903 Connection Broken Pipe: the WebSocket closed without a close frame"
 AFTER_STREAM_WAIT_SECONDS = 5.0  # how long closing the caller waits for a <Connect action> answer still due
 
 
@@ -118,6 +126,7 @@ class FakeTwilioCaller:
         follow_connect: bool = False,
         dial_status: str = "completed",
         eval_mark: bool = False,
+        action_after_lost_socket: bool = True,
     ) -> None:
         if not (speed > 0 and math.isfinite(speed)):
             raise ValueError(f"speed must be a positive finite number, not {speed!r}")
@@ -162,6 +171,10 @@ class FakeTwilioCaller:
         # busy, failed), as Twilio does once the dialled leg is over; its answer
         self.dial_status = dial_status
         self.after_dial: AfterStream | None = None
+        # a <Stream statusCallback>: each report sent and the status it was answered with (None: failed)
+        self.action_after_lost_socket = action_after_lost_socket
+        self.stream_reports: list[tuple[str, int | None]] = []
+        self._reporting: set[asyncio.Task[None]] = set()
 
         # accounting, in emulated time
         self.sent_audio = bytearray()
@@ -282,6 +295,7 @@ class FakeTwilioCaller:
         self.streams += 1
         await self._send(lambda: [self._messages.connected(), self._messages.start(self.parameters)])
         self._record("start", self.stream_sid)
+        self._report_stream("stream-started")
         self._receive_task = asyncio.create_task(self._receive_loop(), name=f"twilio-receive-{self.call_sid}")
         self._clock_task = asyncio.create_task(self._run_clock(), name=f"twilio-clock-{self.call_sid}")
         return True
@@ -296,7 +310,7 @@ class FakeTwilioCaller:
         )
         self._playback = OutboundBuffer()
         self.stream_url, self.parameters, self._instruction = instruction.url, instruction.parameters, instruction
-        self._closed = self._clock_stopped = self.closed_by_server = False
+        self._closed = self._clock_stopped = self.closed_by_server = self._ending_locally = False
         self.close_code = None
         await self._start_stream(instruction)
         self._notify()
@@ -395,6 +409,8 @@ class FakeTwilioCaller:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._reporting:
+            await asyncio.wait(set(self._reporting), timeout=AFTER_STREAM_WAIT_SECONDS)
         if self._after_stream_task is not None:  # let an answer already under way arrive, within reason
             await asyncio.wait({self._after_stream_task}, timeout=AFTER_STREAM_WAIT_SECONDS)
             self._after_stream_task.cancel()
@@ -512,11 +528,58 @@ class FakeTwilioCaller:
         self.closed_by_server = not self._ending_locally
         self._record("closed", f"code {self.close_code} by {'server' if self.closed_by_server else 'caller'}")
         self._wake_speakers(everyone=True)
-        if self.closed_by_server and self._instruction is not None and self._instruction.action:
+        lost = self.close_code == LOST_SOCKET  # no close frame: the app's process died, or its node
+        self._report_stream("stream-error" if lost else "stream-stopped", LOST_SOCKET_ERROR if lost else None)
+        if lost and not self.action_after_lost_socket:
+            self._record("waiting", "no <Connect action> after a lost socket: the call waits for a REST update")
+        elif self.closed_by_server and self._instruction is not None and self._instruction.action:
             self._after_stream_task = asyncio.create_task(
                 self._request_action(self._instruction), name=f"twilio-action-{self.call_sid}"
             )
         self._notify()
+
+    def _report_stream(self, event: str, error: str | None = None) -> None:
+        """Tell the ``<Stream statusCallback>`` (if any) what became of the stream, as Twilio does."""
+        instruction = self._instruction
+        if instruction is None or instruction.status_callback is None:
+            return
+        url = urljoin(self._webhook_url, instruction.status_callback)
+        form = {
+            "AccountSid": self.account_sid, "CallSid": self.call_sid, "StreamSid": self.stream_sid,
+            "StreamName": self.stream_sid, "StreamEvent": event,
+            "Timestamp": datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        } | ({"StreamError": error} if error else {})  # fmt: skip
+        self._record("stream_report", event)
+
+        async def report() -> None:
+            try:
+                answered: int | None = (
+                    await self._post_signed(url, form, instruction.status_callback_method)
+                ).status_code
+            except httpx.HTTPError:
+                answered = None
+            self.stream_reports.append((event, answered))
+            self._notify()
+
+        task = asyncio.create_task(report(), name=f"twilio-report-{self.call_sid}")
+        self._reporting.add(task)
+        task.add_done_callback(self._reporting.discard)
+
+    async def update_twiml(self, twiml: str) -> None:
+        """The REST API's call update: the call leaves what it was doing and runs ``twiml`` (a new
+        ``<Connect><Stream>``: a new stream of the same call)."""
+        self._record("call_update", twiml)
+        if self.streaming:
+            self._ending_locally = True
+            await self._stop_clock()
+            await self._close_socket()
+        try:
+            instruction = parse_twiml(twiml)
+        except TwimlRefused as refusal:
+            self._refuse(str(refusal))
+            self._notify()
+            return
+        await self._stream_again(instruction)
 
     async def _post_signed(self, url: str, form: dict[str, str], method: str) -> httpx.Response:
         """A request on the call, as Twilio makes it: signed, through the same client and proxy."""

@@ -69,6 +69,8 @@ class StreamInstruction:
     warnings: list[str] = field(default_factory=list)  # accepted, but Twilio would complain
     action: str | None = None  # <Connect action>: requested once the server ends the stream (as written)
     method: str = "POST"
+    status_callback: str | None = None  # <Stream statusCallback>: told stream-started/-stopped/-error
+    status_callback_method: str = "POST"
 
 
 class TwimlRefused(ValueError):
@@ -124,7 +126,11 @@ def _connect_stream(connect_verb: ElementTree.Element) -> StreamInstruction:
         warnings.append(f"<Connect method={method!r}>: only GET and POST are allowed; Twilio uses POST")
         method = "POST"
     action = connect_verb.get("action") or None
-    return StreamInstruction(url=url, parameters=parameters, warnings=warnings, action=action, method=method)
+    reports, reports_method = stream.get("statusCallback") or None, stream.get("statusCallbackMethod", "POST").upper()
+    return StreamInstruction(
+        url=url, parameters=parameters, warnings=warnings, action=action, method=method,
+        status_callback=reports, status_callback_method=reports_method,
+    )  # fmt: skip
 
 
 # ------------------------------------------------------------------------------ after the stream

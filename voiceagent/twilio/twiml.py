@@ -13,6 +13,8 @@ from twilio.twiml.voice_response import Connect, VoiceResponse
 MEDIA_PATH = "/twilio/media"
 STREAM_ENDED_PATH = "/twilio/stream-ended"
 DIAL_ENDED_PATH = "/twilio/dial-ended"
+STREAM_STATUS_PATH = "/twilio/stream-status"
+INSTANCE_PREFIX = "/instances/{instance}"  # a stream URL naming its instance (several instances)
 
 
 def stream_url(public_base: str) -> str:
@@ -24,27 +26,45 @@ def stream_url(public_base: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path.rstrip("/") + MEDIA_PATH, "", ""))
 
 
-def connect(public_base: str, parameters: dict[str, str]) -> str:
+def connect(
+    public_base: str, parameters: dict[str, str], *, stream_base: str | None = None, status_callback: bool = False
+) -> str:
     """Connect the call to our media stream; when the stream ends, Twilio asks ``/twilio/stream-ended``
-    what to do next (hang up, or apologise first if the model could not be reached)."""
+    what to do next (hang up, or apologise first if the model could not be reached).
+
+    ``stream_base``: where the stream goes, when not ``public_base`` (the instance that answered, so that
+    a proxy routing on it brings the stream to the pre-warmed session); the action stays on
+    ``public_base``, for any instance to answer. ``status_callback``: Twilio reports the stream's events
+    to ``/twilio/stream-status`` (a ``stream-error`` there is the other door to resume a lost call)."""
     response = VoiceResponse()
-    response.append(_connect(public_base, parameters))
+    response.append(_connect(public_base, parameters, stream_base, status_callback))
     return str(response)
 
 
-def _connect(public_base: str, parameters: dict[str, str]) -> Connect:
-    bridge = Connect(action=public_base.rstrip("/") + STREAM_ENDED_PATH, method="POST")
-    stream = bridge.stream(url=stream_url(public_base))
+def _connect(
+    public_base: str, parameters: dict[str, str], stream_base: str | None = None, status_callback: bool = False
+) -> Connect:
+    base = public_base.rstrip("/")
+    bridge = Connect(action=base + STREAM_ENDED_PATH, method="POST")
+    reports = {"status_callback": base + STREAM_STATUS_PATH, "status_callback_method": "POST"}
+    stream = bridge.stream(url=stream_url(stream_base or public_base), **(reports if status_callback else {}))
     for name, value in parameters.items():
         stream.parameter(name=name, value=value)
     return bridge
 
 
-def say_and_reconnect(message: str, public_base: str, parameters: dict[str, str]) -> str:
+def say_and_reconnect(
+    message: str,
+    public_base: str,
+    parameters: dict[str, str],
+    *,
+    stream_base: str | None = None,
+    status_callback: bool = False,
+) -> str:
     """Say ``message``, then connect the call to a new media stream (a transfer that came back)."""
     response = VoiceResponse()
     response.say(message)
-    response.append(_connect(public_base, parameters))
+    response.append(_connect(public_base, parameters, stream_base, status_callback))
     return str(response)
 
 
