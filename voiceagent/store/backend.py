@@ -22,6 +22,7 @@ from voiceagent.store.settings import RecordsSettings
 __all__ = ["Connection", "StoreError", "connect", "error_kind", "migrate", "require_newest"]
 
 SQLITE_BUSY_TIMEOUT_SECONDS = 5.0
+SQLITE_PAGE_CACHE_KIB = 512  # per connection; SQLite's default is 2000
 POSTGRES_CONNECT_TIMEOUT_SECONDS = 10
 MIGRATION_LOCK = 7_205_201_010  # pg_advisory_xact_lock key: one instance migrates at a time
 
@@ -102,6 +103,10 @@ class SqliteConnection:
             # the WAL file, and so survives the process being killed (not a power cut; FULL would fsync)
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+        # A small page cache, full within minutes: the store appends and reads back recent rows, the OS
+        # keeps the file's pages anyway, and SQLite's default (2 MiB a connection) otherwise fills over
+        # the first twenty minutes of a busy line, which reads as a leak (benchmarks/soak.py)
+        self._db.execute(f"PRAGMA cache_size=-{SQLITE_PAGE_CACHE_KIB}")
         self._db.execute("PRAGMA foreign_keys=ON")
 
     def query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
