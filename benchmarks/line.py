@@ -6,9 +6,11 @@ Runs ``--calls`` calls at once through haproxy (round robin, and ``use-server`` 
 to the instance its TwiML names: ``/instances/<instance>/twilio/media``, the one that answered the webhook
 and pre-warmed the model session) in front of one ``voiceagent serve``, then in front of two, on the
 same PostgreSQL records (a schema of its own, dropped after); the fake model and the fake callers run in
-this process. Each call hears the greeting, asks one question and hears
-the answer start, then hangs up. Prints the servers' CPU time per call (from ``/proc``), for one
-instance and for two (their sum), and, on two, the latency of ``POST /api/calls/{sid}/note`` sent to
+this process. Each call hears the greeting, asks one question and hears the answer start, then hangs up;
+each instance count runs two batches: the calls alone, then the same calls with an operator's work in
+each (a live view of the line, then a note to each instance). Prints the servers' CPU time per call
+(from ``/proc``), for one instance and for two (their sum), batch by batch, and, on two, the latency of
+``GET /api/calls/live`` (every instance asked over the bus) and of ``POST /api/calls/{sid}/note`` sent to
 the instance that does *not* own the call (passed to the owner over the bus) against the owner itself.
 Needs ``haproxy`` and ``VOICEAGENT_TEST_POSTGRES_URL`` (or ``--database-url``).
 """
@@ -26,6 +28,7 @@ import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -34,6 +37,17 @@ from voiceagent.testing.audio import load_fixture
 from voiceagent.testing.fake_realtime import FakeRealtimeServer
 from voiceagent.testing.fake_twilio import FakeTwilioCaller
 from voiceagent.testing.harness import TEST_AUTH_TOKEN, app_environment
+
+Latencies = dict[str, list[float]]
+
+
+@dataclass(frozen=True)
+class Run:
+    call_cpu: float  # seconds of the servers' CPU per call, the call alone
+    operated_call_cpu: float  # ... a call with a live view and two notes
+    sessions_per_call: float  # model sessions opened per call (a released pre-warm is one more)
+    latencies: Latencies
+
 
 GREETING = load_fixture("agent_greeting")
 API_TOKEN = "line-benchmark-token-0123456789"
@@ -101,26 +115,27 @@ async def start_instance(env: dict[str, str], port: int, log: Path) -> asyncio.s
     raise SystemExit("voiceagent serve did not become ready within 60 s")
 
 
-async def one_call(proxy: str, http: httpx.AsyncClient, ports: list[int], latencies: dict[str, list[float]]) -> None:
+async def one_call(
+    proxy: str, http: httpx.AsyncClient, ports: list[int], latencies: Latencies, *, operator: bool
+) -> None:
     async with FakeTwilioCaller(proxy, auth_token=TEST_AUTH_TOKEN) as caller:
         assert await caller.dial(), caller.refusal
         await caller.wait_until(lambda: len(caller.played) >= len(GREETING), 120)
-        # the same work on one instance and on two: a live view, then a note to each instance
-        live = (await http.get(proxy + "/api/calls/live", headers=AUTH)).json()["calls"]
-        owner = next(c["instance"] for c in live if c["call_sid"] == caller.call_sid)
-        for port in ports if len(ports) > 1 else ports * 2:
-            kind = "owner" if owner.endswith(f":{port}") else "other"
+        if operator:  # the same work on one instance and on two: a live view, then a note to each instance
             started = time.perf_counter()
-            url = f"http://127.0.0.1:{port}/api/calls/{caller.call_sid}/note"
-            answer = await http.post(url, json={"text": "benchmark note"}, headers=AUTH)
-            assert answer.status_code == 202, answer.text
-            latencies[kind].append((time.perf_counter() - started) * 1000)
+            live = (await http.get(proxy + "/api/calls/live", headers=AUTH)).json()["calls"]
+            latencies["live"].append((time.perf_counter() - started) * 1000)
+            owner = next(c["instance"] for c in live if c["call_sid"] == caller.call_sid)
+            for port in ports if len(ports) > 1 else ports * 2:
+                kind = "owner" if owner.endswith(f":{port}") else "other"
+                started = time.perf_counter()
+                url = f"http://127.0.0.1:{port}/api/calls/{caller.call_sid}/note"
+                answer = await http.post(url, json={"text": "benchmark note"}, headers=AUTH)
+                assert answer.status_code == 202, answer.text
+                latencies[kind].append((time.perf_counter() - started) * 1000)
         await caller.say("caller_book_table")
         await caller.wait_until(lambda: len(caller.played) >= len(GREETING) + 8000, 120)
         await caller.hangup()
-
-
-Latencies = dict[str, list[float]]
 
 
 async def run(
@@ -131,7 +146,7 @@ async def run(
     work: Path,
     balance: str,
     instance_routes: bool,
-) -> tuple[float, float, Latencies]:
+) -> Run:
     proxy_port = free_port()
     proxy = f"http://127.0.0.1:{proxy_port}"
     env = {
@@ -150,7 +165,8 @@ async def run(
         lines += "\n" + instance_rules(ports)
     config.write_text(HAPROXY.format(port=proxy_port, servers=lines, balance=balance))
     haproxy = await asyncio.create_subprocess_exec("haproxy", "-db", "-f", str(config))
-    latencies: dict[str, list[float]] = {"owner": [], "other": []}
+    latencies: Latencies = {"owner": [], "other": [], "live": []}
+    spent: dict[bool, float] = {}
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             for _ in range(100):
@@ -158,17 +174,20 @@ async def run(
                     if (await http.get(proxy + "/readyz")).status_code == 200:
                         break
                 await asyncio.sleep(0.1)
-            before = sum(cpu_seconds(server.pid) for server in servers)
             sessions_before = len(model.sessions)
-            await asyncio.gather(*(one_call(proxy, http, ports, latencies) for _ in range(calls)))
-            spent = sum(cpu_seconds(server.pid) for server in servers) - before
+            for operator in (False, True):  # the calls alone, then the same calls with an operator's work
+                before = sum(cpu_seconds(server.pid) for server in servers)
+                await asyncio.gather(
+                    *(one_call(proxy, http, ports, latencies, operator=operator) for _ in range(calls))
+                )
+                spent[operator] = (sum(cpu_seconds(server.pid) for server in servers) - before) / calls
             sessions = len(model.sessions) - sessions_before  # a released pre-warm is one more
     finally:
         haproxy.terminate()
         for server in servers:
             server.terminate()
         await asyncio.gather(haproxy.wait(), *(server.wait() for server in servers))
-    return spent / calls, sessions / calls, latencies
+    return Run(spent[False], spent[True], sessions / (2 * calls), latencies)
 
 
 async def main(calls: int, database_url: str, balance: str, instance_routes: bool) -> None:
@@ -181,21 +200,24 @@ async def main(calls: int, database_url: str, balance: str, instance_routes: boo
     try:
         with tempfile.TemporaryDirectory() as work:
             async with FakeRealtimeServer(speed=4.0) as model:
-                one, one_sessions, _ = await run(1, calls, model, url, Path(work), balance, instance_routes)
-                two, two_sessions, latencies = await run(2, calls, model, url, Path(work), balance, instance_routes)
+                one = await run(1, calls, model, url, Path(work), balance, instance_routes)
+                two = await run(2, calls, model, url, Path(work), balance, instance_routes)
     finally:
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
     routes = "streams routed to the instance that pre-warmed" if instance_routes else "no per-instance routes"
-    print(f"{calls} calls through haproxy (balance {balance}, {routes}), PostgreSQL records")
-    print(f"CPU per call, one instance : {one * 1000:.0f} ms ({one_sessions:.2f} model sessions per call)")
-    change = (two / one - 1) * 100
-    sessions = f"{two_sessions:.2f} model sessions per call"
-    print(f"CPU per call, two instances: {two * 1000:.0f} ms ({change:+.1f} %, {sessions})")
-    for kind, label in (("owner", "to the owner"), ("other", "to the other (over the bus)")):
-        values = latencies[kind]
+    print(f"{calls} calls at once through haproxy (balance {balance}, {routes}), PostgreSQL records")
+    print(f"model sessions per call: one instance {one.sessions_per_call:.2f}, two {two.sessions_per_call:.2f}")
+    for label, cost in (("the call alone", "call_cpu"), ("with a live view and two notes", "operated_call_cpu")):
+        alone, split = getattr(one, cost) * 1000, getattr(two, cost) * 1000
+        change = (split / alone - 1) * 100
+        print(f"CPU per call, {label:<31}: one instance {alone:.1f} ms, two {split:.1f} ms ({change:+.1f} %)")
+    rows = [("live", "GET /api/calls/live, two instances"), ("owner", "note to the owner")]
+    rows.append(("other", "note to the other (over the bus)"))
+    for kind, label in rows:
+        values = two.latencies[kind]
         p50, p99 = statistics.median(values), percentile(values, 0.99)
-        print(f"note {label:<28}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(values)} requests)")
+        print(f"{label:<36}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(values)} requests)")
 
 
 if __name__ == "__main__":

@@ -114,6 +114,12 @@ async def test_request_and_reply_between_instances(node: LineNode, database_url:
             await other.publish("utterance", {"call_sid": SID, "text": long})
             await asyncio.wait_for(arrived.wait(), 5)
             assert seen[-1] == ("utterance", {"call_sid": SID, "text": long, "instance": "b"})
+            # and one that does not compress below the limit, in several pieces
+            arrived.clear()
+            noise = os.urandom(16_000).hex()
+            await other.publish("utterance", {"call_sid": SID, "text": noise})
+            await asyncio.wait_for(arrived.wait(), 5)
+            assert seen[-1] == ("utterance", {"call_sid": SID, "text": noise, "instance": "b"})
     finally:
         if other is not node:
             await other.stop()
