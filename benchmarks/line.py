@@ -89,6 +89,12 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
+def print_logs(work: Path) -> None:
+    """What the servers said, before their folder goes (a run that failed)."""
+    for log in sorted(work.glob("serve-*.log")):
+        print(f"--- {log.name}, last lines:\n{log.read_text()[-3000:]}", file=sys.stderr)
+
+
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -174,6 +180,11 @@ async def run(
                     if (await http.get(proxy + "/readyz")).status_code == 200:
                         break
                 await asyncio.sleep(0.1)
+            # warm every instance up first (its first call imports and builds what later calls reuse):
+            # two instances would otherwise pay that twice in the figures
+            await asyncio.gather(
+                *(one_call(proxy, http, ports, latencies, operator=False) for _ in range(2 * instances))
+            )
             sessions_before = len(model.sessions)
             for operator in (False, True):  # the calls alone, then the same calls with an operator's work
                 before = sum(cpu_seconds(server.pid) for server in servers)
@@ -182,6 +193,9 @@ async def run(
                 )
                 spent[operator] = (sum(cpu_seconds(server.pid) for server in servers) - before) / calls
             sessions = len(model.sessions) - sessions_before  # a released pre-warm is one more
+    except BaseException:
+        print_logs(work)
+        raise
     finally:
         haproxy.terminate()
         for server in servers:
@@ -190,32 +204,42 @@ async def run(
     return Run(spent[False], spent[True], sessions / (2 * calls), latencies)
 
 
-async def main(calls: int, database_url: str, balance: str, instance_routes: bool) -> None:
+async def main(calls: int, database_url: str, balance: str, instance_routes: bool, repeat: int) -> None:
     import psycopg
 
     schema = f"bench_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(database_url, autocommit=True) as admin:
         admin.execute(f"CREATE SCHEMA {schema}")
     url = database_url + ("&" if "?" in database_url else "?") + f"options=-csearch_path%3D{schema}"
+    rounds: list[tuple[Run, Run]] = []
     try:
         with tempfile.TemporaryDirectory() as work:
             async with FakeRealtimeServer(speed=4.0) as model:
-                one = await run(1, calls, model, url, Path(work), balance, instance_routes)
-                two = await run(2, calls, model, url, Path(work), balance, instance_routes)
+                for round_number in range(repeat):  # one then two, then two then one: the order cancels out
+                    counts = (1, 2) if round_number % 2 == 0 else (2, 1)
+                    done = {n: await run(n, calls, model, url, Path(work), balance, instance_routes) for n in counts}
+                    rounds.append((done[1], done[2]))
     finally:
         with psycopg.connect(database_url, autocommit=True) as admin:
             admin.execute(f"DROP SCHEMA {schema} CASCADE")
     routes = "streams routed to the instance that pre-warmed" if instance_routes else "no per-instance routes"
-    print(f"{calls} calls at once through haproxy (balance {balance}, {routes}), PostgreSQL records")
+    print(f"{calls} calls at once through haproxy (balance {balance}, {routes}), PostgreSQL records, {repeat} rounds")
+    one, two = rounds[-1]
     print(f"model sessions per call: one instance {one.sessions_per_call:.2f}, two {two.sessions_per_call:.2f}")
     for label, cost in (("the call alone", "call_cpu"), ("with a live view and two notes", "operated_call_cpu")):
-        alone, split = getattr(one, cost) * 1000, getattr(two, cost) * 1000
-        change = (split / alone - 1) * 100
-        print(f"CPU per call, {label:<31}: one instance {alone:.1f} ms, two {split:.1f} ms ({change:+.1f} %)")
+        alone = [getattr(one, cost) * 1000 for one, _ in rounds]
+        split = [getattr(two, cost) * 1000 for _, two in rounds]
+        changes = [(b / a - 1) * 100 for a, b in zip(alone, split, strict=True)]
+        each = ", ".join(f"{change:+.0f}" for change in changes)
+        print(
+            f"CPU per call, {label:<31}: one instance {statistics.median(alone):.1f} ms, "
+            f"two {statistics.median(split):.1f} ms (median change {statistics.median(changes):+.1f} %; "
+            f"rounds {each} %)"
+        )
     rows = [("live", "GET /api/calls/live, two instances"), ("owner", "note to the owner")]
     rows.append(("other", "note to the other (over the bus)"))
     for kind, label in rows:
-        values = two.latencies[kind]
+        values = [value for _, two in rounds for value in two.latencies[kind]]
         p50, p99 = statistics.median(values), percentile(values, 0.99)
         print(f"{label:<36}: p50 {p50:.1f} ms, p99 {p99:.1f} ms ({len(values)} requests)")
 
@@ -234,8 +258,11 @@ if __name__ == "__main__":
         action="store_true",
         help="a proxy without the /instances/<instance>/ rules: streams land anywhere (the pre-warm is released)",
     )
+    parser.add_argument("--repeat", type=int, default=3, help="rounds of one instance and two (default 3)")
     parser.add_argument("--database-url", default=os.environ.get("VOICEAGENT_TEST_POSTGRES_URL"))
     options = parser.parse_args()
     if not options.database_url or shutil.which("haproxy") is None:
         raise SystemExit("needs PostgreSQL (VOICEAGENT_TEST_POSTGRES_URL or --database-url) and haproxy")
-    asyncio.run(main(options.calls, options.database_url, options.balance, not options.no_instance_routes))
+    asyncio.run(
+        main(options.calls, options.database_url, options.balance, not options.no_instance_routes, options.repeat)
+    )
