@@ -161,6 +161,11 @@ async def main(args: argparse.Namespace) -> int:
         f"RSS growth after minute {args.warmup:g}: {growth:+.2f} KB per call per minute "
         f"({verdict} the goal of {GOAL_KB_PER_CALL_MINUTE:g}); server log: {scratch / 'server.log'}"
     )
+    halfway = (args.warmup * 60 + args.minutes * 60) / 2
+    later = [(at, rss) for at, rss in steady if at >= halfway]
+    if len(later) >= 3:  # a cache still filling grows early and stops; a leak grows at the same pace to the end
+        late = slope_per_minute(later) / 1024 / args.calls
+        print(f"  over the second half (minute {halfway / 60:g} on): {late:+.2f} KB per call per minute")
     if args.trace:
         print_growth(args.trace, args.warmup, args.trace_every)
     return 0 if growth <= GOAL_KB_PER_CALL_MINUTE else 1
