@@ -40,9 +40,9 @@ def test_every_docker_run_gives_the_drain_time_to_finish() -> None:
 
 
 def test_the_readme_names_the_field_api_errors_carry() -> None:
-    from voiceagent.operator_api import _error
+    from voiceagent.operator_auth import error
 
-    body = bytes(_error(400, "why").body)
+    body = bytes(error(400, "why").body)
     assert body == b'{"error":"why"}'
     assert "API errors are JSON with an `error`" in (ROOT / "README.md").read_text(encoding="utf-8")
 
