@@ -7,8 +7,11 @@ caller must not be able to buy unlimited model sessions.
 from __future__ import annotations
 
 from collections import OrderedDict, deque
+from typing import Generic, TypeVar
 
-__all__ = ["RateLimit", "RecentKeys"]
+__all__ = ["RateLimit", "RecentKeys", "RecentValues"]
+
+V = TypeVar("V")
 
 
 class RateLimit:
@@ -79,3 +82,42 @@ class RecentKeys:
             if seen_at > now - self._seconds:
                 break
             del self._seen[key]
+
+
+class RecentValues(Generic[V]):
+    """A value per key for ``seconds`` after it was put (and at most ``max_keys`` of them): what a process
+    must remember of a call for a while after it, forgotten when nobody can still ask. A count alone would
+    keep a busy day's last ``max_keys`` calls, filling memory for hours (benchmarks/soak.py)."""
+
+    def __init__(self, seconds: float, *, max_keys: int) -> None:
+        self._seconds = seconds
+        self._max_keys = max_keys
+        self._values: OrderedDict[str, tuple[float, V]] = OrderedDict()
+
+    def put(self, key: str, value: V, now: float) -> None:
+        self._expire(now)
+        self._values.pop(key, None)  # put again: its time starts again, at the back
+        self._values[key] = (now, value)
+        while len(self._values) > self._max_keys:
+            self._values.popitem(last=False)
+
+    def get(self, key: str, now: float) -> V | None:
+        found = self._values.get(key)
+        if found is None or found[0] <= now - self._seconds:
+            return None
+        return found[1]
+
+    def pop(self, key: str, now: float) -> V | None:
+        value = self.get(key, now)
+        self._values.pop(key, None)
+        return value
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def _expire(self, now: float) -> None:
+        while self._values:
+            key, (put_at, _) = next(iter(self._values.items()))
+            if put_at > now - self._seconds:
+                break
+            del self._values[key]

@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
@@ -20,7 +19,7 @@ from voiceagent.call.agent_tools import END_CALL, TRANSFER_CALL
 from voiceagent.call.transport import Frame, Transport
 from voiceagent.call_control import builtin_tools
 from voiceagent.config import Settings
-from voiceagent.limits import RateLimit
+from voiceagent.limits import RateLimit, RecentValues
 from voiceagent.line.calls import LineCalls
 from voiceagent.line.events import LineEvents
 from voiceagent.line.node import line_node
@@ -44,6 +43,10 @@ TRANSFERS_MEMORY = 1_000  # transferred calls whose conversation is kept in case
 TRANSFER_TEARDOWN_SECONDS = 5.0
 OPERATOR_LINES_PER_MINUTE = 10
 ENDED_MEMORY = 10_000  # how many recent call ends the stream-ended handler (and late streams) can look up
+# ... and for how long: the <Connect action> request comes as the stream ends, a transfer's <Dial action>
+# when nobody answered within its ring timeout (at most 600 s, Twilio's <Dial timeout>), a late stream
+# within its token's life
+ENDED_MEMORY_SECONDS = 900.0
 STREAM_SILENCE_SECONDS = 5.0  # Twilio sends a frame every 20 ms: this long without one, the stream is dead
 PLAYBACK_REPORT_GRACE_SECONDS = 5.0  # mark echoes this late after the audio must have played are not coming
 RESPONSE_DONE_SECONDS = 60.0  # a response that started and never finished: the model is stuck
@@ -64,6 +67,7 @@ class Service:
     # an operator's says and notes per call: a runaway script must not queue hours of speech or fill the
     # model's context (OPERATOR_LINES_PER_MINUTE of each kind, per call)
     operator_lines: RateLimit = field(default_factory=lambda: RateLimit(OPERATOR_LINES_PER_MINUTE, 60.0))
+    monotonic: Callable[[], float] = time.monotonic  # for how long ends are remembered (tests inject it)
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -81,10 +85,15 @@ class Service:
         self.tokens = StreamTokens(settings.twilio_auth_token)
         self.eval_marks = EvalMarks(settings.twilio_auth_token)
         self.calls: dict[str, CallBridge] = {}
-        self.ended: OrderedDict[str, EndCall] = OrderedDict()
+        self.ended: RecentValues[EndCall] = RecentValues(ENDED_MEMORY_SECONDS, max_keys=ENDED_MEMORY)
         # the conversations of calls handed on, until their transfer is answered or comes back
-        self._transferred: OrderedDict[str, tuple[TranscriptLine, ...]] = OrderedDict()
-        self._returning: dict[str, tuple[TranscriptLine, ...]] = {}  # back from a transfer: the next stream's
+        self._transferred: RecentValues[tuple[TranscriptLine, ...]] = RecentValues(
+            ENDED_MEMORY_SECONDS, max_keys=TRANSFERS_MEMORY
+        )
+        # back from a transfer: the next stream's (a caller who hangs up before it leaves nothing behind)
+        self._returning: RecentValues[tuple[TranscriptLine, ...]] = RecentValues(
+            ENDED_MEMORY_SECONDS, max_keys=TRANSFERS_MEMORY
+        )
         self.draining = False
         self.admission = Admission(
             self.tokens,
@@ -166,7 +175,7 @@ class Service:
     ) -> CallBridge:
         clock = self.clock or LoopClock()
         options = options or self.call_options()
-        earlier = self._returning.pop(call_sid, None)
+        earlier = self._returning.pop(call_sid, self.monotonic())
         if earlier is not None:  # back from a transfer nobody took: no second greeting, the conversation goes on
             options = replace(options, greeting="", earlier=earlier)
         core = CallCore(options, call_sid=call_sid, now=clock.now())
@@ -231,9 +240,7 @@ class Service:
         end = bridge.ended or EndCall(EndReason.INTERNAL_ERROR, "ended")
         self.remember_end(bridge.call_sid, end)
         if end.farewell is Farewell.TRANSFER:
-            self._transferred[bridge.call_sid] = bridge.core.conversation
-            while len(self._transferred) > TRANSFERS_MEMORY:
-                self._transferred.popitem(last=False)
+            self._transferred.put(bridge.call_sid, bridge.core.conversation, self.monotonic())
         handle = self._handles.pop(bridge, None)
         if handle is not None:  # records hook: the call is over, with its figures
             self.recorder.call_ended(handle, end, bridge.core.figures.turn_latencies_ms)
@@ -244,7 +251,7 @@ class Service:
         bridge = self.calls.get(call_sid)
         if bridge is not None and bridge.ended is not None:
             return bridge.ended
-        return self.ended.get(call_sid)
+        return self.ended.get(call_sid, self.monotonic())
 
     async def transfer_unanswered(self, call_sid: str, dial_status: str) -> str | None:
         """Nobody took the transfer of ``call_sid``: a stream token for the caller's way back to the agent
@@ -252,26 +259,25 @@ class Service:
         bridge = self.calls.get(call_sid)
         if bridge is not None:  # the hand-over's teardown may still be under way
             await _all_finished([bridge], timeout=TRANSFER_TEARDOWN_SECONDS)
-        lines = self._transferred.pop(call_sid, None)
-        end = self.ended.get(call_sid)
+        now = self.monotonic()
+        lines = self._transferred.pop(call_sid, now)
+        end = self.ended.get(call_sid, now)
         if lines is None or end is None or end.farewell is not Farewell.TRANSFER or self.draining:
             return None
-        del self.ended[call_sid]  # the call goes on: a new stream may join it
+        self.ended.pop(call_sid, now)  # the call goes on: a new stream may join it
         back = TranscriptLine(
             call_sid, "tool", f"transfer_call() → nobody took the call ({dial_status}); the caller is back with you"
         )
-        self._returning[call_sid] = (*lines, back)
+        self._returning.put(call_sid, (*lines, back), now)
         return self.admission.rejoin(call_sid)
 
     def remember_end(self, call_sid: str, end: EndCall) -> None:
         """Remember how a call ended, so ``<Connect action>`` says the right thing. Only what that answer
-        needs is kept: the figures (the summary, a few KB a call) are the record's, and 10,000 ends of them
-        would be a day's slow growth of memory (benchmarks/soak.py)."""
+        needs is kept, for as long as anyone can ask: the figures (the summary, a few KB a call) are the
+        record's, and a day's calls' ends would be a day's slow growth of memory (benchmarks/soak.py)."""
         end = replace(end, summary={}) if end.summary else end
-        self.ended[call_sid] = end
+        self.ended.put(call_sid, end, self.monotonic())
         self.line_calls.ended(call_sid, end)
-        while len(self.ended) > ENDED_MEMORY:
-            self.ended.popitem(last=False)
 
     async def release_prewarm(self, call_sid: str) -> bool:
         """The stream of a call pre-warmed here started on another instance: give the session up now

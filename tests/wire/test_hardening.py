@@ -25,6 +25,7 @@ from voiceagent.call import EndCall, EndReason
 from voiceagent.config import load_settings
 from voiceagent.logs import configure_logging
 from voiceagent.server import MAX_HEAD_BYTES, uvicorn_config
+from voiceagent.service import ENDED_MEMORY_SECONDS, Service
 from voiceagent.testing import TEST_AUTH_TOKEN, app_environment, webhook_params
 from voiceagent.testing.seams import ScriptedModel
 from voiceagent.twilio import webhook_guard
@@ -202,6 +203,22 @@ def test_a_stream_token_works_once_and_a_stream_for_an_ended_call_is_refused(
     assert open_stream(http, sid(3), token) == 1008  # already used
     reasons = {line.get("reason") for line in caplog_json() if line["event"] == "stream_rejected"}
     assert reasons == {"this call already ended", "stream token already used"}
+
+
+def test_a_days_call_ends_are_forgotten_once_nobody_can_ask_for_them() -> None:
+    """The ends are kept for the <Connect action> and a transfer's <Dial action> (at most 600 s of ringing),
+    not for the rest of the day: 10,000 of them were the soak's slow climb of memory."""
+    clock = [0.0]
+    service = Service(load_settings(app_environment("http://127.0.0.1:9")), monotonic=lambda: clock[0])
+    for n in range(50):
+        clock[0] = float(n)
+        service.remember_end(sid(n), EndCall(EndReason.CALLER_HUNG_UP, "caller hung up", summary={"turns": 3}))
+    assert service.end_of(sid(0)) == EndCall(EndReason.CALLER_HUNG_UP, "caller hung up")  # the action's answer
+    assert service.end_of(sid(0)).summary == {}  # type: ignore[union-attr]  # the figures are the record's
+    clock[0] = 60.0 + ENDED_MEMORY_SECONDS
+    assert service.end_of(sid(49)) is None
+    service.remember_end(sid(99), EndCall(EndReason.CALLER_HUNG_UP, "caller hung up"))
+    assert len(service.ended) == 1
 
 
 def test_streams_are_admitted_like_webhooks(app_client: Callable[..., TestClient]) -> None:
