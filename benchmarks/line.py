@@ -8,8 +8,10 @@ and pre-warmed the model session) in front of one ``voiceagent serve``, then in 
 same PostgreSQL records (a schema of its own, dropped after); the fake model and the fake callers run in
 this process. Each call hears the greeting, asks one question and hears the answer start, then hangs up;
 each instance count runs two batches: the calls alone, then the same calls with an operator's work in
-each (a live view of the line, then a note to each instance). Prints the servers' CPU time per call
-(from ``/proc``), for one instance and for two (their sum), batch by batch, and, on two, the latency of
+each (a live view of the line, then a note to each instance); one instance also runs half the calls alone,
+the control: each of two instances carries half the calls, and an instance's CPU per call falls the more
+calls it carries. Prints the servers' CPU time per call (from ``/proc``), for one instance and for two
+(their sum), batch by batch, and, on two, the latency of
 ``GET /api/calls/live`` (every instance asked over the bus) and of ``POST /api/calls/{sid}/note`` sent to
 the instance that does *not* own the call (passed to the owner over the bus) against the owner itself.
 Needs ``haproxy`` and ``VOICEAGENT_TEST_POSTGRES_URL`` (or ``--database-url``).
@@ -45,6 +47,7 @@ Latencies = dict[str, list[float]]
 class Run:
     call_cpu: float  # seconds of the servers' CPU per call, the call alone
     operated_call_cpu: float  # ... a call with a live view and two notes
+    half_call_cpu: float  # ... the call alone, half as many calls at once (one instance only: the control)
     sessions_per_call: float  # model sessions opened per call (a released pre-warm is one more)
     latencies: Latencies
 
@@ -172,7 +175,9 @@ async def run(
     config.write_text(HAPROXY.format(port=proxy_port, servers=lines, balance=balance))
     haproxy = await asyncio.create_subprocess_exec("haproxy", "-db", "-f", str(config))
     latencies: Latencies = {"owner": [], "other": [], "live": []}
-    spent: dict[bool, float] = {}
+    spent: dict[tuple[int, bool], float] = {}
+    # the calls alone, then the same calls with an operator's work; one instance also half the calls alone
+    batches = [(calls, False), (calls, True)] + ([(calls // 2, False)] if instances == 1 else [])
     try:
         async with httpx.AsyncClient(timeout=10) as http:
             for _ in range(100):
@@ -186,13 +191,14 @@ async def run(
                 *(one_call(proxy, http, ports, latencies, operator=False) for _ in range(2 * instances))
             )
             sessions_before = len(model.sessions)
-            for operator in (False, True):  # the calls alone, then the same calls with an operator's work
+            for count, operator in batches:
                 before = sum(cpu_seconds(server.pid) for server in servers)
                 await asyncio.gather(
-                    *(one_call(proxy, http, ports, latencies, operator=operator) for _ in range(calls))
+                    *(one_call(proxy, http, ports, latencies, operator=operator) for _ in range(count))
                 )
-                spent[operator] = (sum(cpu_seconds(server.pid) for server in servers) - before) / calls
+                spent[count, operator] = (sum(cpu_seconds(server.pid) for server in servers) - before) / count
             sessions = len(model.sessions) - sessions_before  # a released pre-warm is one more
+            batch_calls = sum(count for count, _ in batches)
     except BaseException:
         print_logs(work)
         raise
@@ -201,7 +207,8 @@ async def run(
         for server in servers:
             server.terminate()
         await asyncio.gather(haproxy.wait(), *(server.wait() for server in servers))
-    return Run(spent[False], spent[True], sessions / (2 * calls), latencies)
+    half = spent.get((calls // 2, False), float("nan"))
+    return Run(spent[calls, False], spent[calls, True], half, sessions / batch_calls, latencies)
 
 
 async def main(calls: int, database_url: str, balance: str, instance_routes: bool, repeat: int) -> None:
@@ -226,15 +233,21 @@ async def main(calls: int, database_url: str, balance: str, instance_routes: boo
     print(f"{calls} calls at once through haproxy (balance {balance}, {routes}), PostgreSQL records, {repeat} rounds")
     one, two = rounds[-1]
     print(f"model sessions per call: one instance {one.sessions_per_call:.2f}, two {two.sessions_per_call:.2f}")
-    for label, cost in (("the call alone", "call_cpu"), ("with a live view and two notes", "operated_call_cpu")):
-        alone = [getattr(one, cost) * 1000 for one, _ in rounds]
-        split = [getattr(two, cost) * 1000 for _, two in rounds]
+    comparisons = (
+        ("the call alone", "call_cpu", "call_cpu", calls),
+        ("with a live view and two notes", "operated_call_cpu", "operated_call_cpu", calls),
+        # the control: as many calls per instance as each of the two carries
+        ("the call alone, one at half", "half_call_cpu", "call_cpu", calls // 2),
+    )
+    for label, cost_one, cost_two, calls_on_one in comparisons:
+        alone = [getattr(one, cost_one) * 1000 for one, _ in rounds]
+        split = [getattr(two, cost_two) * 1000 for _, two in rounds]
         changes = [(b / a - 1) * 100 for a, b in zip(alone, split, strict=True)]
         each = ", ".join(f"{change:+.0f}" for change in changes)
         print(
-            f"CPU per call, {label:<31}: one instance {statistics.median(alone):.1f} ms, "
-            f"two {statistics.median(split):.1f} ms (median change {statistics.median(changes):+.1f} %; "
-            f"rounds {each} %)"
+            f"CPU per call, {label:<31}: one instance ({calls_on_one} calls) {statistics.median(alone):.1f} ms, "
+            f"two ({calls} calls) {statistics.median(split):.1f} ms "
+            f"(median change {statistics.median(changes):+.1f} %; rounds {each} %)"
         )
     rows = [("live", "GET /api/calls/live, two instances"), ("owner", "note to the owner")]
     rows.append(("other", "note to the other (over the bus)"))
