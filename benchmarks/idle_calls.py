@@ -19,13 +19,11 @@ import asyncio
 import contextlib
 import os
 import re
-import socket
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import httpx
+from line import free_port, start_instance  # the benchmark beside this one (its folder is on the path)
 
 from voiceagent.testing.audio import load_fixture
 from voiceagent.testing.fake_realtime import FakeRealtimeServer
@@ -50,13 +48,6 @@ def context_switches(pid: int) -> int:
     return total
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 async def measure(pid: int, seconds: float) -> tuple[float, float, float]:
     """CPU ms per second, of it system ms per second, context switches per second, over ``seconds``."""
     (cpu_before, sys_before), switches_before, started = cpu_seconds(pid), context_switches(pid), time.monotonic()
@@ -79,19 +70,8 @@ async def main(counts: list[int], seconds: float) -> None:
             env |= app_environment(model.endpoint, VOICEAGENT_MAX_CALLS=str(max(counts)))
             env |= {"HOST": "127.0.0.1", "PORT": str(port), "PUBLIC_BASE_URL": base}
             env["VOICEAGENT_DATABASE_URL"] = f"sqlite:///{work}/records.db"
-            log = (Path(work) / "serve.log").open("wb")
-            server = await asyncio.create_subprocess_exec(
-                sys.executable, "-m", "voiceagent", "serve", env=env, stdout=log, stderr=log
-            )
+            server = await start_instance(env, port, Path(work) / "serve.log")
             try:
-                async with httpx.AsyncClient(timeout=2) as http:
-                    for _ in range(300):
-                        with contextlib.suppress(httpx.TransportError):
-                            if (await http.get(base + "/readyz")).status_code == 200:
-                                break
-                        await asyncio.sleep(0.2)
-                    else:
-                        raise SystemExit("voiceagent serve did not become ready within 60 s")
                 idle, _, idle_switches = await measure(server.pid, seconds)
                 print(f"idle: {idle:.1f} ms of CPU a second, {idle_switches:.0f} context switches a second")
                 for count in counts:
@@ -119,7 +99,6 @@ async def main(counts: list[int], seconds: float) -> None:
             finally:
                 server.terminate()
                 await server.wait()
-                log.close()
 
 
 if __name__ == "__main__":

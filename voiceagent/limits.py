@@ -56,18 +56,13 @@ class RecentKeys:
     """Keys seen in the last ``seconds`` (bounded): a CallSid whose webhook or stream token was used."""
 
     def __init__(self, seconds: float, *, max_keys: int = 100_000) -> None:
-        self._seconds = seconds
-        self._max_keys = max_keys
-        self._seen: OrderedDict[str, float] = OrderedDict()
+        self._seen: RecentValues[float] = RecentValues(seconds, max_keys=max_keys)  # key -> when it was seen
 
     def add(self, key: str, now: float) -> bool:
         """Remember ``key``; False if it was already remembered (a replay)."""
-        self._expire(now)
-        if key in self._seen:
+        if self._seen.get(key, now) is not None:
             return False
-        self._seen[key] = now
-        while len(self._seen) > self._max_keys:
-            self._seen.popitem(last=False)
+        self._seen.put(key, now, now)
         return True
 
     def __contains__(self, key: str) -> bool:
@@ -75,13 +70,6 @@ class RecentKeys:
 
     def __len__(self) -> int:
         return len(self._seen)
-
-    def _expire(self, now: float) -> None:
-        while self._seen:
-            key, seen_at = next(iter(self._seen.items()))
-            if seen_at > now - self._seconds:
-                break
-            del self._seen[key]
 
 
 class RecentValues(Generic[V]):
@@ -111,6 +99,10 @@ class RecentValues(Generic[V]):
         value = self.get(key, now)
         self._values.pop(key, None)
         return value
+
+    def __contains__(self, key: str) -> bool:
+        """Remembered (a key past its time goes at the next ``put``)."""
+        return key in self._values
 
     def __len__(self) -> int:
         return len(self._values)
